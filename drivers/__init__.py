@@ -1,0 +1,1 @@
+"""Device drivers: pure protocol parsers plus thin sessions that do the I/O."""

@@ -1,0 +1,45 @@
+"""Drivers looked up by name and imported lazily; third parties register through an entry-point group.
+
+A third-party package adds, in its pyproject.toml::
+
+    [project.entry-points."vitalgate.drivers"]
+    acme-cuff = "acme_vitalgate.cuff:AcmeCuffDriver"
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+__all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "UnknownDriverError", "available", "load"]
+
+ENTRY_POINT_GROUP = "vitalgate.drivers"
+
+# name -> "module:attribute". Imported only when a config names the driver.
+BUILTIN: dict[str, str] = {}
+
+
+class UnknownDriverError(LookupError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown driver {name!r}; available: {', '.join(sorted(available()))}")
+        self.name = name
+
+
+def _third_party() -> dict[str, str]:
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available() -> dict[str, str]:
+    """All driver names with their import paths; built-ins win over a third party of the same name."""
+    return {**_third_party(), **BUILTIN}
+
+
+def load(name: str) -> Any:
+    """The driver class registered under `name`."""
+    target = available().get(name)
+    if target is None:
+        raise UnknownDriverError(name)
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attr)

@@ -1,0 +1,1 @@
+"""Forwarders send mapped readings to a backend; the core owns buffering and retry."""

@@ -1,0 +1,210 @@
+"""The one neutral type between drivers and the rest of the gateway.
+
+Drivers know wire formats; the queue, FHIR mapping and forwarders know only `Reading`. Values are
+held twice: in one canonical unit per quantity (so the core can compare and reason) and as the device
+reported them (so FHIR output keeps the device's own unit where the profiles want it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from enum import StrEnum
+
+__all__ = [
+    "CANONICAL_UNIT",
+    "DeviceIdentity",
+    "Kind",
+    "Measurement",
+    "Metric",
+    "Reading",
+    "Status",
+    "Unit",
+]
+
+
+class Kind(StrEnum):
+    """What a reading is about. New kinds are added here and in `gateway.fhir.codes`."""
+
+    BLOOD_PRESSURE = "blood-pressure"
+    PULSE_RATE = "pulse-rate"
+    BODY_WEIGHT = "body-weight"
+    BLOOD_GLUCOSE = "blood-glucose"
+
+
+class Metric(StrEnum):
+    """One measured quantity inside a reading (a BP reading carries several)."""
+
+    SYSTOLIC = "systolic"
+    DIASTOLIC = "diastolic"
+    MEAN_ARTERIAL = "mean-arterial"
+    PULSE_RATE = "pulse-rate"
+    BODY_WEIGHT = "body-weight"
+    BODY_HEIGHT = "body-height"
+    BMI = "bmi"
+    GLUCOSE = "glucose"
+
+
+class Unit(StrEnum):
+    """UCUM codes, so the FHIR layer can use the value as it is."""
+
+    MMHG = "mm[Hg]"
+    KPA = "kPa"
+    PER_MIN = "/min"
+    KG = "kg"
+    LB = "[lb_av]"
+    M = "m"
+    IN = "[in_i]"
+    KG_PER_M2 = "kg/m2"
+    MG_DL = "mg/dL"
+    MMOL_L = "mmol/L"
+
+
+CANONICAL_UNIT: dict[Metric, Unit] = {
+    Metric.SYSTOLIC: Unit.MMHG,
+    Metric.DIASTOLIC: Unit.MMHG,
+    Metric.MEAN_ARTERIAL: Unit.MMHG,
+    Metric.PULSE_RATE: Unit.PER_MIN,
+    Metric.BODY_WEIGHT: Unit.KG,
+    Metric.BODY_HEIGHT: Unit.M,
+    Metric.BMI: Unit.KG_PER_M2,
+    Metric.GLUCOSE: Unit.MG_DL,
+}
+
+# Factors into the canonical unit. Glucose mmol/L -> mg/dL uses the molar mass of glucose (180.156 g/mol).
+_TO_CANONICAL: dict[tuple[Unit, Unit], float] = {
+    (Unit.MMHG, Unit.MMHG): 1.0,
+    (Unit.KPA, Unit.MMHG): 1000.0 / 133.322387415,
+    (Unit.PER_MIN, Unit.PER_MIN): 1.0,
+    (Unit.KG, Unit.KG): 1.0,
+    (Unit.LB, Unit.KG): 0.45359237,
+    (Unit.M, Unit.M): 1.0,
+    (Unit.IN, Unit.M): 0.0254,
+    (Unit.KG_PER_M2, Unit.KG_PER_M2): 1.0,
+    (Unit.MG_DL, Unit.MG_DL): 1.0,
+    (Unit.MMOL_L, Unit.MG_DL): 18.0156,
+}
+
+
+class Status(StrEnum):
+    """Measurement status a device reports; carried to FHIR, never silently dropped."""
+
+    BODY_MOVEMENT = "body-movement"
+    CUFF_LOOSE = "cuff-loose"
+    IRREGULAR_PULSE = "irregular-pulse"
+    PULSE_RATE_OUT_OF_RANGE = "pulse-rate-out-of-range"
+    IMPROPER_POSITION = "improper-position"
+    CONTROL_SOLUTION = "control-solution"
+    SENSOR_FAULT = "sensor-fault"
+    DEVICE_ANNUNCIATION = "device-annunciation"
+    VALUE_ABOVE_RANGE = "value-above-range"
+    VALUE_BELOW_RANGE = "value-below-range"
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """A value as the device reported it; `value` / `unit` give it in the canonical unit."""
+
+    metric: Metric
+    reported_value: float
+    reported_unit: Unit
+
+    @property
+    def unit(self) -> Unit:
+        return CANONICAL_UNIT[self.metric]
+
+    @property
+    def value(self) -> float:
+        try:
+            factor = _TO_CANONICAL[(self.reported_unit, self.unit)]
+        except KeyError:
+            raise ValueError(f"{self.reported_unit} is not a unit of {self.metric}") from None
+        return self.reported_value * factor
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceIdentity:
+    """Who measured. `key` is stable across transports so bindings survive re-pairing a cable."""
+
+    driver: str
+    address: str | None = None  # Bluetooth address or serial port path
+    serial_number: str | None = None
+    system_id: str | None = None  # Bluetooth System ID (EUI-64) as 16 hex digits
+    manufacturer: str | None = None
+    model: str | None = None
+    firmware: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The strongest identity known: System ID, then serial number, then transport address."""
+        if self.system_id:
+            return f"eui64:{self.system_id.lower()}"
+        if self.serial_number:
+            return f"serial:{self.manufacturer or self.driver}:{self.serial_number}"
+        if self.address:
+            return f"addr:{self.address.upper()}"
+        raise ValueError("device identity has neither System ID, serial number nor address")
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One measurement event from one device, as received, before any patient is known.
+
+    `device_time` is the device's own (usually zone-less) clock; `clock_offset` is how far that clock
+    was ahead of the gateway's when last checked, so consumers can correct it. `received_at` is the
+    gateway's UTC receive time. `sequence` is the device's record number where it has one.
+    """
+
+    kind: Kind
+    measurements: tuple[Measurement, ...]
+    device: DeviceIdentity
+    received_at: datetime
+    device_time: datetime | None = None
+    clock_offset: timedelta | None = None
+    user_slot: int | None = None
+    sequence: int | None = None
+    status: frozenset[Status] = field(default_factory=frozenset)
+    raw: bytes = b""
+    simulated: bool = False
+
+    def __post_init__(self) -> None:
+        if self.received_at.tzinfo is None:
+            raise ValueError("received_at must be timezone-aware")
+        if not self.measurements:
+            raise ValueError("a reading needs at least one measurement")
+
+    def measurement(self, metric: Metric) -> Measurement | None:
+        return next((m for m in self.measurements if m.metric == metric), None)
+
+    @property
+    def idempotency_key(self) -> str:
+        """Same device event -> same key, however often it is read, so redelivery makes no duplicates.
+
+        Built from the device identity, user slot, kind, the device's own time or record number and the
+        reported values. Receive time only counts when the device gives neither time nor record number,
+        because then nothing else tells two equal readings apart.
+        """
+        parts = [self.device.key, str(self.user_slot), self.kind.value]
+        if self.sequence is not None:
+            parts.append(f"seq={self.sequence}")
+        if self.device_time is not None:
+            parts.append(f"t={self.device_time.isoformat()}")
+        if self.sequence is None and self.device_time is None:
+            parts.append(f"rx={self.received_at.astimezone(UTC).isoformat()}")
+        parts.extend(f"{m.metric.value}={m.reported_value!r}{m.reported_unit.value}" for m in self.measurements)
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+    def effective_time(self, local_tz: tzinfo | None = None) -> datetime:
+        """When it was measured, on the gateway's clock: device time corrected by the known offset.
+
+        A zone-less device time is taken in `local_tz` (a tzinfo; the gateway's zone when None).
+        """
+        if self.device_time is None:
+            return self.received_at
+        t = self.device_time
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=local_tz) if local_tz is not None else t.astimezone()
+        if self.clock_offset is not None:
+            t = t - self.clock_offset
+        return t
