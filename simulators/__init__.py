@@ -1,0 +1,1 @@
+"""Device simulators used by tests, `vitalgate simulate` and `vitalgate demo`."""

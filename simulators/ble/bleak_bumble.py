@@ -1,0 +1,380 @@
+"""A bleak backend on Google's Bumble stack, so tests and demos run bleak against simulated peripherals.
+
+Production uses bleak's BlueZ backend. Here the kernel has no Bluetooth, so `BleakScannerBumble` and
+`BleakClientBumble` implement bleak's backend interfaces over one Bumble central `Device` (the `BumbleHub`,
+the moral equivalent of one adapter). The hub reaches the peripherals either through an in-process
+`bumble.link.LocalLink` (tests, demo) or through an HCI transport such as `tcp-client:127.0.0.1:PORT`
+(a simulator started by `vitalgate simulate` in another process serves a controller on `tcp-server:`).
+
+Use it through bleak's public API, exactly like BlueZ::
+
+    hub = BumbleHub(link=link)
+    BleakScanner(backend=BleakScannerBumble, hub=hub)
+    BleakClient(device, backend=BleakClientBumble, hub=hub)
+
+Bonding: keys go to the hub's key store (a JSON file when `keystore_path` is set, so `vitalgate pair`
+and `vitalgate run` share them). Like BlueZ, a connection to a bonded peer is encrypted right away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bleak.args import SizedBuffer
+from bleak.assigned_numbers import CHARACTERISTIC_PROPERTIES, CharacteristicPropertyName
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.client import BaseBleakClient, NotifyCallback
+from bleak.backends.descriptor import BleakGATTDescriptor
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback, BaseBleakScanner
+from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
+from bleak.exc import BleakDeviceNotFoundError, BleakError
+from bleak.uuids import normalize_uuid_str
+from bumble import hci, pairing
+from bumble.controller import Controller
+from bumble.core import UUID, AdvertisingData
+from bumble.device import Advertisement, Connection, Device, Peer
+from bumble.host import Host
+from bumble.keys import JsonKeyStore, KeyStore, MemoryKeyStore
+from bumble.link import LocalLink
+from bumble.transport import Transport, open_transport
+from bumble.transport.common import AsyncPipeSink
+
+__all__ = ["BleakClientBumble", "BleakScannerBumble", "BumbleHub", "PasskeyProvider", "bumble_uuid"]
+
+PasskeyProvider = Callable[[], Awaitable[int | None]]
+
+CENTRAL_ADDRESS = "F0:47:57:00:00:01"  # static random (two top bits set): the gateway's own address
+
+_UUID_LISTS = (
+    AdvertisingData.COMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS,
+    AdvertisingData.INCOMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS,
+    AdvertisingData.COMPLETE_LIST_OF_32_BIT_SERVICE_CLASS_UUIDS,
+    AdvertisingData.INCOMPLETE_LIST_OF_32_BIT_SERVICE_CLASS_UUIDS,
+    AdvertisingData.COMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS,
+    AdvertisingData.INCOMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS,
+)
+
+
+def bumble_uuid(uuid: UUID) -> str:
+    """Bumble UUID -> bleak's normalized 128-bit lower-case string."""
+    return normalize_uuid_str(uuid.to_hex_str("-"))
+
+
+class _Delegate(pairing.PairingDelegate):
+    """Keyboard-only central: asks the hub's passkey provider when the peripheral displays a passkey."""
+
+    def __init__(self, passkey: PasskeyProvider | None) -> None:
+        super().__init__(io_capability=pairing.PairingDelegate.KEYBOARD_INPUT_ONLY)
+        self._passkey = passkey
+
+    async def get_number(self) -> int | None:
+        if self._passkey is None:
+            return None  # negative reply: pairing fails rather than guessing a passkey
+        return await self._passkey()
+
+
+class BumbleHub:
+    """One Bumble central shared by every scanner and client of a process, like one BlueZ adapter."""
+
+    def __init__(
+        self,
+        *,
+        link: LocalLink | None = None,
+        hci_transport: str | None = None,
+        address: str = CENTRAL_ADDRESS,
+        keystore_path: str | None = None,
+        passkey: PasskeyProvider | None = None,
+    ) -> None:
+        if (link is None) == (hci_transport is None):
+            raise ValueError("give exactly one of link= or hci_transport=")
+        self._link = link
+        self._hci_spec = hci_transport
+        self._address = hci.Address(address, hci.Address.RANDOM_DEVICE_ADDRESS)
+        self._keystore_path = keystore_path
+        self.passkey = passkey
+        self._device: Device | None = None
+        self._transport: Transport | None = None
+        self._lock = asyncio.Lock()
+        self.connect_lock = asyncio.Lock()  # Bumble allows one pending LE connection at a time
+        self._scanners = 0
+
+    async def device(self) -> Device:
+        async with self._lock:
+            if self._device is None:
+                self._device = await self._open()
+            return self._device
+
+    async def _open(self) -> Device:
+        if self._link is not None:
+            controller = Controller("gateway", link=self._link, public_address=None)
+            device = Device(address=self._address, host=Host(controller, AsyncPipeSink(controller)))
+        else:
+            assert self._hci_spec is not None
+            self._transport = await open_transport(self._hci_spec)
+            device = Device.with_hci("gateway", self._address, self._transport.source, self._transport.sink)
+        device.keystore = self._make_keystore(device)
+        device.pairing_config_factory = lambda _conn: pairing.PairingConfig(
+            sc=True,
+            mitm=True,
+            bonding=True,
+            delegate=_Delegate(self.passkey),
+            identity_address_type=pairing.PairingConfig.AddressType.RANDOM,
+        )
+        await device.power_on()
+        return device
+
+    def _make_keystore(self, device: Device) -> KeyStore:
+        if self._keystore_path is None:
+            return MemoryKeyStore()
+        return JsonKeyStore(namespace=str(self._address), filename=self._keystore_path)
+
+    async def start_scanning(self) -> Device:
+        device = await self.device()
+        self._scanners += 1
+        if self._scanners == 1:
+            await device.start_scanning(active=True, filter_duplicates=False)
+        return device
+
+    async def stop_scanning(self) -> None:
+        self._scanners -= 1
+        if self._scanners == 0 and self._device is not None and self._device.is_scanning:
+            await self._device.stop_scanning()
+
+    async def is_bonded(self, address: hci.Address) -> bool:
+        device = await self.device()
+        return device.keystore is not None and await device.keystore.get(str(address)) is not None
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._device is not None:
+                with contextlib.suppress(Exception):
+                    await self._device.power_off()
+                self._device = None
+            if self._transport is not None:
+                await self._transport.close()
+                self._transport = None
+
+
+def _hub(kwargs: dict[str, Any]) -> BumbleHub:
+    hub = kwargs.get("hub")
+    if not isinstance(hub, BumbleHub):
+        raise BleakError("the Bumble backend needs hub=BumbleHub(...)")
+    return hub
+
+
+def _advertisement_data(adv: Advertisement) -> AdvertisementData:
+    data = adv.data
+    name = data.get(AdvertisingData.COMPLETE_LOCAL_NAME) or data.get(AdvertisingData.SHORTENED_LOCAL_NAME)
+    services: list[str] = []
+    for kind in _UUID_LISTS:
+        for uuid in data.get_all(kind):
+            items = uuid if isinstance(uuid, list) else [uuid]
+            services.extend(bumble_uuid(u) for u in items if isinstance(u, UUID))
+    manufacturer: dict[int, bytes] = {}
+    for item in data.get_all(AdvertisingData.MANUFACTURER_SPECIFIC_DATA):
+        company, payload = item
+        manufacturer[int(company)] = bytes(payload)
+    service_data: dict[str, bytes] = {}
+    for item in data.get_all(AdvertisingData.SERVICE_DATA):
+        uuid, payload = item
+        service_data[bumble_uuid(uuid)] = bytes(payload)
+    return AdvertisementData(
+        local_name=name if isinstance(name, str) else None,
+        manufacturer_data=manufacturer,
+        service_data=service_data,
+        service_uuids=list(dict.fromkeys(services)),
+        tx_power=adv.tx_power if adv.tx_power != 127 else None,
+        rssi=adv.rssi,
+        platform_data=(adv,),
+    )
+
+
+class BleakScannerBumble(BaseBleakScanner):
+    """Scans on the hub's central; advertisement reports become bleak `AdvertisementData`."""
+
+    def __init__(
+        self,
+        detection_callback: AdvertisementDataCallback | None,
+        service_uuids: list[str] | None,
+        scanning_mode: str = "active",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(detection_callback, service_uuids)
+        self._hub = _hub(kwargs)
+        self._device: Device | None = None
+
+    def _on_advertisement(self, adv: Advertisement) -> None:
+        data = _advertisement_data(adv)
+        if not self.is_allowed_uuid(data.service_uuids):
+            return
+        address = adv.address
+        device = self.create_or_update_device(str(address), _bleak_address(address), data.local_name, address, data)
+        self.call_detection_callbacks(device, data)
+
+    async def start(self) -> None:
+        self.seen_devices = {}
+        self._device = await self._hub.start_scanning()
+        self._device.on(Device.EVENT_ADVERTISEMENT, self._on_advertisement)
+
+    async def stop(self) -> None:
+        if self._device is None:
+            return
+        self._device.remove_listener(Device.EVENT_ADVERTISEMENT, self._on_advertisement)
+        self._device = None
+        await self._hub.stop_scanning()
+
+
+def _bleak_address(address: hci.Address) -> str:
+    """bleak shows addresses without Bumble's type suffix ("/P")."""
+    return address.to_string(with_type_qualifier=False)
+
+
+def _properties(bits: int) -> list[CharacteristicPropertyName]:
+    return [name for bit, name in CHARACTERISTIC_PROPERTIES.items() if bits & bit and bit <= 0x80]
+
+
+class BleakClientBumble(BaseBleakClient):
+    """A GATT client over one Bumble connection of the hub's central."""
+
+    def __init__(self, address_or_ble_device: BLEDevice | str, **kwargs: Any) -> None:
+        super().__init__(
+            address_or_ble_device,
+            disconnected_callback=kwargs.pop("disconnected_callback", None),
+            timeout=kwargs.pop("timeout", 10.0),
+        )
+        self._hub = _hub(kwargs)
+        if isinstance(address_or_ble_device, BLEDevice) and isinstance(
+            address_or_ble_device.details, hci.Address
+        ):
+            self._peer_address: hci.Address = address_or_ble_device.details
+        else:
+            self._peer_address = _parse_address(self.address)
+        self._connection: Connection | None = None
+        self._peer: Peer | None = None
+
+    @property
+    def name(self) -> str:
+        return self.address
+
+    @property
+    def mtu_size(self) -> int:
+        return self._connection.att_mtu if self._connection is not None else 23
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connection is not None
+
+    async def connect(self, pair: bool, **kwargs: Any) -> None:
+        device = await self._hub.device()
+        async with self._hub.connect_lock:
+            try:
+                connection = await device.connect(self._peer_address, timeout=self._timeout)
+            except Exception as exc:
+                raise BleakDeviceNotFoundError(self.address, f"connect failed: {type(exc).__name__}") from exc
+        self._connection = connection
+        connection.on(Connection.EVENT_DISCONNECTION, self._on_disconnection)
+        try:
+            if pair:
+                await connection.pair()
+            elif await self._hub.is_bonded(connection.peer_address):
+                await connection.encrypt()  # what BlueZ does for a bonded device
+            self._peer = Peer(connection)
+            self.services = await self._discover()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.disconnect()
+            raise
+
+    def _on_disconnection(self, _reason: int) -> None:
+        was_connected = self._connection is not None
+        self._connection = None
+        self._peer = None
+        if was_connected and self._disconnected_callback is not None:
+            self._disconnected_callback()
+
+    async def _discover(self) -> BleakGATTServiceCollection:
+        assert self._peer is not None
+        collection = BleakGATTServiceCollection()
+        for service in await self._peer.discover_services():
+            b_service = BleakGATTService(service, service.handle, bumble_uuid(service.uuid))
+            collection.add_service(b_service)
+            for char in await service.discover_characteristics():
+                b_char = BleakGATTCharacteristic(
+                    char,
+                    char.handle,
+                    bumble_uuid(char.uuid),
+                    _properties(int(char.properties)),
+                    lambda: self.mtu_size - 3,
+                    b_service,
+                )
+                collection.add_characteristic(b_char)
+                for desc in await char.discover_descriptors():
+                    collection.add_descriptor(BleakGATTDescriptor(desc, desc.handle, bumble_uuid(desc.type), b_char))
+        return collection
+
+    async def disconnect(self) -> None:
+        connection = self._connection
+        if connection is None:
+            return
+        self._connection = None  # a requested disconnect is not reported to the callback
+        self._peer = None
+        with contextlib.suppress(Exception):
+            await connection.disconnect()
+
+    async def pair(self, *args: Any, **kwargs: Any) -> None:
+        if self._connection is None:
+            raise BleakError("Not connected")
+        await self._connection.pair()
+
+    async def unpair(self) -> None:
+        device = await self._hub.device()
+        if device.keystore is not None:
+            with contextlib.suppress(KeyError):
+                await device.keystore.delete(str(self._peer_address))
+
+    def _require_peer(self) -> Peer:
+        if self._peer is None:
+            raise BleakError("Not connected")
+        return self._peer
+
+    async def read_gatt_char(
+        self, characteristic: BleakGATTCharacteristic, *, use_cached: bool = False, **kwargs: Any
+    ) -> bytearray:
+        return bytearray(await self._require_peer().read_value(characteristic.obj))
+
+    async def read_gatt_descriptor(
+        self, descriptor: BleakGATTDescriptor, *, use_cached: bool = False, **kwargs: Any
+    ) -> bytearray:
+        return bytearray(await self._require_peer().read_value(descriptor.obj))
+
+    async def write_gatt_char(
+        self, characteristic: BleakGATTCharacteristic, data: SizedBuffer, response: bool
+    ) -> None:
+        await self._require_peer().write_value(characteristic.obj, bytes(data), with_response=response)
+
+    async def write_gatt_descriptor(self, descriptor: BleakGATTDescriptor, data: SizedBuffer) -> None:
+        await self._require_peer().write_value(descriptor.obj, bytes(data), with_response=True)
+
+    async def start_notify(
+        self, characteristic: BleakGATTCharacteristic, callback: NotifyCallback, **kwargs: Any
+    ) -> None:
+        def deliver(value: bytes) -> None:
+            callback(bytearray(value))
+
+        characteristic.obj.vg_subscriber = deliver  # kept so stop_notify removes the same one
+        await self._require_peer().subscribe(characteristic.obj, deliver, prefer_notify=True)
+
+    async def stop_notify(self, characteristic: BleakGATTCharacteristic) -> None:
+        subscriber = getattr(characteristic.obj, "vg_subscriber", None)
+        await self._require_peer().unsubscribe(characteristic.obj, subscriber)
+
+
+def _parse_address(text: str) -> hci.Address:
+    """"AA:BB:..." is taken as random (what health devices use); "AA:BB:.../P" as public."""
+    if text.endswith("/P"):
+        return hci.Address(text[:-2], hci.Address.PUBLIC_DEVICE_ADDRESS)
+    return hci.Address(text, hci.Address.RANDOM_DEVICE_ADDRESS)
