@@ -212,7 +212,9 @@ class BleakScannerBumble(BaseBleakScanner):
         if not self.is_allowed_uuid(data.service_uuids):
             return
         address = adv.address
-        device = self.create_or_update_device(str(address), _bleak_address(address), data.local_name, address, data)
+        device = self.create_or_update_device(
+            str(address), _bleak_address(address), data.local_name, address, data
+        )
         self.call_detection_callbacks(device, data)
 
     async def start(self) -> None:
@@ -313,7 +315,8 @@ class BleakClientBumble(BaseBleakClient):
                 )
                 collection.add_characteristic(b_char)
                 for desc in await char.discover_descriptors():
-                    collection.add_descriptor(BleakGATTDescriptor(desc, desc.handle, bumble_uuid(desc.type), b_char))
+                    b_desc = BleakGATTDescriptor(desc, desc.handle, bumble_uuid(desc.type), b_char)
+                    collection.add_descriptor(b_desc)
         return collection
 
     async def disconnect(self) -> None:

@@ -1,0 +1,1 @@
+"""Bluetooth LE: transport interface, bleak implementation, sessions for the SIG health profiles."""
