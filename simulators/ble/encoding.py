@@ -45,6 +45,11 @@ def sfloat(value: float, exponent: int = 0) -> bytes:
 SFLOAT_NAN = _U16.pack(0x07FF)
 
 
+def sfloat_raw(mantissa: int, exponent: int) -> bytes:
+    """SFLOAT from an integer mantissa, so no float rounding stands between a test and its bytes."""
+    return _U16.pack(((exponent & 0xF) << 12) | (mantissa & 0x0FFF))
+
+
 def date_time(t: datetime) -> bytes:
     return _DATE_TIME.pack(t.year, t.month, t.day, t.hour, t.minute, t.second)
 
@@ -127,13 +132,13 @@ class GlucoseRecord:
 
 
 def encode_glucose(r: GlucoseRecord) -> bytes:
-    """Glucose Measurement 0x2A18 (GSS 3.107). Concentration in kg/L as SFLOAT: mg/dL * 1e-5 kg/L."""
+    """Glucose Measurement 0x2A18 (GSS 3.107). Concentration in kg/L: N mg/dL = N * 10**-5 kg/L."""
     flags = 0x02 | (0x01 if r.time_offset_min is not None else 0)
     flags |= (0x08 if r.sensor_status is not None else 0) | (0x10 if r.meal is not None else 0)
     out = bytes([flags]) + _U16.pack(r.sequence) + date_time(r.time)
     if r.time_offset_min is not None:
         out += _S16.pack(r.time_offset_min)
-    out += sfloat(r.mg_dl, -5) + bytes([(r.location << 4) | r.sample_type])
+    out += sfloat_raw(round(r.mg_dl), -5) + bytes([(r.location << 4) | r.sample_type])
     if r.sensor_status is not None:
         out += _U16.pack(r.sensor_status)
     return out
