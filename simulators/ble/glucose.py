@@ -32,7 +32,8 @@ REPORT, DELETE, ABORT, COUNT = 1, 2, 3, 4
 OP_NULL, OP_ALL, OP_LE, OP_GE, OP_RANGE, OP_FIRST, OP_LAST = 0, 1, 2, 3, 4, 5, 6
 FILTER_SEQUENCE = 1
 SUCCESS, OPCODE_NOT_SUPPORTED, INVALID_OPERATOR, OPERATOR_NOT_SUPPORTED = 1, 2, 3, 4
-INVALID_OPERAND, NO_RECORDS, ABORT_UNSUCCESSFUL, PROCEDURE_NOT_COMPLETED, OPERAND_NOT_SUPPORTED = 5, 6, 7, 8, 9
+INVALID_OPERAND, NO_RECORDS, ABORT_UNSUCCESSFUL = 5, 6, 7
+PROCEDURE_NOT_COMPLETED, OPERAND_NOT_SUPPORTED = 8, 9
 
 FEATURES = 0x0400  # multiple bond supported (Glucose Feature 0x2A51 bit 10)
 
@@ -131,7 +132,8 @@ class GlucoseMeter(SimulatedPeripheral):
             if operand[0] != FILTER_SEQUENCE:
                 return OPERAND_NOT_SUPPORTED
             (seq,) = struct.unpack("<H", operand[1:3])
-            keep = [r for r in self.records if (r.sequence >= seq if operator == OP_GE else r.sequence <= seq)]
+            ge = operator == OP_GE
+            keep = [r for r in self.records if (r.sequence >= seq if ge else r.sequence <= seq)]
             return sorted(keep, key=lambda r: r.sequence)
         if operator == OP_NULL:
             return INVALID_OPERATOR
@@ -140,7 +142,8 @@ class GlucoseMeter(SimulatedPeripheral):
     async def _procedure(self, connection: Connection, request: bytes) -> None:
         assert self.device is not None and self._measurement is not None and self._context is not None
         if len(request) < 2:
-            await self._respond(connection, encoding.racp_response(request[0] if request else 0, INVALID_OPERATOR))
+            opcode = request[0] if request else 0
+            await self._respond(connection, encoding.racp_response(opcode, INVALID_OPERATOR))
             return
         opcode, operator, operand = request[0], request[1], request[2:]
         if opcode not in (REPORT, COUNT):
@@ -167,6 +170,7 @@ class GlucoseMeter(SimulatedPeripheral):
                 frame = frame[:5]  # truncated: flags + sequence + 2 bytes of the base time
             await self.device.notify_subscriber(connection, self._measurement, frame)
             if record.meal is not None:
-                await self.device.notify_subscriber(connection, self._context, encoding.encode_glucose_context(record))
+                context = encoding.encode_glucose_context(record)
+                await self.device.notify_subscriber(connection, self._context, context)
             self.sent_sequences.append(record.sequence)
         await self._respond(connection, encoding.racp_response(REPORT, SUCCESS))
