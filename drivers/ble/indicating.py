@@ -1,0 +1,106 @@
+"""Sessions for devices that indicate stored measurements on subscription: BP cuffs and weight scales.
+
+Supported: Blood Pressure Service 1.0 (0x1810, measurement 0x2A35) and Weight Scale Service 1.0 (0x181D,
+measurement 0x2A9D), with Device Information 0x180A for identity and Current Time 0x1805 for the clock.
+Expected path: a paired device's Bluetooth address in the `[[devices]]` table (`address = "C1:..."`).
+Multi-user devices put their user id on each reading (`user_slot`); the core maps slots to patients.
+
+Durability note: the BLE stack confirms an indication before the session commits it (the stack, not the
+application, sends the ATT confirmation), so a crash in that window can lose the reading in flight; every
+committed one is safe. Cuffs and scales offer no record-access procedure to re-read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+import structlog
+
+from drivers.base import DeviceContext
+from drivers.ble.common import (
+    BleOptions,
+    check_clock,
+    collect_frames,
+    read_identity,
+    received_now,
+    validate_options,
+)
+from drivers.ble.runtime import get_transport
+from drivers.ble.transport import BleTransport
+from drivers.gatt import blood_pressure, uuids, weight_scale
+from gateway.reading import DeviceIdentity, Reading
+
+__all__ = ["BloodPressureDriver", "IndicatingDriver", "WeightScaleDriver"]
+
+log = structlog.get_logger(__name__)
+
+
+def _bp(raw: bytes, device: DeviceIdentity, at: datetime, offset: timedelta | None, sim: bool) -> Reading:
+    m = blood_pressure.parse_bp_measurement(raw)
+    return blood_pressure.to_reading(m, device, at, offset, raw, simulated=sim)
+
+
+def _weight(raw: bytes, device: DeviceIdentity, at: datetime, offset: timedelta | None, sim: bool) -> Reading:
+    m = weight_scale.parse_weight_measurement(raw)
+    return weight_scale.to_reading(m, device, at, offset, raw, simulated=sim)
+
+
+class IndicatingDriver:
+    """Connect, identify, check the clock, subscribe, commit each indicated measurement, return."""
+
+    name: ClassVar[str]
+    transport: ClassVar[str] = "ble"
+    description: ClassVar[str]
+    service: ClassVar[str]
+    measurement: ClassVar[str]
+
+    @staticmethod
+    def decode(
+        raw: bytes, device: DeviceIdentity, at: datetime, offset: timedelta | None, sim: bool
+    ) -> Reading:
+        raise NotImplementedError
+
+    def __init__(self, ble: BleTransport | None = None) -> None:
+        self._ble = ble
+
+    @classmethod
+    def validate(cls, options: Mapping[str, Any], where: str) -> None:
+        validate_options(options, where)
+
+    async def run(self, ctx: DeviceContext) -> None:
+        opts = BleOptions.from_mapping(ctx.options)
+        ble = self._ble or get_transport()
+        session = await ble.connect(opts.address, timeout=opts.connect_timeout)
+        try:
+            identity = await read_identity(session, self.name)
+            offset = await check_clock(session, ctx.clock_tolerance)
+            parse = self.decode
+            source = f"{self.name}/{uuids.short_uuid(self.measurement) or 0:04x}"
+
+            def to_reading(raw: bytes) -> Reading:
+                return parse(raw, identity, received_now(), offset, opts.simulated)
+
+            count = await collect_frames(
+                session, ctx, self.measurement, to_reading, idle_timeout=opts.idle_timeout, source=source
+            )
+            log.info("ble_session_done", driver=self.name, readings=count)
+        finally:
+            await session.disconnect()
+
+
+class BloodPressureDriver(IndicatingDriver):
+    name = "ble-blood-pressure"
+    description = "Bluetooth LE blood pressure monitor (Blood Pressure Service 0x1810)"
+    service = uuids.BLOOD_PRESSURE_SERVICE
+    measurement = uuids.BLOOD_PRESSURE_MEASUREMENT
+    decode = staticmethod(_bp)
+
+
+class WeightScaleDriver(IndicatingDriver):
+    name = "ble-weight-scale"
+    description = "Bluetooth LE weight scale (Weight Scale Service 0x181D), multi-user"
+    service = uuids.WEIGHT_SCALE_SERVICE
+    measurement = uuids.WEIGHT_MEASUREMENT
+    decode = staticmethod(_weight)
