@@ -28,7 +28,7 @@ from drivers.ble.common import (
     validate_options,
 )
 from drivers.ble.runtime import get_transport
-from drivers.ble.transport import BleTransport
+from drivers.ble.transport import BleNotFoundError, BleTransport
 from drivers.gatt import blood_pressure, uuids, weight_scale
 from gateway.reading import DeviceIdentity, Reading
 
@@ -72,7 +72,10 @@ class IndicatingDriver:
     async def run(self, ctx: DeviceContext) -> None:
         opts = BleOptions.from_mapping(ctx.options)
         ble = self._ble or get_transport()
-        session = await ble.connect(opts.address, timeout=opts.connect_timeout)
+        try:
+            session = await ble.connect(opts.address, timeout=opts.connect_timeout)
+        except BleNotFoundError:
+            return  # not advertising: nothing measured since last time
         try:
             identity = await read_identity(session, self.name)
             offset = await check_clock(session, ctx.clock_tolerance)

@@ -1,0 +1,155 @@
+"""Session for Bluetooth LE glucose meters (Glucose Service 1.0, 0x1808), records fetched over RACP.
+
+Supported: Glucose Measurement 0x2A18 joined with Measurement Context 0x2A34 by sequence number, Record
+Access Control Point 0x2A52 (report all on the first sync, then records >= last committed + 1), Device
+Information for identity, Current Time for the clock offset. The meter must be bonded first
+(`vitalgate pair ADDRESS`, LE Secure Connections); the link is encrypted with the stored keys on connect.
+
+No loss, no duplicates: the checkpoint `glucose_seq` (highest sequence number committed) advances only
+after `ctx.submit` returned, so a disconnect mid-transfer means the next connection asks again from the
+last committed record. Control-solution readings and sensor annunciations come through as Status flags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any, ClassVar, Literal
+
+import structlog
+
+from drivers.base import DeviceContext
+from drivers.ble.common import BleOptions, check_clock, read_identity, received_now, validate_options
+from drivers.ble.runtime import get_transport
+from drivers.ble.transport import BleNotFoundError, BleSession, BleTimeoutError, BleTransport
+from drivers.errors import DeviceProtocolError
+from drivers.gatt import glucose, racp, uuids
+from gateway.reading import DeviceIdentity, Reading
+
+__all__ = ["CHECKPOINT", "GlucoseDriver"]
+
+log = structlog.get_logger(__name__)
+
+CHECKPOINT = "glucose_seq"
+BATCH = 64  # at most this many frames between queue commits during a transfer
+
+Frame = tuple[Literal["measurement", "context", "racp"], bytes]
+_SOURCES = {"measurement": "2a18", "context": "2a34", "racp": "2a52"}
+
+
+class GlucoseDriver:
+    name: ClassVar[str] = "ble-glucose"
+    transport: ClassVar[str] = "ble"
+    description: ClassVar[str] = "Bluetooth LE glucose meter (Glucose Service 0x1808, RACP record sync, bonded)"
+
+    def __init__(self, ble: BleTransport | None = None) -> None:
+        self._ble = ble
+
+    @classmethod
+    def validate(cls, options: Mapping[str, Any], where: str) -> None:
+        validate_options(options, where)
+
+    async def run(self, ctx: DeviceContext) -> None:
+        opts = BleOptions.from_mapping(ctx.options)
+        ble = self._ble or get_transport()
+        try:
+            session = await ble.connect(opts.address, timeout=opts.connect_timeout)
+        except BleNotFoundError:
+            return  # not advertising: nothing measured since last time
+        try:
+            identity = await read_identity(session, self.name)
+            offset = await check_clock(session, ctx.clock_tolerance)
+            await self._sync(session, ctx, identity, offset, opts)
+        finally:
+            await session.disconnect()
+
+    async def _sync(
+        self,
+        session: BleSession,
+        ctx: DeviceContext,
+        identity: DeviceIdentity,
+        offset: timedelta | None,
+        opts: BleOptions,
+    ) -> None:
+        frames: asyncio.Queue[Frame] = asyncio.Queue()
+        await session.subscribe(uuids.GLUCOSE_MEASUREMENT, lambda b: frames.put_nowait(("measurement", b)))
+        if session.has(uuids.GLUCOSE_MEASUREMENT_CONTEXT):
+            await session.subscribe(uuids.GLUCOSE_MEASUREMENT_CONTEXT, lambda b: frames.put_nowait(("context", b)))
+        await session.subscribe(uuids.RECORD_ACCESS_CONTROL_POINT, lambda b: frames.put_nowait(("racp", b)))
+
+        sync = racp.RacpSync(racp.parse_checkpoint(await ctx.checkpoint(CHECKPOINT)))
+        await session.write(uuids.RECORD_ACCESS_CONTROL_POINT, sync.request())
+        committed = 0
+        fed = 0
+        while not sync.done:
+            frame = await self._next(session, frames, opts.idle_timeout)
+            if frame is None:
+                break  # link lost: what was committed stays committed, the rest comes next time
+            kind, data = frame
+            fed += 1
+            try:
+                self._feed(sync, kind, data)
+            except DeviceProtocolError as exc:
+                log.warning("glucose_frame_rejected", source=kind, error=type(exc).__name__)
+                await ctx.reject(data, exc, source=f"{self.name}/{_SOURCES[kind]}")
+            if sync.done or frames.empty() or fed >= BATCH:
+                committed += await self._commit(ctx, sync, identity, offset, opts.simulated)
+                fed = 0
+        committed += await self._commit(ctx, sync, identity, offset, opts.simulated)
+        if sync.failure is not None:
+            log.warning("glucose_racp_failed", code=sync.failure.code.name)
+        log.info("glucose_sync_done", state=sync.state.value, committed=committed, duplicates=sync.duplicates)
+
+    @staticmethod
+    def _feed(sync: racp.RacpSync, kind: str, data: bytes) -> None:
+        if kind == "measurement":
+            sync.receive_measurement(data)
+        elif kind == "context":
+            sync.receive_context(data)
+        else:
+            sync.receive_racp(data)
+
+    async def _next(self, session: BleSession, frames: asyncio.Queue[Frame], idle: float) -> Frame | None:
+        if not frames.empty():
+            return frames.get_nowait()
+        if not session.is_connected:
+            return None
+        getter = asyncio.ensure_future(frames.get())
+        down = asyncio.ensure_future(session.wait_disconnected())
+        try:
+            done, _ = await asyncio.wait({getter, down}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            down.cancel()
+            if not getter.done():
+                getter.cancel()
+        if getter in done:
+            return getter.result()
+        if down in done:
+            return frames.get_nowait() if not frames.empty() else None
+        raise BleTimeoutError("glucose record transfer", idle)
+
+    async def _commit(
+        self,
+        ctx: DeviceContext,
+        sync: racp.RacpSync,
+        identity: DeviceIdentity,
+        offset: timedelta | None,
+        simulated: bool,
+    ) -> int:
+        records = sync.take_records()
+        if not records:
+            return 0
+        readings: list[Reading] = []
+        now = received_now()
+        for record in records:
+            try:
+                readings.append(glucose.to_reading(record, identity, now, offset, simulated=simulated))
+            except DeviceProtocolError as exc:
+                await ctx.reject(record.raw, exc, source=f"{self.name}/2a18")
+        if readings:
+            await ctx.submit(readings)
+        # Only now, with the readings durable, may the device's record number move on.
+        if sync.checkpoint is not None:
+            await ctx.set_checkpoint(CHECKPOINT, str(sync.checkpoint))
+        return len(readings)
