@@ -1,4 +1,7 @@
-"""Battery Level (0x2A19, GSS v5 §3.27): uint8 percent 0..100; 101-255 reserved -> MalformedFrameError."""
+"""Battery Level (0x2A19; BAS 1.0 §3.1, GSS "Battery Level").
+
+uint8 percent 0..100; 101-255 are reserved -> MalformedFrameError.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Current Time Service: Current Time (0x2A2B), read to learn the device clock and written to set it.
 
-GSS v5 §3.62 Current Time = Exact Time 256 (Day Date Time = Date Time 7 bytes + Day of Week uint8, then
-Fractions256 uint8) + Adjust Reason uint8, 10 bytes. Day of week 1 = Monday .. 7 = Sunday, 0 = unknown,
+CTS 1.1 §3.1 / GSS "Current Time": Exact Time 256 (Day Date Time = Date Time 7 bytes + Day of Week
+uint8, then Fractions256 uint8) + Adjust Reason uint8, 10 bytes.
+Day of week 1 = Monday .. 7 = Sunday, 0 = unknown,
 8-255 reserved (MalformedFrameError). Adjust Reason bits: 0 manual time update, 1 external reference time
 update, 2 change of time zone, 3 change of DST; 4-7 reserved (ignored). Device time is naive local time.
 """

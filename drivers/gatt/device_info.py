@@ -1,11 +1,11 @@
 """Device Information Service (0x180A) -> `gateway.reading.DeviceIdentity`.
 
-Strings (GSS v5 §3.140 Manufacturer Name 0x2A29, §3.150 Model Number 0x2A24, §3.193 Serial Number 0x2A25,
-§3.116 Hardware Revision 0x2A27, §3.92 Firmware Revision 0x2A26, §3.216 Software Revision 0x2A28) are UTF-8
+Strings (DIS 1.1 §3.2: Manufacturer Name 0x2A29, Model Number 0x2A24, Serial Number 0x2A25, Hardware
+Revision 0x2A27, Firmware Revision 0x2A26, Software Revision 0x2A28) are UTF-8
 without a terminator; some devices pad with NULs or spaces, which we strip. Invalid UTF-8 raises
 `MalformedFrameError`; an empty string is "not given" (None).
 
-System ID (0x2A23, GSS v5 §3.218; DIS 1.1 §3.2.1.9): 8 bytes, little-endian, Manufacturer Identifier
+System ID (0x2A23, DIS 1.1 / GSS "System ID"): 8 bytes, little-endian, Manufacturer Identifier
 (uint40, first 5 bytes) then Organizationally Unique Identifier (uint24, last 3 bytes). Decision: we
 present it as the IEEE EUI-64 the PHD IG uses for Device.identifier: OUI first, then the 40-bit identifier,
 most significant byte first, i.e. the 8 bytes reversed, as 16 upper-case hex digits without separators

@@ -1,6 +1,6 @@
 """Record Access Control Point (0x2A52) for the Glucose Service, and a sans-I/O record sync.
 
-Glucose Service 1.0 §3.4 / GSS v5 §3.185: a request is op code uint8 | operator uint8 | operand.
+GLS 1.0 §3.4 / GSS "Record Access Control Point": a request is op code uint8 | operator uint8 | operand.
 Op codes: 1 report stored records, 2 delete stored records, 3 abort operation, 4 report number of stored
 records, 5 number of stored records response, 6 response code. Operators: 0 null, 1 all records, 2 <=,
 3 >=, 4 within range, 5 first, 6 last. A filtered operand starts with the filter type (1 = sequence
