@@ -1,6 +1,6 @@
 """Blood Pressure Service 1.0/1.1: Blood Pressure Measurement (0x2A35, indicate) and Feature (0x2A49).
 
-Layout from GSS v5 §3.31 (Blood Pressure Measurement) and §3.30 (Blood Pressure Feature):
+Layout from BLS 1.0 §3.1 / GSS "Blood Pressure Measurement" and BLS 1.0 §3.3 / GSS "Blood Pressure Feature":
 
     flags uint8 | systolic SFLOAT | diastolic SFLOAT | mean arterial pressure SFLOAT
     | time stamp Date Time (flags bit 1) | pulse rate SFLOAT (bit 2) | user id uint8 (bit 3)
@@ -41,7 +41,7 @@ _STATUS = 0x10
 
 
 class PulseRateRange(IntEnum):
-    """Measurement Status bits 3-4 (GSS §3.31.2.6)."""
+    """Measurement Status bits 3-4 (BLS 1.0 §3.1, Measurement Status field)."""
 
     WITHIN_RANGE = 0
     EXCEEDS_UPPER_LIMIT = 1
@@ -51,8 +51,8 @@ class PulseRateRange(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class MeasurementStatus:
-    """Measurement Status field (GSS §3.31.2.6): bit 0 body movement, 1 cuff too loose, 2 irregular pulse,
-    3-4 pulse rate range, 5 improper measurement position; 6-15 reserved (ignored)."""
+    """Measurement Status field (BLS 1.0 §3.1): bit 0 body movement, 1 cuff too loose, 2 irregular
+    pulse, 3-4 pulse rate range, 5 improper measurement position; 6-15 reserved (ignored)."""
 
     body_movement: bool = False
     cuff_too_loose: bool = False
@@ -104,7 +104,7 @@ class BloodPressureMeasurement:
 
 
 class BloodPressureFeature(Enum):
-    """Blood Pressure Feature bits (GSS §3.30); value = bit number. Bits 9-15 reserved (ignored)."""
+    """Blood Pressure Feature bits (BLS 1.0 §3.3, BPS 1.1); value = bit number; 9-15 reserved (ignored)."""
 
     BODY_MOVEMENT_DETECTION = 0
     CUFF_FIT_DETECTION = 1

@@ -1,6 +1,6 @@
 """Body Composition Service 1.0: Body Composition Measurement (0x2A9C, indicate).
 
-GSS v5 §3.34 / BCS 1.0 §3.2: flags uint16 | body fat percentage uint16 (0.1 %, always present)
+BCS 1.0 §3.2 / GSS v8 §3.34: flags uint16 | body fat percentage uint16 (0.1 %, always present)
 | time stamp (bit 1) | user id (2) | basal metabolism uint16 kJ (3) | muscle percentage 0.1 % (4)
 | muscle mass (5) | fat free mass (6) | soft lean mass (7) | body water mass (8) | impedance 0.1 ohm (9)
 | weight (10) | height (11); bit 0 SI/imperial (masses 0.005 kg / 0.01 lb, height 0.001 m / 0.1 in);

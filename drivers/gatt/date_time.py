@@ -1,4 +1,4 @@
-"""Date Time (GSS §3.70, org.bluetooth.characteristic.date_time, 0x2A08), the 7-byte time stamp inside
+"""Date Time (GSS v8 §3.70, org.bluetooth.characteristic.date_time, 0x2A08), the 7-byte time stamp inside
 the health measurements and Current Time.
 
 year uint16 LE (1582..9999, 0 = not known), month uint8 (1..12, 0 = not known), day uint8 (1..31,

@@ -1,6 +1,6 @@
 """Glucose Service 1.0: Glucose Measurement (0x2A18), Measurement Context (0x2A34), Feature (0x2A51).
 
-Glucose Measurement (GSS v5 §3.106; Glucose Service 1.0 §3.1):
+Glucose Measurement (GLS 1.0 §3.1 / GSS "Glucose Measurement"):
 
     flags uint8 | sequence number uint16 | base time Date Time | time offset sint16 minutes (bit 0)
     | concentration SFLOAT + type/sample location uint8 (bit 1) | sensor status annunciation uint16 (bit 3)
@@ -10,7 +10,7 @@ reserved. We report concentration as the clinic reads it, without rounding: kg/L
 mol/L * 10^3 = mmol/L (done as a power-of-ten shift of the SFLOAT exponent). Type is the low nibble,
 sample location the high nibble of their byte; reserved nibble values parse to None.
 
-Glucose Measurement Context (GSS v5 §3.107):
+Glucose Measurement Context (GLS 1.0 §3.2 / GSS "Glucose Measurement Context"):
 
     flags uint8 | sequence number uint16 | extended flags uint8 (bit 7)
     | carbohydrate id uint8 + carbohydrate SFLOAT kg (bit 0) | meal uint8 (bit 1)
@@ -57,7 +57,7 @@ __all__ = [
 
 
 class SampleType(IntEnum):
-    """Type nibble (GSS §3.106.2.5); 0 and 11-15 reserved."""
+    """Type nibble (GLS 1.0 §3.1); 0 and 11-15 reserved."""
 
     CAPILLARY_WHOLE_BLOOD = 1
     CAPILLARY_PLASMA = 2
@@ -72,7 +72,7 @@ class SampleType(IntEnum):
 
 
 class SampleLocation(IntEnum):
-    """Sample Location nibble (GSS §3.106.2.5); 0 and 5-14 reserved."""
+    """Sample Location nibble (GLS 1.0 §3.1); 0 and 5-14 reserved."""
 
     FINGER = 1
     ALTERNATE_SITE_TEST = 2
@@ -82,7 +82,7 @@ class SampleLocation(IntEnum):
 
 
 class SensorStatus(Enum):
-    """Sensor Status Annunciation bits (GSS §3.106.2.6); value = bit number; 12-15 reserved (ignored)."""
+    """Sensor Status Annunciation bits (GLS 1.0 §3.1); value = bit number; 12-15 reserved (ignored)."""
 
     BATTERY_LOW = 0
     SENSOR_MALFUNCTION = 1
@@ -116,7 +116,7 @@ ANNUNCIATION_STATUS: dict[SensorStatus, Status] = {
 
 
 class GlucoseFeature(Enum):
-    """Glucose Feature bits (GSS §3.105); value = bit number; 11-15 reserved (ignored)."""
+    """Glucose Feature bits (GLS 1.0 §3.3); value = bit number; 11-15 reserved (ignored)."""
 
     LOW_BATTERY_DETECTION = 0
     SENSOR_MALFUNCTION_DETECTION = 1
@@ -213,7 +213,7 @@ class GlucoseMeasurement:
 
     @property
     def time(self) -> datetime | None:
-        """The measurement time on the meter's clock: base time + time offset (Glucose Service §3.1.1)."""
+        """The measurement time on the meter's clock: base time + time offset (GLS 1.0 §3.1)."""
         if self.base_time is None:
             return None
         return self.base_time + timedelta(minutes=self.time_offset_minutes or 0)
@@ -279,7 +279,7 @@ class GlucoseContext:
     meal: Meal | None = None
     tester: Tester | None = None
     health: Health | None = None
-    exercise_duration_s: int | None = None  # 65535 = overrun (GSS §3.107)
+    exercise_duration_s: int | None = None  # 65535 = overrun (GLS 1.0 §3.2)
     exercise_intensity_percent: int | None = None
     medication_id: MedicationId | None = None
     medication: SFloat | None = None

@@ -1,6 +1,6 @@
 """Weight Scale Service 1.0: Weight Measurement (0x2A9D, indicate) and Weight Scale Feature (0x2A9E).
 
-GSS v5 §3.252 Weight Measurement:
+WSS 1.0 §3.2 / GSS "Weight Measurement":
 
     flags uint8 | weight uint16 | time stamp Date Time (bit 1) | user id uint8 (bit 2)
     | BMI uint16 + height uint16 (bit 3)
@@ -8,7 +8,7 @@ GSS v5 §3.252 Weight Measurement:
 flags bit 0: 0 = SI (weight 0.005 kg, height 0.001 m), 1 = imperial (weight 0.01 lb, height 0.1 in);
 BMI is 0.1 kg/m2 either way. Weight 0xFFFF = "measurement unsuccessful": `MeasurementUnsuccessfulError`.
 Reserved flag bits 4-7 are ignored; trailing bytes are a `MalformedFrameError` (see blood_pressure.py).
-GSS §3.253 Weight Scale Feature: uint32, bit 0 time stamp, 1 multiple users, 2 BMI, bits 3-6 weight
+WSS 1.0 §3.1 / GSS "Weight Scale Feature": uint32, bit 0 time stamp, 1 multiple users, 2 BMI, bits 3-6 weight
 resolution index, bits 7-9 height resolution index, 10-31 reserved.
 """
 
@@ -69,7 +69,7 @@ class WeightMeasurement:
         return Unit.IN if self.imperial else Unit.M
 
 
-# Weight Scale Feature resolution indices (GSS §3.253): index -> (SI, imperial); other values reserved.
+# Weight Scale Feature resolution indices (WSS 1.0 §3.1): index -> (SI, imperial); other values reserved.
 WEIGHT_RESOLUTIONS: dict[int, tuple[float, float]] = {
     1: (0.5, 1.0),
     2: (0.2, 0.5),
