@@ -19,9 +19,9 @@ import structlog
 
 from drivers.base import DeviceContext
 from drivers.ble.transport import BleError, BleSession
-from drivers.errors import DeviceProtocolError, MalformedFrameError
-from drivers.gatt import uuids
-from drivers.gatt.date_time import encode_date_time, parse_date_time
+from drivers.errors import DeviceProtocolError
+from drivers.gatt import current_time as gatt_time
+from drivers.gatt import device_info, uuids
 from gateway.errors import ConfigError
 from gateway.reading import DeviceIdentity, Reading
 
@@ -38,14 +38,6 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 _ADDRESS = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}(/[PR])?$")
-
-# Device Information characteristic -> DeviceIdentity field (all UTF-8 strings but the System ID).
-_DIS_STRINGS: dict[str, str] = {
-    uuids.MANUFACTURER_NAME: "manufacturer",
-    uuids.MODEL_NUMBER: "model",
-    uuids.SERIAL_NUMBER: "serial_number",
-    uuids.FIRMWARE_REVISION: "firmware",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,51 +80,26 @@ def validate_options(options: Mapping[str, Any], where: str, extra: frozenset[st
 async def read_identity(session: BleSession, driver: str) -> DeviceIdentity:
     """Device Information 0x180A -> DeviceIdentity; absent characteristics stay None.
 
-    A malformed value is not fatal: the identity falls back to the next strongest key (see
-    `DeviceIdentity.key`), and the address is always known.
+    A malformed value is not fatal: that field is left out and the identity falls back to the next
+    strongest key (see `DeviceIdentity.key`); the address is always known.
     """
-    fields: dict[str, str | None] = {}
-    for uuid, name in _DIS_STRINGS.items():
-        if session.has(uuid):
-            try:
-                fields[name] = _dis_string(await session.read(uuid))
-            except DeviceProtocolError as exc:
-                log.warning("ble_dis_field_malformed", field=name, error=type(exc).__name__)
-    system_id: str | None = None
-    if session.has(uuids.SYSTEM_ID):
+    info: dict[str, str | None] = {}
+    for uuid in (*device_info.STRING_FIELDS, uuids.SYSTEM_ID):
+        if not session.has(uuid):
+            continue
+        raw = await session.read(uuid)
         try:
-            system_id = _system_id(await session.read(uuids.SYSTEM_ID))
+            parsed = device_info.parse_device_information({uuid: raw})
         except DeviceProtocolError as exc:
-            log.warning("ble_system_id_malformed", error=type(exc).__name__)
-    return DeviceIdentity(driver=driver, address=session.address.upper(), system_id=system_id, **fields)
+            log.warning("ble_dis_field_malformed", uuid=uuid[4:8], error=type(exc).__name__)
+            continue
+        info.update({k: v for k, v in vars_of(parsed).items() if v is not None})
+    merged = device_info.DeviceInformation(**info)
+    return device_info.to_identity(merged, driver, session.address.upper())
 
 
-# TODO(ble-parsers): switch to drivers.gatt.device_info / current_time once that branch has them.
-def _dis_string(raw: bytes) -> str:
-    """DIS strings are UTF-8 (GSS utf8s); some devices pad with NULs."""
-    try:
-        return raw.rstrip(b"\x00").decode("utf-8")
-    except UnicodeDecodeError:
-        raise MalformedFrameError("device information string is not UTF-8", raw) from None
-
-
-def _system_id(raw: bytes) -> str:
-    """System ID 0x2A23 (GSS §3.215): uint64 LE, OUI in the top 24 bits -> EUI-64 as 16 hex digits."""
-    if len(raw) != 8:
-        raise MalformedFrameError("system id: expected 8 bytes", raw)
-    return raw[::-1].hex()
-
-
-def _current_time(raw: bytes) -> datetime | None:
-    """Current Time 0x2A2B (GSS §3.62): Date Time, day of week, fractions256, adjust reason."""
-    if len(raw) != 10:
-        raise MalformedFrameError("current time: expected 10 bytes", raw)
-    return parse_date_time(raw[:7], raw)
-
-
-def _encode_current_time(t: datetime) -> bytes:
-    """Exact Time 256 for `t` + adjust reason 0x01 (manual time update)."""
-    return encode_date_time(t) + bytes([t.isoweekday(), t.microsecond * 256 // 1_000_000, 0x01])
+def vars_of(info: device_info.DeviceInformation) -> dict[str, str | None]:
+    return {name: getattr(info, name) for name in info.__slots__}
 
 
 def _gateway_local_now() -> datetime:
@@ -152,16 +119,16 @@ async def check_clock(
     if not session.has(uuids.CURRENT_TIME):
         return None
     try:
-        device_now = _current_time(await session.read(uuids.CURRENT_TIME))
+        device_now = gatt_time.parse_current_time(await session.read(uuids.CURRENT_TIME)).time
     except DeviceProtocolError as exc:
         log.warning("ble_current_time_malformed", error=type(exc).__name__)
         return None
     if device_now is None:
         return None
-    offset = device_now - now()
+    offset = gatt_time.clock_offset(device_now.replace(microsecond=0), now())
     if abs(offset) > tolerance and session.can_write(uuids.CURRENT_TIME):
         try:
-            await session.write(uuids.CURRENT_TIME, _encode_current_time(now()))
+            await session.write(uuids.CURRENT_TIME, gatt_time.encode_current_time(now()))
             log.info("ble_clock_set", offset_s=offset.total_seconds())
         except BleError as exc:  # some devices refuse; the offset still corrects the readings
             log.warning("ble_clock_set_failed", error=type(exc).__name__)

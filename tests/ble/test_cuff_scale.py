@@ -22,7 +22,7 @@ CUFF_IDENTITY = DeviceIdentity(
     driver="ble-blood-pressure",
     address="C1:00:00:00:00:01",
     serial_number="CUFF0001",
-    system_id="001bdc0000000001",
+    system_id="001BDC0000000001",
     manufacturer="VitalGate Simulators",
     model="SIM-BP",
     firmware="1.0.0",
@@ -158,7 +158,7 @@ async def test_scale_multi_user_si_and_imperial(link: LocalLink, ble: BleakTrans
     )
     assert got[1].measurements == (Measurement(Metric.BODY_WEIGHT, 154.2, Unit.LB),)
     assert got[2].measurements == (Measurement(Metric.BODY_WEIGHT, 80.0, Unit.KG),)
-    assert got[0].device.system_id == "001bdc0000000002"
+    assert got[0].device.system_id == "001BDC0000000002"
 
 
 async def test_device_not_advertising_returns_quietly(ble: BleakTransport, queue: ReadingQueue) -> None:
