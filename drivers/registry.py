@@ -19,6 +19,9 @@ ENTRY_POINT_GROUP = "vitalgate.drivers"
 # name -> "module:attribute". Imported only when a config names the driver.
 BUILTIN: dict[str, str] = {
     "simulated": "simulators.simple:SimulatedDevice",
+    "ble-blood-pressure": "drivers.ble.indicating:BloodPressureDriver",
+    "ble-weight-scale": "drivers.ble.indicating:WeightScaleDriver",
+    "ble-glucose": "drivers.ble.glucose:GlucoseDriver",
 }
 
 

@@ -1,0 +1,133 @@
+"""Glucose meter over RACP: bonded (LE Secure Connections, passkey), 500 records, resume, faults."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from bumble.link import LocalLink
+
+from drivers.ble.bleak_transport import BleakTransport
+from drivers.ble.glucose import CHECKPOINT, GlucoseDriver
+from drivers.ble.transport import BleError
+from gateway.queue import ReadingQueue
+from gateway.reading import Kind, Measurement, Metric, Status, Unit
+from simulators.ble.encoding import GlucoseRecord
+from simulators.ble.glucose import GlucoseMeter, make_records
+from tests.ble.conftest import make_ctx
+
+START = datetime(2026, 6, 1, 8, 0, 0)
+
+
+async def _bond(ble: BleakTransport, meter: GlucoseMeter) -> None:
+    """What `vitalgate pair` does: connect, pair (passkey entry), disconnect; keys stay in the hub."""
+    session = await ble.connect(meter.address, pair=True)
+    await session.disconnect()
+    await meter.disconnected.wait()
+
+
+async def test_unbonded_gateway_cannot_read_records(link: LocalLink, ble: BleakTransport, queue: ReadingQueue) -> None:
+    meter = GlucoseMeter(make_records(3, start=START))
+    await meter.start(link)
+    rec = make_ctx(queue, "ble-glucose", "meter", address=meter.address, idle_timeout=2.0)
+    try:
+        try:
+            await GlucoseDriver(ble).run(rec.ctx)
+        except BleError:
+            pass
+        else:
+            raise AssertionError("an unbonded session must not get records")
+    finally:
+        await meter.stop()
+    assert rec.readings == []
+    assert meter.sent_sequences == []
+
+
+async def test_500_records_first_sync_all_second_only_new(
+    link: LocalLink, ble: BleakTransport, queue: ReadingQueue
+) -> None:
+    meter = GlucoseMeter(make_records(500, start=START))
+    await meter.start(link)
+    try:
+        await _bond(ble, meter)
+        rec = make_ctx(queue, "ble-glucose", "meter", address=meter.address, idle_timeout=2.0)
+        await GlucoseDriver(ble).run(rec.ctx)
+        assert [r.sequence for r in rec.readings] == list(range(1, 501))
+        assert rec.new == 500
+        assert await rec.ctx.checkpoint(CHECKPOINT) == "500"
+        assert meter.requests[-1] == bytes([0x01, 0x01])  # report stored records, all
+
+        first = rec.readings[0]
+        assert first.kind is Kind.BLOOD_GLUCOSE
+        assert first.measurements == (Measurement(Metric.GLUCOSE, 70.0, Unit.MG_DL),)
+        assert first.device_time == START
+        assert first.device.system_id == "001BDC0000000003"
+        assert first.device.serial_number == "GLU00003"
+
+        meter.add(GlucoseRecord(501, datetime(2026, 9, 1, 7, 0), 104))
+        meter.add(GlucoseRecord(502, datetime(2026, 9, 1, 12, 0), 151, meal=2))
+        rec2 = make_ctx(queue, "ble-glucose", "meter", address=meter.address, idle_timeout=2.0)
+        await GlucoseDriver(ble).run(rec2.ctx)
+        assert meter.requests[-1] == bytes([0x01, 0x03, 0x01, 0xF5, 0x01])  # >= sequence 501
+        assert [(r.sequence, r.measurements[0].reported_value) for r in rec2.readings] == [(501, 104), (502, 151)]
+        assert rec2.readings[1].raw.endswith(bytes([0x02, 0xF6, 0x01, 0x02]))  # context frame kept too
+        assert await rec2.ctx.checkpoint(CHECKPOINT) == "502"
+
+        rec3 = make_ctx(queue, "ble-glucose", "meter", address=meter.address, idle_timeout=2.0)
+        await GlucoseDriver(ble).run(rec3.ctx)  # nothing new: "no records found"
+        assert rec3.readings == []
+        assert await rec3.ctx.checkpoint(CHECKPOINT) == "502"
+    finally:
+        await meter.stop()
+
+
+async def test_disconnect_mid_transfer_resumes_without_loss_or_duplicate(
+    link: LocalLink, ble: BleakTransport, queue: ReadingQueue
+) -> None:
+    meter = GlucoseMeter(make_records(200, start=START), fail_after=83)
+    await meter.start(link)
+    try:
+        await _bond(ble, meter)
+        rec = make_ctx(queue, "ble-glucose", "meter", address=meter.address, idle_timeout=2.0)
+        await GlucoseDriver(ble).run(rec.ctx)  # the meter drops the link after handing 83 to its stack
+        # Frames still queued in the meter's stack die with the link, as over the air: a prefix arrives.
+        k = len(rec.readings)
+        assert 0 < k <= 83
+        assert [r.sequence for r in rec.readings] == list(range(1, k + 1))
+        assert await rec.ctx.checkpoint(CHECKPOINT) == str(k)
+
+        rec2 = make_ctx(queue, "ble-glucose", "meter", address=meter.address, idle_timeout=2.0)
+        await GlucoseDriver(ble).run(rec2.ctx)
+        assert meter.requests[-1] == bytes([0x01, 0x03, 0x01]) + (k + 1).to_bytes(2, "little")
+        assert [r.sequence for r in rec2.readings] == list(range(k + 1, 201))
+        assert rec2.new == 200 - k
+    finally:
+        await meter.stop()
+    counts = await queue.counts()
+    assert sum(counts.values()) == 200
+
+
+async def test_malformed_record_rejected_kept_and_sync_goes_on(
+    link: LocalLink, ble: BleakTransport, queue: ReadingQueue
+) -> None:
+    records = make_records(10, start=START)
+    records[4] = GlucoseRecord(5, START, 88, sensor_status=0x0001)  # battery low annunciation
+    records[6] = GlucoseRecord(7, START, 95, sample_type=0xA)  # control solution
+    meter = GlucoseMeter(records, malformed={3, 9})
+    await meter.start(link)
+    try:
+        await _bond(ble, meter)
+        rec = make_ctx(queue, "ble-glucose", "meter", address=meter.address, idle_timeout=2.0)
+        await GlucoseDriver(ble).run(rec.ctx)
+    finally:
+        await meter.stop()
+    assert [r.sequence for r in rec.readings] == [1, 2, 4, 5, 6, 7, 8, 10]
+    by_seq = {r.sequence: r for r in rec.readings}
+    assert by_seq[5].status == frozenset({Status.DEVICE_ANNUNCIATION})
+    assert Status.CONTROL_SOLUTION in by_seq[7].status
+    rejects = await queue.rejects()
+    assert [(source, error, len(raw)) for _id, source, error, raw in rejects] == [
+        ("meter:ble-glucose/2a18", "MalformedFrameError", 5),
+        ("meter:ble-glucose/2a18", "MalformedFrameError", 5),
+    ]
+    assert [raw[1:3] for *_, raw in rejects] == [bytes([3, 0]), bytes([9, 0])]  # their sequence numbers
+    assert await rec.ctx.checkpoint(CHECKPOINT) == "10"
