@@ -233,3 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _ble_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from drivers.ble.cli import register
+
+    register(sub)
+
+
+EXTENSIONS.append(_ble_commands)

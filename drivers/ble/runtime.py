@@ -1,16 +1,30 @@
 """Which BLE transport this process uses: chosen once at start-up, shared by every BLE session.
 
-One adapter serves every device, so the transport is process-wide. The daemon leaves the default (bleak
-on BlueZ); tests and `vitalgate demo` install a `BleakTransport` over the Bumble backend instead.
+One adapter serves every device, so the transport is process-wide. By default that is bleak on its
+platform backend (BlueZ on the Pi). Tests and `vitalgate demo` install a `BleakTransport` over our Bumble
+backend with `use_transport`. Setting `VITALGATE_BLE_HCI` (a Bumble transport name such as
+`tcp-client:127.0.0.1:7770`, `usb:0` or `serial:/dev/ttyACM0`) makes the default the Bumble backend over
+that HCI instead, with bonds kept in `VITALGATE_BLE_KEYSTORE` (default `./vitalgate-ble-bonds.json`).
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from drivers.ble.transport import BleTransport
 
-__all__ = ["get_transport", "reset_transport", "use_transport"]
+__all__ = ["HCI_ENV", "KEYSTORE_ENV", "get_transport", "reset_transport", "set_passkey_provider", "use_transport"]
+
+HCI_ENV = "VITALGATE_BLE_HCI"
+KEYSTORE_ENV = "VITALGATE_BLE_KEYSTORE"
+
+PasskeyProvider = Callable[[], Awaitable[int | None]]
 
 _transport: BleTransport | None = None
+_passkey: PasskeyProvider | None = None
 
 
 def use_transport(transport: BleTransport) -> None:
@@ -23,11 +37,34 @@ def reset_transport() -> None:
     _transport = None
 
 
+def set_passkey_provider(provider: PasskeyProvider | None) -> None:
+    """Where a passkey comes from when a device asks for one while pairing (the `pair` command)."""
+    global _passkey
+    _passkey = provider
+
+
+async def _provide_passkey() -> int | None:
+    return await _passkey() if _passkey is not None else None
+
+
 def get_transport() -> BleTransport:
-    """The installed transport, or bleak with its platform backend (BlueZ on Linux)."""
+    """The installed transport, else one built from the environment (see the module docstring)."""
     global _transport
     if _transport is None:
         from drivers.ble.bleak_transport import BleakTransport
 
-        _transport = BleakTransport()
+        hci = os.environ.get(HCI_ENV)
+        if hci:
+            # Imported by name: the Bumble backend is not strictly typed and is optional in production.
+            backend: Any = importlib.import_module("simulators.ble.bleak_bumble")
+            hub = backend.BumbleHub(
+                hci_transport=hci,
+                keystore_path=os.environ.get(KEYSTORE_ENV, "vitalgate-ble-bonds.json"),
+                passkey=_provide_passkey,
+            )
+            _transport = BleakTransport(
+                scanner_backend=backend.BleakScannerBumble, client_backend=backend.BleakClientBumble, hub=hub
+            )
+        else:
+            _transport = BleakTransport()
     return _transport

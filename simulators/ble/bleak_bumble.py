@@ -40,8 +40,8 @@ from bumble.device import Advertisement, Connection, Device, Peer
 from bumble.host import Host
 from bumble.keys import JsonKeyStore, KeyStore, MemoryKeyStore
 from bumble.link import LocalLink
-from bumble.transport import Transport, open_transport
-from bumble.transport.common import AsyncPipeSink
+from bumble.transport import open_transport
+from bumble.transport.common import AsyncPipeSink, Transport
 
 __all__ = ["BleakClientBumble", "BleakScannerBumble", "BumbleHub", "PasskeyProvider", "bumble_uuid"]
 
@@ -175,13 +175,11 @@ def _advertisement_data(adv: Advertisement) -> AdvertisementData:
             items = uuid if isinstance(uuid, list) else [uuid]
             services.extend(bumble_uuid(u) for u in items if isinstance(u, UUID))
     manufacturer: dict[int, bytes] = {}
-    for item in data.get_all(AdvertisingData.MANUFACTURER_SPECIFIC_DATA):
-        company, payload = item
+    for company, payload in data.get_all(AdvertisingData.MANUFACTURER_SPECIFIC_DATA):
         manufacturer[int(company)] = bytes(payload)
     service_data: dict[str, bytes] = {}
-    for item in data.get_all(AdvertisingData.SERVICE_DATA):
-        uuid, payload = item
-        service_data[bumble_uuid(uuid)] = bytes(payload)
+    for service, service_payload in data.get_all(AdvertisingData.SERVICE_DATA):
+        service_data[bumble_uuid(service)] = bytes(service_payload)
     return AdvertisementData(
         local_name=name if isinstance(name, str) else None,
         manufacturer_data=manufacturer,

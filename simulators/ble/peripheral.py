@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 
 import structlog
@@ -212,9 +213,9 @@ class SimulatedPeripheral:
     def on_disconnected(self) -> None:
         """Hook for subclasses."""
 
-    def spawn(self, coro: object) -> None:
+    def spawn(self, coro: Awaitable[None]) -> None:
         """Run a device-side job; kept referenced and cancelled on stop."""
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

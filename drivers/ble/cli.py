@@ -1,0 +1,107 @@
+"""`vitalgate scan`, `vitalgate pair`, `vitalgate simulate`: the BLE subcommands.
+
+Registered into `gateway.cli` through its EXTENSIONS hook. Which adapter they use: bleak's platform backend
+(BlueZ) by default; with `VITALGATE_BLE_HCI` set (e.g. `tcp-client:127.0.0.1:7770`, served by
+`vitalgate simulate`) our Bumble backend over that HCI transport, bonds kept in `VITALGATE_BLE_KEYSTORE`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from typing import Any
+
+from drivers.ble import runtime
+from drivers.ble.transport import Advert, BleError, ScanFilter
+from drivers.gatt import uuids
+
+__all__ = ["format_adverts", "register"]
+
+SubParsers = Any  # argparse._SubParsersAction, private in typeshed
+
+
+def format_adverts(adverts: list[Advert]) -> str:
+    lines = [f"{'address':20} {'rssi':>5}  {'name':20} services"]
+    for a in adverts:
+        services = ", ".join(uuids.name_of(s) for s in a.services) or "-"
+        kind = "" if a.address_type == "unknown" else f" ({a.address_type[0].upper()})"
+        lines.append(f"{a.address + kind:20} {a.rssi:>5}  {(a.name or '-')[:20]:20} {services}")
+    return "\n".join(lines)
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    wanted = () if args.all else tuple(uuids.HEALTH_SERVICES)
+
+    async def go() -> list[Advert]:
+        return await runtime.get_transport().scan(args.seconds, ScanFilter(services=wanted))
+
+    adverts = asyncio.run(go())
+    print(format_adverts(adverts))
+    return 0 if adverts else 1
+
+
+async def _ask_passkey() -> int | None:
+    text = await asyncio.to_thread(input, "passkey shown on the device: ")
+    return int(text) if text.strip().isdigit() else None
+
+
+def cmd_pair(args: argparse.Namespace) -> int:
+    passkey: int | None = args.passkey
+
+    async def provider() -> int | None:
+        return passkey if passkey is not None else await _ask_passkey()
+
+    runtime.set_passkey_provider(provider)
+
+    async def go() -> None:
+        session = await runtime.get_transport().connect(args.address, timeout=args.timeout, pair=True)
+        await session.disconnect()
+
+    try:
+        asyncio.run(go())
+    except BleError as exc:
+        print(f"vitalgate: pairing failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"bonded with {args.address.upper()}")
+    if args.patient:
+        from gateway.cli import cmd_bind
+
+        bind_args = argparse.Namespace(config=args.config, device=args.address, patient=args.patient, user=args.user)
+        return cmd_bind(bind_args)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from simulators.ble.run import simulate
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(simulate(args.kinds, port=args.port, records=args.records, users=args.users, every=args.every))
+    return 0
+
+
+def register(sub: SubParsers) -> None:
+    from gateway.config import DEFAULT_PATH
+
+    s = sub.add_parser("scan", help="list nearby health devices (name, address, services, RSSI)")
+    s.add_argument("--seconds", type=float, default=5.0, help="how long to listen (default 5)")
+    s.add_argument("--all", action="store_true", help="show every advertiser, not only health devices")
+    s.set_defaults(fn=cmd_scan)
+
+    p = sub.add_parser("pair", help="bond with a BLE device (LE Secure Connections) and optionally bind it")
+    p.add_argument("address", help="Bluetooth address from `vitalgate scan`")
+    p.add_argument("--patient", help="bind the device (and --user slot) to this patient after bonding")
+    p.add_argument("--user", type=int, help="user slot on a multi-user device")
+    p.add_argument("--passkey", type=int, help="passkey shown on the device (asked for when needed)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the device (default 30)")
+    p.add_argument("--config", default=str(DEFAULT_PATH), help=f"config file (default {DEFAULT_PATH})")
+    p.set_defaults(fn=cmd_pair)
+
+    m = sub.add_parser("simulate", help="run simulated BLE devices, served to a gateway in another process")
+    m.add_argument("kinds", nargs="+", choices=("ble-cuff", "ble-scale", "ble-glucose"))
+    m.add_argument("--port", type=int, default=7770, help="loopback TCP port of the served adapter (default 7770)")
+    m.add_argument("--records", type=int, default=3, help="stored readings per device (default 3)")
+    m.add_argument("--users", type=int, default=2, help="user slots on the cuff and scale (default 2)")
+    m.add_argument("--every", type=float, default=None, help="take a new measurement every N seconds")
+    m.set_defaults(fn=cmd_simulate)

@@ -1,0 +1,146 @@
+"""Start the BLE simulators: in-process for tests and `vitalgate demo`, or served for another process.
+
+`vitalgate simulate ble-cuff ble-glucose --port 7770` attaches the simulators to a Bumble `LocalLink` and
+adds one more controller on that link whose HCI is served on `tcp-server:127.0.0.1:7770`. A gateway in
+another process uses that controller as its adapter (HCI over TCP on loopback)::
+
+    VITALGATE_BLE_HCI=tcp-client:127.0.0.1:7770 vitalgate scan
+
+Only one gateway process at a time can hold the served controller (it is one adapter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+from bumble.controller import Controller
+from bumble.link import LocalLink
+from bumble.transport import open_transport
+from bumble.transport.common import Transport
+
+from simulators.ble.cuff import BloodPressureCuff
+from simulators.ble.encoding import BpRecord, WeightRecord
+from simulators.ble.glucose import GlucoseMeter, make_records
+from simulators.ble.peripheral import SimulatedPeripheral
+from simulators.ble.scale import WeightScale
+
+__all__ = ["KINDS", "SimulatorSet", "make_simulator", "serve_hci"]
+
+log = structlog.get_logger(__name__)
+
+KINDS = ("ble-cuff", "ble-scale", "ble-glucose")
+GLUCOSE_PASSKEY = 123456
+
+
+def make_simulator(kind: str, *, records: int = 3, users: int = 2, seed: int = 7) -> SimulatedPeripheral:
+    """A simulator with `records` stored readings spread over `users` user slots (cuff, scale)."""
+    rng = random.Random(seed)
+    now = datetime.now().replace(microsecond=0)
+    if kind == "ble-cuff":
+        bp = [
+            BpRecord(
+                rng.randint(105, 150),
+                rng.randint(65, 95),
+                rng.randint(80, 110),
+                pulse=rng.randint(55, 90),
+                time=now - timedelta(hours=records - i) if i % 2 == 0 else None,
+                user=1 + i % users,
+            )
+            for i in range(records)
+        ]
+        return BloodPressureCuff(list(bp))
+    if kind == "ble-scale":
+        ws = [
+            WeightRecord(
+                round(rng.uniform(55, 95) / 0.005) * 0.005, time=now - timedelta(hours=records - i), user=1 + i % users
+            )
+            for i in range(records)
+        ]
+        return WeightScale(list(ws))
+    if kind == "ble-glucose":
+        return GlucoseMeter(make_records(records, start=now - timedelta(hours=4 * records)), passkey=GLUCOSE_PASSKEY)
+    raise ValueError(f"unknown simulator {kind!r}; choose from {', '.join(KINDS)}")
+
+
+@dataclass
+class SimulatorSet:
+    """Simulators on one link, producing a new measurement now and then (like a person using them)."""
+
+    link: LocalLink = field(default_factory=LocalLink)
+    simulators: list[SimulatedPeripheral] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self, kinds: Sequence[str], *, records: int = 3, users: int = 2) -> None:
+        for kind in kinds:
+            sim = make_simulator(kind, records=records, users=users)
+            await sim.start(self.link)
+            self.simulators.append(sim)
+            log.info("sim_started", kind=kind, address=sim.address, name=sim.name)
+
+    def measure_every(self, seconds: float, seed: int = 11) -> None:
+        """Add a fresh measurement to each simulator every `seconds` (users alternate)."""
+        self._tasks.append(asyncio.create_task(self._measure(seconds, seed), name="sim-measure"))
+
+    async def _measure(self, seconds: float, seed: int) -> None:
+        rng = random.Random(seed)
+        for n in itertools.count():
+            await asyncio.sleep(seconds)
+            for sim in self.simulators:
+                now = sim.now()
+                if isinstance(sim, BloodPressureCuff):
+                    sim.add(
+                        BpRecord(
+                            rng.randint(105, 150),
+                            rng.randint(65, 95),
+                            rng.randint(80, 110),
+                            pulse=rng.randint(55, 90),
+                            time=now,
+                            user=1 + n % 2,
+                        )
+                    )
+                elif isinstance(sim, WeightScale):
+                    sim.add(WeightRecord(round(rng.uniform(55, 95) / 0.005) * 0.005, time=now, user=1 + n % 2))
+                elif isinstance(sim, GlucoseMeter):
+                    sim.add(make_records(1, start=now, first_sequence=sim.next_sequence())[0])
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for sim in self.simulators:
+            await sim.stop()
+
+
+async def serve_hci(link: LocalLink, spec: str) -> tuple[Controller, Transport]:
+    """A controller on `link` whose HCI is served on `spec` (e.g. tcp-server:127.0.0.1:7770)."""
+    transport = await open_transport(spec)
+    controller = Controller("gateway-adapter", host_source=transport.source, host_sink=transport.sink, link=link)
+    return controller, transport
+
+
+async def simulate(kinds: Sequence[str], *, port: int, records: int, users: int, every: float | None) -> None:
+    """Run until cancelled: `vitalgate simulate`."""
+    sims = SimulatorSet()
+    await sims.start(kinds, records=records, users=users)
+    _controller, transport = await serve_hci(sims.link, f"tcp-server:127.0.0.1:{port}")
+    if every:
+        sims.measure_every(every)
+    print(f"BLE adapter served on tcp-server:127.0.0.1:{port}; in another shell:")
+    print(f"  export VITALGATE_BLE_HCI=tcp-client:127.0.0.1:{port}")
+    for sim in sims.simulators:
+        passkey = f", passkey {sim.passkey:06d}" if sim.passkey is not None else ""
+        print(f"  {sim.kind:12} {sim.name:12} {sim.address}{passkey}")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await sims.stop()
+        await transport.close()
