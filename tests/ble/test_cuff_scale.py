@@ -95,9 +95,7 @@ async def test_cuff_clock_offset_recorded_and_clock_set(
     assert abs(cuff.clock_skew) <= timedelta(seconds=2)  # the session set the device clock
 
 
-async def test_cuff_within_tolerance_is_left_alone(
-    link: LocalLink, ble: BleakTransport, queue: ReadingQueue
-) -> None:
+async def test_cuff_within_tolerance_is_left_alone(link: LocalLink, ble: BleakTransport, queue: ReadingQueue) -> None:
     cuff = BloodPressureCuff([BpRecord(120, 80, 93, user=1)], clock_skew=timedelta(seconds=-20))
     await cuff.start(link)
     rec = make_ctx(queue, "ble-blood-pressure", "cuff", address=cuff.address, idle_timeout=2.0, tolerance=60)
