@@ -57,6 +57,13 @@ def _address_type(device: BLEDevice) -> AddressType:
     return "unknown"
 
 
+def _cancel_if_cancelling() -> None:
+    """Some stacks turn a cancelled wait into their own error; never let that swallow a cancellation."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _advert(device: BLEDevice, data: AdvertisementData) -> Advert:
     return Advert(
         address=device.address,
@@ -114,14 +121,17 @@ class BleakSession:
             async with asyncio.timeout(limit):
                 return await call
         except TimeoutError:
+            _cancel_if_cancelling()
             raise BleTimeoutError(operation, limit) from None
         except BleError:
             raise
         except (BleakError, EOFError, ConnectionError, OSError) as exc:
+            _cancel_if_cancelling()
             if self._down.is_set() or not self._client.is_connected:
                 raise BleConnectionError(f"{operation}: link lost") from exc
             raise BleError(f"{operation} failed: {type(exc).__name__}") from exc
         except Exception as exc:  # the backend's own errors (e.g. an ATT error response from the device)
+            _cancel_if_cancelling()
             if self._down.is_set() or not self._client.is_connected:
                 raise BleConnectionError(f"{operation}: link lost") from exc
             raise BleError(f"{operation} failed: {type(exc).__name__}") from exc
@@ -167,6 +177,7 @@ class BleakSession:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self._timeout):
                 await self._client.disconnect()
+        _cancel_if_cancelling()
 
     async def __aenter__(self) -> Self:
         return self
@@ -238,6 +249,7 @@ class BleakTransport:
             async with asyncio.timeout(timeout):
                 return await found
         except TimeoutError:
+            _cancel_if_cancelling()
             raise BleNotFoundError("device did not advertise in time") from None
         finally:
             with contextlib.suppress(Exception):
@@ -266,10 +278,13 @@ class BleakTransport:
             async with asyncio.timeout(timeout):
                 await client.connect()
         except TimeoutError:
+            _cancel_if_cancelling()
             raise BleTimeoutError("connect", timeout) from None
         except BleakDeviceNotFoundError as exc:
+            _cancel_if_cancelling()
             raise BleNotFoundError("device not reachable") from exc
         except Exception as exc:
+            _cancel_if_cancelling()
             raise BleConnectionError(f"connect failed: {type(exc).__name__}") from exc
         session._index()
         if pair:

@@ -59,7 +59,7 @@ class BleOptions:
         )
 
 
-_KNOWN = {"driver", "name", "poll_seconds", "address", "connect_timeout", "idle_timeout", "simulated", "patient", "users"}
+_KNOWN = {"driver", "name", "poll_seconds", "address", "connect_timeout", "idle_timeout", "simulated"}
 
 
 def validate_options(options: Mapping[str, Any], where: str, extra: frozenset[str] = frozenset()) -> None:

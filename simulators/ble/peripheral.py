@@ -84,6 +84,7 @@ class SimulatedPeripheral:
         self.disconnected = asyncio.Event()
         self.connections = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._count_waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     # -- clock ----------------------------------------------------------------------------------------
     def now(self) -> datetime:
@@ -198,8 +199,19 @@ class SimulatedPeripheral:
         self.connections += 1
         self.disconnected.clear()
         self.connected.set()
+        for n, waiter in self._count_waiters:
+            if self.connections >= n and not waiter.done():
+                waiter.set_result(None)
         connection.on(Connection.EVENT_DISCONNECTION, self._on_disconnection)
         self.on_connected(connection)
+
+    async def wait_connections(self, n: int) -> None:
+        """Until a gateway has connected `n` times in all."""
+        if self.connections >= n:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._count_waiters.append((n, waiter))
+        await waiter
 
     def _on_disconnection(self, _reason: int) -> None:
         self.connection = None

@@ -93,17 +93,21 @@ async def test_cuff_two_users_exactly_the_right_observations_once(
         await q.bind(cuff.address, 2, "Patient/p-two")
 
     delivered: list[Reading] = []
-    sessions_before = cuff.connections
-    gw = Gateway(cfg, keyring, on_delivered=lambda r, _f: delivered.append(r))
+    all_four = asyncio.Event()
+
+    def on_delivered(reading: Reading, _forwarder: str) -> None:
+        delivered.append(reading)
+        if len(delivered) >= 4:
+            all_four.set()
+
+    gw = Gateway(cfg, keyring, on_delivered=on_delivered)
     stop = asyncio.Event()
     task = asyncio.create_task(gw.run(stop))
     try:
         async with asyncio.timeout(30):
-            while len(delivered) < 4:
-                await asyncio.sleep(0.05)
+            await all_four.wait()
             # Let the supervisor run more sessions against the (now empty) cuff: nothing may repeat.
-            while cuff.connections < sessions_before + 3:
-                await asyncio.sleep(0.05)
+            await cuff.wait_connections(cuff.connections + 3)
     finally:
         stop.set()
         await task
