@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -108,27 +109,41 @@ class _Tally:
 
 
 async def _demo(cfg: Config, seconds: float, tally: _Tally) -> None:
+    """The cuff, scale and glucose meter are Bluetooth LE simulators (Bumble) read through the real BLE
+    stack: our sessions, bleak's API and Bumble's link, GATT and SMP (the meter is bonded first)."""
     from gateway.cli import install_signals
     from gateway.daemon import Gateway
     from gateway.queue import ReadingQueue
+    from simulators.ble.demo import start_demo_ble
 
     key_path = Path(cfg.key_file)
     if not key_path.exists():
         create_key_file(key_path)
     keyring = KeyRing.load(cfg.key_file)
-    async with await ReadingQueue.open(cfg.queue_path, keyring) as q:
-        for _, _, options, bindings in DEMO_DEVICES:
-            for user, patient in bindings:
-                await q.bind(options["serial"], user, patient)
-    gw = Gateway(cfg, keyring, on_delivered=tally.delivered, on_submitted=tally.submitted, drain_timeout=3.0)
-    stop = asyncio.Event()
-    install_signals(stop)
-    loop = asyncio.get_running_loop()
-    timer = loop.call_later(seconds, stop.set)
+    ble = await start_demo_ble()
     try:
-        await gw.run(stop)
+        cfg = dataclasses.replace(
+            cfg,
+            devices=tuple(
+                DeviceConfig(driver, name, {"driver": driver, **options}, f"devices[{i}]")
+                for i, (name, driver, options, _) in enumerate(ble.devices)
+            ),
+        )
+        async with await ReadingQueue.open(cfg.queue_path, keyring) as q:
+            for _, _, options, bindings in ble.devices:
+                for user, patient in bindings:
+                    await q.bind(options["address"], user, patient)
+        gw = Gateway(cfg, keyring, on_delivered=tally.delivered, on_submitted=tally.submitted, drain_timeout=3.0)
+        stop = asyncio.Event()
+        install_signals(stop)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(seconds, stop.set)
+        try:
+            await gw.run(stop)
+        finally:
+            timer.cancel()
     finally:
-        timer.cancel()
+        await ble.stop()
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -137,7 +152,7 @@ def run_demo(args: argparse.Namespace) -> int:
     configure_logging("warning", "console", sys.stderr)
     cfg = demo_config(out)
     tally = _Tally()
-    print(f"VitalGate demo: simulated cuff (2 users), scale and glucose meter for {args.seconds:g} s")
+    print(f"VitalGate demo: simulated BLE cuff (2 users), scale (2 users) and glucose meter for {args.seconds:g} s")
     print(f"  state and output in {out} (queue.db encrypted; FHIR Bundles in outbox/)\n")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_demo(cfg, args.seconds, tally))

@@ -26,7 +26,7 @@ from bumble.transport import open_transport
 from bumble.transport.common import Transport
 
 from simulators.ble.cuff import BloodPressureCuff
-from simulators.ble.encoding import BpRecord, WeightRecord
+from simulators.ble.encoding import BpRecord, GlucoseRecord, WeightRecord
 from simulators.ble.glucose import GlucoseMeter, make_records
 from simulators.ble.peripheral import SimulatedPeripheral
 from simulators.ble.scale import WeightScale
@@ -108,7 +108,7 @@ class SimulatorSet:
                 elif isinstance(sim, WeightScale):
                     sim.add(WeightRecord(round(rng.uniform(55, 95) / 0.005) * 0.005, time=now, user=1 + n % 2))
                 elif isinstance(sim, GlucoseMeter):
-                    sim.add(make_records(1, start=now, first_sequence=sim.next_sequence())[0])
+                    sim.add(GlucoseRecord(sim.next_sequence(), now, rng.randint(70, 250)))
 
     async def stop(self) -> None:
         for task in self._tasks:
