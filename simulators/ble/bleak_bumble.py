@@ -148,6 +148,9 @@ class BumbleHub:
         device = await self.device()
         return device.keystore is not None and await device.keystore.get(str(address)) is not None
 
+    async def is_bonded_address(self, address: str) -> bool:
+        return await self.is_bonded(_parse_address(address))
+
     async def close(self) -> None:
         async with self._lock:
             if self._device is not None:
