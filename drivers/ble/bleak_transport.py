@@ -140,15 +140,11 @@ class BleakSession:
         char = self._char(uuid)
         return bytes(await self._run("read", self._client.read_gatt_char(char), timeout))
 
-    async def write(
-        self, uuid: int | str, data: bytes, *, response: bool = True, timeout: float | None = None
-    ) -> None:
+    async def write(self, uuid: int | str, data: bytes, *, response: bool = True, timeout: float | None = None) -> None:
         char = self._char(uuid)
         await self._run("write", self._client.write_gatt_char(char, data, response=response), timeout)
 
-    async def subscribe(
-        self, uuid: int | str, handler: NotifyHandler, *, timeout: float | None = None
-    ) -> None:
+    async def subscribe(self, uuid: int | str, handler: NotifyHandler, *, timeout: float | None = None) -> None:
         char = self._char(uuid)
 
         def deliver(_char: BleakGATTCharacteristic, data: bytearray) -> None:
@@ -255,9 +251,7 @@ class BleakTransport:
             with contextlib.suppress(Exception):
                 await scanner.stop()
 
-    async def connect(
-        self, address: str, *, timeout: float = DEFAULT_TIMEOUT, pair: bool = False
-    ) -> BleakSession:
+    async def connect(self, address: str, *, timeout: float = DEFAULT_TIMEOUT, pair: bool = False) -> BleakSession:
         device = await self._find(address, timeout)
         holder: list[BleakSession] = []
 

@@ -169,9 +169,7 @@ async def collect_frames(
         getter = asyncio.ensure_future(frames.get())
         down = asyncio.ensure_future(session.wait_disconnected())
         try:
-            done, _ = await asyncio.wait(
-                {getter, down}, timeout=idle_timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait({getter, down}, timeout=idle_timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             down.cancel()
             if not getter.done():

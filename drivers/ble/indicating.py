@@ -57,9 +57,7 @@ class IndicatingDriver:
     measurement: ClassVar[str]
 
     @staticmethod
-    def decode(
-        raw: bytes, device: DeviceIdentity, at: datetime, offset: timedelta | None, sim: bool
-    ) -> Reading:
+    def decode(raw: bytes, device: DeviceIdentity, at: datetime, offset: timedelta | None, sim: bool) -> Reading:
         raise NotImplementedError
 
     def __init__(self, ble: BleTransport | None = None) -> None:

@@ -125,9 +125,7 @@ class BleSession(Protocol):
         self, uuid: int | str, data: bytes, *, response: bool = True, timeout: float | None = None
     ) -> None: ...
 
-    async def subscribe(
-        self, uuid: int | str, handler: NotifyHandler, *, timeout: float | None = None
-    ) -> None:
+    async def subscribe(self, uuid: int | str, handler: NotifyHandler, *, timeout: float | None = None) -> None:
         """Enable notifications or indications (whichever the characteristic has)."""
         ...
 
@@ -151,8 +149,6 @@ class BleTransport(Protocol):
         """The latest advert of every matching device seen within `duration` seconds."""
         ...
 
-    async def connect(
-        self, address: str, *, timeout: float = DEFAULT_TIMEOUT, pair: bool = False
-    ) -> BleSession:
+    async def connect(self, address: str, *, timeout: float = DEFAULT_TIMEOUT, pair: bool = False) -> BleSession:
         """Wait until `address` advertises, connect, optionally pair, discover services."""
         ...

@@ -213,9 +213,7 @@ class BleakScannerBumble(BaseBleakScanner):
         if not self.is_allowed_uuid(data.service_uuids):
             return
         address = adv.address
-        device = self.create_or_update_device(
-            str(address), _bleak_address(address), data.local_name, address, data
-        )
+        device = self.create_or_update_device(str(address), _bleak_address(address), data.local_name, address, data)
         self.call_detection_callbacks(device, data)
 
     async def start(self) -> None:
@@ -250,9 +248,7 @@ class BleakClientBumble(BaseBleakClient):
             timeout=kwargs.pop("timeout", 10.0),
         )
         self._hub = _hub(kwargs)
-        if isinstance(address_or_ble_device, BLEDevice) and isinstance(
-            address_or_ble_device.details, hci.Address
-        ):
+        if isinstance(address_or_ble_device, BLEDevice) and isinstance(address_or_ble_device.details, hci.Address):
             self._peer_address: hci.Address = address_or_ble_device.details
         else:
             self._peer_address = _parse_address(self.address)
@@ -355,9 +351,7 @@ class BleakClientBumble(BaseBleakClient):
     ) -> bytearray:
         return bytearray(await self._require_peer().read_value(descriptor.obj))
 
-    async def write_gatt_char(
-        self, characteristic: BleakGATTCharacteristic, data: SizedBuffer, response: bool
-    ) -> None:
+    async def write_gatt_char(self, characteristic: BleakGATTCharacteristic, data: SizedBuffer, response: bool) -> None:
         await self._require_peer().write_value(characteristic.obj, bytes(data), with_response=response)
 
     async def write_gatt_descriptor(self, descriptor: BleakGATTDescriptor, data: SizedBuffer) -> None:
@@ -378,7 +372,7 @@ class BleakClientBumble(BaseBleakClient):
 
 
 def _parse_address(text: str) -> hci.Address:
-    """"AA:BB:..." is taken as random (what health devices use); "AA:BB:.../P" as public."""
+    """ "AA:BB:..." is taken as random (what health devices use); "AA:BB:.../P" as public."""
     if text.endswith("/P"):
         return hci.Address(text[:-2], hci.Address.PUBLIC_DEVICE_ADDRESS)
     return hci.Address(text, hci.Address.RANDOM_DEVICE_ADDRESS)

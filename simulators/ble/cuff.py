@@ -30,9 +30,7 @@ class BloodPressureCuff(SimulatedPeripheral):
     kind = "ble-cuff"
     service_uuids = (0x1810,)
 
-    def __init__(
-        self, records: list[BpRecord | bytes] | None = None, *, linger: float = 0.3, **kwargs: object
-    ) -> None:
+    def __init__(self, records: list[BpRecord | bytes] | None = None, *, linger: float = 0.3, **kwargs: object) -> None:
         kwargs.setdefault("name", "VG-Cuff")
         kwargs.setdefault("address", "C1:00:00:00:00:01")
         kwargs.setdefault("serial", "CUFF0001")
