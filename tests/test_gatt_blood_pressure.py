@@ -95,11 +95,11 @@ def test_minimal_kpa_frame_with_nan_mean_arterial() -> None:
 @pytest.mark.parametrize(
     ("frame", "field", "special"),
     [
-        ("00" "0008" "5000" "6000", "systolic", SpecialValue.NRES),  # systolic 0x0800 NRes
-        ("00" "7800" "FE07" "6000", "diastolic", SpecialValue.POSITIVE_INFINITY),  # diastolic 0x07FE
-        ("00" "7800" "0208" "6000", "diastolic", SpecialValue.NEGATIVE_INFINITY),  # diastolic 0x0802
-        ("00" "0108" "5000" "6000", "systolic", SpecialValue.RESERVED),  # systolic 0x0801
-        ("00" "FF07" "5000" "6000", "systolic", SpecialValue.NAN),
+        ("00000850006000", "systolic", SpecialValue.NRES),  # systolic 0x0800 NRes
+        ("007800FE076000", "diastolic", SpecialValue.POSITIVE_INFINITY),  # diastolic 0x07FE
+        ("00780002086000", "diastolic", SpecialValue.NEGATIVE_INFINITY),  # diastolic 0x0802
+        ("00010850006000", "systolic", SpecialValue.RESERVED),  # systolic 0x0801
+        ("00FF0750006000", "systolic", SpecialValue.NAN),
     ],
 )
 def test_required_special_value_raises_typed_error(frame: str, field: str, special: SpecialValue) -> None:
@@ -111,7 +111,7 @@ def test_required_special_value_raises_typed_error(frame: str, field: str, speci
 
 
 def test_special_pulse_rate_is_left_out() -> None:
-    raw = bytes.fromhex("04" "7800" "5000" "6000" "FF07")  # flags: pulse rate present; pulse NaN
+    raw = bytes.fromhex("04780050006000FF07")  # flags: pulse rate present; pulse NaN
     reading = to_reading(parse_bp_measurement(raw), DEVICE, RECEIVED, raw=raw)
     assert reading.measurement(Metric.PULSE_RATE) is None
     assert reading.measurement(Metric.MEAN_ARTERIAL) == Measurement(Metric.MEAN_ARTERIAL, 96.0, Unit.MMHG)
@@ -119,14 +119,14 @@ def test_special_pulse_rate_is_left_out() -> None:
 
 def test_reserved_flag_and_status_bits_are_ignored() -> None:
     # flags 0xF0: bits 5-7 reserved (ignored) + bit 4 status; status 0xFFC0: only reserved bits 6-15 set.
-    raw = bytes.fromhex("F0" "7800" "5000" "6000" "C0FF")
+    raw = bytes.fromhex("F0780050006000C0FF")
     assert parse_bp_measurement(raw) == BloodPressureMeasurement(
         Unit.MMHG, 120.0, 80.0, 96.0, status=MeasurementStatus()
     )
 
 
 def test_every_status_bit() -> None:
-    raw = bytes.fromhex("10" "7800" "5000" "6000" "2B00")  # 0x002B: bits 0, 1, 3 (range 01), 5
+    raw = bytes.fromhex("107800500060002B00")  # 0x002B: bits 0, 1, 3 (range 01), 5
     m = parse_bp_measurement(raw)
     assert m.status == MeasurementStatus(
         body_movement=True,
@@ -143,7 +143,7 @@ def test_every_status_bit() -> None:
 
 
 def test_reserved_pulse_rate_range_sets_no_flag() -> None:
-    raw = bytes.fromhex("10" "7800" "5000" "6000" "1800")  # bits 3-4 = 0b11: reserved
+    raw = bytes.fromhex("107800500060001800")  # bits 3-4 = 0b11: reserved
     m = parse_bp_measurement(raw)
     assert m.status == MeasurementStatus(pulse_rate_range=PulseRateRange.RESERVED)
     assert to_reading(m, DEVICE, RECEIVED).status == frozenset()
@@ -151,7 +151,7 @@ def test_reserved_pulse_rate_range_sets_no_flag() -> None:
 
 def test_unknown_user_and_unset_clock() -> None:
     # flags 0x0A: time stamp + user id; year 0 (clock not set); user 0xFF = unknown user
-    raw = bytes.fromhex("0A" "7800" "5000" "6000" "00000B18081E0F" "FF")
+    raw = bytes.fromhex("0A78005000600000000B18081E0FFF")
     m = parse_bp_measurement(raw)
     assert (m.time_stamp, m.user_id) == (None, 0xFF)
     reading = to_reading(m, DEVICE, RECEIVED)
@@ -172,7 +172,7 @@ def test_trailing_bytes_are_malformed() -> None:
 
 def test_bad_time_stamp_is_malformed() -> None:
     with pytest.raises(MalformedFrameError):
-        parse_bp_measurement(bytes.fromhex("02" "7800" "5000" "6000" "EA070D18081E0F"))  # month 13
+        parse_bp_measurement(bytes.fromhex("02780050006000EA070D18081E0F"))  # month 13
 
 
 def test_feature() -> None:

@@ -103,9 +103,9 @@ def test_date_time() -> None:
 @pytest.mark.parametrize(
     "frame",
     [
-        "0000" "0B18081E0F",  # year 0 = not known
-        "EA07" "0018081E0F",  # month 0 = not known
-        "EA07" "0B00081E0F",  # day 0 = not known
+        "00000B18081E0F",  # year 0 = not known
+        "EA070018081E0F",  # month 0 = not known
+        "EA070B00081E0F",  # day 0 = not known
     ],
 )
 def test_date_time_unknown_is_none(frame: str) -> None:
@@ -115,14 +115,14 @@ def test_date_time_unknown_is_none(frame: str) -> None:
 @pytest.mark.parametrize(
     "frame",
     [
-        "EA07" "0D18081E0F",  # month 13
-        "EA07" "0B20081E0F",  # day 32
-        "EA07" "0B18181E0F",  # hour 24
-        "EA07" "0B18083C0F",  # minute 60
-        "EA07" "0B18081E3C",  # second 60
-        "2D06" "0B18081E0F",  # year 1581 (range is 1582..9999)
-        "EA07" "021E081E0F",  # 30 February
-        "EA07" "0B18081E",  # 6 bytes
+        "EA070D18081E0F",  # month 13
+        "EA070B20081E0F",  # day 32
+        "EA070B18181E0F",  # hour 24
+        "EA070B18083C0F",  # minute 60
+        "EA070B18081E3C",  # second 60
+        "2D060B18081E0F",  # year 1581 (range is 1582..9999)
+        "EA07021E081E0F",  # 30 February
+        "EA070B18081E",  # 6 bytes
     ],
 )
 def test_date_time_invalid(frame: str) -> None:

@@ -85,7 +85,7 @@ def test_unknown_user_maps_to_no_slot() -> None:
 
 
 def test_measurement_unsuccessful() -> None:
-    raw = bytes.fromhex("04" "FFFF" "03")  # weight 0xFFFF = measurement unsuccessful, user 3
+    raw = bytes.fromhex("04FFFF03")  # weight 0xFFFF = measurement unsuccessful, user 3
     with pytest.raises(MeasurementUnsuccessfulError) as info:
         parse_weight_measurement(raw)
     assert (info.value.field, info.value.raw) == ("weight", raw)
@@ -186,14 +186,14 @@ def test_body_composition_compartments() -> None:
 
 def test_body_composition_imperial_masses() -> None:
     # flags 0x0401: imperial, weight; body fat 23.4 %; weight 0x3D54 = 15700 * 0.01 lb = 157.0 lb
-    m = parse_body_composition(bytes.fromhex("0104" "EA00" "543D"))
+    m = parse_body_composition(bytes.fromhex("0104EA00543D"))
     assert m == BodyCompositionMeasurement(imperial=True, body_fat_percent=23.4, weight=157.0)
     assert m.weight_unit is Unit.LB
 
 
 def test_body_composition_multi_packet() -> None:
-    first = bytes.fromhex("0610" "EA00" "EA0703010C0000" "03")  # 0x1006: multiple packet, time stamp, user
-    second = bytes.fromhex("001C" "EA00" "E43E" "0807")  # 0x1C00: multiple packet, weight, height
+    first = bytes.fromhex("0610EA00EA0703010C000003")  # 0x1006: multiple packet, time stamp, user
+    second = bytes.fromhex("001CEA00E43E0807")  # 0x1C00: multiple packet, weight, height
     assembler = BodyCompositionAssembler()
     assert assembler.add(parse_body_composition(first)) is None
     assert assembler.pending
@@ -211,7 +211,7 @@ def test_body_composition_multi_packet() -> None:
 
 def test_body_composition_broken_pair() -> None:
     assembler = BodyCompositionAssembler()
-    assembler.add(parse_body_composition(bytes.fromhex("0010" "EA00")))  # first half only
+    assembler.add(parse_body_composition(bytes.fromhex("0010EA00")))  # first half only
     with pytest.raises(DeviceProtocolError):
         assembler.add(parse_body_composition(BODY_SINGLE))
     assert not assembler.pending
@@ -220,18 +220,18 @@ def test_body_composition_broken_pair() -> None:
 
 def test_body_composition_pair_with_mixed_units() -> None:
     assembler = BodyCompositionAssembler()
-    assembler.add(parse_body_composition(bytes.fromhex("0010" "EA00")))
+    assembler.add(parse_body_composition(bytes.fromhex("0010EA00")))
     with pytest.raises(DeviceProtocolError):
-        assembler.add(parse_body_composition(bytes.fromhex("0114" "EA00" "543D")))  # imperial half
+        assembler.add(parse_body_composition(bytes.fromhex("0114EA00543D")))  # imperial half
 
 
 def test_body_composition_unsuccessful_and_malformed() -> None:
     with pytest.raises(MeasurementUnsuccessfulError):
-        parse_body_composition(bytes.fromhex("0000" "FFFF"))
+        parse_body_composition(bytes.fromhex("0000FFFF"))
     for cut in range(len(BODY_SINGLE)):
         with pytest.raises(MalformedFrameError):
             parse_body_composition(BODY_SINGLE[:cut])
     with pytest.raises(MalformedFrameError):
         parse_body_composition(BODY_SINGLE + b"\x00")
     # reserved flag bits 13-15 ignored
-    assert parse_body_composition(bytes.fromhex("00E0" "EA00")) == BodyCompositionMeasurement(False, 23.4)
+    assert parse_body_composition(bytes.fromhex("00E0EA00")) == BodyCompositionMeasurement(False, 23.4)
