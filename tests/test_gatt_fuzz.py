@@ -1,0 +1,121 @@
+"""Hypothesis fuzzing: every GATT parser and mapper turns any bytes into a value or a DriverError."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from drivers.errors import DriverError
+from drivers.gatt import (
+    battery,
+    blood_pressure,
+    body_composition,
+    current_time,
+    device_info,
+    glucose,
+    racp,
+    weight_scale,
+)
+from drivers.gatt.date_time import parse_date_time
+from drivers.gatt.sfloat import SpecialValue, decode_float, decode_sfloat
+from gateway.reading import DeviceIdentity
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+DEVICE = DeviceIdentity(driver="fuzz", address="00:00:00:00:00:00")
+NOW = datetime(2026, 11, 24, tzinfo=UTC)
+
+
+def _bp(data: bytes) -> object:
+    return blood_pressure.to_reading(blood_pressure.parse_bp_measurement(data), DEVICE, NOW, raw=data)
+
+
+def _weight(data: bytes) -> object:
+    return weight_scale.to_reading(weight_scale.parse_weight_measurement(data), DEVICE, NOW, raw=data)
+
+
+def _body(data: bytes) -> object:
+    return body_composition.to_reading(body_composition.parse_body_composition(data), DEVICE, NOW, raw=data)
+
+
+def _glucose(data: bytes) -> object:
+    record = glucose.GlucoseRecord(glucose.parse_glucose_measurement(data), raw_measurement=data)
+    return glucose.to_reading(record, DEVICE, NOW)
+
+
+PARSERS: dict[str, Callable[[bytes], Any]] = {
+    "bp_measurement": _bp,
+    "bp_feature": blood_pressure.parse_bp_feature,
+    "weight_measurement": _weight,
+    "weight_feature": weight_scale.parse_weight_feature,
+    "body_composition": _body,
+    "glucose_measurement": _glucose,
+    "glucose_context": glucose.parse_glucose_context,
+    "glucose_feature": glucose.parse_glucose_feature,
+    "racp": racp.parse_racp,
+    "current_time": current_time.parse_current_time,
+    "battery": battery.parse_battery_level,
+    "system_id": device_info.parse_system_id,
+    "string": device_info.parse_string,
+    "date_time": parse_date_time,
+}
+
+# Frames whose first byte(s) are flags: bias towards lengths that match some flag combination.
+frames = st.one_of(st.binary(max_size=40), st.binary(min_size=5, max_size=30))
+
+
+@pytest.mark.parametrize("name", sorted(PARSERS))
+@FUZZ
+@given(data=frames)
+def test_parser_never_raises_anything_else(name: str, data: bytes) -> None:
+    with contextlib.suppress(DriverError):
+        PARSERS[name](data)
+
+
+@FUZZ
+@given(raw=st.integers(0, 0xFFFF), scale=st.integers(-8, 8))
+def test_sfloat_total(raw: int, scale: int) -> None:
+    value = decode_sfloat(raw, scale)
+    assert isinstance(value, SpecialValue) or value == value  # a number, never a float NaN
+
+
+@FUZZ
+@given(raw=st.integers(0, 0xFFFFFFFF))
+def test_float_total(raw: int) -> None:
+    value = decode_float(raw)
+    assert isinstance(value, SpecialValue) or value == value
+
+
+@FUZZ
+@given(
+    events=st.lists(
+        st.tuples(st.sampled_from(["measurement", "context", "racp", "take"]), st.binary(max_size=20)),
+        max_size=30,
+    ),
+    checkpoint=st.one_of(st.none(), st.integers(0, 0xFFFF)),
+)
+def test_racp_sync_never_raises_anything_else(events: list[tuple[str, bytes]], checkpoint: int | None) -> None:
+    sync = racp.RacpSync(checkpoint)
+    sync.request()
+    handed: list[int] = []
+    for channel, data in events:
+        try:
+            if channel == "measurement":
+                sync.receive_measurement(data)
+            elif channel == "context":
+                sync.receive_context(data)
+            elif channel == "racp":
+                sync.receive_racp(data)
+            else:
+                handed += [r.sequence for r in sync.take_records()]
+        except DriverError:
+            pass
+    handed += [r.sequence for r in sync.take_records()]
+    # Whatever the meter sends, records come out once each, increasing, above the starting checkpoint.
+    assert handed == sorted(set(handed))
+    assert all(seq > (-1 if checkpoint is None else checkpoint) for seq in handed)
