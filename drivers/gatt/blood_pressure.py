@@ -128,9 +128,7 @@ def parse_bp_measurement(data: bytes) -> BloodPressureMeasurement:
     user_id = r.u8() if flags & _USER_ID else None
     status = MeasurementStatus.from_bits(r.u16()) if flags & _STATUS else None
     r.end()
-    return BloodPressureMeasurement(
-        unit, systolic, diastolic, mean_arterial, time_stamp, pulse_rate, user_id, status
-    )
+    return BloodPressureMeasurement(unit, systolic, diastolic, mean_arterial, time_stamp, pulse_rate, user_id, status)
 
 
 def parse_bp_feature(data: bytes) -> frozenset[BloodPressureFeature]:

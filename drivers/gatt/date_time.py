@@ -27,14 +27,7 @@ def parse_date_time(data: bytes, raw: bytes | None = None) -> datetime | None:
     if len(data) != DATE_TIME_SIZE:
         raise MalformedFrameError(f"date time: {len(data)} bytes, expected {DATE_TIME_SIZE}", frame)
     year, month, day, hours, minutes, seconds = _DATE_TIME.unpack(data)
-    if (
-        not (year == 0 or 1582 <= year <= 9999)
-        or month > 12
-        or day > 31
-        or hours > 23
-        or minutes > 59
-        or seconds > 59
-    ):
+    if not (year == 0 or 1582 <= year <= 9999) or month > 12 or day > 31 or hours > 23 or minutes > 59 or seconds > 59:
         raise MalformedFrameError("date time: field out of range", frame)
     if year == 0 or month == 0 or day == 0:
         return None

@@ -221,8 +221,7 @@ class GlucoseMeasurement:
     @property
     def is_control_solution(self) -> bool:
         return (
-            self.sample_type is SampleType.CONTROL_SOLUTION
-            or self.sample_location is SampleLocation.CONTROL_SOLUTION
+            self.sample_type is SampleType.CONTROL_SOLUTION or self.sample_location is SampleLocation.CONTROL_SOLUTION
         )
 
 

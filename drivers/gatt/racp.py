@@ -110,9 +110,7 @@ def count_all() -> bytes:
 
 def count_from(sequence: int) -> bytes:
     """`04 03 01 <uint16>`: number of records with sequence number >= `sequence`."""
-    return bytes([OpCode.REPORT_NUMBER_OF_STORED_RECORDS, Operator.GREATER_THAN_OR_EQUAL]) + _sequence(
-        sequence
-    )
+    return bytes([OpCode.REPORT_NUMBER_OF_STORED_RECORDS, Operator.GREATER_THAN_OR_EQUAL]) + _sequence(sequence)
 
 
 def abort() -> bytes:
