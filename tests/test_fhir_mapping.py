@@ -63,7 +63,7 @@ HTEST = {
 VITAL = ("http://terminology.hl7.org/CodeSystem/observation-category", "vital-signs")
 LAB = ("http://terminology.hl7.org/CodeSystem/observation-category", "laboratory")
 PHD = ("http://hl7.org/fhir/uv/phd/CodeSystem/PhdObservationCategories", "phd-observation")
-MMHG_PER_KPA = 760 / 101.325  # standard atmosphere: 760 mmHg = 101.325 kPa
+MMHG_PER_KPA = 1 / 0.133322387415  # 1 mmHg = 133.322387415 Pa (conventional, not the torr)
 
 # (metric, reported unit) -> ([(system, code)] of Observation.code, UCUM code, unit text, convert)
 EXPECTED: dict[tuple[Metric, Unit], tuple[list[tuple[str, str]], str, str, Any]] = {
