@@ -117,9 +117,7 @@ _SYS = (_mdc("150021", "MDC_PRESS_BLD_NONINV_SYS"), _loinc("8480-6", "Systolic b
 _DIA = (_mdc("150022", "MDC_PRESS_BLD_NONINV_DIA"), _loinc("8462-4", "Diastolic blood pressure"))
 _MEAN = (_mdc("150023", "MDC_PRESS_BLD_NONINV_MEAN"), _loinc("8478-0", "Mean blood pressure"))
 _PULSE = concept(_mdc("149546", "MDC_PULS_RATE_NON_INV"), _loinc("8867-4", "Heart rate"), text="Pulse rate")
-_WEIGHT = concept(
-    _mdc("188736", "MDC_MASS_BODY_ACTUAL"), _loinc("29463-7", "Body weight"), text="Body weight"
-)
+_WEIGHT = concept(_mdc("188736", "MDC_MASS_BODY_ACTUAL"), _loinc("29463-7", "Body weight"), text="Body weight")
 _HEIGHT = concept(_mdc("188740", "MDC_LEN_BODY_ACTUAL"), _loinc("8302-2", "Body height"), text="Body height")
 _BMI = concept(
     _mdc("188752", "MDC_RATIO_MASS_BODY_LEN_SQ"),
@@ -224,11 +222,7 @@ KINDS: Final[MappingProxyType[Kind, KindSpec]] = MappingProxyType(
             )
         ),
         Kind.PULSE_RATE: KindSpec(
-            (
-                ObservationSpec(
-                    "pulse-rate", _VS_CATEGORY, _vs("heartrate"), value=Metric.PULSE_RATE, required=True
-                ),
-            )
+            (ObservationSpec("pulse-rate", _VS_CATEGORY, _vs("heartrate"), value=Metric.PULSE_RATE, required=True),)
         ),
         Kind.BODY_WEIGHT: KindSpec(
             (
@@ -242,11 +236,7 @@ KINDS: Final[MappingProxyType[Kind, KindSpec]] = MappingProxyType(
         # Glucose is not a vital sign: US Core files it under `laboratory` (LOINC class CHEM); the PHD IG
         # only asks for `phd-observation`. Both are given.
         Kind.BLOOD_GLUCOSE: KindSpec(
-            (
-                ObservationSpec(
-                    "blood-glucose", (LABORATORY, PHD_OBSERVATION), value=Metric.GLUCOSE, required=True
-                ),
-            )
+            (ObservationSpec("blood-glucose", (LABORATORY, PHD_OBSERVATION), value=Metric.GLUCOSE, required=True),)
         ),
     }
 )
