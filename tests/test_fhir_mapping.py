@@ -184,9 +184,7 @@ def check(r: Reading, patient: str, *, time: str, test_data: bool = False) -> Ma
     assert len(coincident) == (1 if TIMES[time][1] is not None else 0)
     for entry in mapped.entries:
         resource = entry["resource"]
-        ident = (
-            resource["identifier"][-1] if resource["resourceType"] == "Device" else resource["identifier"][0]
-        )
+        ident = resource["identifier"][-1] if resource["resourceType"] == "Device" else resource["identifier"][0]
         assert entry["request"]["method"] == "POST"
         assert entry["request"]["url"] == resource["resourceType"]
         if resource["resourceType"] == "Observation":
@@ -228,9 +226,7 @@ def check_status(mapped: MappedReading, r: Reading, primary: dict[str, Any]) -> 
         if status in r.status:
             family, code, name = BITS[status]
             families.setdefault(family, []).append((code, name))
-    bits_obs = [
-        o for o in resources(mapped, "Observation") if codings(o["code"])[0][1] in ("8410608", "8417752")
-    ]
+    bits_obs = [o for o in resources(mapped, "Observation") if codings(o["code"])[0][1] in ("8410608", "8417752")]
     assert [codings(o["code"]) for o in bits_obs] == [[(MDC, f)] for f in families]
     for o, (_family, bits) in zip(bits_obs, families.items(), strict=True):
         assert [c for cat in o["category"] for c in codings(cat)] == [PHD]
@@ -241,13 +237,9 @@ def check_status(mapped: MappedReading, r: Reading, primary: dict[str, Any]) -> 
         ]
         assert got == bits
         for comp in o["component"]:
-            assert codings(comp["valueCodeableConcept"]) == [
-                ("http://terminology.hl7.org/CodeSystem/v2-0136", "Y")
-            ]
+            assert codings(comp["valueCodeableConcept"]) == [("http://terminology.hl7.org/CodeSystem/v2-0136", "Y")]
             if "coding" in comp["code"]:
-                assert (
-                    comp["code"]["coding"][0]["system"] == "http://hl7.org/fhir/uv/phd/CodeSystem/ASN1ToHL7"
-                )
+                assert comp["code"]["coding"][0]["system"] == "http://hl7.org/fhir/uv/phd/CodeSystem/ASN1ToHL7"
 
 
 def check_numeric(mapped: MappedReading, m: Measurement) -> None:
@@ -271,9 +263,7 @@ BP_FLAGS = [
 @pytest.mark.parametrize(
     ("unit", "mean", "pulse", "flags", "time", "test_data", "patient"),
     list(
-        itertools.product(
-            [Unit.MMHG, Unit.KPA], [False, True], [False, True], BP_FLAGS, TIMES, [False, True], PATIENTS
-        )
+        itertools.product([Unit.MMHG, Unit.KPA], [False, True], [False, True], BP_FLAGS, TIMES, [False, True], PATIENTS)
     ),
 )
 def test_blood_pressure(
@@ -320,9 +310,7 @@ def test_blood_pressure(
 
 @pytest.mark.parametrize(
     ("unit", "extras", "time", "simulated", "patient"),
-    list(
-        itertools.product([Unit.KG, Unit.LB], ["none", "metric", "imperial"], TIMES, [False, True], PATIENTS)
-    ),
+    list(itertools.product([Unit.KG, Unit.LB], ["none", "metric", "imperial"], TIMES, [False, True], PATIENTS)),
 )
 def test_body_weight(unit: Unit, extras: str, time: str, simulated: bool, patient: str) -> None:
     ms: list[tuple[Metric, float, Unit]] = [(Metric.BODY_WEIGHT, 72.35 if unit is Unit.KG else 159.5, unit)]
@@ -351,13 +339,9 @@ GLUCOSE_FLAGS = [
     ("unit", "flags", "time", "test_data", "patient"),
     list(itertools.product([Unit.MG_DL, Unit.MMOL_L], GLUCOSE_FLAGS, TIMES, [False, True], PATIENTS)),
 )
-def test_blood_glucose(
-    unit: Unit, flags: frozenset[Status], time: str, test_data: bool, patient: str
-) -> None:
+def test_blood_glucose(unit: Unit, flags: frozenset[Status], time: str, test_data: bool, patient: str) -> None:
     value = 104.0 if unit is Unit.MG_DL else 5.8
-    r = reading(
-        Kind.BLOOD_GLUCOSE, (Metric.GLUCOSE, value, unit), device=SERIAL_ONLY, time=time, status=flags
-    )
+    r = reading(Kind.BLOOD_GLUCOSE, (Metric.GLUCOSE, value, unit), device=SERIAL_ONLY, time=time, status=flags)
     mapped = check(r, patient, time=time, test_data=test_data)
     check_numeric(mapped, r.measurements[0])
     assert len(resources(mapped, "Observation")) == 1 + bool(flags) + (time == "device+offset")
@@ -403,11 +387,7 @@ def test_whole_blood_pressure_panel() -> None:
             "status": "final",
             "category": [
                 {"coding": [{"system": VITAL[0], "code": "vital-signs", "display": "Vital Signs"}]},
-                {
-                    "coding": [
-                        {"system": PHD[0], "code": "phd-observation", "display": "PHD generated Observation"}
-                    ]
-                },
+                {"coding": [{"system": PHD[0], "code": "phd-observation", "display": "PHD generated Observation"}]},
             ],
             "code": {
                 "coding": [
@@ -472,18 +452,12 @@ def test_measuring_device_whole() -> None:
             "resourceType": "Device",
             "identifier": [
                 {
-                    "type": {
-                        "coding": [
-                            {"system": ids, "code": "SYSID", "display": "IEEE 11073 System Identifier"}
-                        ]
-                    },
+                    "type": {"coding": [{"system": ids, "code": "SYSID", "display": "IEEE 11073 System Identifier"}]},
                     "system": "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680",
                     "value": "74-E8-FF-FE-FF-05-1C-00",
                 },
                 {
-                    "type": {
-                        "coding": [{"system": ids, "code": "BTMAC", "display": "Bluetooth MAC address"}]
-                    },
+                    "type": {"coding": [{"system": ids, "code": "BTMAC", "display": "Bluetooth MAC address"}]},
                     "system": "http://hl7.org/fhir/sid/eui-48/bluetooth",
                     "value": "00-1C-05-FF-E8-74",
                 },
@@ -641,9 +615,7 @@ def test_transaction_bundle_packs_readings_once_per_device() -> None:
         other.identifier,
     ]
     with pytest.raises(InvalidBundleError):  # without the dedup, the transaction is invalid
-        validate_bundle(
-            {"resourceType": "Bundle", "type": "transaction", "entry": [*one.entries, *two.entries]}
-        )
+        validate_bundle({"resourceType": "Bundle", "type": "transaction", "entry": [*one.entries, *two.entries]})
 
 
 SECRET = "SECRETPATIENT42"
@@ -752,9 +724,7 @@ def test_every_status_is_mapped_or_refused() -> None:
                 map_reading(r, "1", GATEWAY)
         else:
             mapped = map_reading(r, "1", GATEWAY)
-            texts = [
-                c["code"]["text"] for o in resources(mapped, "Observation") for c in o.get("component", [])
-            ]
+            texts = [c["code"]["text"] for o in resources(mapped, "Observation") for c in o.get("component", [])]
             assert texts == [BITS[status][2]]
 
 
@@ -768,9 +738,7 @@ def test_offsets_fhir_cannot_express_become_utc() -> None:
 
 def test_device_strings_are_cleaned() -> None:
     device = replace(BLE, manufacturer="  Acme\x00 ", model="\x01\x02", firmware=" ", serial_number="SN\x007")
-    mapped = map_reading(
-        reading(Kind.PULSE_RATE, (Metric.PULSE_RATE, 60.0, Unit.PER_MIN), device=device), "1", GATEWAY
-    )
+    mapped = map_reading(reading(Kind.PULSE_RATE, (Metric.PULSE_RATE, 60.0, Unit.PER_MIN), device=device), "1", GATEWAY)
     validate_bundle(mapped.bundle)
     resource = mapped.entries[0]["resource"]
     assert (resource["manufacturer"], resource["serialNumber"]) == ("Acme", "SN7")

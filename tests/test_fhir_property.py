@@ -51,9 +51,7 @@ zones: st.SearchStrategy[tzinfo] = st.one_of(st.just(UTC), offsets, st.timezones
 
 @st.composite
 def devices(draw: st.DrawFn) -> DeviceIdentity:
-    system_id = draw(
-        st.one_of(st.none(), st.text(alphabet="0123456789abcdefABCDEF", min_size=16, max_size=16))
-    )
+    system_id = draw(st.one_of(st.none(), st.text(alphabet="0123456789abcdefABCDEF", min_size=16, max_size=16)))
     address = draw(
         st.one_of(
             st.none(),
@@ -81,9 +79,7 @@ def readings(draw: st.DrawFn) -> Reading:
     required, optional = SHAPES[kind]
     metrics = required + [m for m in optional if draw(st.booleans())]
     measurements = tuple(Measurement(m, draw(values), draw(st.sampled_from(UNITS[m]))) for m in metrics)
-    received = draw(
-        st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=zones)
-    )
+    received = draw(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=zones))
     device_time = draw(
         st.one_of(
             st.none(),
@@ -91,9 +87,7 @@ def readings(draw: st.DrawFn) -> Reading:
             st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=zones),
         )
     )
-    offset = draw(
-        st.one_of(st.none(), st.timedeltas(min_value=timedelta(days=-10), max_value=timedelta(days=10)))
-    )
+    offset = draw(st.one_of(st.none(), st.timedeltas(min_value=timedelta(days=-10), max_value=timedelta(days=10))))
     return Reading(
         kind=kind,
         measurements=measurements,
