@@ -782,3 +782,9 @@ def test_validate_bundle_catches_damage(damage: Any, problem: str) -> None:
     assert any(problem in f"{loc} {kind}" for loc, kind in err.value.problems)
     assert SECRET not in str(err.value) and SECRET not in repr(err.value.problems)
     assert err.value.__cause__ is None and (err.value.__context__ is None or err.value.__suppress_context__)
+
+
+def test_blank_gateway_id_is_refused() -> None:
+    r = reading(Kind.PULSE_RATE, (Metric.PULSE_RATE, 60.0, Unit.PER_MIN))
+    with pytest.raises(MappingError, match="gateway id is empty"):
+        map_reading(r, "1", GatewayInfo(id=" \x00", version="1"))
