@@ -233,8 +233,8 @@ KINDS: Final[MappingProxyType[Kind, KindSpec]] = MappingProxyType(
                 ObservationSpec("body-height", _VS_CATEGORY, _vs("bodyheight"), value=Metric.BODY_HEIGHT),
             )
         ),
-        # Glucose is not a vital sign: US Core files it under `laboratory` (LOINC class CHEM); the PHD IG
-        # only asks for `phd-observation`. Both are given.
+        # Glucose is not a vital sign: US Core files blood glucose under `laboratory` (example
+        # `blood-glucose`, Laboratory Result Observation); the PHD IG asks only `phd-observation`. Both given.
         Kind.BLOOD_GLUCOSE: KindSpec(
             (ObservationSpec("blood-glucose", (LABORATORY, PHD_OBSERVATION), value=Metric.GLUCOSE, required=True),)
         ),
