@@ -98,10 +98,10 @@ BITS: dict[Status, tuple[str, str | None, str]] = {
     Status.IRREGULAR_PULSE: ("8410608", "8410608.2", "irregular-pulse"),
     Status.PULSE_RATE_OUT_OF_RANGE: ("8410608", None, "pulse-rate-out-of-range"),
     Status.IMPROPER_POSITION: ("8410608", "8410608.5", "improper-body-position"),
-    Status.SENSOR_FAULT: ("8417752", "8417752.1", "sensor-malfunction"),
+    Status.SENSOR_FAULT: ("8417752", None, "sensor-fault"),  # several bits folded: text only
     Status.VALUE_ABOVE_RANGE: ("8417752", "8417752.5", "sensor-result-too-high"),
     Status.VALUE_BELOW_RANGE: ("8417752", "8417752.6", "sensor-result-too-low"),
-    Status.DEVICE_ANNUNCIATION: ("8417752", "8417752.10", "device-gen-fault"),
+    Status.DEVICE_ANNUNCIATION: ("8417752", None, "device-annunciation"),  # likewise
 }
 PATIENTS = {
     "Patient/123": {"reference": "Patient/123"},

@@ -246,8 +246,11 @@ KINDS: Final[MappingProxyType[Kind, KindSpec]] = MappingProxyType(
 class StatusBit:
     """One measurement-status flag as a bit of a PHD BITs observation (CodeSystem ASN1ToHL7).
 
-    `code` None: the flag has no single bit (Bluetooth says "out of range" with a direction the Reading
-    does not keep), so only its name is carried as text.
+    `code` None: the flag stands for several bits, so naming one would tell a clinician something the
+    device did not say; only its name is carried, as text. PULSE_RATE_OUT_OF_RANGE drops the direction
+    (over / under: 8410608.3 / .4); the glucose driver folds malfunction, sample size, strip and
+    temperature errors into SENSOR_FAULT and battery low, time fault and general fault into
+    DEVICE_ANNUNCIATION (8417752.x). Finer Status members would map one to one.
     """
 
     family: str
@@ -263,10 +266,10 @@ STATUS_BITS: Final[MappingProxyType[Status, StatusBit]] = MappingProxyType(
         Status.IRREGULAR_PULSE: StatusBit("8410608", "8410608.2", "irregular-pulse"),
         Status.PULSE_RATE_OUT_OF_RANGE: StatusBit("8410608", None, "pulse-rate-out-of-range"),
         Status.IMPROPER_POSITION: StatusBit("8410608", "8410608.5", "improper-body-position"),
-        Status.SENSOR_FAULT: StatusBit("8417752", "8417752.1", "sensor-malfunction"),
+        Status.SENSOR_FAULT: StatusBit("8417752", None, "sensor-fault"),
         Status.VALUE_ABOVE_RANGE: StatusBit("8417752", "8417752.5", "sensor-result-too-high"),
         Status.VALUE_BELOW_RANGE: StatusBit("8417752", "8417752.6", "sensor-result-too-low"),
-        Status.DEVICE_ANNUNCIATION: StatusBit("8417752", "8417752.10", "device-gen-fault"),
+        Status.DEVICE_ANNUNCIATION: StatusBit("8417752", None, "device-annunciation"),
     }
 )
 

@@ -15,7 +15,8 @@ through `validate_bundle`, plus hypothesis-generated readings). Decisions, after
   recovered.
 - Gateway: a Device of its own, referenced with the core extension `observation-gatewayDevice`.
 - Measurement status flags: a PHD BITs observation per flag family (MDC_BLOOD_PRESSURE_MEASUREMENT_STATUS,
-  MDC_GLU_METER_DEV_STATUS), one component per set bit (ASN1ToHL7 code, value v2-0136#Y), derivedFrom
+  MDC_GLU_METER_DEV_STATUS), one component per flag (ASN1ToHL7 bit code, or text only where the flag
+  folds several bits; value v2-0136#Y), derivedFrom
   the measurement, like the PHD IG's `bpm-status` example. The measurement itself stays `final`.
 - Simulated data (reading.simulated or test_data) carries meta.security v3-ActReason#HTEST.
 """
