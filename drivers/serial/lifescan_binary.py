@@ -32,6 +32,7 @@ __all__ = [
     "STX",
     "Frame",
     "FrameDecoder",
+    "GarbageError",
     "LinkControl",
     "LinkState",
     "SequenceError",
@@ -95,6 +96,11 @@ class LinkControl:
 class Frame:
     link: LinkControl
     message: bytes
+    raw: bytes  # the whole frame as received, kept for the record
+
+
+class GarbageError(MalformedFrameError):
+    """Bytes that are not inside any frame (line noise, a partial frame's tail)."""
 
 
 def encode_frame(message: bytes, link: LinkControl) -> bytes:
@@ -118,7 +124,7 @@ def parse_frame(raw: bytes) -> Frame:
         raise MalformedFrameError("no ETX before the CRC", raw)
     if raw[2] & 0xE0:
         raise MalformedFrameError("reserved link-control bits set", raw)
-    return Frame(LinkControl.from_byte(raw[2]), raw[3:-3])
+    return Frame(LinkControl.from_byte(raw[2]), raw[3:-3], raw)
 
 
 class FrameDecoder:
@@ -146,7 +152,7 @@ class FrameDecoder:
             cut = buf.find(STX)
             garbage = bytes(buf if cut < 0 else buf[:cut])
             del buf[: len(garbage)]
-            raise MalformedFrameError("bytes outside a frame", garbage)
+            raise GarbageError("bytes outside a frame", garbage)
         if len(buf) < 2:
             return None
         length = buf[1]
