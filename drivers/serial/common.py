@@ -18,6 +18,7 @@ __all__ = [
     "clock_offset",
     "fingerprint",
     "local_now",
+    "split_restarts",
     "validate_common",
 ]
 
@@ -69,3 +70,14 @@ class Batcher:
             batch, self._pending = self._pending, []
             self.new += await self._ctx.submit(batch)
             self.submitted += len(batch)
+
+
+def split_restarts(line: bytes, marker: bytes) -> list[bytes]:
+    """A line cut short and followed at once by the next one: split where `marker` starts a new line."""
+    pieces = []
+    start = 0
+    while (cut := line.find(marker, start + 1)) > 0:
+        pieces.append(line[start:cut])
+        start = cut
+    pieces.append(line[start:])
+    return pieces

@@ -21,7 +21,7 @@ import structlog
 from drivers.base import DeviceContext
 from drivers.errors import DeviceProtocolError
 from drivers.serial import tanita as proto
-from drivers.serial.common import COMMON_KEYS, validate_common
+from drivers.serial.common import COMMON_KEYS, split_restarts, validate_common
 from drivers.serial.transport import PortSettings, ReadTimeoutError, SerialPort, validate_port_options
 from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
 
@@ -81,7 +81,7 @@ class TanitaDriver:
                     continue
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
-                    for piece in split_restarts(line.rstrip(b"\r")):
+                    for piece in split_restarts(line.rstrip(b"\r"), proto.PREFIX):
                         await self._handle(ctx, piece, settings.path, simulated)
 
     async def _handle(self, ctx: DeviceContext, line: bytes, path: str, simulated: bool) -> None:
@@ -95,13 +95,3 @@ class TanitaDriver:
         await ctx.submit([to_reading(measurement, path, simulated=simulated)])
         log.info("scale_measurement_received", driver=self.name)
 
-
-def split_restarts(line: bytes) -> list[bytes]:
-    """A line cut short and followed at once by the next one: split where a new result line starts."""
-    pieces = []
-    start = 0
-    while (cut := line.find(proto.PREFIX, start + 1)) > 0:
-        pieces.append(line[start:cut])
-        start = cut
-    pieces.append(line[start:])
-    return pieces

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import structlog
 
 from drivers.base import DeviceContext
-from drivers.errors import DeviceProtocolError
+from drivers.errors import DeviceProtocolError, MalformedFrameError
 from drivers.serial import onetouch_ultra2 as proto
 from drivers.serial.common import (
     COMMON_KEYS,
@@ -30,6 +30,7 @@ from drivers.serial.common import (
     clock_offset,
     fingerprint,
     local_now,
+    split_restarts,
     validate_common,
 )
 from drivers.serial.transport import PortSettings, ReadTimeoutError, SerialPort, validate_port_options
@@ -38,6 +39,7 @@ from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, 
 __all__ = ["OneTouchUltra2Driver", "ParityError"]
 
 log = structlog.get_logger(__name__)
+_RECORD_START = b'P "'
 
 
 class ParityError(DeviceProtocolError):
@@ -96,24 +98,30 @@ class OneTouchUltra2Driver:
             clean = True
             newest: str | None = None
             reached_checkpoint = False
+            slots = 0  # record lines seen; stray bytes and cut-short pieces do not take a slot
             try:
-                for index in range(header.count):
-                    line = await port.read_until(b"\n")
-                    try:
-                        record = proto.parse_record(line)
-                        if record.parity_error:
-                            raise ParityError("record failed the meter's parity check", line)
-                    except DeviceProtocolError as exc:
-                        clean = False
-                        await ctx.reject(line, exc, source=f"{self.name}:record")
-                        continue
-                    mark = fingerprint(record.device_time, record.value_mg_dl)
-                    if index == 0:
-                        newest = mark
-                    if mark == since:
-                        reached_checkpoint = True
+                while slots < header.count:
+                    pieces = split_restarts(await port.read_until(b"\n"), _RECORD_START)
+                    for position, line in enumerate(pieces):
+                        if position < len(pieces) - 1 or not line.startswith(b"P "):
+                            clean = False
+                            error = MalformedFrameError("stray or cut-short bytes in the dump", line)
+                            await ctx.reject(line, error, source=f"{self.name}:record")
+                            continue
+                        slots += 1
+                        record = await self._record(ctx, line)
+                        if record is None:
+                            clean = False
+                            continue
+                        mark = fingerprint(record.device_time, record.value_mg_dl)
+                        if slots == 1:
+                            newest = mark
+                        if mark == since:
+                            reached_checkpoint = True
+                            break
+                        await batch.add(self._reading(record, device, offset, simulated))
+                    if reached_checkpoint:
                         break
-                    await batch.add(self._reading(record, device, offset, simulated))
             except ReadTimeoutError as exc:
                 clean = False
                 if exc.partial:
@@ -132,6 +140,16 @@ class OneTouchUltra2Driver:
                 incremental=reached_checkpoint,
                 clean=clean,
             )
+
+    async def _record(self, ctx: DeviceContext, line: bytes) -> proto.Ultra2Record | None:
+        try:
+            record = proto.parse_record(line)
+            if record.parity_error:
+                raise ParityError("record failed the meter's parity check", line)
+        except DeviceProtocolError as exc:
+            await ctx.reject(line, exc, source=f"{self.name}:record")
+            return None
+        return record
 
     def _reading(
         self, record: proto.Ultra2Record, device: DeviceIdentity, offset: timedelta, simulated: bool
