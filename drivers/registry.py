@@ -21,6 +21,7 @@ BUILTIN: dict[str, str] = {
     "onetouch-ultra2": "drivers.serial.session_ultra2:OneTouchUltra2Driver",
     "onetouch-ultraeasy": "drivers.serial.session_ultraeasy:OneTouchUltraEasyDriver",
     "tanita-bc": "drivers.serial.session_tanita:TanitaDriver",
+    "simulated": "simulators.simple:SimulatedDevice",
 }
 
 
