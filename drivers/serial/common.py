@@ -24,7 +24,7 @@ __all__ = [
 
 NEWEST = "newest"  # checkpoint name: fingerprint of the newest record imported by a complete download
 BATCH = 50  # readings per submit: one commit per batch spares the SD card, and a cut dump keeps the rest
-COMMON_KEYS = ("simulated",)
+COMMON_KEYS = ("simulated", "poll_seconds")  # poll_seconds: the core's pause between downloads
 
 Clock = Callable[[], datetime]
 
@@ -48,6 +48,9 @@ def validate_common(options: Mapping[str, Any], where: str) -> None:
     simulated = options.get("simulated", False)
     if not isinstance(simulated, bool):
         raise ConfigError("", f"{where}.simulated", "must be true or false")
+    poll = options.get("poll_seconds", 1.0)
+    if isinstance(poll, bool) or not isinstance(poll, int | float) or not 0 <= poll <= 86400:
+        raise ConfigError("", f"{where}.poll_seconds", "must be seconds between 0 and 86400")
 
 
 class Batcher:
