@@ -98,17 +98,22 @@ class OneTouchUltra2Driver:
             clean = True
             newest: str | None = None
             reached_checkpoint = False
-            slots = 0  # record lines seen; stray bytes and cut-short pieces do not take a slot
+            slots = 0  # record lines seen (good, bad or cut short); stray noise takes no slot
             try:
                 while slots < header.count:
                     pieces = split_restarts(await port.read_until(b"\n"), _RECORD_START)
                     for position, line in enumerate(pieces):
-                        if position < len(pieces) - 1 or not line.startswith(b"P "):
+                        if not line.startswith(b"P "):  # noise between records: kept, takes no slot
                             clean = False
-                            error = MalformedFrameError("stray or cut-short bytes in the dump", line)
+                            error = MalformedFrameError("stray bytes in the dump", line)
                             await ctx.reject(line, error, source=f"{self.name}:record")
                             continue
                         slots += 1
+                        if position < len(pieces) - 1:  # a record cut short by the next one starting
+                            clean = False
+                            error = MalformedFrameError("record line cut short", line)
+                            await ctx.reject(line, error, source=f"{self.name}:record")
+                            continue
                         record = await self._record(ctx, line)
                         if record is None:
                             clean = False

@@ -96,7 +96,7 @@ class _Link:
                 return parse(answer.message)
             except (DeviceProtocolError, ReadTimeoutError) as exc:
                 self.failures += 1
-                raw = exc.raw if isinstance(exc, DeviceProtocolError) else exc.partial
+                raw = exc.raw if isinstance(exc, DeviceProtocolError) else self.decoder.pending + exc.partial
                 await self.ctx.reject(raw, exc, source=f"{self.source}:frame")
                 if attempt == self.retries:
                     raise

@@ -10,9 +10,13 @@ stable symlink (like /dev/serial/by-id/...) is pointed at the current pty, so th
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import select
+import struct
+import termios
 import threading
+import time
 import tty
 from enum import StrEnum
 from pathlib import Path
@@ -104,8 +108,34 @@ class PtyDevice:
                         os.close(fd)
             self._master = self._slave = -1
 
+    def drained(self, timeout: float = 2.0) -> bool:
+        """Wait until the gateway has read everything sent (the slave's input queue is empty).
+
+        Linux drops a pty's unread input when the master closes; a real cable pulled mid-dump loses only
+        what was still on the wire, so `unplug` waits for this first.
+        """
+        deadline = time.monotonic() + timeout
+        empty_since: float | None = None
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._slave < 0:
+                    return True
+                pending = struct.unpack("i", fcntl.ioctl(self._slave, termios.FIONREAD, b"\0\0\0\0"))[0]
+            now = time.monotonic()
+            if pending:
+                empty_since = None
+            elif empty_since is None:
+                empty_since = now
+            elif now - empty_since >= 0.1:
+                # Empty for a while: the kernel pushes pty writes to the reader's queue from a work
+                # queue, so one empty look right after a write can come before the bytes arrive.
+                return True
+            time.sleep(0.005)
+        return False
+
     def unplug(self) -> None:
-        """The cable is pulled: the gateway's reads fail; the serving thread ends."""
+        """The cable is pulled (after the gateway read what was sent): its reads fail; serving ends."""
+        self.drained()
         self._stop.set()
         self._close_fds()
         self.unplugged.set()
