@@ -57,7 +57,8 @@ async def test_full_download_then_incremental(kind: str, queue: ReadingQueue, st
     serial = "AB123456Y" if kind == "onetouch-ultra2" else "C3A123456"
     model = "OneTouch Ultra 2" if kind == "onetouch-ultra2" else "OneTouch Ultra Easy"
     firmware = "P02.00.00 30/08/06" if kind == "onetouch-ultra2" else "03.04.03"
-    assert first.device == DeviceIdentity(kind, sim.path, serial, manufacturer="LifeScan", model=model, firmware=firmware)
+    identity = DeviceIdentity(kind, sim.path, serial, manufacturer="LifeScan", model=model, firmware=firmware)
+    assert first.device == identity
     assert first.clock_offset == timedelta(seconds=90)
     assert await ctx.checkpoint("newest") == "2026-11-24T07:30:00|104"
 
