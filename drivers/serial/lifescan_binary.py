@@ -81,8 +81,7 @@ class LinkControl:
     expect_receive: bool = False
     sequence: bool = False
 
-    _BITS = (("more", 0x10), ("disconnect", 0x08), ("acknowledge", 0x04), ("expect_receive", 0x02),
-             ("sequence", 0x01))
+    _BITS = (("more", 0x10), ("disconnect", 0x08), ("acknowledge", 0x04), ("expect_receive", 0x02), ("sequence", 0x01))
 
     @classmethod
     def from_byte(cls, value: int) -> LinkControl:
@@ -181,9 +180,7 @@ class LinkState:
         return encode_frame(b"", LinkControl(disconnect=True))
 
     def request(self, message: bytes) -> bytes:
-        frame = encode_frame(
-            message, LinkControl(sequence=self.sequence, expect_receive=self.expect_receive)
-        )
+        frame = encode_frame(message, LinkControl(sequence=self.sequence, expect_receive=self.expect_receive))
         self.sequence = not self.sequence
         return frame
 

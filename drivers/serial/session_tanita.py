@@ -94,4 +94,3 @@ class TanitaDriver:
             return
         await ctx.submit([to_reading(measurement, path, simulated=simulated)])
         log.info("scale_measurement_received", driver=self.name)
-

@@ -112,9 +112,7 @@ def _record(index: int, message: bytes) -> msg.UltraEasyRecord:
 class OneTouchUltraEasyDriver:
     name: ClassVar[str] = "onetouch-ultraeasy"
     transport: ClassVar[str] = "serial"
-    description: ClassVar[str] = (
-        "LifeScan OneTouch Ultra Easy / Ultra Mini glucose meter (binary serial protocol)"
-    )
+    description: ClassVar[str] = "LifeScan OneTouch Ultra Easy / Ultra Mini glucose meter (binary serial protocol)"
     model: ClassVar[str] = "OneTouch Ultra Easy"
     defaults: ClassVar[PortSettings] = PortSettings(path="", baudrate=msg.BAUDRATE)
     retries: ClassVar[int] = 2

@@ -20,6 +20,7 @@ import time
 import tty
 from enum import StrEnum
 from pathlib import Path
+from typing import Self
 
 __all__ = ["Fault", "PtyDevice"]
 
@@ -82,7 +83,7 @@ class PtyDevice:
             tmp.symlink_to(self.pty_path)
             tmp.replace(self.link)
 
-    def start(self) -> PtyDevice:
+    def start(self) -> Self:
         self._open_pty()
         self.unplugged.clear()
         self._stop.clear()
@@ -146,7 +147,7 @@ class PtyDevice:
             self._thread.join(timeout=5)
         self.start()
 
-    def __enter__(self) -> PtyDevice:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from simulators.serial.registry import SIMULATORS, create
 from simulators.serial.tanita import TanitaSimulator
 
-__all__ = ["add_arguments", "main", "run"]
+__all__ = ["add_arguments", "add_subcommand", "main", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,14 +27,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=float, default=10.0, help="scale: seconds between weigh-ins")
 
 
+def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`vitalgate simulate ...` (gateway.cli registers this through its EXTENSIONS list)."""
+    text = "run a simulated serial device on a pseudo-terminal and print its path"
+    parser = sub.add_parser("simulate", help=text, description=text)
+    add_arguments(parser)
+    parser.set_defaults(fn=run)
+
+
 def run(args: argparse.Namespace) -> int:
     sim = create(args.device, args.records, link=args.link, clock_offset_s=args.clock_offset).start()
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: done.set())
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     print(sim.path, flush=True)
-    print(f"# {args.device} with {args.records} records; point a [[devices]] port at the path above",
-          file=sys.stderr, flush=True)
+    print(
+        f"# {args.device} with {args.records} records; point a [[devices]] port at the path above",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         while not done.wait(args.interval if isinstance(sim, TanitaSimulator) else 3600):
             if isinstance(sim, TanitaSimulator):
