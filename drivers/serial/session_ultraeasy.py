@@ -105,10 +105,6 @@ class _Link:
         raise AssertionError("unreachable")
 
 
-def _record(index: int, message: bytes) -> msg.UltraEasyRecord:
-    return msg.parse_record(index, message)
-
-
 class OneTouchUltraEasyDriver:
     name: ClassVar[str] = "onetouch-ultraeasy"
     transport: ClassVar[str] = "serial"
@@ -152,7 +148,7 @@ class OneTouchUltraEasyDriver:
             try:
                 for index in range(count):
                     try:
-                        record = await link.request(msg.read_record(index), functools.partial(_record, index))
+                        record = await link.request(msg.read_record(index), functools.partial(msg.parse_record, index))
                     except DeviceProtocolError:
                         clean = False  # kept via reject inside `request`; the rest can still be read
                         continue
