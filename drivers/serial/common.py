@@ -15,6 +15,7 @@ __all__ = [
     "NEWEST",
     "Batcher",
     "Clock",
+    "clock_needs_setting",
     "clock_offset",
     "fingerprint",
     "local_now",
@@ -24,7 +25,7 @@ __all__ = [
 
 NEWEST = "newest"  # checkpoint name: fingerprint of the newest record imported by a complete download
 BATCH = 50  # readings per submit: one commit per batch spares the SD card, and a cut dump keeps the rest
-COMMON_KEYS = ("simulated", "poll_seconds")  # poll_seconds: the core's pause between downloads
+COMMON_KEYS = ("simulated", "poll_seconds", "set_clock")  # poll_seconds: the core's pause between downloads
 
 Clock = Callable[[], datetime]
 
@@ -44,10 +45,17 @@ def fingerprint(device_time: datetime, value: int | float) -> str:
     return f"{device_time.isoformat()}|{value}"
 
 
+def clock_needs_setting(options: Mapping[str, Any], offset: timedelta, tolerance: timedelta) -> bool:
+    """Set a meter's clock only when allowed (`set_clock`, default true) and off by more than the tolerance."""
+    return bool(options.get("set_clock", True)) and abs(offset) > tolerance
+
+
 def validate_common(options: Mapping[str, Any], where: str) -> None:
     simulated = options.get("simulated", False)
     if not isinstance(simulated, bool):
         raise ConfigError("", f"{where}.simulated", "must be true or false")
+    if not isinstance(options.get("set_clock", True), bool):
+        raise ConfigError("", f"{where}.set_clock", "must be true or false")
     poll = options.get("poll_seconds", 1.0)
     if isinstance(poll, bool) or not isinstance(poll, int | float) or not 0 <= poll <= 86400:
         raise ConfigError("", f"{where}.poll_seconds", "must be seconds between 0 and 86400")

@@ -11,6 +11,7 @@ and its tests `drivers/tests/test_otultra2.py` (repository glucometers-tech/gluc
 - a command is sent as DC1 (0x11), CR, the command text, CR;
 - every reply line is ``<body> <four upper-case hex digits>`` ended by CR LF; the hex number is the
   16-bit sum of the body's bytes (the space before it is not summed);
+- `DMT<MM/DD/YY HH:MM:SS>` sets the clock and answers like `DMF` with a leading T;
 - `DM?` answers ``?<version>``; `DM@` answers ``@ "<9 chars>"``; `DMF` answers
   ``F "DOW","MM/DD/YY","HH:MM:SS   "`` (two-digit year, 2000-based: the firmware is not Y2K-clean);
 - `DMP` answers a header ``P nnn,"<serial>","MG/DL "`` (or ``"MMOL/L"``, the display unit) followed by
@@ -45,6 +46,7 @@ __all__ = [
     "parse_record",
     "parse_serial_number",
     "parse_version",
+    "set_clock_command",
     "strip_checksum",
 ]
 
@@ -89,6 +91,11 @@ class Ultra2Record:
 def checksum(data: bytes) -> int:
     """16-bit sum of the bytes; the whole integrity check this protocol has."""
     return sum(data) & 0xFFFF
+
+
+def set_clock_command(when: datetime) -> str:
+    """`DMT` with the new time (two-digit year, as the meter keeps it); the reply is parsed by `parse_clock`."""
+    return "DMT" + when.strftime("%m/%d/%y %H:%M:%S")
 
 
 def encode_command(command: str) -> bytes:

@@ -10,6 +10,7 @@ Message facts from glucometerutils by Diego Elio Pettenò (MIT), `glucometerutil
     version      05 0D 02                      -> 05 06 <len> <ascii>      (a length-prefixed string)
     serial       05 0B 02 00*9                 -> 05 06 <ascii...>
     read clock   05 20 02 00 00 00 00          -> 05 06 <u32 LE seconds since 1970, meter wall time>
+    set clock    05 20 01 <u32 LE seconds>     -> 05 06 <u32 LE seconds>
     unit         05 09 02 09 00 00 00 00       -> 05 06 <0 mg/dL | 1 mmol/L> 00 00 00
     count        05 1F F5 01 (record 501)      -> 05 0F <u16 LE count>
     record i     05 1F <u16 LE i>              -> 05 06 <u32 LE time> <u32 LE mg/dL>
@@ -42,6 +43,7 @@ __all__ = [
     "parse_unit",
     "parse_version",
     "read_record",
+    "write_clock",
 ]
 
 BAUDRATE = 9600
@@ -65,6 +67,14 @@ class UltraEasyRecord:
     device_time: datetime
     value_mg_dl: int
     raw: bytes
+
+
+def write_clock(when: datetime) -> bytes:
+    """05 20 01 <u32 LE seconds>: set the meter's clock; it answers like a clock read."""
+    seconds = int((when - _EPOCH).total_seconds())
+    if not 0 <= seconds <= 0xFFFFFFFF:
+        raise ValueError("time outside the meter's range")
+    return b"\x05\x20\x01" + _U32.pack(seconds)
 
 
 def read_record(index: int) -> bytes:

@@ -8,7 +8,9 @@ checkpoint alone, so the next download reads everything again and the queue's id
 the repeats (nothing lost, nothing duplicated).
 
 Options: `port` (required), `baudrate`/`parity`/`stopbits`/`bytesize` (default 9600 8N1),
-`timeout_seconds` (silence that counts as no answer, default 3), `simulated` (mark readings as test data).
+`timeout_seconds` (silence that counts as no answer, default 3), `simulated` (mark readings as test data),
+`set_clock` (default true: after a clean download, set the meter's clock when it is off by more than the
+gateway's clock tolerance; the offset recorded with each reading is the one it was measured under).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from drivers.serial.common import (
     NEWEST,
     Batcher,
     Clock,
+    clock_needs_setting,
     clock_offset,
     fingerprint,
     local_now,
@@ -136,6 +139,12 @@ class OneTouchUltra2Driver:
                 await batch.flush()  # what arrived before a cut is committed before the error propagates
             if clean and newest is not None:
                 await ctx.set_checkpoint(NEWEST, newest)
+            if clean and clock_needs_setting(ctx.options, offset, ctx.clock_tolerance):
+                # Only after a clean download: every stored record was committed with the offset it was
+                # measured under; records made from now on carry the corrected clock.
+                command = proto.set_clock_command(self._clock().replace(microsecond=0))
+                await self._reply(ctx, port, command, proto.parse_clock)
+                log.info("meter_clock_set", driver=self.name, was_off_s=offset.total_seconds())
             log.info(
                 "meter_download_done",
                 driver=self.name,

@@ -11,7 +11,7 @@ new records. A download that could not read every record leaves the checkpoint a
 idempotency key drops what a later full read repeats.
 
 Options: `port` (required), `baudrate`/`parity`/`stopbits`/`bytesize` (default 9600 8N1),
-`timeout_seconds` (default 3), `simulated`.
+`timeout_seconds` (default 3), `simulated`, `set_clock` (default true; see session_ultra2).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from drivers.serial.common import (
     NEWEST,
     Batcher,
     Clock,
+    clock_needs_setting,
     clock_offset,
     fingerprint,
     local_now,
@@ -162,6 +163,10 @@ class OneTouchUltraEasyDriver:
                 await batch.flush()
             if clean and newest is not None:
                 await ctx.set_checkpoint(NEWEST, newest)
+            if clean and clock_needs_setting(ctx.options, offset, ctx.clock_tolerance):
+                # After a clean download only, so every stored record kept the offset it was measured under.
+                await link.request(msg.write_clock(self._clock().replace(microsecond=0)), msg.parse_clock)
+                log.info("meter_clock_set", driver=self.name, was_off_s=offset.total_seconds())
             await port.write(link.state.connect())  # the meter's "disconnect" is the same empty frame
             log.info(
                 "meter_download_done",

@@ -58,6 +58,7 @@ class Ultra2Simulator(PtyDevice):
         self._now = now
         self._pending = b""
         self.dumps = 0
+        self.clock_sets = 0
 
     def on_data(self, data: bytes) -> None:
         self._pending += data
@@ -77,6 +78,14 @@ class Ultra2Simulator(PtyDevice):
         elif command == "DMF":
             now = (self._now() + self.clock_offset).replace(microsecond=0)
             self.write(line(f"F {_stamp(now)}"))
+        elif command.startswith("DMT") and len(command) == 20:
+            try:
+                wanted = datetime.strptime(command[3:], "%m/%d/%y %H:%M:%S")
+            except ValueError:
+                return
+            self.clock_offset = wanted - self._now().replace(microsecond=0)
+            self.clock_sets += 1
+            self.write(line(f"T {_stamp(wanted)}"))
         elif command == "DMSU?":
             self.write(line('SU?,"MG/DL "'))
         elif command == "DMP":

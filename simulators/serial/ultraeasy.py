@@ -62,6 +62,7 @@ class UltraEasySimulator(PtyDevice):
         self._inbox = b""
         self._my_seq = 0
         self.record_requests: list[int] = []
+        self.clock_sets = 0
 
     def on_data(self, data: bytes) -> None:
         self._inbox += data
@@ -120,6 +121,11 @@ class UltraEasySimulator(PtyDevice):
         if message[:3] == b"\x05\x20\x02":
             now = self._now() + self.clock_offset
             return ok + _le(int((now - _EPOCH).total_seconds()), 4), None
+        if message[:3] == b"\x05\x20\x01" and len(message) == 7:
+            wanted = _EPOCH + timedelta(seconds=int.from_bytes(message[3:], "little"))
+            self.clock_offset = wanted - self._now().replace(microsecond=0)
+            self.clock_sets += 1
+            return ok + message[3:], None
         if message == b"\x05\x09\x02\x09\x00\x00\x00\x00":
             return ok + b"\x00\x00\x00\x00", None
         if message[:2] == b"\x05\x1f" and len(message) == 4:

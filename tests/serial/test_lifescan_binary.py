@@ -85,6 +85,8 @@ def test_link_state_handshake() -> None:
 def test_ultraeasy_messages() -> None:
     assert m.READ_SERIAL == b"\x05\x0b\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00"
     assert m.read_record(501) == b"\x05\x1f\xf5\x01"
+    # otultraeasy _DATETIME_REQUEST: 05 20, 01 = write, then u32 LE seconds (0x5FF16D10 as below)
+    assert m.write_clock(datetime(2021, 1, 3, 7, 6, 56)) == b"\x05\x20\x01\x10\x6d\xf1\x5f"
     assert m.parse_version(b"\x05\x06\x08" + b"03.04.03") == "03.04.03"
     assert m.parse_serial_number(b"\x05\x06C3A123456") == "C3A123456"
     # 0x5FF16D10 = 1609657616 s after 1970-01-01 = 2021-01-03 07:06:56 on the meter's own clock

@@ -20,6 +20,7 @@ from gateway.errors import ConfigError
 from gateway.queue import ReadingQueue, State
 from gateway.reading import DeviceIdentity
 from simulators.serial.base import Fault, PtyDevice
+from simulators.serial.records import GlucoseRecord
 from simulators.serial.ultra2 import Ultra2Simulator
 from simulators.serial.ultraeasy import UltraEasySimulator
 from tests.serial.conftest import METER_NOW, RECORDS, ctx_for, rows
@@ -28,7 +29,9 @@ GATEWAY_NOW = datetime(2026, 11, 24, 8, 58, 30)  # the meter is 90 s fast
 OPTIONS = {"timeout_seconds": 0.3}
 
 
-def meter(kind: str, faults: dict[int, Fault] | None = None, link: Path | None = None) -> PtyDevice:
+def meter(
+    kind: str, faults: dict[int, Fault] | None = None, link: Path | None = None
+) -> Ultra2Simulator | UltraEasySimulator:
     cls = Ultra2Simulator if kind == "onetouch-ultra2" else UltraEasySimulator
     return cls(RECORDS, faults=faults, link=link, now=lambda: METER_NOW)
 
@@ -62,15 +65,29 @@ async def test_full_download_then_incremental(kind: str, queue: ReadingQueue, st
     assert first.clock_offset == timedelta(seconds=90)
     assert await ctx.checkpoint("newest") == "2026-11-24T07:30:00|104"
 
+    # 90 s off is more than the 60 s tolerance: after the clean download the meter's clock was set.
+    assert sim.clock_sets == 1
+
     # Re-read: nothing new is even submitted (the checkpoint stops the dump at the newest known record).
     before = ctx.submitted
     await driver(kind).run(ctx)
     assert (await rows(queue), ctx.submitted) == (8, before)
+    assert sim.clock_sets == 1  # now within tolerance: left alone
 
     # A new measurement on the meter: exactly one new row.
-    sim.records.insert(0, type(RECORDS[0])(datetime(2026, 11, 24, 8, 45, 0), 99))  # type: ignore[attr-defined]
+    sim.records.insert(0, GlucoseRecord(datetime(2026, 11, 24, 8, 45, 0), 99))
     await driver(kind).run(ctx)
     assert (await rows(queue), ctx.submitted) == (9, before + 1)
+    newest = [x.reading for x in await queue.unassigned() if x.reading.measurements[0].reported_value == 99.0]
+    assert [r.clock_offset for r in newest] == [timedelta(0)]
+
+
+@pytest.mark.parametrize("kind", METERS)
+async def test_set_clock_false_leaves_the_meter_alone(kind: str, queue: ReadingQueue, started: list[PtyDevice]) -> None:
+    sim = meter(kind).start()
+    started.append(sim)
+    await driver(kind).run(ctx_for(queue, kind, {"port": sim.path, "set_clock": False, **OPTIONS}))
+    assert (await rows(queue), sim.clock_sets) == (8, 0)
 
 
 @pytest.mark.parametrize("fault", [Fault.BAD_CHECKSUM, Fault.TRUNCATED, Fault.GARBAGE])
@@ -125,7 +142,7 @@ async def test_port_closing_mid_dump_and_coming_back(
 
 
 async def test_control_solution_is_kept_but_withheld(queue: ReadingQueue, started: list[PtyDevice]) -> None:
-    control = type(RECORDS[0])(datetime(2026, 11, 24, 8, 0, 0), 120, control=True)  # type: ignore[attr-defined]
+    control = GlucoseRecord(datetime(2026, 11, 24, 8, 0, 0), 120, control=True)
     sim = Ultra2Simulator([control, *RECORDS], now=lambda: METER_NOW).start()
     started.append(sim)
     await queue.bind("AB123456Y", None, "Patient/p1")

@@ -28,6 +28,11 @@ def test_command_bytes() -> None:
     assert p.encode_command("DMP") == b"\x11\rDMP\r"
 
 
+def test_set_clock_command() -> None:
+    # [gmu] otultra2.set_datetime: 'DMT' + date.strftime('%m/%d/%y %H:%M:%S')
+    assert p.encode_command(p.set_clock_command(datetime(2013, 8, 3, 22, 12, 0))) == b"\x11\rDMT08/03/13 22:12:00\r"
+
+
 def test_serial_number_line_from_glucometerutils() -> None:
     # [gmu] '_invalid_serial_number' case: the checksum 0297 is valid (that test fails later, on the 'Y' rule)
     assert p.parse_serial_number(b'@ "12345678O" 0297\r') == "12345678O"
