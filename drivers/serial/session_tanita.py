@@ -19,15 +19,22 @@ from typing import Any, ClassVar
 import structlog
 
 from drivers.base import DeviceContext
-from drivers.errors import DeviceProtocolError
+from drivers.errors import DeviceProtocolError, MalformedFrameError
 from drivers.serial import tanita as proto
 from drivers.serial.common import COMMON_KEYS, split_restarts, validate_common
-from drivers.serial.transport import PortSettings, ReadTimeoutError, SerialPort, validate_port_options
+from drivers.serial.transport import (
+    PortLostError,
+    PortSettings,
+    ReadTimeoutError,
+    SerialPort,
+    validate_port_options,
+)
 from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
 
 __all__ = ["TanitaDriver", "to_reading"]
 
 log = structlog.get_logger(__name__)
+_MAX_LINE = 8192  # an MC-780 line with all 152 fields is about 1.5 kB
 _WAIT_FOR_SCALE = 3600.0  # seconds between "still listening" turns while nobody steps on the scale
 
 
@@ -79,7 +86,15 @@ class TanitaDriver:
                         stalled, pending = pending, b""
                         await ctx.reject(stalled, exc, source=f"{self.name}:line")
                     continue
+                except PortLostError as exc:
+                    if pending:  # half a line when the cable went: kept for review like any bad input
+                        await ctx.reject(pending, exc, source=f"{self.name}:line")
+                    raise
                 *lines, pending = pending.split(b"\n")
+                if len(pending) > _MAX_LINE:
+                    error = MalformedFrameError("line longer than any result line", pending)
+                    await ctx.reject(pending, error, source=f"{self.name}:line")
+                    pending = b""
                 for line in lines:
                     for piece in split_restarts(line.rstrip(b"\r"), proto.PREFIX):
                         await self._handle(ctx, piece, settings.path, simulated)

@@ -36,7 +36,13 @@ from drivers.serial.common import (
     split_restarts,
     validate_common,
 )
-from drivers.serial.transport import PortSettings, ReadTimeoutError, SerialPort, validate_port_options
+from drivers.serial.transport import (
+    PortLostError,
+    PortSettings,
+    ReadTimeoutError,
+    SerialPort,
+    validate_port_options,
+)
 from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Status, Unit
 
 __all__ = ["OneTouchUltra2Driver", "ParityError"]
@@ -134,6 +140,10 @@ class OneTouchUltra2Driver:
                 clean = False
                 if exc.partial:
                     await ctx.reject(exc.partial, exc, source=f"{self.name}:record")
+                raise
+            except PortLostError as exc:
+                if partial := port.take_buffered():  # the line that was on the wire when the cable went
+                    await ctx.reject(partial, exc, source=f"{self.name}:record")
                 raise
             finally:
                 await batch.flush()  # what arrived before a cut is committed before the error propagates

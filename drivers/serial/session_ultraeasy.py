@@ -38,7 +38,13 @@ from drivers.serial.common import (
     validate_common,
 )
 from drivers.serial.lifescan_binary import Frame, FrameDecoder, GarbageError, LinkState
-from drivers.serial.transport import PortSettings, ReadTimeoutError, SerialPort, validate_port_options
+from drivers.serial.transport import (
+    PortLostError,
+    PortSettings,
+    ReadTimeoutError,
+    SerialPort,
+    validate_port_options,
+)
 from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
 
 __all__ = ["OneTouchUltraEasyDriver"]
@@ -95,6 +101,10 @@ class _Link:
                 answer = await self.frame()
                 await self.port.write(self.state.accept_response(answer, answer.raw))
                 return parse(answer.message)
+            except PortLostError as exc:
+                if partial := self.decoder.pending + self.port.take_buffered():
+                    await self.ctx.reject(partial, exc, source=f"{self.source}:frame")
+                raise
             except (DeviceProtocolError, ReadTimeoutError) as exc:
                 self.failures += 1
                 raw = exc.raw if isinstance(exc, DeviceProtocolError) else self.decoder.pending + exc.partial

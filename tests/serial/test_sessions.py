@@ -131,6 +131,9 @@ async def test_port_closing_mid_dump_and_coming_back(
     with pytest.raises(PortLostError):
         await driver(kind).run(ctx)
     assert await rows(queue) == 3  # what arrived before the cut was committed before the error surfaced
+    [(_, _, error, partial)] = await queue.rejects()  # and the part-record on the wire is kept for review
+    assert error == "PortLostError"
+    assert partial == (b'P "MON","11/23/26","' if kind == "onetouch-ultra2" else b"\x02\x10\x01\x05")
     assert await ctx.checkpoint("newest") is None
     with pytest.raises(PortUnavailableError):
         await SerialPort.open(PortSettings(str(link)))  # cable still out

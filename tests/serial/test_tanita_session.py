@@ -127,3 +127,5 @@ async def test_cable_pulled(queue: ReadingQueue, started: list[PtyDevice]) -> No
     with pytest.raises(PortLostError):
         await task
     assert await rows(queue) == 2
+    [(_, _, error, raw)] = await queue.rejects()  # the half line that was on the wire is kept
+    assert (error, raw) == ("PortLostError", b"{0,16,~0,1")  # the simulator cuts after 10 bytes
