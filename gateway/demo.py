@@ -108,9 +108,10 @@ class _Tally:
         return "\n".join(lines)
 
 
-async def _demo(cfg: Config, seconds: float, tally: _Tally) -> None:
+async def _demo(cfg: Config, seconds: float, tally: _Tally, extra_bindings: Sequence[tuple[str, str]] = ()) -> None:
     """The cuff, scale and glucose meter are Bluetooth LE simulators (Bumble) read through the real BLE
-    stack: our sessions, bleak's API and Bumble's link, GATT and SMP (the meter is bonded first)."""
+    stack: our sessions, bleak's API and Bumble's link, GATT and SMP (the meter is bonded first). They
+    replace the transport-less "simulated" entries of DEMO_DEVICES; other devices (serial) stay."""
     from gateway.cli import install_signals
     from gateway.daemon import Gateway
     from gateway.queue import ReadingQueue
@@ -124,15 +125,20 @@ async def _demo(cfg: Config, seconds: float, tally: _Tally) -> None:
     try:
         cfg = dataclasses.replace(
             cfg,
-            devices=tuple(
-                DeviceConfig(driver, name, {"driver": driver, **options}, f"devices[{i}]")
-                for i, (name, driver, options, _) in enumerate(ble.devices)
+            devices=(
+                *(
+                    DeviceConfig(driver, name, {"driver": driver, **options}, f"devices[{i}]")
+                    for i, (name, driver, options, _) in enumerate(ble.devices)
+                ),
+                *(d for d in cfg.devices if d.driver != "simulated"),
             ),
         )
         async with await ReadingQueue.open(cfg.queue_path, keyring) as q:
             for _, _, options, bindings in ble.devices:
                 for user, patient in bindings:
                     await q.bind(options["address"], user, patient)
+            for device, patient in extra_bindings:
+                await q.bind(device, None, patient)
         gw = Gateway(cfg, keyring, on_delivered=tally.delivered, on_submitted=tally.submitted, drain_timeout=3.0)
         stop = asyncio.Event()
         install_signals(stop)
@@ -150,12 +156,21 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     configure_logging("warning", "console", sys.stderr)
+    from simulators.serial import start_demo_meter
+
+    meter = start_demo_meter()  # a OneTouch Ultra 2 speaking its serial protocol on a real pty
     cfg = demo_config(out)
+    serial_dev = DeviceConfig(meter.driver, meter.name, meter.options, f"devices[{len(cfg.devices)}]")
+    cfg = dataclasses.replace(cfg, devices=(*cfg.devices, serial_dev))
     tally = _Tally()
     print(f"VitalGate demo: simulated BLE cuff (2 users), scale (2 users) and glucose meter for {args.seconds:g} s")
+    print(f"  plus a OneTouch Ultra 2 on serial port {meter.path} (ASCII protocol over a pty)")
     print(f"  state and output in {out} (queue.db encrypted; FHIR Bundles in outbox/)\n")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_demo(cfg, args.seconds, tally))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_demo(cfg, args.seconds, tally, [(meter.serial_number, "Patient/demo-patient-1")]))
+    finally:
+        meter.stop()
     print("\n" + tally.summary())
     print(f"\nFHIR Bundles (NDJSON): {out / 'outbox'}")
     return 0

@@ -1,1 +1,2 @@
-"""Device simulators used by tests, `vitalgate simulate` and `vitalgate demo`."""
+"""Device simulators for tests, demos and `vitalgate simulate`: real transports (ptys, a BLE stack),
+independent encoders."""
