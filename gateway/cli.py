@@ -217,13 +217,42 @@ def build_parser() -> argparse.ArgumentParser:
 EXTENSIONS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
 
 
-def _serial_simulators(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from simulators.serial.cli import add_subcommand
+def _simulators(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`vitalgate simulate`: serial devices on a pty, or BLE devices on an adapter served over loopback."""
+    from drivers.ble.cli import BLE_SIMULATORS, add_ble_simulate_arguments, cmd_simulate
+    from simulators.serial.cli import run as run_serial
+    from simulators.serial.registry import SIMULATORS
 
-    add_subcommand(sub)
+    text = "run simulated devices: a serial one on a pty, or BLE ones (ble-*) on an adapter served over TCP"
+    p = sub.add_parser("simulate", help=text, description=text)
+    p.add_argument("device", nargs="+", choices=[*sorted(SIMULATORS), *BLE_SIMULATORS], help="what to simulate")
+    p.add_argument("--records", type=int, help="stored readings (default: serial 20, BLE 3)")
+    p.add_argument("--link", type=Path, help="serial: also expose the pty under this symlink path")
+    p.add_argument("--clock-offset", type=float, default=0.0, help="serial: meter clock minus real clock, s")
+    p.add_argument("--interval", type=float, default=10.0, help="serial scale: seconds between weigh-ins")
+    add_ble_simulate_arguments(p)
+
+    def run(args: argparse.Namespace) -> int:
+        ble = [d for d in args.device if d in BLE_SIMULATORS]
+        serial = [d for d in args.device if d not in BLE_SIMULATORS]
+        if (ble and serial) or len(serial) > 1:
+            raise ConfigError("<command line>", "device", "give one serial device, or any number of ble-* devices")
+        if ble:
+            args.kinds, args.records = ble, args.records or 3
+            return cmd_simulate(args)
+        args.device, args.records = serial[0], args.records or 20
+        return run_serial(args)
+
+    p.set_defaults(fn=run)
 
 
-EXTENSIONS.append(_serial_simulators)
+def _ble_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from drivers.ble.cli import register
+
+    register(sub)
+
+
+EXTENSIONS.extend([_simulators, _ble_commands])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -242,12 +271,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _ble_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from drivers.ble.cli import register
-
-    register(sub)
-
-
-EXTENSIONS.append(_ble_commands)

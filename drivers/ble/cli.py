@@ -17,7 +17,9 @@ from drivers.ble import runtime
 from drivers.ble.transport import Advert, BleError, ScanFilter
 from drivers.gatt import uuids
 
-__all__ = ["format_adverts", "register"]
+__all__ = ["BLE_SIMULATORS", "add_ble_simulate_arguments", "cmd_simulate", "format_adverts", "register"]
+
+BLE_SIMULATORS = ("ble-cuff", "ble-scale", "ble-glucose")
 
 SubParsers = Any  # argparse._SubParsersAction, private in typeshed
 
@@ -81,7 +83,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_ble_simulate_arguments(m: argparse.ArgumentParser) -> None:
+    """BLE options of `vitalgate simulate` (gateway.cli builds the command, shared with serial devices)."""
+    m.add_argument("--port", type=int, default=7770, help="BLE: loopback TCP port of the served adapter (7770)")
+    m.add_argument("--users", type=int, default=2, help="BLE: user slots on the cuff and scale (default 2)")
+    m.add_argument("--every", type=float, default=None, help="BLE: take a new measurement every N seconds")
+
+
 def register(sub: SubParsers) -> None:
+    """`vitalgate scan` and `vitalgate pair`."""
     from gateway.config import DEFAULT_PATH
 
     s = sub.add_parser("scan", help="list nearby health devices (name, address, services, RSSI)")
@@ -97,11 +107,3 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the device (default 30)")
     p.add_argument("--config", default=str(DEFAULT_PATH), help=f"config file (default {DEFAULT_PATH})")
     p.set_defaults(fn=cmd_pair)
-
-    m = sub.add_parser("simulate", help="run simulated BLE devices, served to a gateway in another process")
-    m.add_argument("kinds", nargs="+", choices=("ble-cuff", "ble-scale", "ble-glucose"))
-    m.add_argument("--port", type=int, default=7770, help="loopback TCP port of the served adapter (default 7770)")
-    m.add_argument("--records", type=int, default=3, help="stored readings per device (default 3)")
-    m.add_argument("--users", type=int, default=2, help="user slots on the cuff and scale (default 2)")
-    m.add_argument("--every", type=float, default=None, help="take a new measurement every N seconds")
-    m.set_defaults(fn=cmd_simulate)
