@@ -20,12 +20,15 @@ from gateway.daemon import Gateway
 from gateway.queue import ReadingQueue
 from gateway.reading import Reading
 from simulators.ble.cuff import BloodPressureCuff
+from simulators.ble.demo import start_demo_ble
 from simulators.ble.encoding import BpRecord
+from simulators.ble.glucose import GlucoseMeter, make_records
 
 LOINC_BP_PANEL = "85354-9"
 LOINC_SYSTOLIC = "8480-6"
 LOINC_DIASTOLIC = "8462-4"
 LOINC_HEART_RATE = "8867-4"
+LOINC_GLUCOSE_MASS = "41653-7"
 
 
 @pytest.fixture
@@ -131,3 +134,98 @@ async def test_cuff_two_users_exactly_the_right_observations_once(
     ]
     assert len({o["identifier"][0]["value"] for o in observations}) == len(observations)  # once each
     assert len(delivered) == 4
+
+
+def _config(tmp_path: Path, key_file: Path, devices: tuple[DeviceConfig, ...]) -> Config:
+    return Config(
+        file="<test>",
+        gateway_id="gw-ble",
+        state_dir=tmp_path,
+        key_file=str(key_file),
+        queue_path=tmp_path / "queue.db",
+        forwarder="file",
+        forwarder_options={"directory": str(tmp_path / "outbox")},
+        retry_initial=0.05,
+        retry_max=0.5,
+        devices=devices,
+    )
+
+
+async def test_supervisor_resumes_glucose_after_link_loss_no_loss_no_duplicate(
+    tmp_path: Path, link: LocalLink, installed: BleakTransport, keyring: KeyRing, key_file: Path
+) -> None:
+    meter = GlucoseMeter(make_records(150, start=datetime(2026, 3, 1, 6, 0)), fail_after=40)
+    await meter.start(link)
+    session = await installed.connect(meter.address, pair=True)  # `vitalgate pair`
+    await session.disconnect()
+    options = {
+        "driver": "ble-glucose",
+        "address": meter.address,
+        "idle_timeout": 1.0,
+        "connect_timeout": 1.0,
+        "poll_seconds": 0.1,
+    }
+    cfg = _config(tmp_path, key_file, (DeviceConfig("ble-glucose", "meter", options, "devices[0]"),))
+    async with await ReadingQueue.open(cfg.queue_path, keyring) as q:
+        await q.bind(meter.address, None, "Patient/p-three")
+
+    delivered: list[Reading] = []
+    done = asyncio.Event()
+
+    def on_delivered(reading: Reading, _forwarder: str) -> None:
+        delivered.append(reading)
+        if len(delivered) >= 150:
+            done.set()
+
+    gw = Gateway(cfg, keyring, on_delivered=on_delivered)
+    stop = asyncio.Event()
+    task = asyncio.create_task(gw.run(stop))
+    try:
+        async with asyncio.timeout(30):
+            await done.wait()
+            await meter.wait_connections(meter.connections + 1)  # one more sync: nothing new arrives
+    finally:
+        stop.set()
+        await task
+        await meter.stop()
+    assert meter.connections >= 3  # pair, the interrupted sync, the resumed one (and idle ones)
+    assert sorted(r.sequence for r in delivered) == list(range(1, 151))
+    glucose = [o for o in _observations(tmp_path / "outbox") if LOINC_GLUCOSE_MASS in _loinc(o)]
+    assert sorted(o["valueQuantity"]["value"] for o in glucose) == sorted(70 + (i * 37) % 180 for i in range(150))
+    assert len({o["identifier"][0]["value"] for o in glucose}) == 150
+    assert {o["subject"]["reference"] for o in glucose} == {"Patient/p-three"}
+
+
+async def test_demo_devices_all_at_once(tmp_path: Path, keyring: KeyRing, key_file: Path) -> None:
+    """The demo's cuff, scale and glucose meter, each in its own supervisor task, over one adapter."""
+    ble = await start_demo_ble(measure_every=None, records=2)
+    try:
+        devices = tuple(
+            DeviceConfig(driver, name, {"driver": driver, **options}, f"devices[{i}]")
+            for i, (name, driver, options, _) in enumerate(ble.devices)
+        )
+        cfg = _config(tmp_path, key_file, devices)
+        async with await ReadingQueue.open(cfg.queue_path, keyring) as q:
+            for _, _, options, bindings in ble.devices:
+                for user, patient in bindings:
+                    await q.bind(options["address"], user, patient)
+        kinds: list[str] = []
+        all_six = asyncio.Event()
+
+        def on_delivered(reading: Reading, _forwarder: str) -> None:
+            kinds.append(reading.kind.value)
+            if len(kinds) >= 6:
+                all_six.set()
+
+        gw = Gateway(cfg, keyring, on_delivered=on_delivered)
+        stop = asyncio.Event()
+        task = asyncio.create_task(gw.run(stop))
+        try:
+            async with asyncio.timeout(30):
+                await all_six.wait()
+        finally:
+            stop.set()
+            await task
+    finally:
+        await ble.stop()
+    assert sorted(kinds) == sorted(["blood-pressure"] * 2 + ["body-weight"] * 2 + ["blood-glucose"] * 2)
