@@ -167,14 +167,15 @@ def basic_auth(pki: Pki, port: int, **kw: Any) -> OAuthSettings:
     )
 
 
-def settings(pki: Pki, port: int, auth: OAuthSettings | None = None, **kw: Any) -> HttpsSettings:
+def settings(pki: Pki, port: int, auth: OAuthSettings | None | str = "basic", **kw: Any) -> HttpsSettings:
+    """Forwarder settings against the test receiver; `auth="basic"` = client_secret_basic as gw-basic."""
     return HttpsSettings(
         base_url=f"https://localhost:{port}/fhir",
         ca_file=pki.ca.cert_file,
-        auth=auth if auth is not None else basic_auth(pki, port),
+        auth=basic_auth(pki, port) if auth == "basic" else auth,  # type: ignore[arg-type]
         **kw,
     )
 
 
-def forwarder(pki: Pki, port: int, auth: OAuthSettings | None = None, **kw: Any) -> HttpsForwarder:
+def forwarder(pki: Pki, port: int, auth: OAuthSettings | None | str = "basic", **kw: Any) -> HttpsForwarder:
     return HttpsForwarder(settings(pki, port, auth, **kw))

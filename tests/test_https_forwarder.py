@@ -1,10 +1,11 @@
 """HTTPS forwarder against the reference receiver over real TLS (certificates minted per test)."""
+# ruff: noqa: F811  (pytest fixtures imported from tests.https_support)
 
 from __future__ import annotations
 
 import copy
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import pytest
