@@ -116,6 +116,7 @@ class Receiver:
         self.bundles_received = 0
         self.tokens_issued = 0
         self.issued_tokens: list[str] = []
+        self.assertions: list[tuple[dict[str, Any], dict[str, Any]]] = []  # verified (header, claims)
         self.token_requests: list[str] = []  # client ids, in order
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -330,13 +331,14 @@ class Receiver:
                 issuer=client.client_id,
                 options={"require": ["exp", "iat", "jti", "iss", "sub", "aud"]},
             )
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, TypeError, ValueError):  # TypeError: alg does not fit the registered key
             return None
         if claims["sub"] != client.client_id or claims["exp"] - time.time() > 300 + 5:
             return None
         if claims["jti"] in self._jtis:
             return None  # replayed assertion
         self._jtis.add(claims["jti"])
+        self.assertions.append((jwt.get_unverified_header(assertion), claims))
         return client
 
     async def handle_token(self, request: web.Request) -> web.Response:
