@@ -167,7 +167,7 @@ def basic_auth(pki: Pki, port: int, **kw: Any) -> OAuthSettings:
     )
 
 
-def settings(pki: Pki, port: int, auth: OAuthSettings | None | str = "basic", **kw: Any) -> HttpsSettings:
+def settings(pki: Pki, port: int, auth: OAuthSettings | str | None = "basic", **kw: Any) -> HttpsSettings:
     """Forwarder settings against the test receiver; `auth="basic"` = client_secret_basic as gw-basic."""
     return HttpsSettings(
         base_url=f"https://localhost:{port}/fhir",
@@ -177,5 +177,5 @@ def settings(pki: Pki, port: int, auth: OAuthSettings | None | str = "basic", **
     )
 
 
-def forwarder(pki: Pki, port: int, auth: OAuthSettings | None | str = "basic", **kw: Any) -> HttpsForwarder:
+def forwarder(pki: Pki, port: int, auth: OAuthSettings | str | None = "basic", **kw: Any) -> HttpsForwarder:
     return HttpsForwarder(settings(pki, port, auth, **kw))

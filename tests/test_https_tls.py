@@ -1,5 +1,5 @@
 """TLS refusals over real handshakes: wrong CA, expired or misnamed certificate, TLS 1.1, mTLS."""
-# ruff: noqa: F811  (pytest fixtures imported from tests.https_support)
+# ruff: noqa: F401, F811  (pytest fixtures imported from tests.https_support)
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.forwarders.base import PermanentError, RetryableError
 from gateway.errors import KeyFileError
+from gateway.forwarders.base import PermanentError, RetryableError
 from gateway.forwarders.https import HttpsForwarder
 from gateway.https_tls import TlsRefusedError, client_context
 from simulators.fhir_receiver import Receiver, server_context
@@ -120,7 +120,7 @@ def tls11_server(pki: Pki) -> Iterator[tuple[int, list[str]]]:
 
 async def test_tls11_server_is_really_tls11(pki: Pki, tls11_server: tuple[int, list[str]]) -> None:
     """Control: a client that still allows TLS 1.1 does complete a handshake with this server."""
-    port, seen = tls11_server
+    port, _ = tls11_server
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(str(pki.ca.cert_file))
     with warnings.catch_warnings():

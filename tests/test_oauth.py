@@ -1,5 +1,5 @@
 """OAuth2 token source against the reference token endpoint over real TLS."""
-# ruff: noqa: F811  (pytest fixtures imported from tests.https_support)
+# ruff: noqa: F401, F811  (pytest fixtures imported from tests.https_support)
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ async def test_private_key_jwt_end_to_end(pki: Pki, receiver: Receiver, algorith
             assert await fwd.auth.refresh(c, stale="not-the-current-one") == await fwd.auth.bearer(c)
             await fwd.auth.refresh(c, stale=await fwd.auth.bearer(c))  # a second assertion
     assert len(receiver.assertions) == 2
-    (h1, c1), (h2, c2) = receiver.assertions
+    (h1, c1), (_, c2) = receiver.assertions
     assert h1 == {"alg": algorithm, "typ": "JWT", "kid": "k1"}
     assert c1["iss"] == c1["sub"] == auth.client_id
     assert c1["aud"] == f"https://localhost:{receiver.port}/token"
