@@ -14,8 +14,10 @@ the whole Bundle with a 4xx, nothing was stored. With one item in the batch that
 several, the failing entry is located from the OperationOutcome (`Bundle.entry[n]`) when the server says
 so, otherwise the forwarder narrows its `window` to 1 for as many sends as the batch had items, so the
 drainer's next leases isolate the culprit while the good readings go through. `bundle_type = "batch"`
-gets per-entry outcomes directly, but needs entries that do not reference each other by `urn:uuid`
-(batch entries are processed independently, R4 3.1.0.11.1).
+gets per-entry outcomes directly; because batch entries are processed independently (R4 3.1.0.11.1),
+the forwarder turns `urn:uuid` references between entries into logical references by identifier, so
+the server stores `Reference.identifier` rather than a resolved link: choose it only for a backend that
+accepts that.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import orjson
 import structlog
 
 from gateway.errors import ConfigError, GatewayError, KeyFileError
+from gateway.fhir import transaction_bundle
 from gateway.forwarders import ForwarderContext
 from gateway.forwarders.base import Outgoing, PermanentError, RetryableError, SendReport
 from gateway.https_tls import client_context, transport_error
@@ -123,23 +126,60 @@ class _Packed:
     owners: tuple[tuple[int, ...], ...]  # per Bundle entry: positions in the batch that need it
 
 
+def _logical_references(entries: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Batch entries are processed independently (R4 3.1.0.11.1), so a `urn:uuid` reference to another
+    entry cannot be resolved. Replace each with a logical reference by the target's identifier (R4
+    Reference.identifier), which needs no resolution; the originals are left untouched (read-only).
+    """
+    targets: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        resource = entry.get("resource") or {}
+        identifiers = resource.get("identifier") or []
+        if isinstance(entry.get("fullUrl"), str) and identifiers:
+            ident = identifiers[0]
+            targets[entry["fullUrl"]] = {
+                "type": resource.get("resourceType"),
+                "identifier": {"system": ident.get("system"), "value": ident.get("value")},
+            }
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, Mapping):
+            ref = node.get("reference")
+            if isinstance(ref, str) and ref in targets:
+                rest = {k: rewrite(v) for k, v in node.items() if k != "reference"}
+                return {**rest, **targets[ref]}
+            return {k: rewrite(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [rewrite(v) for v in node]
+        return node
+
+    return [{**entry, "resource": rewrite(entry.get("resource"))} for entry in entries]
+
+
 def pack(batch: Sequence[Outgoing], bundle_type: BundleType) -> _Packed:
-    """One Bundle holding every item's entries; an entry identical in several items is sent once."""
-    entries: list[Mapping[str, Any]] = []
+    """One Bundle holding every item's entries (`gateway.fhir.transaction_bundle`'s rule: an entry whose
+    fullUrl was already seen is sent once, since equal fullUrl means equal deterministic identity), and
+    for each Bundle entry the items that depend on its outcome.
+    """
+    flat: list[Mapping[str, Any]] = []
     owners: list[list[int]] = []
-    seen: dict[bytes, int] = {}
+    index_of: dict[str, int] = {}
     for pos, item in enumerate(batch):
         for entry in item.entries:
-            key = orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)
-            index = seen.get(key)
-            if index is None:
-                seen[key] = len(entries)
-                entries.append(entry)
-                owners.append([pos])
-            elif pos not in owners[index]:
-                owners[index].append(pos)
-    body = orjson.dumps({"resourceType": "Bundle", "type": bundle_type, "entry": entries})
-    return _Packed(body, tuple(tuple(o) for o in owners))
+            url = entry.get("fullUrl")
+            if isinstance(url, str) and url in index_of:
+                if pos not in owners[index_of[url]]:
+                    owners[index_of[url]].append(pos)
+                continue
+            if isinstance(url, str):
+                index_of[url] = len(flat)
+            flat.append(entry)
+            owners.append([pos])
+    bundle = transaction_bundle(flat)
+    assert len(bundle["entry"]) == len(flat), "dedupe rule differs from gateway.fhir.transaction_bundle"
+    if bundle_type == "batch":
+        bundle = {**bundle, "type": "batch", "entry": _logical_references(bundle["entry"])}
+    return _Packed(orjson.dumps(bundle), tuple(tuple(o) for o in owners))
 
 
 # --- the forwarder -----------------------------------------------------------------------------------
@@ -286,16 +326,12 @@ class HttpsForwarder:
         rejected = {batch[pos].item_id: reason for pos, reason in failed.items()}
         return SendReport(confirmed, rejected, retry_after if pending else None)
 
-    def _whole_refusal(
-        self, status: int, payload: Any, batch: Sequence[Outgoing], packed: _Packed
-    ) -> SendReport:
+    def _whole_refusal(self, status: int, payload: Any, batch: Sequence[Outgoing], packed: _Packed) -> SendReport:
         """A 4xx for the whole Bundle: nothing was stored; find which reading caused it."""
         reason = outcome_summary(payload, f"HTTP {status}")
         if len(batch) == 1:
             return SendReport(frozenset(), {batch[0].item_id: reason})
-        culprits = {
-            pos for i in _located_entries(payload) if i < len(packed.owners) for pos in packed.owners[i]
-        }
+        culprits = {pos for i in _located_entries(payload) if i < len(packed.owners) for pos in packed.owners[i]}
         if culprits:
             return SendReport(frozenset(), {batch[pos].item_id: reason for pos in culprits})
         self._isolating = len(batch)
@@ -433,9 +469,7 @@ def settings_from(section: Mapping[str, Any], file: str) -> HttpsSettings:
         raise sec.error("auth", 'is required (use method = "none" explicitly for an open test server)')
     cert, key = sec.path("client_cert_file"), sec.path("client_key_file")
     if (cert is None) != (key is None):
-        raise sec.error(
-            "client_key_file" if key is None else "client_cert_file", "mTLS needs both cert and key"
-        )
+        raise sec.error("client_key_file" if key is None else "client_cert_file", "mTLS needs both cert and key")
     window = sec.number("window", 20, 1, 1000)
     if window != int(window):
         raise sec.error("window", "must be a whole number")
