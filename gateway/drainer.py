@@ -181,7 +181,7 @@ class Drainer:
             if self.on_delivered:
                 self.on_delivered(reading, self.forwarder.name)
         if confirmed:
-            log.info("delivered", forwarder=self.forwarder.name, rows=len(confirmed))
+            log.debug("delivered", forwarder=self.forwarder.name, rows=len(confirmed))
         return len(leased)
 
     async def _map(self, leased: list[Leased]) -> tuple[list[Outgoing], dict[int, Leased]]:
