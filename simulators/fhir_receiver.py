@@ -104,10 +104,12 @@ class Receiver:
         *,
         require_auth: bool = True,
         ndjson: Path | None = None,
+        validate: bool = True,
     ) -> None:
         self.clients = {c.client_id: c for c in clients or []}
         self.require_auth = require_auth
         self.ndjson = ndjson
+        self.validate = validate  # off only to measure the sender without the receiver's pydantic cost
         self.faults = Faults()
         self.resources: dict[str, dict[str, Any]] = {}  # "Type/id" -> resource as stored
         self._by_identifier: dict[tuple[str, str], str] = {}  # (Type, "system|value") -> "Type/id"
@@ -133,11 +135,12 @@ class Receiver:
         key = (resource_type, token)
         return pending.get(key) or self._by_identifier.get(key)
 
-    @staticmethod
-    def _validate(resource: Any) -> str:
+    def _validate(self, resource: Any) -> str:
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             raise _EntryError(400, "entry has no resource")
-        rtype = resource["resourceType"]
+        rtype: str = resource["resourceType"]
+        if not self.validate:
+            return rtype
         try:
             model = get_fhir_model_class(rtype)
         except (KeyError, ValueError):
@@ -426,6 +429,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--client-key", action="append", default=[], help="CLIENT_ID=PUBLIC_KEY_PEM")
     parser.add_argument("--no-auth", action="store_true", help="accept FHIR requests without a token")
     parser.add_argument("--ndjson", type=Path, help="append every stored resource here")
+    parser.add_argument("--no-validate", action="store_true", help="skip fhir.resources validation (benchmarks)")
     parser.add_argument("--token-lifetime", type=int, default=3600)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each FHIR answer")
     parser.add_argument("--fail", action="append", default=[], help="STATUS[:RETRY_AFTER], queued, once each")
@@ -439,7 +443,7 @@ def main(argv: list[str] | None = None) -> None:
     clients += [
         Client(cid, public_key_pem=p.read_bytes()) for cid, p in _pairs(args.client_key, "--client-key")
     ]
-    receiver = Receiver(clients, require_auth=not args.no_auth, ndjson=args.ndjson)
+    receiver = Receiver(clients, require_auth=not args.no_auth, ndjson=args.ndjson, validate=not args.no_validate)
     receiver.faults.token_lifetime = args.token_lifetime
     receiver.faults.delay_seconds = args.delay
     receiver.faults.drop_after_commit = args.drop_after_commit
