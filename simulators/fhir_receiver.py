@@ -34,6 +34,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
@@ -75,6 +76,10 @@ class _EntryError(Exception):
         super().__init__(diagnostics)
         self.status = status
         self.diagnostics = diagnostics
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _outcome(diagnostics: str, expression: str | None = None, code: str = "invalid") -> dict[str, Any]:
@@ -169,7 +174,8 @@ class Receiver:
 
     def _commit(self, ref: str, resource: dict[str, Any], condition: str | None) -> None:
         rtype, rid = ref.split("/", 1)
-        stored = dict(resource, id=rid, meta={"versionId": "1"})
+        meta = {**(resource.get("meta") or {}), "versionId": "1", "lastUpdated": _now()}  # keeps security labels
+        stored = dict(resource, id=rid, meta=meta)
         self.resources[ref] = stored
         if condition:
             self._by_identifier[(rtype, unquote_plus(condition[len("identifier=") :]))] = ref
@@ -302,9 +308,7 @@ class Receiver:
 
     def _client_from_basic(self, header: str) -> Client | None:
         try:
-            user, _, password = (
-                base64.b64decode(header[len("Basic ") :], validate=True).decode().partition(":")
-            )
+            user, _, password = base64.b64decode(header[len("Basic ") :], validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             return None
         client = self.clients.get(unquote_plus(user))
@@ -417,9 +421,7 @@ def _pairs(values: list[str], flag: str) -> Iterator[tuple[str, Path]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m simulators.fhir_receiver", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m simulators.fhir_receiver", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8443)
     parser.add_argument("--cert", type=Path, required=True)
@@ -437,12 +439,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--revoked", action="append", default=[])
     args = parser.parse_args(argv)
 
-    clients = [
-        Client(cid, secret=p.read_text().strip()) for cid, p in _pairs(args.client_secret, "--client-secret")
-    ]
-    clients += [
-        Client(cid, public_key_pem=p.read_bytes()) for cid, p in _pairs(args.client_key, "--client-key")
-    ]
+    clients = [Client(cid, secret=p.read_text().strip()) for cid, p in _pairs(args.client_secret, "--client-secret")]
+    clients += [Client(cid, public_key_pem=p.read_bytes()) for cid, p in _pairs(args.client_key, "--client-key")]
     receiver = Receiver(clients, require_auth=not args.no_auth, ndjson=args.ndjson, validate=not args.no_validate)
     receiver.faults.token_lifetime = args.token_lifetime
     receiver.faults.delay_seconds = args.delay
@@ -454,9 +452,7 @@ def main(argv: list[str] | None = None) -> None:
 
     async def serve() -> None:
         port = await receiver.start(server_context(args.cert, args.key, args.client_ca), args.host, args.port)
-        print(
-            f"FHIR base https://{args.host}:{port}/fhir  token https://{args.host}:{port}/token", flush=True
-        )
+        print(f"FHIR base https://{args.host}:{port}/fhir  token https://{args.host}:{port}/token", flush=True)
         try:
             await asyncio.Event().wait()
         finally:

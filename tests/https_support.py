@@ -121,9 +121,7 @@ def make_pki(directory: Path) -> Pki:
         )
 
     def pub(k: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
-        return k.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        return k.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
     return Pki(
         ca,

@@ -29,7 +29,9 @@ def stored_without_server_fields(rx: Receiver, rtype: str) -> list[dict[str, Any
     out = []
     for res in rx.of_type(rtype):
         res = copy.deepcopy(res)
-        del res["id"], res["meta"]
+        del res["id"], res["meta"]["versionId"], res["meta"]["lastUpdated"]
+        if not res["meta"]:
+            del res["meta"]
         out.append(res)
     return sorted(out, key=lambda r: str(r.get("identifier")))
 

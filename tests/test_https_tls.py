@@ -44,9 +44,7 @@ async def test_wrong_ca_refused_nothing_sent(pki: Pki, tmp_path: Path) -> None:
 
 async def test_expired_server_certificate_refused(pki: Pki) -> None:
     now = dt.datetime.now(dt.UTC)
-    expired = pki.ca.issue(
-        "expired", not_before=now - dt.timedelta(days=10), not_after=now - dt.timedelta(days=1)
-    )
+    expired = pki.ca.issue("expired", not_before=now - dt.timedelta(days=10), not_after=now - dt.timedelta(days=1))
     rx = Receiver(require_auth=False)
     port = await serve(rx, expired.cert_file, expired.key_file)
     try:
@@ -160,9 +158,7 @@ async def test_mtls_client_certificate(pki: Pki) -> None:
             with pytest.raises(RetryableError):
                 await fwd.send([item(1)])
         assert rx.bundles_received == 0
-        mtls = settings(
-            pki, port, auth=None, client_cert_file=client.cert_file, client_key_file=client.key_file
-        )
+        mtls = settings(pki, port, auth=None, client_cert_file=client.cert_file, client_key_file=client.key_file)
         async with HttpsForwarder(mtls) as fwd:
             assert (await fwd.send([item(1)])).confirmed == {1}
     finally:

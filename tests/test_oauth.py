@@ -77,13 +77,9 @@ async def test_assertion_signed_with_wrong_key_is_invalid_client(pki: Pki, recei
 
 def test_key_must_fit_algorithm(pki: Pki) -> None:
     with pytest.raises(GatewayError, match="RS384 needs an RSA key"):
-        TokenSource(
-            OAuthSettings("private_key_jwt", "https://x/token", "c", str(pki.ec_key_file), algorithm="RS384")
-        )
+        TokenSource(OAuthSettings("private_key_jwt", "https://x/token", "c", str(pki.ec_key_file), algorithm="RS384"))
     with pytest.raises(GatewayError, match="ES384 needs an EC key on curve P-384"):
-        TokenSource(
-            OAuthSettings("private_key_jwt", "https://x/token", "c", str(pki.rsa_key_file), algorithm="ES384")
-        )
+        TokenSource(OAuthSettings("private_key_jwt", "https://x/token", "c", str(pki.rsa_key_file), algorithm="ES384"))
 
 
 class Clock:
