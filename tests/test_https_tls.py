@@ -10,6 +10,7 @@ import ssl
 import threading
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,21 @@ def test_client_key_with_loose_permissions_refused(pki: Pki) -> None:
     loose = settings(pki, 1, auth=None, client_cert_file=client.cert_file, client_key_file=client.key_file)
     with pytest.raises(KeyFileError, match="group/others"):
         HttpsForwarder(loose)
+
+
+async def test_reload_rereads_ca_bundle(pki: Pki, tmp_path: Path) -> None:
+    """SIGHUP after the operator installs the right CA bundle: the same forwarder then connects."""
+    rx = Receiver(require_auth=False)
+    port = await serve(rx, pki.server.cert_file, pki.server.key_file)
+    bundle = tmp_path / "trust.pem"
+    bundle.write_bytes(make_ca(tmp_path, "old-ca").cert_file.read_bytes())
+    try:
+        fwd = HttpsForwarder(replace(settings(pki, port, auth=None), ca_file=bundle))
+        async with fwd:
+            with pytest.raises(TlsRefusedError):
+                await fwd.send([item(1)])
+            bundle.write_bytes(pki.ca.cert_file.read_bytes())
+            fwd.reload()
+            assert (await fwd.send([item(1)])).confirmed == {1}
+    finally:
+        await rx.stop()

@@ -23,6 +23,7 @@ accepts that.
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -190,13 +191,17 @@ class HttpsForwarder:
 
     name = "https"
 
-    def __init__(self, settings: HttpsSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, settings: HttpsSettings) -> None:
         self.settings = settings
-        self._ssl = client_context(settings.ca_file, settings.client_cert_file, settings.client_key_file)
+        self._ssl = self._tls_context()
         self._auth = TokenSource(settings.auth) if settings.auth is not None else None
-        self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        self._reconnect = False  # set by reload(): rebuild the client with the new TLS files
         self._isolating = 0  # sends left with window 1 after an unlocatable transaction refusal
+
+    def _tls_context(self) -> ssl.SSLContext:
+        s = self.settings
+        return client_context(s.ca_file, s.client_cert_file, s.client_key_file)
 
     @property
     def window(self) -> int:
@@ -207,18 +212,31 @@ class HttpsForwarder:
         return self._auth
 
     def reload(self) -> None:
-        """SIGHUP: re-read rotated credentials (the TLS files are read again on the next connect)."""
+        """SIGHUP: re-read rotated credentials, CA bundle and client certificate without a restart.
+
+        A file that fails to load keeps the old one in use (logged), so a half-done rotation does not
+        stop forwarding.
+        """
         if self._auth is not None:
             self._auth.reload()
+        try:
+            self._ssl = self._tls_context()
+        except (OSError, GatewayError) as exc:
+            log.error("tls_reload_failed", error=type(exc).__name__)
+            return
+        self._reconnect = True
 
-    async def __aenter__(self) -> Self:
-        self._client = httpx.AsyncClient(
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
             verify=self._ssl,
             timeout=httpx.Timeout(self.settings.timeout_seconds),
             follow_redirects=False,  # a redirect could carry the bearer token elsewhere
-            transport=self._transport,
             headers={"Accept": FHIR_JSON},
         )
+
+    async def __aenter__(self) -> Self:
+        self._client = self._new_client()
+        self._reconnect = False
         if self._auth is not None:
             self._auth.check_expiry()
         return self
@@ -236,6 +254,10 @@ class HttpsForwarder:
     async def send(self, batch: Sequence[Outgoing]) -> SendReport:
         if not batch:
             return SendReport(confirmed=frozenset())
+        if self._reconnect and self._client is not None:
+            await self._client.aclose()
+            self._client = self._new_client()
+            self._reconnect = False
         packed = pack(batch, self.settings.bundle_type)
         resp = await self._post(packed.body)
         report = self._interpret(resp, batch, packed)
