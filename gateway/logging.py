@@ -19,7 +19,7 @@ __all__ = ["REDACTED", "configure_logging", "scrub_phi"]
 
 REDACTED = "[redacted]"
 
-# Field names whose values are PHI or secrets. Matched on the lower-cased name, also as a suffix
+# Field names whose values are PHI or secrets. Matched on the lower-cased name, also as a word in it
 # (`patient_id`, `mqtt_password`).
 _SENSITIVE_WORDS = (
     "patient",
@@ -51,7 +51,7 @@ _SENSITIVE_WORDS = (
     "key",
 )
 _ALLOWED = {"event", "level", "timestamp", "logger", "driver", "forwarder", "device_name", "key_id", "kind"}
-_SENSITIVE = re.compile(r"(^|_)(" + "|".join(_SENSITIVE_WORDS) + r")$")
+_SENSITIVE = re.compile(r"(^|_)(" + "|".join(_SENSITIVE_WORDS) + r")(_|$)")
 _PATTERNS = re.compile(
     r"Patient/[A-Za-z0-9\-.]+"  # FHIR patient references
     r"|Bearer\s+\S+"  # bearer tokens
