@@ -82,21 +82,30 @@ def _scrub(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _issues(outcome: Any) -> list[Mapping[str, Any]]:
+    """The OperationOutcome's issues that are objects; anything malformed yields none."""
+    if not isinstance(outcome, Mapping) or outcome.get("resourceType") != "OperationOutcome":
+        return []
+    issues = outcome.get("issue")
+    return [i for i in issues if isinstance(i, Mapping)] if isinstance(issues, list) else []
+
+
+def _strings(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
 def outcome_summary(outcome: Any, fallback: str) -> str:
     """`severity code: diagnostics [at expression]` for the first issues, scrubbed of PHI."""
-    if not isinstance(outcome, Mapping) or outcome.get("resourceType") != "OperationOutcome":
-        return fallback
     parts: list[str] = []
-    for issue in list(outcome.get("issue") or [])[:3]:
-        if not isinstance(issue, Mapping):
-            continue
-        text = f"{issue.get('severity', '?')} {issue.get('code', '?')}"
-        detail = issue.get("diagnostics") or (issue.get("details") or {}).get("text")
+    for issue in _issues(outcome)[:3]:
+        text = f"{_scrub(str(issue.get('severity', '?')), 16)} {_scrub(str(issue.get('code', '?')), 24)}"
+        details = issue.get("details")
+        detail = issue.get("diagnostics") or (details.get("text") if isinstance(details, Mapping) else None)
         if isinstance(detail, str) and detail:
             text += ": " + _scrub(detail)
-        where = issue.get("expression") or issue.get("location")
-        if isinstance(where, list) and where:
-            text += f" at {_scrub(str(where[0]), 60)}"
+        where = _strings(issue.get("expression")) or _strings(issue.get("location"))
+        if where:
+            text += f" at {_scrub(where[0], 60)}"
         parts.append(text)
     return f"{fallback}: " + "; ".join(parts) if parts else fallback
 
@@ -109,15 +118,14 @@ def _entry_status(entry: Any) -> int:
 
 
 def _located_entries(outcome: Any) -> set[int]:
+    """Entry indexes named by the issues (`Bundle.entry[n]` in expression, location or diagnostics)."""
     found: set[int] = set()
-    if isinstance(outcome, Mapping):
-        for issue in outcome.get("issue") or []:
-            if isinstance(issue, Mapping):
-                for where in list(issue.get("expression") or []) + list(issue.get("location") or []):
-                    found.update(int(m) for m in _ENTRY_INDEX.findall(str(where)))
-                detail = issue.get("diagnostics")
-                if isinstance(detail, str):
-                    found.update(int(m) for m in _ENTRY_INDEX.findall(detail))
+    for issue in _issues(outcome):
+        texts = _strings(issue.get("expression")) + _strings(issue.get("location"))
+        if isinstance(issue.get("diagnostics"), str):
+            texts.append(issue["diagnostics"])
+        for text in texts:
+            found.update(int(m) for m in _ENTRY_INDEX.findall(text))
     return found
 
 
@@ -336,7 +344,8 @@ class HttpsForwarder:
             if 200 <= code < 300:
                 continue
             if 400 <= code < 500 and code not in _RETRY_STATUSES:
-                outcome = entry.get("response", {}).get("outcome") if isinstance(entry, Mapping) else None
+                response = entry.get("response") if isinstance(entry, Mapping) else None
+                outcome = response.get("outcome") if isinstance(response, Mapping) else None
                 reason = outcome_summary(outcome, f"entry {index}: HTTP {code}")
                 for pos in owners:
                     failed.setdefault(pos, reason)
