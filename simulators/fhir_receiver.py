@@ -69,6 +69,7 @@ class Faults:
     token_lifetime: int = 3600
     revoked: set[str] = field(default_factory=set)
     omit_entry_location: bool = False  # refuse a transaction without saying which entry failed
+    batch_entry_statuses: dict[int, int] = field(default_factory=dict)  # batch entry index -> status, once
 
 
 class _EntryError(Exception):
@@ -236,6 +237,12 @@ class Receiver:
     def _batch(self, entries: list[Any]) -> tuple[int, dict[str, Any]]:
         answer: list[dict[str, Any]] = []
         for index, entry in enumerate(entries):
+            injected = self.faults.batch_entry_statuses.pop(index, None)
+            if injected is not None:
+                answer.append(
+                    {"response": {"status": str(injected), "outcome": _outcome("injected", code="transient")}}
+                )
+                continue
             try:
                 if any(n["reference"].startswith("urn:") for n in _references(entry.get("resource"))):
                     raise _EntryError(400, "batch entries may not reference other entries (urn:uuid)")

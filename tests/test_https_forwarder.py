@@ -190,6 +190,17 @@ async def test_batch_bundle_gives_per_entry_outcomes(pki: Pki, receiver: Receive
     assert batch[0].entries[1]["resource"]["device"]["reference"].startswith("urn:uuid:")  # input untouched
 
 
+async def test_batch_entry_busy_leaves_only_its_item_for_retry(pki: Pki, receiver: Receiver) -> None:
+    receiver.faults.batch_entry_statuses = {2: 503}  # entries: Device, Observation 1, Observation 2
+    batch = [item(1), item(2)]
+    async with forwarder(pki, receiver.port, bundle_type="batch") as fwd:
+        report = await fwd.send(batch)
+        assert (report.confirmed, report.rejected) == ({1}, {})  # item 2 neither: the drainer retries it
+        assert (await fwd.send([batch[1]])).confirmed == {2}
+    assert len(receiver.of_type("Observation")) == 2
+    assert len(receiver.of_type("Device")) == 1
+
+
 async def test_token_expiring_mid_drain_refreshes_once(pki: Pki, receiver: Receiver) -> None:
     async with forwarder(pki, receiver.port) as fwd:
         assert (await fwd.send([item(1)])).confirmed == {1}

@@ -15,12 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from gateway.drainer import Drainer
 from gateway.errors import KeyFileError
+from gateway.fhir import GatewayInfo
 from gateway.forwarders.base import PermanentError, RetryableError
 from gateway.forwarders.https import HttpsForwarder
 from gateway.https_tls import TlsRefusedError, client_context
+from gateway.queue import ReadingQueue, State
 from simulators.fhir_receiver import Receiver, server_context
 from tests.certs import make_ca
+from tests.conftest import bp
 from tests.https_support import Pki, item, pki, settings
 
 
@@ -191,3 +195,16 @@ async def test_reload_rereads_ca_bundle(pki: Pki, tmp_path: Path) -> None:
             assert (await fwd.send([item(1)])).confirmed == {1}
     finally:
         await rx.stop()
+
+
+async def test_tls11_refusal_keeps_readings_queued(
+    pki: Pki, tls11_server: tuple[int, list[str]], queue: ReadingQueue
+) -> None:
+    port, _ = tls11_server
+    await queue.bind("BP123456", 1, "Patient/p1")
+    await queue.put([bp(minute=m) for m in range(3)])
+    async with HttpsForwarder(settings(pki, port, auth=None)) as fwd:
+        with pytest.raises(TlsRefusedError):
+            await Drainer(queue, fwd, GatewayInfo(id="gw-test", version="0")).drain_once()
+    counts = await queue.counts()
+    assert (counts[State.PENDING], counts[State.DELIVERED], counts[State.QUARANTINED]) == (3, 0, 0)
