@@ -311,11 +311,9 @@ class HttpsForwarder:
     def _interpret(self, resp: httpx.Response, batch: Sequence[Outgoing], packed: _Packed) -> SendReport:
         status = resp.status_code
         retry_after = parse_retry_after(resp.headers.get("retry-after"))
-        if status in (429, 503):
+        if status >= 500 or status in _RETRY_STATUSES:  # 429 and 503 usually carry Retry-After
             raise RetryableError(f"fhir: HTTP {status}", retry_after=retry_after)
-        if status >= 500 or status in _RETRY_STATUSES:
-            raise RetryableError(f"fhir: HTTP {status}", retry_after=retry_after)
-        if status in _CONFIG_STATUSES:
+        if status in _CONFIG_STATUSES or 300 <= status < 400:  # redirects are not followed (token leak)
             log.critical("fhir_request_refused", alert=True, status=status)
             raise PermanentError(f"fhir: HTTP {status} (check base_url, scopes and server configuration)")
         try:
