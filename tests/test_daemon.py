@@ -110,7 +110,9 @@ def test_run_forwards_bound_readings_holds_unbound_and_keeps_phi_out_of_logs(tmp
     assert subjects == {f"Patient/{p}" for p in [*PATIENTS.values(), "phi-needle-patient-three"]}
 
     events = [orjson.loads(line) for line in out.splitlines()]
-    assert {"gateway_started", "forwarder_connected", "delivered", "gateway_stopped"} <= {e["event"] for e in events}
+    assert {"gateway_started", "forwarder_connected", "delivered", "gateway_stopped"} <= {
+        e["event"] for e in events
+    }
     logs = out + err
     for needle in (b"phi-needle", b"SERIAL-NEEDLE", b"mm[Hg]", b"mg/dL", b"resourceType", b"Patient/"):
         assert needle not in logs, needle
