@@ -208,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = add("demo", cmd_demo, "run simulated devices through the whole pipeline (no config, no root)", config=False)
     d.add_argument("--seconds", type=float, default=10.0, help="how long to run (default 10)")
     d.add_argument("--out", default="vitalgate-demo", help="state and output folder (default ./vitalgate-demo)")
+    d.add_argument("--fhir", metavar="URL", help="POST to this FHIR base URL (e.g. simulators.fhir_receiver)")
+    d.add_argument("--fhir-ca", metavar="FILE", help="CA bundle that signed the --fhir server's certificate")
+    d.add_argument("--fhir-client-id", metavar="ID", help="client_secret_basic client id (token URL: <base>/../token)")
+    d.add_argument("--fhir-secret-file", metavar="FILE", help="client secret file (mode 0600) for --fhir-client-id")
     for extra in EXTENSIONS:
         extra(sub)
     return p
