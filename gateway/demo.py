@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 from gateway.config import Config, DeviceConfig
 from gateway.crypto import KeyRing, create_key_file
@@ -158,19 +159,39 @@ def run_demo(args: argparse.Namespace) -> int:
     configure_logging("warning", "console", sys.stderr)
     from simulators.serial import start_demo_meter
 
+    fhir = getattr(args, "fhir", None)
     meter = start_demo_meter()  # a OneTouch Ultra 2 speaking its serial protocol on a real pty
-    cfg = demo_config(out)
+    cfg = demo_config(out, "https", https_options(args)) if fhir else demo_config(out)
     serial_dev = DeviceConfig(meter.driver, meter.name, meter.options, f"devices[{len(cfg.devices)}]")
     cfg = dataclasses.replace(cfg, devices=(*cfg.devices, serial_dev))
     tally = _Tally()
     print(f"VitalGate demo: simulated BLE cuff (2 users), scale (2 users) and glucose meter for {args.seconds:g} s")
     print(f"  plus a OneTouch Ultra 2 on serial port {meter.path} (ASCII protocol over a pty)")
-    print(f"  state and output in {out} (queue.db encrypted; FHIR Bundles in outbox/)\n")
+    where = f"FHIR Bundles to {fhir}" if fhir else "FHIR Bundles in outbox/"
+    print(f"  state and output in {out} (queue.db encrypted; {where})\n")
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_demo(cfg, args.seconds, tally, [(meter.serial_number, "Patient/demo-patient-1")]))
     finally:
         meter.stop()
     print("\n" + tally.summary())
-    print(f"\nFHIR Bundles (NDJSON): {out / 'outbox'}")
+    print(f"\nFHIR server: {fhir}" if fhir else f"\nFHIR Bundles (NDJSON): {out / 'outbox'}")
     return 0
+
+
+def https_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`[output.https]` for `demo --fhir URL`; the token endpoint sits beside the base (the reference
+    receiver's layout: https://host:port/fhir and https://host:port/token)."""
+    options: dict[str, Any] = {"base_url": args.fhir, "window": 20}
+    if args.fhir_ca:
+        options["ca_file"] = args.fhir_ca
+    if args.fhir_client_id:
+        options["auth"] = {
+            "method": "client_secret_basic",
+            "token_url": urljoin(args.fhir.rstrip("/"), "token"),
+            "client_id": args.fhir_client_id,
+            "client_secret_file": args.fhir_secret_file or "",
+        }
+    else:
+        options["auth"] = {"method": "none"}
+    return options
