@@ -70,7 +70,9 @@ def cmd_pair(args: argparse.Namespace) -> int:
     if args.patient:
         from gateway.cli import cmd_bind
 
-        bind_args = argparse.Namespace(config=args.config, device=args.address, patient=args.patient, user=args.user)
+        bind_args = argparse.Namespace(
+            command="pair", config=args.config, device=args.address, patient=args.patient, user=args.user
+        )
         return cmd_bind(bind_args)
     return 0
 

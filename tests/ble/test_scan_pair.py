@@ -7,18 +7,21 @@ in others, talking HCI over loopback TCP to the adapter the simulator process se
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from bumble.link import LocalLink
 
 from drivers.ble.bleak_transport import BleakTransport
 from drivers.ble.cli import format_adverts
 from drivers.ble.transport import Advert, BlePairingError, ScanFilter, normalize_uuid
+from gateway.crypto import create_key_file
 from simulators.ble.bleak_bumble import BleakClientBumble, BleakScannerBumble, BumbleHub
 from simulators.ble.cuff import BloodPressureCuff
 from simulators.ble.glucose import GlucoseMeter
@@ -75,7 +78,31 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_cli_simulate_scan_pair_across_processes(tmp_path: Path) -> None:
+def _write_config(tmp_path: Path, glucose_address: str) -> Path:
+    key = tmp_path / "data.key"
+    create_key_file(key)
+    cfg = tmp_path / "vitalgate.toml"
+    cfg.write_text(f"""
+[gateway]
+id = "gw-ble-cli"
+state_dir = "state"
+key_file = "{key}"
+[logging]
+format = "json"
+[[devices]]
+driver = "ble-glucose"
+name = "meter"
+address = "{glucose_address}"
+connect_timeout = 2
+idle_timeout = 2
+poll_seconds = 0.5
+""")
+    return cfg
+
+
+def test_cli_simulate_scan_pair_run_across_processes(tmp_path: Path) -> None:
+    """What a person does: simulate in one shell; scan, pair + bind, run in another."""
+    cfg = _write_config(tmp_path, "C3:00:00:00:00:03")
     port = _free_port()
     env = {
         **os.environ,
@@ -106,16 +133,50 @@ def test_cli_simulate_scan_pair_across_processes(tmp_path: Path) -> None:
             ["C1:00:00:00:00:01", "(R)", "-50", "VG-Cuff"],
             ["C3:00:00:00:00:03", "(R)", "-50", "VG-Glucose"],
         ]
-        pair = vitalgate("pair", "C3:00:00:00:00:03", "--passkey", "123456")
+        pair = vitalgate("pair", "C3:00:00:00:00:03", "--passkey", "123456", "--patient", "p-77", "--config", str(cfg))
         assert pair.returncode == 0, pair.stderr
         assert "bonded with C3:00:00:00:00:03" in pair.stdout
+        assert "bound C3:00:00:00:00:03" in pair.stdout
         assert "C3:00:00:00:00:03" in (tmp_path / "bonds.json").read_text()
         bad = vitalgate("pair", "C1:00:00:00:00:99", "--timeout", "1")
         assert bad.returncode == 1
         assert "did not advertise" in bad.stderr
+
+        run = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "--config", str(cfg)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while len(_glucose_values(tmp_path)) < 3 and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            run.send_signal(signal.SIGTERM)
+            run.wait(timeout=15)
+        assert run.returncode == 0
+        # The simulator's 3 stored records (make_simulator: 70 + 37 i mg/dL), bound to the patient, once each.
+        assert sorted(_glucose_values(tmp_path)) == [70, 107, 144]
     finally:
         sim.terminate()
         sim.wait(timeout=10)
+
+
+def _glucose_values(tmp_path: Path) -> list[float]:
+    values = []
+    for f in sorted((tmp_path / "state" / "outbox").glob("*.ndjson")):
+        for line in f.read_bytes().splitlines():
+            for e in orjson.loads(line)["entry"]:
+                r = e["resource"]
+                if (
+                    r["resourceType"] == "Observation"
+                    and "valueQuantity" in r
+                    and r["subject"]["reference"] == "Patient/p-77"
+                ):
+                    values.append(float(r["valueQuantity"]["value"]))
+    return values
 
 
 def test_normalize_uuid_and_filter() -> None:
