@@ -20,8 +20,8 @@ import structlog
 from drivers.base import DeviceContext
 from drivers.ble.transport import BleError, BleSession
 from drivers.errors import DeviceProtocolError
+from drivers.gatt import battery, device_info, uuids
 from drivers.gatt import current_time as gatt_time
-from drivers.gatt import device_info, uuids
 from gateway.errors import ConfigError
 from gateway.reading import DeviceIdentity, Reading
 
@@ -31,6 +31,7 @@ __all__ = [
     "check_clock",
     "collect_frames",
     "handle_frame",
+    "log_battery",
     "read_identity",
     "validate_options",
 ]
@@ -100,6 +101,19 @@ async def read_identity(session: BleSession, driver: str) -> DeviceIdentity:
 
 def vars_of(info: device_info.DeviceInformation) -> dict[str, str | None]:
     return {name: getattr(info, name) for name in info.__slots__}
+
+
+async def log_battery(session: BleSession, driver: str) -> int | None:
+    """Battery Level 0x180F/0x2A19, logged so an operator sees a device about to go quiet (not PHI)."""
+    if not session.has(uuids.BATTERY_LEVEL):
+        return None
+    try:
+        level = battery.parse_battery_level(await session.read(uuids.BATTERY_LEVEL))
+    except (DeviceProtocolError, BleError) as exc:
+        log.warning("ble_battery_unreadable", driver=driver, error=type(exc).__name__)
+        return None
+    log.info("ble_battery", driver=driver, percent=level)
+    return level
 
 
 def _gateway_local_now() -> datetime:

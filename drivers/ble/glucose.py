@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 import structlog
 
 from drivers.base import DeviceContext
-from drivers.ble.common import BleOptions, check_clock, read_identity, received_now, validate_options
+from drivers.ble.common import BleOptions, check_clock, log_battery, read_identity, received_now, validate_options
 from drivers.ble.runtime import get_transport
 from drivers.ble.transport import BleNotFoundError, BleSession, BleTimeoutError, BleTransport
 from drivers.errors import DeviceProtocolError
@@ -60,6 +60,7 @@ class GlucoseDriver:
         try:
             identity = await read_identity(session, self.name)
             offset = await check_clock(session, ctx.clock_tolerance)
+            await log_battery(session, self.name)
             await self._sync(session, ctx, identity, offset, opts)
         finally:
             await session.disconnect()

@@ -23,6 +23,7 @@ from drivers.ble.common import (
     BleOptions,
     check_clock,
     collect_frames,
+    log_battery,
     read_identity,
     received_now,
     validate_options,
@@ -77,6 +78,7 @@ class IndicatingDriver:
         try:
             identity = await read_identity(session, self.name)
             offset = await check_clock(session, ctx.clock_tolerance)
+            await log_battery(session, self.name)
             parse = self.decode
             source = f"{self.name}/{uuids.short_uuid(self.measurement) or 0:04x}"
 
