@@ -87,16 +87,20 @@ class Advert:
 
 @dataclass(frozen=True, slots=True)
 class ScanFilter:
-    """Which adverts to keep: any of `services` (normalized UUIDs), and/or an exact address or name."""
+    """Which adverts to keep: any of `services` (normalized UUIDs), and/or an exact address, name, or
+    manufacturer (Bluetooth SIG company id in the manufacturer-specific data, as HA's matchers do)."""
 
     services: tuple[str, ...] = ()
     address: str | None = None
     name: str | None = None
+    manufacturer_id: int | None = None
 
     def matches(self, advert: Advert) -> bool:
         if self.address is not None and advert.address.upper() != self.address.upper():
             return False
         if self.name is not None and advert.name != self.name:
+            return False
+        if self.manufacturer_id is not None and self.manufacturer_id not in advert.manufacturer_data:
             return False
         return not self.services or any(s in advert.services for s in self.services)
 

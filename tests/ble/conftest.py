@@ -22,7 +22,7 @@ PASSKEY = 123456
 
 @pytest.fixture
 def link() -> LocalLink:
-    return LocalLink()
+    return LocalLink()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture

@@ -72,7 +72,7 @@ def test_indicated_frames_commit_or_reject(batch: list[bytes]) -> None:
 
         async def run(ctx: Recorder = ctx, decode: Any = decode) -> None:
             for raw in batch:
-                await handle_frame(ctx, raw, lambda b: decode(b, DEVICE, AT, None, False), "fuzz")  # type: ignore[arg-type]
+                await handle_frame(ctx, raw, lambda b: decode(b, DEVICE, AT, None, False), "fuzz")
 
         asyncio.run(run())
         # Every frame is accounted for exactly once: committed (raw kept on the reading) or rejected (kept).

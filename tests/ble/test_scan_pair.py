@@ -192,3 +192,6 @@ def test_normalize_uuid_and_filter() -> None:
     assert ScanFilter(address="c1:00:00:00:00:01").matches(a)
     assert not ScanFilter(services=(normalize_uuid(0x1808),)).matches(a)
     assert not ScanFilter(name="VG-Scale").matches(a)
+    omron = Advert("C1:00:00:00:00:02", "public", None, (), -70, manufacturer_data={0x020E: b"\x01"})
+    assert ScanFilter(manufacturer_id=0x020E).matches(omron)
+    assert not ScanFilter(manufacturer_id=0x020E).matches(a)
