@@ -159,6 +159,8 @@ class SimulatedPeripheral:
                     (AdvertisingData.FLAGS, bytes([0x06])),
                     (AdvertisingData.COMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS, uuids),
                     (AdvertisingData.COMPLETE_LOCAL_NAME, self.name.encode()),
+                    # 0xFFFF: the company id the Bluetooth SIG reserves for tests
+                    (AdvertisingData.MANUFACTURER_SPECIFIC_DATA, struct.pack("<H", 0xFFFF) + b"VG"),
                 ]
             )
         )

@@ -47,6 +47,7 @@ async def test_scan_lists_health_devices_with_filters(link: LocalLink, ble: Blea
         ("C3:00:00:00:00:03", "random", "VG-Glucose", (normalize_uuid(0x1808),)),
     ]
     assert all(isinstance(a.rssi, int) for a in everything)
+    assert all(dict(a.manufacturer_data) == {0xFFFF: b"VG"} for a in everything)
     assert [a.name for a in glucose_only] == ["VG-Glucose"]
     assert [a.name for a in by_name] == ["VG-Scale"]
     table = format_adverts(sorted(everything, key=lambda a: a.address))
