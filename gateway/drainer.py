@@ -125,8 +125,11 @@ class Drainer:
     async def _idle(self) -> None:
         """Wait for new readings, or a second for released ones to come due."""
         event = self.queue.new_data
+        # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that lands as the event is set,
+        # and the supervisor's shutdown then waits for the drainer forever.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout=1.0)
+            async with asyncio.timeout(1.0):
+                await event.wait()
         event.clear()
 
     async def _sleep_beating(self, seconds: float) -> None:

@@ -253,6 +253,8 @@ class BleakTransport:
 
     async def connect(self, address: str, *, timeout: float = DEFAULT_TIMEOUT, pair: bool = False) -> BleakSession:
         device = await self._find(address, timeout)
+        # Waiting for an advert may take long; once seen, the link itself gets the operation timeout.
+        link_timeout = max(self._op_timeout, 1.0)
         holder: list[BleakSession] = []
 
         def on_disconnect(_client: BleakClient) -> None:
@@ -262,18 +264,18 @@ class BleakTransport:
         client = BleakClient(
             device,
             disconnected_callback=on_disconnect,
-            timeout=timeout,
+            timeout=link_timeout,
             backend=self._client_backend,
             **self._kwargs,
         )
         session = BleakSession(client, self._op_timeout)
         holder.append(session)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(link_timeout):
                 await client.connect()
         except TimeoutError:
             _cancel_if_cancelling()
-            raise BleTimeoutError("connect", timeout) from None
+            raise BleTimeoutError("connect", link_timeout) from None
         except BleakDeviceNotFoundError as exc:
             _cancel_if_cancelling()
             raise BleNotFoundError("device not reachable") from exc
@@ -283,7 +285,7 @@ class BleakTransport:
         session._index()
         if pair:
             try:
-                await session.pair(timeout=timeout)
+                await session.pair(timeout=max(timeout, link_timeout))
             except BaseException:
                 await session.disconnect()
                 raise

@@ -154,5 +154,6 @@ class BleTransport(Protocol):
         ...
 
     async def connect(self, address: str, *, timeout: float = DEFAULT_TIMEOUT, pair: bool = False) -> BleSession:
-        """Wait until `address` advertises, connect, optionally pair, discover services."""
+        """Wait up to `timeout` for `address` to advertise, then connect (within the transport's operation
+        timeout), optionally pair, discover services. Not seen in time: `BleNotFoundError`."""
         ...

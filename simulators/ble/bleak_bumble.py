@@ -101,6 +101,7 @@ class BumbleHub:
         self._lock = asyncio.Lock()
         self.connect_lock = asyncio.Lock()  # Bumble allows one pending LE connection at a time
         self._scanners = 0
+        self._scan_lock = asyncio.Lock()  # start/stop of the shared scan must not interleave
 
     async def device(self) -> Device:
         async with self._lock:
@@ -134,15 +135,17 @@ class BumbleHub:
 
     async def start_scanning(self) -> Device:
         device = await self.device()
-        self._scanners += 1
-        if self._scanners == 1:
-            await device.start_scanning(active=True, filter_duplicates=False)
+        async with self._scan_lock:
+            self._scanners += 1
+            if not device.is_scanning:
+                await device.start_scanning(active=True, filter_duplicates=False)
         return device
 
     async def stop_scanning(self) -> None:
-        self._scanners -= 1
-        if self._scanners == 0 and self._device is not None and self._device.is_scanning:
-            await self._device.stop_scanning()
+        async with self._scan_lock:
+            self._scanners -= 1
+            if self._scanners == 0 and self._device is not None and self._device.is_scanning:
+                await self._device.stop_scanning()
 
     async def is_bonded(self, address: hci.Address) -> bool:
         device = await self.device()
@@ -270,10 +273,17 @@ class BleakClientBumble(BaseBleakClient):
     async def connect(self, pair: bool, **kwargs: Any) -> None:
         device = await self._hub.device()
         async with self._hub.connect_lock:
+            # For a bonded peer Bumble first scans for it (identity resolution) and, if it started that
+            # scan itself, stops it afterwards, under our other scanners' feet. Keeping the hub's shared
+            # scan running across the connect avoids both the hang and the stolen scan.
+            await self._hub.start_scanning()
             try:
-                connection = await device.connect(self._peer_address, timeout=self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    connection = await device.connect(self._peer_address, timeout=self._timeout)
             except Exception as exc:
                 raise BleakDeviceNotFoundError(self.address, f"connect failed: {type(exc).__name__}") from exc
+            finally:
+                await self._hub.stop_scanning()
         self._connection = connection
         connection.on(Connection.EVENT_DISCONNECTION, self._on_disconnection)
         try:

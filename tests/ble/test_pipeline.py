@@ -17,7 +17,7 @@ from drivers.ble.bleak_transport import BleakTransport
 from gateway.config import Config, DeviceConfig
 from gateway.crypto import KeyRing
 from gateway.daemon import Gateway
-from gateway.queue import ReadingQueue
+from gateway.queue import ReadingQueue, State
 from gateway.reading import Reading
 from simulators.ble.cuff import BloodPressureCuff
 from simulators.ble.demo import start_demo_ble
@@ -69,6 +69,7 @@ async def test_cuff_two_users_exactly_the_right_observations_once(
             BpRecord(135, 88, 104, pulse=71, time=t1 + timedelta(hours=12), user=2),
             BpRecord(118, 76, 90, time=None, user=1),
             BpRecord(142, 91, 108, pulse=77, time=None, user=2),
+            BpRecord(128, 84, 99, pulse=69, time=t1, user=3),  # a slot nobody bound: kept, not sent
         ]
     )
     await cuff.start(link)
@@ -134,6 +135,9 @@ async def test_cuff_two_users_exactly_the_right_observations_once(
     ]
     assert len({o["identifier"][0]["value"] for o in observations}) == len(observations)  # once each
     assert len(delivered) == 4
+    async with await ReadingQueue.open(cfg.queue_path, keyring) as q:
+        counts = await q.counts()
+    assert (counts[State.DELIVERED], counts[State.UNASSIGNED]) == (4, 1)
 
 
 def _config(tmp_path: Path, key_file: Path, devices: tuple[DeviceConfig, ...]) -> Config:
