@@ -111,6 +111,11 @@ class _AckingClient(aiomqtt.Client):
         self.completed: collections.deque[tuple[int, int]] = collections.deque()  # (token, reason code)
         self.progress = asyncio.Event()
         self.tls_failure: ssl.SSLError | None = None
+        # False until a bundle publish on this connection got a successful PUBACK; until then only one
+        # message is in flight. Mosquitto 2.0 drops the connection right after a denied publish, and a
+        # full window in flight makes that PUBACK 0x87 get lost in the reset: probing with one message
+        # first turns a misconfigured ACL into a clear PublishRefused instead of "connection lost".
+        self.proven = False
 
     def _client_connect(self) -> None:
         # aiomqtt turns every OSError into a bare MqttError(str); keep the typed TLS error to classify it.
@@ -120,13 +125,30 @@ class _AckingClient(aiomqtt.Client):
             self.tls_failure = exc
             raise
 
+    def _on_socket_register_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        # aiomqtt defers add_writer with call_soon_threadsafe; if the broker closes the connection in
+        # between, asyncio logs a "Bad file descriptor" traceback. Register only if the socket lives.
+        def write() -> None:
+            try:
+                client.loop_write()
+            except Exception as exc:  # as aiomqtt does: a write error means the connection broke
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(exc)
+
+        def register() -> None:
+            current = self._client.socket()
+            if current is not None and current is sock and current.fileno() != -1:
+                self._loop.add_writer(current.fileno(), write)
+
+        self._loop.call_soon_threadsafe(register)
+
     def watch_connection(self) -> None:
         """Wake the sender when the connection drops, whichever way aiomqtt learns about it."""
         self._disconnected.add_done_callback(lambda _: self.progress.set())
 
     @property
     def lost(self) -> bool:
-        return self._disconnected.done()
+        return self._disconnected.done() or not self._client.is_connected()
 
     def lost_reason(self) -> str:
         fut = self._disconnected
@@ -216,7 +238,7 @@ class MqttForwarder:
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             will=aiomqtt.Will(s.presence_topic, _presence("offline"), qos=1, retain=True),
             clean_session=None if v5 else False,
-            clean_start=False,
+            clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,  # 3.1.1: clean_session
             timeout=s.connect_timeout,
             keepalive=s.keepalive,
             max_inflight_messages=s.window,
@@ -250,7 +272,10 @@ class MqttForwarder:
         except aiomqtt.MqttError as exc:
             tls = client.tls_failure
             if tls is not None and not isinstance(tls, _TLS_TRANSIENT):
-                detail = tls.verify_message if isinstance(tls, ssl.SSLCertVerificationError) else tls.reason
+                if isinstance(tls, ssl.SSLCertVerificationError):
+                    detail = f"server certificate not trusted: {tls.verify_message}"
+                else:
+                    detail = f"handshake refused: {tls.reason}"
                 log.error("mqtt_tls_failed", broker=where, detail=detail)
                 raise PermanentError(f"TLS with {where} failed: {detail}") from None
             log.warning("mqtt_connect_failed", broker=where, error=str(exc))
@@ -259,6 +284,7 @@ class MqttForwarder:
         try:
             async with asyncio.timeout(s.ack_timeout):
                 await self._publish_and_wait(client, s.presence_topic, _presence("online"), True)
+            client.proven = False  # the presence topic's ACL says nothing about the bundle topic's
         except BaseException:
             await self._close(client)
             raise
@@ -314,8 +340,8 @@ class MqttForwarder:
         in_flight = 0
         next_index = 0
         broken: str | None = None
-        window = self.settings.window
         while True:
+            window = self.settings.window if client.proven else 1
             try:
                 while in_flight < window and next_index < len(messages) and not client.lost:
                     token, topic, payload, retain, props = messages[next_index]
@@ -324,11 +350,13 @@ class MqttForwarder:
                     in_flight += 1
             except aiomqtt.MqttError as exc:
                 broken = f"publish failed: {exc}"
+            drained = bool(client.completed)
             while client.completed:
                 token, code = client.completed.popleft()
                 in_flight -= 1
                 if code < 0x80:  # 0x00 success, 0x10 no matching subscribers: both delivered
                     confirmed.add(token)
+                    client.proven = True
                 elif code in _PUBACK_REJECT:
                     rejected[token] = f"broker rejected the message: {_PUBACK_REJECT[code]} ({code:#04x})"
                 elif code in _PUBACK_REFUSE:
@@ -339,6 +367,8 @@ class MqttForwarder:
                 broken = f"connection lost: {client.lost_reason()}"
             if broken is not None or (in_flight == 0 and next_index == len(messages)):
                 break
+            if drained:
+                continue  # the window has room again: refill before waiting
             client.progress.clear()
             try:
                 async with asyncio.timeout(self.settings.ack_timeout):
@@ -350,6 +380,12 @@ class MqttForwarder:
         where = f"{self.settings.host}:{self.settings.port}"
         if failed:
             log.warning("mqtt_publish_failed", broker=where, count=failed)
+        if broken is not None:
+            log.warning("mqtt_batch_interrupted", broker=where, reason=broken, confirmed=len(confirmed),
+                        unconfirmed=len(messages) - len(confirmed) - len(rejected))  # fmt: skip
+            if client is self._client:
+                self._client = None
+            await self._close(client)
         if refused:
             code, count = max(refused.items(), key=lambda kv: kv[1])
             log.error("mqtt_publish_refused", broker=where, reason_code=code, count=count,
@@ -360,14 +396,8 @@ class MqttForwarder:
                     f"broker {where} refused publishing to {messages[0][1]}: {what}",
                     reason_code=code,
                 )
-        if broken is not None:
-            log.warning("mqtt_batch_interrupted", broker=where, reason=broken, confirmed=len(confirmed),
-                        unconfirmed=len(messages) - len(confirmed) - len(rejected))  # fmt: skip
-            if client is self._client:
-                self._client = None
-            await self._close(client)
-            if not confirmed and not rejected:
-                raise RetryableError(f"MQTT to {where}: {broken}")
+        if broken is not None and not confirmed and not rejected:
+            raise RetryableError(f"MQTT to {where}: {broken}")
         return SendReport(confirmed=frozenset(confirmed), rejected=rejected)
 
 
