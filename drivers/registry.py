@@ -17,7 +17,9 @@ __all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "UnknownDriverError", "available", "l
 ENTRY_POINT_GROUP = "vitalgate.drivers"
 
 # name -> "module:attribute". Imported only when a config names the driver.
-BUILTIN: dict[str, str] = {}
+BUILTIN: dict[str, str] = {
+    "simulated": "simulators.simple:SimulatedDevice",
+}
 
 
 class UnknownDriverError(LookupError):

@@ -1,0 +1,235 @@
+"""`vitalgate`: the daemon and the operator's commands.
+
+Expected failures (bad config, missing or loose key file) print one clear line and exit non-zero
+without a traceback; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway import __version__
+from gateway.config import DEFAULT_PATH, Config, load_config
+from gateway.crypto import KeyRing, create_key_file, rotate_key_file
+from gateway.errors import ConfigError, GatewayError
+from gateway.logging import configure_logging
+from gateway.queue import Binding, ReadingQueue, State
+from gateway.secrets import resolve_secret_path
+
+__all__ = ["main"]
+
+T = TypeVar("T")
+
+EXIT_CONFIG = 2
+EXIT_KEY = 3
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(Path(args.config))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    KeyRing.load(cfg.key_file)
+    print(f"{cfg.file}: ok ({len(cfg.devices)} devices, forwarder {cfg.forwarder}, queue {cfg.queue_path})")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    path = Path(args.path) if args.path else resolve_secret_path(_config(args).key_file)
+    if args.action == "init":
+        if path.exists():
+            print(f"vitalgate: {path} exists already; use `vitalgate keys rotate` for a new key", file=sys.stderr)
+            return EXIT_KEY
+        kid = create_key_file(path)
+        print(
+            f"wrote a new 256-bit data key {kid} to {path} (mode 0600). Back it up: without it the queue is unreadable."
+        )
+    else:
+        kid = rotate_key_file(path)
+        print(f"key {kid} is now current in {path}; older keys still open older rows")
+    return 0
+
+
+def install_signals(stop: asyncio.Event, on_hup: Callable[[], None] | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if on_hup is not None:
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+
+async def _run(cfg: Config, keyring: KeyRing) -> None:
+    from gateway.daemon import Gateway
+
+    notifier = _notifier()
+    gw = Gateway(cfg, keyring, notifier=notifier)
+    stop = asyncio.Event()
+    install_signals(stop, gw.reload_secrets)
+    await gw.run(stop)
+
+
+def _notifier() -> object | None:
+    try:
+        from gateway.systemd import Notifier  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    notifier: object = Notifier.from_environment()
+    return notifier
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    configure_logging(cfg.log_level, cfg.log_format)
+    keyring = KeyRing.load(cfg.key_file)
+    asyncio.run(_run(cfg, keyring))
+    return 0
+
+
+async def _with_queue(args: argparse.Namespace, fn: Callable[[ReadingQueue], Awaitable[T]]) -> T:
+    cfg = _config(args)
+    q = await ReadingQueue.open(cfg.queue_path, KeyRing.load(cfg.key_file))
+    try:
+        return await fn(q)
+    finally:
+        await q.close()
+
+
+def _patient_ref(patient: str) -> str:
+    if "|" in patient or patient.startswith("Patient/"):
+        return patient
+    if patient and all(c.isalnum() or c in "-." for c in patient) and len(patient) <= 64:
+        return f"Patient/{patient}"
+    raise ConfigError("<command line>", "PATIENT", "use a FHIR id (Patient/123 or 123) or an identifier system|value")
+
+
+def cmd_bind(args: argparse.Namespace) -> int:
+    patient = _patient_ref(args.patient)
+
+    async def go(q: ReadingQueue) -> None:
+        await q.bind(args.device, args.user, patient)
+
+    asyncio.run(_with_queue(args, go))
+    slot = f" user {args.user}" if args.user is not None else ""
+    print(f"bound {args.device}{slot}; its readings now flow to the backend")
+    return 0
+
+
+def cmd_unbind(args: argparse.Namespace) -> int:
+    async def go(q: ReadingQueue) -> bool:
+        return await q.unbind(args.device, args.user)
+
+    removed = asyncio.run(_with_queue(args, go))
+    print("unbound" if removed else "no such binding")
+    return 0 if removed else 1
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    async def go(q: ReadingQueue) -> tuple[list[dict[str, Any]], list[Binding]]:
+        return await q.devices(), await q.reload_bindings()
+
+    devices, bindings = asyncio.run(_with_queue(args, go))
+    print(f"{'DEVICE':34} {'USER':4} {'DRIVER':18} {'MODEL':26} {'READINGS':>8}  PATIENT")
+    for d in devices:
+        ident = d["system_id"] or d["serial_number"] or d["address"] or d["key"]
+        names = {d["key"], (d["address"] or "").upper(), d["serial_number"], (d["system_id"] or "").lower()}
+        patient = next((b.patient for b in bindings if b.device in names and b.user_slot == d["user"]), "(unassigned)")
+        user = "-" if d["user"] is None else str(d["user"])
+        print(f"{ident:34} {user:4} {d['driver']:18} {(d['model'] or ''):26} {d['readings']:>8}  {patient}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    async def go(q: ReadingQueue) -> tuple[dict[State, int], list[tuple[int, str]], int]:
+        return await q.counts(), await q.quarantined(), len(await q.rejects())
+
+    counts, quarantined, rejects = asyncio.run(_with_queue(args, go))
+    for state, n in counts.items():
+        print(f"{state.name.lower():12} {n}")
+    print(f"{'rejected input':12} {rejects} frames kept for review")
+    for item_id, reason in quarantined[:20]:
+        print(f"  quarantined #{item_id}: {reason}")
+    return 0
+
+
+def cmd_drivers(args: argparse.Namespace) -> int:
+    from drivers import registry
+
+    for name in sorted(registry.available()):
+        try:
+            cls = registry.load(name)
+            print(f"{name:24} {cls.transport:7} {cls.description}")
+        except Exception as exc:
+            print(f"{name:24} (cannot load: {type(exc).__name__})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vitalgate", description="Remote-patient-monitoring gateway")
+    p.add_argument("--version", action="version", version=f"vitalgate {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], int], help: str, config: bool = True
+    ) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        if config:
+            sp.add_argument("--config", default=str(DEFAULT_PATH), help=f"config file (default {DEFAULT_PATH})")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    add("run", cmd_run, "run the gateway daemon")
+    add("check-config", cmd_check_config, "validate the config file and the key file")
+    k = add("keys", cmd_keys, "create or rotate the data key")
+    k.add_argument("action", choices=("init", "rotate"))
+    k.add_argument("--path", help="key file (default: gateway.key_file from the config)")
+    b = add("bind", cmd_bind, "bind a device (and user slot) to a patient")
+    b.add_argument("device", help="Bluetooth address, serial number or System ID (see `vitalgate devices`)")
+    b.add_argument("patient", help="Patient/123, 123, or an identifier system|value")
+    b.add_argument("--user", type=int, help="user slot on a multi-user device")
+    u = add("unbind", cmd_unbind, "remove a binding")
+    u.add_argument("device")
+    u.add_argument("--user", type=int)
+    add("devices", cmd_devices, "list device slots seen and their bindings")
+    add("status", cmd_status, "queue counts by state, quarantined rows, rejected input")
+    add("drivers", cmd_drivers, "list available device drivers", config=False)
+    d = add("demo", cmd_demo, "run simulated devices through the whole pipeline (no config, no root)", config=False)
+    d.add_argument("--seconds", type=float, default=10.0, help="how long to run (default 10)")
+    d.add_argument("--out", default="vitalgate-demo", help="state and output folder (default ./vitalgate-demo)")
+    for extra in EXTENSIONS:
+        extra(sub)
+    return p
+
+
+# Modules that add subcommands (scan, pair, simulate ...) register a function here.
+EXTENSIONS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except ConfigError as exc:
+        print(f"vitalgate: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except GatewayError as exc:
+        print(f"vitalgate: {exc}", file=sys.stderr)
+        return EXIT_KEY
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

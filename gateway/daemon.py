@@ -1,0 +1,206 @@
+"""The supervisor: one TaskGroup owning the queue writer, the drainer and one task per device.
+
+Shutdown is cancel-and-wait: device sessions are cancelled, every write already handed to the queue is
+committed, then the database is closed. A device session that fails is restarted with backoff; it never
+takes the daemon down. The watchdog is fed only while the parts that matter are alive and making progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from drivers import registry
+from gateway import __version__
+from gateway.config import Config, DeviceConfig
+from gateway.crypto import KeyRing
+from gateway.drainer import Backoff, Delivered, Drainer
+from gateway.fhir import GatewayInfo
+from gateway.forwarders import ForwarderContext, build_forwarder
+from gateway.forwarders.base import Forwarder
+from gateway.queue import ReadingQueue, State
+from gateway.reading import Reading
+
+__all__ = ["Gateway", "QueueDeviceContext"]
+
+log = structlog.get_logger(__name__)
+
+HEALTH_DEADLINE = 30.0  # seconds without a drainer heartbeat before the watchdog starves
+
+
+@dataclass
+class QueueDeviceContext:
+    """The core's side of one device session (drivers.base.DeviceContext)."""
+
+    queue: ReadingQueue
+    device: DeviceConfig
+    clock_tolerance: timedelta
+    on_submitted: Callable[[Sequence[Reading], int], None] | None = None
+    rejected: int = 0
+    submitted: int = 0
+    _stored: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        return self.device.options
+
+    async def submit(self, readings: Sequence[Reading]) -> int:
+        result = await self.queue.put(readings)
+        self.submitted += len(readings)
+        if self.on_submitted:
+            self.on_submitted(readings, result.new)
+        return result.new
+
+    async def reject(self, raw: bytes, error: Exception, *, source: str) -> None:
+        self.rejected += 1
+        await self.queue.reject(raw, error, source=f"{self.device.name}:{source}")
+        log.warning("device_input_rejected", device_name=self.device.name, source=source, error=type(error).__name__)
+
+    async def checkpoint(self, name: str) -> str | None:
+        return await self.queue.checkpoint(self.device.name, name)
+
+    async def set_checkpoint(self, name: str, value: str) -> None:
+        await self.queue.set_checkpoint(self.device.name, name, value)
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: Config,
+        keyring: KeyRing,
+        *,
+        forwarder: Forwarder | None = None,
+        on_delivered: Delivered | None = None,
+        on_submitted: Callable[[Sequence[Reading], int], None] | None = None,
+        notifier: Any | None = None,
+        drain_timeout: float = 0.0,
+    ) -> None:
+        self.config = config
+        self.keyring = keyring
+        self.forwarder = forwarder or build_forwarder(
+            config.forwarder,
+            config.forwarder_options,
+            ForwarderContext(config.file, config.gateway_id, config.state_dir),
+        )
+        self.on_delivered = on_delivered
+        self.on_submitted = on_submitted
+        self.notifier = notifier
+        self.drain_timeout = drain_timeout  # on stop, how long to let the drainer empty the queue
+        self.queue: ReadingQueue | None = None
+        self.drainer: Drainer | None = None
+        self.contexts: dict[str, QueueDeviceContext] = {}
+        self.ready = asyncio.Event()
+
+    def healthy(self) -> bool:
+        """True while the queue writer runs and the drainer makes progress (for the systemd watchdog)."""
+        if self.queue is None or self.drainer is None:
+            return False
+        return self.queue.writer_alive and time.monotonic() - self.drainer.last_beat < HEALTH_DEADLINE
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = self.config
+        self.queue = await ReadingQueue.open(cfg.queue_path, self.keyring)
+        try:
+            self.drainer = Drainer(
+                self.queue,
+                self.forwarder,
+                GatewayInfo(id=cfg.gateway_id, version=__version__),
+                batch_size=cfg.batch_size,
+                backoff=Backoff(cfg.retry_initial, cfg.retry_max),
+                permanent_retry=cfg.retry_permanent,
+                local_tz=cfg.timezone,
+                test_data=cfg.test_data,
+                retention_seconds=cfg.retention.total_seconds(),
+                on_delivered=self.on_delivered,
+            )
+            counts = await self.queue.counts()
+            log.info(
+                "gateway_started",
+                version=__version__,
+                forwarder=self.forwarder.name,
+                devices=len(cfg.devices),
+                **{f"queue_{s.name.lower()}": n for s, n in counts.items()},
+            )
+            async with asyncio.TaskGroup() as tg:
+                drainer = tg.create_task(self.drainer.run(), name="drainer")
+                tasks = [tg.create_task(self._device_loop(dev), name=f"device:{dev.name}") for dev in cfg.devices]
+                if self.notifier is not None:
+                    tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
+                self.ready.set()
+                if self.notifier is not None:
+                    self.notifier.ready()
+                await stop.wait()
+                log.info("gateway_stopping")
+                if self.notifier is not None:
+                    self.notifier.stopping()
+                for task in tasks:
+                    task.cancel()
+                if tasks:
+                    await asyncio.wait(tasks)
+                if self.drain_timeout:
+                    await self._drain_pending(self.drain_timeout)
+                drainer.cancel()
+        finally:
+            await self.queue.close()
+            log.info("gateway_stopped")
+
+    async def _drain_pending(self, seconds: float) -> None:
+        assert self.queue is not None
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and (await self.queue.counts())[State.PENDING]:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+
+    async def _device_loop(self, dev: DeviceConfig) -> None:
+        assert self.queue is not None
+        ctx = QueueDeviceContext(self.queue, dev, self.config.clock_tolerance, self.on_submitted)
+        self.contexts[dev.name] = ctx
+        driver = registry.load(dev.driver)()
+        backoff = Backoff(initial=1.0, maximum=60.0)
+        failures = 0
+        bound = log.bind(device_name=dev.name, driver=dev.driver)
+        while True:
+            try:
+                await driver.run(ctx)
+                failures = 0
+                await asyncio.sleep(float(dev.options.get("poll_seconds", 1.0)))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a device must never take the daemon down
+                delay = backoff.delay(failures)
+                failures += 1
+                bound.warning(
+                    "device_session_failed", error=type(exc).__name__, detail=_safe(exc), retry_in=round(delay, 1)
+                )
+                await asyncio.sleep(delay)
+
+    async def _watchdog(self) -> None:
+        assert self.notifier is not None
+        interval = self.notifier.watchdog_interval()
+        if not interval:
+            return
+        while True:
+            if self.healthy():
+                self.notifier.watchdog()
+            else:
+                log.error("watchdog_starved", writer_alive=bool(self.queue and self.queue.writer_alive))
+            await asyncio.sleep(interval / 2)
+
+    def reload_secrets(self) -> None:
+        reload = getattr(self.forwarder, "reload", None)
+        if callable(reload):
+            reload()
+            log.info("secrets_reloaded", forwarder=self.forwarder.name)
+
+
+def _safe(exc: BaseException) -> str:
+    """Exception text for logs; drivers' errors carry no values, but cap the length anyway."""
+    with contextlib.suppress(Exception):
+        return str(exc)[:200]
+    return ""

@@ -1,0 +1,146 @@
+"""`vitalgate demo`: simulated devices through the whole pipeline, no config, no root.
+
+Everything real but the devices: a fresh data key (mode 0600), the encrypted queue on disk, patient
+bindings, FHIR mapping and the file forwarder writing NDJSON Bundles. Readings are marked as test data
+(HTEST). Runs again in the same folder, reusing its key and queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Config, DeviceConfig
+from gateway.crypto import KeyRing, create_key_file
+from gateway.logging import configure_logging
+from gateway.reading import Metric, Reading
+
+__all__ = ["DEMO_DEVICES", "demo_config", "run_demo"]
+
+# (name, driver, options, bindings as (user slot, patient))
+DEMO_DEVICES: list[tuple[str, str, dict[str, Any], list[tuple[int | None, str]]]] = [
+    (
+        "demo-cuff",
+        "simulated",
+        {"kind": "blood-pressure", "serial": "SIM-BP-0001", "users": [1, 2], "interval_seconds": 1.1},
+        [(1, "Patient/demo-patient-1"), (2, "Patient/demo-patient-2")],
+    ),
+    (
+        "demo-scale",
+        "simulated",
+        {"kind": "body-weight", "serial": "SIM-WS-0001", "interval_seconds": 2.3},
+        [(None, "Patient/demo-patient-1")],
+    ),
+    (
+        "demo-glucose",
+        "simulated",
+        {"kind": "blood-glucose", "serial": "SIM-GL-0001", "interval_seconds": 1.7},
+        [(None, "Patient/demo-patient-2")],
+    ),
+]
+
+
+def demo_config(out: Path, forwarder: str = "file", forwarder_options: dict[str, Any] | None = None) -> Config:
+    devices = tuple(
+        DeviceConfig(driver, name, options, f"devices[{i}]")
+        for i, (name, driver, options, _) in enumerate(DEMO_DEVICES)
+    )
+    return Config(
+        file="<demo>",
+        gateway_id="vitalgate-demo",
+        state_dir=out,
+        key_file=str(out / "data.key"),
+        queue_path=out / "queue.db",
+        test_data=True,
+        forwarder=forwarder,
+        forwarder_options=forwarder_options or {"directory": str(out / "outbox")},
+        retry_initial=0.5,
+        retry_max=5.0,
+        retry_permanent=5.0,
+        devices=devices,
+    )
+
+
+def _describe(r: Reading) -> str:
+    def v(metric: Metric) -> str:
+        m = r.measurement(metric)
+        return f"{m.reported_value:g}" if m else "?"
+
+    if r.measurement(Metric.SYSTOLIC):
+        return f"{v(Metric.SYSTOLIC)}/{v(Metric.DIASTOLIC)} mmHg, pulse {v(Metric.PULSE_RATE)}/min"
+    m = r.measurements[0]
+    return f"{m.reported_value:g} {m.reported_unit.value}"
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.generated: Counter[str] = Counter()
+        self.committed: Counter[str] = Counter()
+        self.forwarded: Counter[str] = Counter()
+
+    def submitted(self, readings: Sequence[Reading], new: int) -> None:
+        for r in readings:
+            self.generated[r.kind.value] += 1
+        if readings:
+            self.committed[readings[0].kind.value] += new
+
+    def delivered(self, r: Reading, forwarder: str) -> None:
+        self.forwarded[r.kind.value] += 1
+        user = f" user {r.user_slot}" if r.user_slot is not None else ""
+        print(f"  -> {forwarder:5} {r.kind.value:15} {r.device.serial_number}{user:8} {_describe(r)}", flush=True)
+
+    def summary(self) -> str:
+        kinds = sorted(set(self.generated) | set(self.forwarded))
+        lines = [f"{'kind':16} {'generated':>9} {'committed':>9} {'forwarded':>9}"]
+        for k in kinds:
+            lines.append(f"{k:16} {self.generated[k]:>9} {self.committed[k]:>9} {self.forwarded[k]:>9}")
+        lines.append(
+            f"{'total':16} {sum(self.generated.values()):>9} {sum(self.committed.values()):>9} "
+            f"{sum(self.forwarded.values()):>9}"
+        )
+        return "\n".join(lines)
+
+
+async def _demo(cfg: Config, seconds: float, tally: _Tally) -> None:
+    from gateway.cli import install_signals
+    from gateway.daemon import Gateway
+    from gateway.queue import ReadingQueue
+
+    key_path = Path(cfg.key_file)
+    if not key_path.exists():
+        create_key_file(key_path)
+    keyring = KeyRing.load(cfg.key_file)
+    async with await ReadingQueue.open(cfg.queue_path, keyring) as q:
+        for _, _, options, bindings in DEMO_DEVICES:
+            for user, patient in bindings:
+                await q.bind(options["serial"], user, patient)
+    gw = Gateway(cfg, keyring, on_delivered=tally.delivered, on_submitted=tally.submitted, drain_timeout=3.0)
+    stop = asyncio.Event()
+    install_signals(stop)
+    loop = asyncio.get_running_loop()
+    timer = loop.call_later(seconds, stop.set)
+    try:
+        await gw.run(stop)
+    finally:
+        timer.cancel()
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    configure_logging("warning", "console", sys.stderr)
+    cfg = demo_config(out)
+    tally = _Tally()
+    print(f"VitalGate demo: simulated cuff (2 users), scale and glucose meter for {args.seconds:g} s")
+    print(f"  state and output in {out} (queue.db encrypted; FHIR Bundles in outbox/)\n")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_demo(cfg, args.seconds, tally))
+    print("\n" + tally.summary())
+    print(f"\nFHIR Bundles (NDJSON): {out / 'outbox'}")
+    return 0

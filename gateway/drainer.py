@@ -1,0 +1,213 @@
+"""Moves readings from the queue to the forwarder: lease, map to FHIR, send, ack or release.
+
+The core owns retry: a forwarder reports what the backend confirmed or raises, and the drainer decides
+what waits how long. Nothing leaves the queue until the backend confirmed it; what cannot be mapped or
+decrypted is quarantined with a reason, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import tzinfo
+
+import structlog
+
+from gateway.fhir import GatewayInfo, MappingError, map_reading
+from gateway.forwarders.base import Forwarder, Outgoing, PermanentError, RetryableError
+from gateway.queue import Leased, ReadingQueue, State
+from gateway.reading import Reading
+
+__all__ = ["Backoff", "DrainStats", "Drainer"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Capped exponential backoff with full jitter, so a fleet of gateways does not retry in step."""
+
+    initial: float = 1.0
+    maximum: float = 300.0
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        ceiling = min(self.maximum, self.initial * (2 ** min(attempt, 30)))
+        return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+@dataclass(slots=True)
+class DrainStats:
+    delivered: int = 0
+    rejected: int = 0
+    retried: int = 0
+    quarantined: int = 0
+    unassigned: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+Delivered = Callable[[Reading, str], None]
+
+
+class Drainer:
+    def __init__(
+        self,
+        queue: ReadingQueue,
+        forwarder: Forwarder,
+        gateway: GatewayInfo,
+        *,
+        batch_size: int = 100,
+        backoff: Backoff | None = None,
+        permanent_retry: float = 600.0,
+        local_tz: tzinfo | None = None,
+        test_data: bool = False,
+        retention_seconds: float = 7 * 86400,
+        on_delivered: Delivered | None = None,
+    ) -> None:
+        self.queue = queue
+        self.forwarder = forwarder
+        self.gateway = gateway
+        self.batch_size = batch_size
+        self.backoff = backoff or Backoff()
+        self.permanent_retry = permanent_retry
+        self.local_tz = local_tz
+        self.test_data = test_data
+        self.retention_seconds = retention_seconds
+        self.on_delivered = on_delivered
+        self.stats = DrainStats()
+        self.last_beat = time.monotonic()
+        self.connected = False
+        self._failures = 0
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+
+    async def run(self) -> None:
+        """Forever: connect, drain, and on failure back off and reconnect. Cancel to stop."""
+        next_purge = 0.0
+        while True:
+            self.beat()
+            try:
+                async with self.forwarder:
+                    self.connected = True
+                    log.info("forwarder_connected", forwarder=self.forwarder.name)
+                    while True:
+                        self.beat()
+                        if time.monotonic() >= next_purge:
+                            purged = await self.queue.purge_delivered(self.retention_seconds)
+                            if purged:
+                                log.info("delivered_purged", rows=purged)
+                            next_purge = time.monotonic() + 3600
+                        if not await self.drain_once():
+                            await self._idle()
+            except RetryableError as exc:
+                delay = self.backoff.delay(self._failures)
+                self._failures += 1
+                log.warning(
+                    "forwarder_unavailable", forwarder=self.forwarder.name, error=str(exc), retry_in=round(delay, 2)
+                )
+                await self._sleep_beating(max(delay, exc.retry_after or 0))
+            except PermanentError as exc:
+                log.error(
+                    "forwarder_refused",
+                    forwarder=self.forwarder.name,
+                    error=str(exc),
+                    retry_in=self.permanent_retry,
+                    hint="fix the configuration; readings stay queued",
+                )
+                await self._sleep_beating(self.permanent_retry)
+            finally:
+                self.connected = False
+
+    async def _idle(self) -> None:
+        """Wait for new readings, or a second for released ones to come due."""
+        event = self.queue.new_data
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=1.0)
+        event.clear()
+
+    async def _sleep_beating(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.beat()
+            await asyncio.sleep(min(left, 1.0))
+
+    async def drain_once(self) -> int:
+        """One batch through the forwarder; returns how many rows it handled (0: nothing due)."""
+        if await self.queue.bindings_changed():
+            await self.queue.reload_bindings()
+            moved = await self.queue.assign_unassigned()
+            if moved:
+                log.info("unassigned_released", rows=moved)
+        leased, broken = await self.queue.lease(min(self.batch_size, self.forwarder.window))
+        if broken:
+            await self.queue.set_state(dict(broken), State.QUARANTINED)
+            self.stats.quarantined += len(broken)
+            log.error("rows_quarantined", rows=len(broken), reason="cannot open payload")
+        if not leased:
+            return len(broken)
+        batch, by_id = await self._map(leased)
+        if not batch:
+            return len(leased)
+        try:
+            report = await self.forwarder.send(batch)
+        except (RetryableError, PermanentError) as exc:
+            delay = exc.retry_after if isinstance(exc, RetryableError) and exc.retry_after else None
+            await self.queue.release({o.item_id: delay or self.backoff.delay(by_id[o.item_id].attempts) for o in batch})
+            self.stats.retried += len(batch)
+            raise
+        confirmed = [o.item_id for o in batch if o.item_id in report.confirmed]
+        await self.queue.ack(confirmed)
+        if report.rejected:
+            await self.queue.set_state(dict(report.rejected), State.QUARANTINED)
+            self.stats.rejected += len(report.rejected)
+            log.error("backend_rejected", rows=len(report.rejected), reasons=sorted(set(report.rejected.values()))[:3])
+        rest = {
+            o.item_id: report.retry_after or self.backoff.delay(by_id[o.item_id].attempts)
+            for o in batch
+            if o.item_id not in report.confirmed and o.item_id not in report.rejected
+        }
+        if rest:
+            await self.queue.release(rest)
+            self.stats.retried += len(rest)
+        self._failures = 0
+        for item_id in confirmed:
+            reading = by_id[item_id].reading
+            self.stats.delivered += 1
+            self.stats.by_kind[reading.kind.value] = self.stats.by_kind.get(reading.kind.value, 0) + 1
+            if self.on_delivered:
+                self.on_delivered(reading, self.forwarder.name)
+        if confirmed:
+            log.debug("delivered", forwarder=self.forwarder.name, rows=len(confirmed))
+        return len(leased)
+
+    async def _map(self, leased: list[Leased]) -> tuple[list[Outgoing], dict[int, Leased]]:
+        batch: list[Outgoing] = []
+        by_id: dict[int, Leased] = {}
+        unbound: dict[int, str | None] = {}
+        unmappable: dict[int, str | None] = {}
+        for item in leased:
+            binding = self.queue.binding_for(item.reading)
+            if binding is None:
+                unbound[item.item_id] = "no patient binding for this device slot"
+                continue
+            try:
+                mapped = map_reading(
+                    item.reading, binding.patient, self.gateway, local_tz=self.local_tz, test_data=self.test_data
+                )
+            except MappingError as exc:
+                unmappable[item.item_id] = f"mapping: {exc}"
+                continue
+            by_id[item.item_id] = item
+            batch.append(Outgoing(item.item_id, mapped.identifier, mapped.bundle, mapped.body, mapped.entries))
+        if unbound:
+            self.stats.unassigned += len(unbound)
+            await self.queue.set_state(unbound, State.UNASSIGNED)
+        if unmappable:
+            self.stats.quarantined += len(unmappable)
+            await self.queue.set_state(unmappable, State.QUARANTINED)
+            log.error("rows_quarantined", rows=len(unmappable), reason="cannot map to FHIR")
+        return batch, by_id

@@ -1,0 +1,293 @@
+"""Code tables for the FHIR mapping: every code, system and unit the gateway emits lives here.
+
+Sources (checked against the published artefacts):
+- HL7 PHD IG (hl7.org/fhir/uv/phd, STU 2, R4): PhdBaseObservation (category `phd-observation`, extension
+  `observation-gatewayDevice`, HTEST security label), PhdCompoundNumericObservation example
+  `bloodPress` (MDC 150020/150021/150022/150023 with LOINC), PhdBitsEnumerationObservation example
+  `bpm-status` (MDC 8410608 + ASN1ToHL7 bit codes, value v2-0136#Y), CodeSystem ASN1ToHL7 (bit names for
+  8410608 and 8417752), PhdDevice / PhgDevice (SYSID on urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680,
+  BTMAC on http://hl7.org/fhir/sid/eui-48/bluetooth, type MDC 65573 / 531981, version types 531975/531976),
+  PhdCoincidentTimeStampObservation (MDC 67975, `CoincidentTimeStampReference` extension).
+- FHIR R4 vital-signs profiles (bp, heartrate, bodyweight, bodyheight, bmi): LOINC codes and the UCUM
+  units they allow (body height only `cm` or `[in_i]`, so metres are converted to cm).
+- LOINC: 41653-7 is glucose *mass* concentration in capillary blood by glucometer; a meter reporting
+  mmol/L is a *substance* concentration, which is 14743-9. Keeping the device's unit therefore means
+  picking the LOINC code by unit (the one deliberate departure from "always 41653-7").
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Final
+
+from gateway.reading import Kind, Metric, Status, Unit
+
+__all__ = [
+    "BITS_FAMILIES",
+    "KINDS",
+    "QUANTITIES",
+    "REJECTED_STATUS",
+    "STATUS_BITS",
+    "KindSpec",
+    "ObservationSpec",
+    "QuantitySpec",
+    "StatusBit",
+]
+
+# Namespace of every uuid5 the gateway derives (fullUrls and identifiers). Never change it: identifiers
+# already on a backend would stop matching and conditional create would duplicate data.
+NAMESPACE: Final = uuid.UUID("6f1c3b0e-8a4e-5d2b-9c7e-2f6a1d9b4e30")
+
+LOINC: Final = "http://loinc.org"
+MDC: Final = "urn:iso:std:iso:11073:10101"
+UCUM: Final = "http://unitsofmeasure.org"
+URI: Final = "urn:ietf:rfc:3986"
+OBS_CATEGORY: Final = "http://terminology.hl7.org/CodeSystem/observation-category"
+PHD_CATEGORY: Final = "http://hl7.org/fhir/uv/phd/CodeSystem/PhdObservationCategories"
+ASN1_TO_HL7: Final = "http://hl7.org/fhir/uv/phd/CodeSystem/ASN1ToHL7"
+V2_YES_NO: Final = "http://terminology.hl7.org/CodeSystem/v2-0136"
+V2_ID_TYPE: Final = "http://terminology.hl7.org/CodeSystem/v2-0203"
+ACT_REASON: Final = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+EUI64: Final = "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680"
+BT_MAC: Final = "http://hl7.org/fhir/sid/eui-48/bluetooth"
+DEVICE_ID_TYPE: Final = "http://hl7.org/fhir/uv/phd/CodeSystem/ContinuaDeviceIdentifiers"
+EXT_GATEWAY: Final = "http://hl7.org/fhir/StructureDefinition/observation-gatewayDevice"
+EXT_COINCIDENT: Final = "http://hl7.org/fhir/uv/phd/StructureDefinition/CoincidentTimeStampReference"
+VITALSIGNS: Final = "http://hl7.org/fhir/StructureDefinition/vitalsigns"
+
+
+def coding(system: str, code: str, display: str) -> dict[str, str]:
+    return {"system": system, "code": code, "display": display}
+
+
+def concept(*codings: dict[str, str], text: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"coding": list(codings)}
+    if text is not None:
+        out["text"] = text
+    return out
+
+
+def _mdc(code: str, ref_id: str) -> dict[str, str]:
+    return coding(MDC, code, ref_id)
+
+
+def _loinc(code: str, display: str) -> dict[str, str]:
+    return coding(LOINC, code, display)
+
+
+HTEST: Final = coding(ACT_REASON, "HTEST", "test health data")
+YES: Final = concept(coding(V2_YES_NO, "Y", "Yes"))
+PHD_OBSERVATION: Final = concept(coding(PHD_CATEGORY, "phd-observation", "PHD generated Observation"))
+VITAL_SIGNS: Final = concept(coding(OBS_CATEGORY, "vital-signs", "Vital Signs"))
+LABORATORY: Final = concept(coding(OBS_CATEGORY, "laboratory", "Laboratory"))
+
+PHD_DEVICE_TYPE: Final = concept(_mdc("65573", "MDC_MOC_VMS_MDS_SIMP"), text="Personal health device")
+PHG_DEVICE_TYPE: Final = concept(_mdc("531981", "MDC_MOC_VMS_MDS_AHD"), text="Personal health gateway")
+FIRMWARE_VERSION: Final = concept(_mdc("531976", "MDC_ID_PROD_SPEC_FW"), text="Firmware revision")
+SOFTWARE_VERSION: Final = concept(_mdc("531975", "MDC_ID_PROD_SPEC_SW"), text="Software revision")
+SYSID_TYPE: Final = concept(coding(DEVICE_ID_TYPE, "SYSID", "IEEE 11073 System Identifier"))
+BTMAC_TYPE: Final = concept(coding(DEVICE_ID_TYPE, "BTMAC", "Bluetooth MAC address"))
+SERIAL_TYPE: Final = concept(coding(V2_ID_TYPE, "SNO", "Serial Number"))
+
+COINCIDENT_CODE: Final = concept(_mdc("67975", "MDC_ATTR_TIME_ABS"), text="Absolute time")
+TIME_SYNC_COMPONENT: Final = {
+    "code": concept(_mdc("68220", "MDC_TIME_SYNC_PROTOCOL"), text="Clock synchronization method"),
+    "valueCodeableConcept": concept(_mdc("532224", "MDC_TIME_SYNC_NONE")),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class QuantitySpec:
+    """How one metric, as reported in one unit, is coded and written.
+
+    `factor` None keeps the device's own number; otherwise the canonical value (`Measurement.value`) is
+    multiplied by it and rounded to `digits` (kPa -> mm[Hg], m -> cm), because the profiles fix the unit.
+    """
+
+    code: dict[str, Any]
+    ucum: str
+    unit: str
+    factor: float | None = None
+    digits: int = 1
+
+
+_SYS = (_mdc("150021", "MDC_PRESS_BLD_NONINV_SYS"), _loinc("8480-6", "Systolic blood pressure"))
+_DIA = (_mdc("150022", "MDC_PRESS_BLD_NONINV_DIA"), _loinc("8462-4", "Diastolic blood pressure"))
+_MEAN = (_mdc("150023", "MDC_PRESS_BLD_NONINV_MEAN"), _loinc("8478-0", "Mean blood pressure"))
+_PULSE = concept(_mdc("149546", "MDC_PULS_RATE_NON_INV"), _loinc("8867-4", "Heart rate"), text="Pulse rate")
+_WEIGHT = concept(
+    _mdc("188736", "MDC_MASS_BODY_ACTUAL"), _loinc("29463-7", "Body weight"), text="Body weight"
+)
+_HEIGHT = concept(_mdc("188740", "MDC_LEN_BODY_ACTUAL"), _loinc("8302-2", "Body height"), text="Body height")
+_BMI = concept(
+    _mdc("188752", "MDC_RATIO_MASS_BODY_LEN_SQ"),
+    _loinc("39156-5", "Body mass index (BMI) [Ratio]"),
+    text="Body mass index",
+)
+_GLU_CAPILLARY = _mdc("160184", "MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD")
+
+QUANTITIES: Final[MappingProxyType[tuple[Metric, Unit], QuantitySpec]] = MappingProxyType(
+    {
+        (Metric.SYSTOLIC, Unit.MMHG): QuantitySpec(concept(*_SYS, text="Systolic"), "mm[Hg]", "mmHg"),
+        (Metric.SYSTOLIC, Unit.KPA): QuantitySpec(concept(*_SYS, text="Systolic"), "mm[Hg]", "mmHg", 1.0),
+        (Metric.DIASTOLIC, Unit.MMHG): QuantitySpec(concept(*_DIA, text="Diastolic"), "mm[Hg]", "mmHg"),
+        (Metric.DIASTOLIC, Unit.KPA): QuantitySpec(concept(*_DIA, text="Diastolic"), "mm[Hg]", "mmHg", 1.0),
+        (Metric.MEAN_ARTERIAL, Unit.MMHG): QuantitySpec(concept(*_MEAN, text="Mean"), "mm[Hg]", "mmHg"),
+        (Metric.MEAN_ARTERIAL, Unit.KPA): QuantitySpec(concept(*_MEAN, text="Mean"), "mm[Hg]", "mmHg", 1.0),
+        (Metric.PULSE_RATE, Unit.PER_MIN): QuantitySpec(_PULSE, "/min", "beats/minute"),
+        (Metric.BODY_WEIGHT, Unit.KG): QuantitySpec(_WEIGHT, "kg", "kg"),
+        (Metric.BODY_WEIGHT, Unit.LB): QuantitySpec(_WEIGHT, "[lb_av]", "lb"),
+        (Metric.BODY_HEIGHT, Unit.M): QuantitySpec(_HEIGHT, "cm", "cm", 100.0),
+        (Metric.BODY_HEIGHT, Unit.IN): QuantitySpec(_HEIGHT, "[in_i]", "in"),
+        (Metric.BMI, Unit.KG_PER_M2): QuantitySpec(_BMI, "kg/m2", "kg/m2"),
+        (Metric.GLUCOSE, Unit.MG_DL): QuantitySpec(
+            concept(
+                _GLU_CAPILLARY,
+                _loinc("41653-7", "Glucose [Mass/volume] in Capillary blood by Glucometer"),
+                text="Capillary blood glucose",
+            ),
+            "mg/dL",
+            "mg/dL",
+        ),
+        (Metric.GLUCOSE, Unit.MMOL_L): QuantitySpec(
+            concept(
+                _GLU_CAPILLARY,
+                _loinc("14743-9", "Glucose [Moles/volume] in Capillary blood by Glucometer"),
+                text="Capillary blood glucose",
+            ),
+            "mmol/L",
+            "mmol/L",
+        ),
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ObservationSpec:
+    """One Observation a kind yields.
+
+    Either `value` (a numeric Observation, code from QUANTITIES) or `components` (a panel with its own
+    `code`). `required` observations must be present; the others appear when their metric does.
+    `role` is part of the identifier, so it must never change.
+    """
+
+    role: str
+    category: tuple[dict[str, Any], ...]
+    profiles: tuple[str, ...] = ()
+    value: Metric | None = None
+    components: tuple[tuple[Metric, bool], ...] = ()
+    code: dict[str, Any] | None = None
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class KindSpec:
+    observations: tuple[ObservationSpec, ...]  # the first is the primary one
+
+    @property
+    def metrics(self) -> frozenset[Metric]:
+        out = {o.value for o in self.observations if o.value is not None}
+        out.update(m for o in self.observations for m, _ in o.components)
+        return frozenset(out)
+
+
+def _vs(profile: str) -> tuple[str, ...]:
+    return (VITALSIGNS, f"http://hl7.org/fhir/StructureDefinition/{profile}")
+
+
+_VS_CATEGORY = (VITAL_SIGNS, PHD_OBSERVATION)
+_PULSE_SPEC = ObservationSpec("pulse-rate", _VS_CATEGORY, _vs("heartrate"), value=Metric.PULSE_RATE)
+
+KINDS: Final[MappingProxyType[Kind, KindSpec]] = MappingProxyType(
+    {
+        Kind.BLOOD_PRESSURE: KindSpec(
+            (
+                ObservationSpec(
+                    "blood-pressure",
+                    _VS_CATEGORY,
+                    _vs("bp"),
+                    components=(
+                        (Metric.SYSTOLIC, True),
+                        (Metric.DIASTOLIC, True),
+                        (Metric.MEAN_ARTERIAL, False),
+                    ),
+                    code=concept(
+                        _mdc("150020", "MDC_PRESS_BLD_NONINV"),
+                        _loinc("85354-9", "Blood pressure panel with all children optional"),
+                        text="Blood pressure",
+                    ),
+                    required=True,
+                ),
+                _PULSE_SPEC,
+            )
+        ),
+        Kind.PULSE_RATE: KindSpec(
+            (
+                ObservationSpec(
+                    "pulse-rate", _VS_CATEGORY, _vs("heartrate"), value=Metric.PULSE_RATE, required=True
+                ),
+            )
+        ),
+        Kind.BODY_WEIGHT: KindSpec(
+            (
+                ObservationSpec(
+                    "body-weight", _VS_CATEGORY, _vs("bodyweight"), value=Metric.BODY_WEIGHT, required=True
+                ),
+                ObservationSpec("bmi", _VS_CATEGORY, _vs("bmi"), value=Metric.BMI),
+                ObservationSpec("body-height", _VS_CATEGORY, _vs("bodyheight"), value=Metric.BODY_HEIGHT),
+            )
+        ),
+        # Glucose is not a vital sign: US Core files it under `laboratory` (LOINC class CHEM); the PHD IG
+        # only asks for `phd-observation`. Both are given.
+        Kind.BLOOD_GLUCOSE: KindSpec(
+            (
+                ObservationSpec(
+                    "blood-glucose", (LABORATORY, PHD_OBSERVATION), value=Metric.GLUCOSE, required=True
+                ),
+            )
+        ),
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusBit:
+    """One measurement-status flag as a bit of a PHD BITs observation (CodeSystem ASN1ToHL7).
+
+    `code` None: the flag has no single bit (Bluetooth says "out of range" with a direction the Reading
+    does not keep), so only its name is carried as text.
+    """
+
+    family: str
+    code: str | None
+    name: str
+
+
+# Order here is output order (a frozenset has none), so the body stays byte-identical across runs.
+STATUS_BITS: Final[MappingProxyType[Status, StatusBit]] = MappingProxyType(
+    {
+        Status.BODY_MOVEMENT: StatusBit("8410608", "8410608.0", "body-movement"),
+        Status.CUFF_LOOSE: StatusBit("8410608", "8410608.1", "cuff-too-loose"),
+        Status.IRREGULAR_PULSE: StatusBit("8410608", "8410608.2", "irregular-pulse"),
+        Status.PULSE_RATE_OUT_OF_RANGE: StatusBit("8410608", None, "pulse-rate-out-of-range"),
+        Status.IMPROPER_POSITION: StatusBit("8410608", "8410608.5", "improper-body-position"),
+        Status.SENSOR_FAULT: StatusBit("8417752", "8417752.1", "sensor-malfunction"),
+        Status.VALUE_ABOVE_RANGE: StatusBit("8417752", "8417752.5", "sensor-result-too-high"),
+        Status.VALUE_BELOW_RANGE: StatusBit("8417752", "8417752.6", "sensor-result-too-low"),
+        Status.DEVICE_ANNUNCIATION: StatusBit("8417752", "8417752.10", "device-gen-fault"),
+    }
+)
+
+BITS_FAMILIES: Final[MappingProxyType[str, dict[str, Any]]] = MappingProxyType(
+    {
+        "8410608": concept(
+            _mdc("8410608", "MDC_BLOOD_PRESSURE_MEASUREMENT_STATUS"), text="Blood pressure measurement status"
+        ),
+        "8417752": concept(_mdc("8417752", "MDC_GLU_METER_DEV_STATUS"), text="Glucose meter device status"),
+    }
+)
+
+# Not patient data at all: a control-solution test checks the meter, not the person.
+REJECTED_STATUS: Final = frozenset({Status.CONTROL_SOLUTION})

@@ -1,0 +1,107 @@
+"""structlog set-up: JSON to stdout for journald, a readable renderer on a terminal, and a PHI guard.
+
+The guard is the last processor before rendering, so no code path can log around it: fields named like
+PHI or secrets are redacted whatever their value, and strings that look like patient references,
+bearer tokens or FHIR payloads are redacted wherever they appear.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+__all__ = ["REDACTED", "configure_logging", "scrub_phi"]
+
+REDACTED = "[redacted]"
+
+# Field names whose values are PHI or secrets. Matched on the lower-cased name, also as a word in it
+# (`patient_id`, `mqtt_password`).
+_SENSITIVE_WORDS = (
+    "patient",
+    "subject",
+    "name",
+    "birth",
+    "value",
+    "values",
+    "systolic",
+    "diastolic",
+    "pulse",
+    "glucose",
+    "weight",
+    "bmi",
+    "reading",
+    "measurement",
+    "bundle",
+    "body",
+    "payload",
+    "raw",
+    "serial",
+    "serial_number",
+    "system_id",
+    "password",
+    "secret",
+    "token",
+    "authorization",
+    "assertion",
+    "key",
+)
+_ALLOWED = {"event", "level", "timestamp", "logger", "driver", "forwarder", "device_name", "key_id", "kind"}
+_SENSITIVE = re.compile(r"(^|_)(" + "|".join(_SENSITIVE_WORDS) + r")(_|$)")
+_PATTERNS = re.compile(
+    r"Patient/[A-Za-z0-9\-.]+"  # FHIR patient references
+    r"|Bearer\s+\S+"  # bearer tokens
+    r"|\"resourceType\""  # a FHIR payload pasted into a message
+    r"|eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]+"  # JWTs
+)
+
+
+def scrub_phi(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event):
+        if key in _ALLOWED:
+            continue
+        value = event[key]
+        if _SENSITIVE.search(key.lower()):
+            event[key] = REDACTED
+        elif isinstance(value, str) and _PATTERNS.search(value):
+            event[key] = _PATTERNS.sub(REDACTED, value)
+        elif isinstance(value, (bytes, bytearray)):
+            event[key] = f"<{len(value)} bytes>"
+    msg = event.get("event")
+    if isinstance(msg, str) and _PATTERNS.search(msg):
+        event["event"] = _PATTERNS.sub(REDACTED, msg)
+    return event
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    out = stream or sys.stdout
+    use_console = fmt == "console" or (fmt == "auto" and out.isatty())
+    renderer: Any = structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        scrub_phi,
+        renderer,
+    ]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries that use stdlib logging (aiomqtt, bleak, bumble) go through a quiet handler: warnings only,
+    # and never their payload-level debug output.
+    root = logging.getLogger()
+    root.handlers[:] = [_StructlogHandler()]
+    root.setLevel(logging.WARNING)
+
+
+class _StructlogHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        structlog.get_logger(record.name).warning("library_log", logger=record.name, message=record.getMessage())

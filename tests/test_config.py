@@ -1,0 +1,106 @@
+"""Config: every error names the file, the key and what is wrong."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Config, load_config, parse_config
+from gateway.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_example_config_documents_every_key_and_parses() -> None:
+    doc = tomllib.loads((ROOT / "config/vitalgate.example.toml").read_text())
+    cfg = parse_config(doc, "example.toml")
+    # The example shows the defaults: parsing it gives what an empty file gives.
+    assert cfg == Config(file="example.toml", forwarder_options={"directory": "outbox", "window": 500})
+    assert parse_config({}, "example.toml") == Config(file="example.toml")
+    text = (ROOT / "config/vitalgate.example.toml").read_text()
+    import dataclasses
+
+    documented = {k for section in doc.values() if isinstance(section, dict) for k in section}
+    for key in (
+        "id",
+        "state_dir",
+        "key_file",
+        "timezone",
+        "clock_tolerance_seconds",
+        "test_data",
+        "path",
+        "retention_days",
+        "batch_size",
+        "retry_initial_seconds",
+        "retry_max_seconds",
+        "retry_permanent_seconds",
+        "forwarder",
+        "level",
+        "format",
+    ):
+        assert key in documented, key
+    assert "[[devices]]" in text
+    assert dataclasses.fields(cfg)
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "problem"),
+    [
+        ('[gateway]\nid = "bad id!"', "gateway.id", "use letters"),
+        ("[gateway]\nclock_tolerance_seconds = 0", "gateway.clock_tolerance_seconds", "at least 1"),
+        ('[gateway]\ntimezone = "Mars/Olympus"', "gateway.timezone", "unknown time zone"),
+        ("[gateway]\ntest_data = 1", "gateway.test_data", "expected bool"),
+        ("[queue]\nbatch_size = true", "queue.batch_size", "expected a number"),
+        ("[queue]\nbatchsize = 5", "queue.batchsize", "unknown key"),
+        ('[output]\nforwarder = "ftp"', "output.forwarder", "must be one of"),
+        ('[logging]\nlevel = "loud"', "logging.level", "must be one of"),
+        ("[[devices]]\nname = 'x'", "devices[0].driver", "missing"),
+        ("[[devices]]\ndriver = 'nope'", "devices[0].driver", "unknown driver 'nope'"),
+        ("[[devices]]\ndriver = 'simulated'\nkind = 'ecg'", "devices[0].kind", "must be"),
+        ("[[devices]]\ndriver = 'simulated'\ncolour = 'red'", "devices[0].colour", "unknown option"),
+        ("surprise = 1", "surprise", "unknown key"),
+    ],
+)
+def test_errors_name_file_key_and_problem(tmp_path: Path, toml: str, key: str, problem: str) -> None:
+    path = tmp_path / "vg.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (info.value.file, info.value.key) == (str(path), key)
+    assert problem in info.value.problem
+    assert str(info.value).startswith(f"{path}: {key}: ")
+
+
+def test_relative_state_dir_is_taken_from_the_config_folder(tmp_path: Path) -> None:
+    path = tmp_path / "vg.toml"
+    path.write_text('[gateway]\nstate_dir = "state"\n[queue]\npath = "q.db"\n')
+    cfg = load_config(path)
+    assert cfg.state_dir == tmp_path / "state" and cfg.queue_path == tmp_path / "state" / "q.db"
+
+
+def test_unparsable_and_missing_files(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[gateway\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "none.toml")
+
+
+def test_cli_reports_config_error_without_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "vg.toml"
+    path.write_text("[queue]\nretention_days = -3\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"vitalgate: config error: {path}: queue.retention_days: must be at least 0, got -3.0"
+    assert "Traceback" not in proc.stderr

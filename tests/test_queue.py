@@ -1,0 +1,179 @@
+"""The encrypted queue on a real SQLite file: durability states, dedup, group commit, no plaintext."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from drivers.errors import ChecksumError
+from gateway.crypto import KeyRing
+from gateway.queue import ReadingQueue, State
+from gateway.reading import Status
+from tests.conftest import bp
+
+
+async def test_put_is_durable_and_deduplicated(queue: ReadingQueue) -> None:
+    first = await queue.put([bp(minute=1), bp(minute=2)])
+    again = await queue.put([bp(minute=2), bp(minute=3)])
+    assert (first.new, first.duplicates) == (2, 0)
+    assert (again.new, again.duplicates) == (1, 1)
+    counts = await queue.counts()
+    assert counts[State.UNASSIGNED] == 3  # nothing bound yet
+    assert counts[State.PENDING] == 0
+
+
+async def test_pragmas_give_power_loss_durability(queue: ReadingQueue) -> None:
+    async with queue._w.execute("PRAGMA journal_mode") as cur:
+        assert (await cur.fetchone()) == ("wal",)
+    async with queue._w.execute("PRAGMA synchronous") as cur:
+        assert (await cur.fetchone()) == (2,)  # FULL
+    assert queue.path.stat().st_mode & 0o777 == 0o600
+
+
+async def test_unassigned_rows_flow_once_bound(queue: ReadingQueue) -> None:
+    await queue.put([bp(user=1), bp(user=2, minute=5)])
+    assert (await queue.lease(10))[0] == []
+    await queue.bind("0123456789ABCDEF", 1, "Patient/p1")  # System ID, any case
+    leased, broken = await queue.lease(10)
+    assert broken == []
+    assert [lease.reading for lease in leased] == [bp(user=1)]
+    counts = await queue.counts()
+    assert (counts[State.PENDING], counts[State.UNASSIGNED]) == (1, 1)
+    await queue.bind("c0:ff:ee:00:00:01", 2, "Patient/p2")  # or the address
+    assert len((await queue.lease(10))[0]) == 2
+    assert await queue.unbind("c0:ff:ee:00:00:01", 2)
+    assert not await queue.unbind("c0:ff:ee:00:00:01", 2)
+
+
+async def test_new_readings_of_bound_slot_are_pending_at_once(queue: ReadingQueue) -> None:
+    await queue.bind("BP123456", 1, "Patient/p1")
+    await queue.put([bp(user=1)])
+    assert (await queue.counts())[State.PENDING] == 1
+    assert queue.new_data.is_set()
+
+
+async def test_lease_ack_release_and_backoff(queue: ReadingQueue) -> None:
+    await queue.bind("BP123456", 1, "Patient/p1")
+    await queue.put([bp(minute=m) for m in range(5)])
+    leased, _ = await queue.lease(3)
+    ids = [lease.item_id for lease in leased]
+    assert [lease.reading.device_time.minute for lease in leased] == [0, 1, 2]  # type: ignore[union-attr]
+    rest, _ = await queue.lease(10, exclude=ids)
+    assert [lease.item_id for lease in rest] == [ids[-1] + 1, ids[-1] + 2]
+    await queue.ack(ids[:2])
+    await queue.release({ids[2]: 3600.0})
+    again, _ = await queue.lease(10)
+    assert ids[2] not in [lease.item_id for lease in again]  # backing off
+    counts = await queue.counts()
+    assert (counts[State.DELIVERED], counts[State.PENDING]) == (2, 3)
+    await queue.release({ids[2]: 0.0})
+    leased_again = {lease.item_id: lease.attempts for lease in (await queue.lease(10))[0]}
+    assert leased_again[ids[2]] == 2
+
+
+async def test_delivered_rows_are_purged_after_retention(queue: ReadingQueue) -> None:
+    await queue.bind("BP123456", 1, "Patient/p1")
+    await queue.put([bp()])
+    leased, _ = await queue.lease(1)
+    await queue.ack([leased[0].item_id])
+    assert await queue.purge_delivered(3600) == 0
+    assert await queue.purge_delivered(-1) == 1
+    assert sum((await queue.counts()).values()) == 0
+
+
+async def test_control_solution_is_withheld_not_sent(queue: ReadingQueue) -> None:
+    await queue.bind("BP123456", 1, "Patient/p1")
+    await queue.put([replace(bp(), status=frozenset({Status.CONTROL_SOLUTION}))])
+    assert (await queue.counts())[State.WITHHELD] == 1
+    assert (await queue.lease(10))[0] == []
+
+
+async def test_concurrent_puts_share_commits(queue: ReadingQueue) -> None:
+    before = queue.commits
+    results = await asyncio.gather(*(queue.put([bp(minute=m % 60, user=m // 60)]) for m in range(300)))
+    assert sum(r.new for r in results) == 300
+    assert queue.commits - before < 300  # group commit: puts waiting together share one transaction
+
+
+async def test_tampered_or_moved_payload_is_quarantined_not_lost(queue: ReadingQueue) -> None:
+    await queue.bind("BP123456", 1, "Patient/p1")
+    await queue.put([bp(minute=1), bp(minute=2)])
+    # Copy row 1's sealed payload onto row 2: AAD binds a payload to its row, so it must not open.
+    with sqlite3.connect(queue.path) as db:
+        db.execute(
+            "UPDATE readings SET nonce = (SELECT nonce FROM readings WHERE id = 1), "
+            "payload = (SELECT payload FROM readings WHERE id = 1) WHERE id = 2"
+        )
+    leased, broken = await queue.lease(10)
+    assert [lease.item_id for lease in leased] == [1]
+    assert broken == [(2, "DecryptError: authentication failed (tampered, or bound to another row)")]
+
+
+async def test_no_plaintext_values_identifiers_or_patients_in_the_file(queue: ReadingQueue, tmp_path: Path) -> None:
+    reading = bp(systolic=187, diastolic=113, pulse=97)
+    await queue.bind("BP123456", 1, "Patient/needle-patient-77")
+    await queue.put([reading])
+    await queue.set_checkpoint("cuff", "last_seq", "4711")
+    await queue.reject(b"RAW-FRAME-SECRET", ChecksumError(b"RAW-FRAME-SECRET", 1, 2), source="notify")
+    await queue.close()
+    data = b"".join(p.read_bytes() for p in tmp_path.glob("queue.db*"))
+    for needle in (
+        b"187",
+        b"needle-patient-77",
+        b"BP123456",
+        b"C0:FF:EE",
+        b"0123456789abcdef",
+        b"Acme",
+        b"4711",
+        b"RAW-FRAME-SECRET",
+        reading.idempotency_key.encode(),
+    ):
+        assert needle not in data, needle
+    queue._writer_task = None  # closed above; the fixture's close must not fail
+
+
+async def test_checkpoints_and_rejects_round_trip(queue: ReadingQueue) -> None:
+    assert await queue.checkpoint("meter", "seq") is None
+    await queue.set_checkpoint("meter", "seq", "41")
+    await queue.set_checkpoint("meter", "seq", "42")
+    assert await queue.checkpoint("meter", "seq") == "42"
+    await queue.reject(b"\x00\x01bad", ChecksumError(b"\x00\x01bad", 0x1234, 0x4321), source="dump")
+    assert await queue.rejects() == [(1, "dump", "ChecksumError", b"\x00\x01bad")]
+
+
+async def test_devices_lists_slots_seen(queue: ReadingQueue) -> None:
+    await queue.put([bp(user=1), bp(user=1, minute=1), bp(user=2)])
+    devices = await queue.devices()
+    assert [(d["user"], d["readings"], d["serial_number"]) for d in devices] == [(1, 2, "BP123456"), (2, 1, "BP123456")]
+
+
+async def test_rows_survive_reopen_with_rotated_key(tmp_path: Path, key_file: Path) -> None:
+    from gateway.crypto import rotate_key_file
+
+    q = await ReadingQueue.open(tmp_path / "q.db", KeyRing.load(str(key_file)))
+    await q.bind("BP123456", 1, "Patient/p1")
+    await q.put([bp()])
+    await q.close()
+    rotate_key_file(key_file)
+    q = await ReadingQueue.open(tmp_path / "q.db", KeyRing.load(str(key_file)))
+    try:
+        leased, broken = await q.lease(10)
+        assert [lease.reading for lease in leased] == [bp()] and broken == []
+        assert q.binding_for(bp()) is not None
+    finally:
+        await q.close()
+
+
+async def test_integrity_check(queue: ReadingQueue) -> None:
+    await queue.put([bp()])
+    assert await queue.integrity_check() == "ok"
+
+
+@pytest.mark.parametrize("selector", ["eui64:0123456789abcdef", "serial:Acme:BP123456", "addr:C0:FF:EE:00:00:01"])
+async def test_binding_by_device_key(queue: ReadingQueue, selector: str) -> None:
+    await queue.bind(selector, 1, "Patient/p1")
+    assert queue.binding_for(bp()) is not None
