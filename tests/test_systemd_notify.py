@@ -101,7 +101,7 @@ def test_health_needs_every_component_fresh() -> None:
     assert not h.healthy()
     h.beat("queue_writer")
     assert h.healthy()
-    clock.now += 25
+    clock.now += 15  # queue_writer 15 s (> 10) ago, drainer 26 s (< 30) ago
     assert h.stale() == ["queue_writer"]
     clock.now += 10
     assert h.stale() == ["drainer", "queue_writer"]
