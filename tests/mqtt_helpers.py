@@ -59,9 +59,7 @@ def outgoing(n: int, start: int = 0) -> list[Outgoing]:
         }
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
         items.append(
-            Outgoing(
-                item_id=i, identifier=identifier, bundle=bundle, body=orjson.dumps(bundle), entries=[entry]
-            )
+            Outgoing(item_id=i, identifier=identifier, bundle=bundle, body=orjson.dumps(bundle), entries=[entry])
         )
     return items
 
@@ -93,6 +91,12 @@ class Received:
             self.bodies[identifier] = payload
             self.content_types.add(getattr(props, "ContentType", None))
         self.changed.set()
+
+    async def wait_for_count(self, n: int, seconds: float = 30) -> None:
+        async with asyncio.timeout(seconds):
+            while len(self.counts) < n:
+                self.changed.clear()
+                await self.changed.wait()
 
     async def wait_for(self, identifiers: set[str], seconds: float = 30) -> None:
         async with asyncio.timeout(seconds):

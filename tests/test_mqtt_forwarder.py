@@ -232,9 +232,7 @@ async def test_faults_raise_clear_errors_keep_readings_and_recover(
         async with good:
             assert await drain(good, items) == []
         await received.wait_for({i.identifier for i in items})
-    assert not [
-        r for r in caplog.records if PASSWORD in r.getMessage() or "not-the-password" in r.getMessage()
-    ]
+    assert not [r for r in caplog.records if PASSWORD in r.getMessage() or "not-the-password" in r.getMessage()]
 
 
 async def test_topic_denied_by_acl_is_a_typed_refusal_and_nothing_is_acked(
@@ -348,5 +346,18 @@ async def test_explicit_plaintext_to_loopback_broker(broker: Mosquitto, tmp_path
     sec = {"host": "127.0.0.1", "port": broker.ports["plain"], "tls": False, "username": USER,
            "password_file": str(pw), "client_id": "t-plain"}  # fmt: skip
     async with subscriber(broker, received), build(sec, context(tmp_path)) as fwd:
+        assert await drain(fwd, items) == []
+        await received.wait_for({i.identifier for i in items})
+
+
+async def test_sighup_reload_picks_up_a_fixed_password(broker: Mosquitto, pki: Pki, tmp_path: Path) -> None:
+    pw = write_secret(tmp_path / "mqtt.password", "an-old-password")
+    items = outgoing(5, start=40_000)
+    received = Received()
+    async with subscriber(broker, received), forwarder(broker, pki, pw, tmp_path, client_id="t-reload") as fwd:
+        with pytest.raises(PermanentError):
+            await fwd.send(items)
+        write_secret(pw, PASSWORD)
+        fwd.reload()
         assert await drain(fwd, items) == []
         await received.wait_for({i.identifier for i in items})

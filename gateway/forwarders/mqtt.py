@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import socket
 import ssl
@@ -34,6 +35,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway import __version__
+from gateway.errors import KeyFileError
 from gateway.forwarders import ForwarderContext
 from gateway.forwarders.base import (
     ForwarderError,
@@ -43,6 +45,7 @@ from gateway.forwarders.base import (
     SendReport,
 )
 from gateway.forwarders.mqtt_config import MqttSettings, parse_settings
+from gateway.secrets import read_secret
 
 __all__ = ["MqttForwarder", "PublishRefused", "build"]
 
@@ -157,9 +160,7 @@ class _AckingClient(aiomqtt.Client):
         exc = fut.exception()  # also marks it retrieved
         return "closed" if exc is None else str(exc) or type(exc).__name__
 
-    def publish_qos1(
-        self, token: int, topic: str, payload: bytes, retain: bool, props: Properties | None
-    ) -> None:
+    def publish_qos1(self, token: int, topic: str, payload: bytes, retain: bool, props: Properties | None) -> None:
         info = self._client.publish(topic, payload, 1, retain, props)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
@@ -183,10 +184,27 @@ class MqttForwarder:
         self.settings = settings
         self._client: _AckingClient | None = None
         self._tls_context: ssl.SSLContext | None = None
+        self._stale = False  # set by reload(): reconnect before the next send
 
     @property
     def window(self) -> int:
         return self.settings.window
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the password and certificates; the next send reconnects with them.
+
+        A password file that became unreadable keeps the old one (and says so) rather than dropping it.
+        """
+        s = self.settings
+        if s.password_spec is not None:
+            try:
+                password = read_secret(s.password_spec)
+            except KeyFileError as exc:
+                log.error("mqtt_reload_failed", error=str(exc))
+                return
+            self.settings = dataclasses.replace(s, password=password)
+        self._tls_context = None
+        self._stale = True
 
     async def __aenter__(self) -> Self:
         return self
@@ -248,6 +266,10 @@ class MqttForwarder:
         )
 
     async def _connect(self) -> _AckingClient:
+        if self._stale and self._client is not None:
+            client, self._client = self._client, None
+            await self._close(client)
+        self._stale = False
         if self._client is not None and not self._client.lost:
             return self._client
         if self._client is not None:
@@ -265,9 +287,7 @@ class MqttForwarder:
             reason = _CONNACK_PERMANENT.get(code)
             log.error("mqtt_connect_refused", broker=where, reason_code=code, permanent=reason is not None)
             if reason is not None:
-                raise PermanentError(
-                    f"broker {where} refused the connection: {reason} ({code:#04x})"
-                ) from None
+                raise PermanentError(f"broker {where} refused the connection: {reason} ({code:#04x})") from None
             raise RetryableError(f"broker {where} refused the connection ({code:#04x})") from None
         except aiomqtt.MqttError as exc:
             tls = client.tls_failure
@@ -300,9 +320,7 @@ class MqttForwarder:
             pass
         client.lost_reason()  # retrieve any exception so asyncio does not log it
 
-    async def _publish_and_wait(
-        self, client: _AckingClient, topic: str, payload: bytes, retain: bool
-    ) -> None:
+    async def _publish_and_wait(self, client: _AckingClient, topic: str, payload: bytes, retain: bool) -> None:
         """One presence message; reuses the batch path so reason codes are checked the same way."""
         report = await self._publish_window(client, [(0, topic, payload, retain, None)])
         if 0 not in report.confirmed:

@@ -60,6 +60,7 @@ class MqttSettings:
     connect_timeout: float
     ack_timeout: float
     password: bytes | None = None
+    password_spec: str | None = None  # where the password came from, for reload on SIGHUP
 
     def __repr__(self) -> str:
         scheme = "mqtts" if self.tls else "mqtt"
@@ -153,9 +154,7 @@ def parse_settings(data: Mapping[str, Any], ctx: ForwarderContext) -> MqttSettin
 
     ca_file, client_cert, client_key = s.path("ca_file"), s.path("client_cert"), s.path("client_key")
     if (client_cert is None) != (client_key is None):
-        raise s.fail(
-            "client_key" if client_key is None else "client_cert", "client_cert and client_key go together"
-        )
+        raise s.fail("client_key" if client_key is None else "client_cert", "client_cert and client_key go together")
     if not tls:
         for key in ("ca_file", "client_cert", "client_key"):
             if key in data:
@@ -199,6 +198,7 @@ def parse_settings(data: Mapping[str, Any], ctx: ForwarderContext) -> MqttSettin
         client_key=client_key,
         username=username,
         password=password,
+        password_spec=password_spec,
         client_id=client_id,
         # MQTT 5 Session Expiry Interval is a four-byte integer (section 3.1.2.11.2).
         session_expiry=s.number("session_expiry", 86400, 0, 0xFFFFFFFF, integer=True),
