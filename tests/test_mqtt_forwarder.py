@@ -361,3 +361,18 @@ async def test_sighup_reload_picks_up_a_fixed_password(broker: Mosquitto, pki: P
         fwd.reload()
         assert await drain(fwd, items) == []
         await received.wait_for({i.identifier for i in items})
+
+
+@pytest.mark.parametrize("identifier", ["0" * 64, "x", "é" * 200])
+def test_prepacked_publish_properties_match_paho(identifier: str) -> None:
+    """Our one-step packer must produce exactly what paho's generic Properties would."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from gateway.forwarders.mqtt import _PublishProperties
+
+    reference = Properties(PacketTypes.PUBLISH)
+    reference.PayloadFormatIndicator = 1
+    reference.ContentType = CONTENT_TYPE
+    reference.UserProperty = [("identifier", identifier)]
+    assert _PublishProperties(identifier).pack() == reference.pack()
