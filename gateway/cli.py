@@ -208,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = add("demo", cmd_demo, "run simulated devices through the whole pipeline (no config, no root)", config=False)
     d.add_argument("--seconds", type=float, default=10.0, help="how long to run (default 10)")
     d.add_argument("--out", default="vitalgate-demo", help="state and output folder (default ./vitalgate-demo)")
+    d.add_argument("--mqtt", metavar="URL", help="publish to a broker: mqtts://host[:port] (TLS) or mqtt://...")
+    d.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate for the broker (default: system CAs)")
+    d.add_argument("--mqtt-user", metavar="NAME", help="MQTT user name")
+    d.add_argument("--mqtt-password-file", metavar="FILE", help="file (mode 0600) holding the MQTT password")
     for extra in EXTENSIONS:
         extra(sub)
     return p

@@ -135,12 +135,22 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     configure_logging("warning", "console", sys.stderr)
-    cfg = demo_config(out)
+    if getattr(args, "mqtt", None):
+        from gateway.demo_mqtt import mqtt_options
+
+        options = mqtt_options(
+            args.mqtt, ca_file=args.mqtt_ca, username=args.mqtt_user, password_file=args.mqtt_password_file
+        )
+        cfg = demo_config(out, "mqtt", options)
+        destination = f"MQTT {args.mqtt} topic vitalgate/{cfg.gateway_id}/bundles"
+    else:
+        cfg = demo_config(out)
+        destination = f"FHIR Bundles (NDJSON): {out / 'outbox'}"
     tally = _Tally()
     print(f"VitalGate demo: simulated cuff (2 users), scale and glucose meter for {args.seconds:g} s")
     print(f"  state and output in {out} (queue.db encrypted; FHIR Bundles in outbox/)\n")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_demo(cfg, args.seconds, tally))
     print("\n" + tally.summary())
-    print(f"\nFHIR Bundles (NDJSON): {out / 'outbox'}")
+    print(f"\n{destination}")
     return 0

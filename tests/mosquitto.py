@@ -35,6 +35,7 @@ ACL = f"""\
 user {USER}
 topic write vitalgate/{GATEWAY_ID}/bundles
 topic readwrite vitalgate/{GATEWAY_ID}/status
+topic readwrite vitalgate/vitalgate-demo/#
 user {READER}
 topic read vitalgate/#
 """

@@ -194,3 +194,40 @@ async def test_gateway_sigkilled_mid_stream_every_committed_reading_arrives(
         Bundle.model_validate_json(body)
     assert messages and messages[0].startswith(b"READY=1")
     assert b"WATCHDOG=1" in messages
+
+
+async def test_demo_publishes_to_a_broker(broker: Mosquitto, pki: Pki, tmp_path: Path) -> None:
+    pw = write_secret(tmp_path / "mqtt.password", PASSWORD)
+    received = Received()
+    async with subscriber(broker, received):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "demo", "--seconds", "3", "--out", str(tmp_path / "demo"),
+            "--mqtt", f"mqtts://localhost:{broker.ports['tls']}", "--mqtt-ca", str(pki.ca),
+            "--mqtt-user", USER, "--mqtt-password-file", str(pw),
+            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        total = next(line for line in out.decode().splitlines() if line.startswith("total")).split()
+        forwarded = int(total[3])
+        assert forwarded > 0
+        await received.wait_for_count(forwarded)
+    assert len(received.counts) == forwarded
+    assert out.decode().count("  -> mqtt ") == forwarded
+    for body in received.bodies.values():
+        assert b'"HTEST"' in body
+        Bundle.model_validate_json(body)
+
+
+def test_demo_mqtt_url_rules() -> None:
+    from gateway.demo_mqtt import mqtt_options
+    from gateway.errors import ConfigError
+
+    assert mqtt_options("mqtts://broker.example") == {"host": "broker.example", "port": 8883, "tls": True}
+    assert mqtt_options("mqtt://10.0.0.2:1884", username="u") == {
+        "host": "10.0.0.2", "port": 1884, "tls": False, "allow_plaintext_remote": True, "username": "u",
+    }  # fmt: skip
+    for bad in ("http://x", "mqtts://user:secret@host", "mqtts://", "mqtts://h:99999"):
+        with pytest.raises(ConfigError) as err:
+            mqtt_options(bad)
+        assert "secret" not in str(err.value)

@@ -376,3 +376,23 @@ def test_prepacked_publish_properties_match_paho(identifier: str) -> None:
     reference.ContentType = CONTENT_TYPE
     reference.UserProperty = [("identifier", identifier)]
     assert _PublishProperties(identifier).pack() == reference.pack()
+
+
+def test_example_config_documents_every_mqtt_key(tmp_path: Path) -> None:
+    import tomllib
+
+    from gateway.forwarders.mqtt_config import _KNOWN_KEYS
+
+    text = (Path(__file__).resolve().parent.parent / "config/vitalgate.example.toml").read_text()
+    lines = text.split("# [output.mqtt]\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    block = "\n".join(line.removeprefix("# ") for line in lines)
+    doc = tomllib.loads(block)
+    assert set(doc) == _KNOWN_KEYS
+    # the documented values are valid (paths replaced by real files, placeholders by real values)
+    for key in ("ca_file", "client_cert", "client_key"):
+        (tmp_path / key).write_text("x")
+        doc[key] = str(tmp_path / key)
+    doc["password_file"] = str(write_secret(tmp_path / "pw", PASSWORD))
+    doc["client_id"] = "vitalgate-gw-test"
+    settings = build(doc, context(tmp_path)).settings
+    assert settings.topic == f"vitalgate/{GATEWAY_ID}/bundles" and settings.window == 128
