@@ -147,7 +147,7 @@ async def test_broker_killed_and_restarted_mid_stream_loses_nothing(
     broker_up.set()
     (tmp_path / "broker").mkdir()
     with Mosquitto(tmp_path / "broker", pki) as b:
-        fwd = forwarder(b, pki, password_file, tmp_path, client_id="t-kill", ack_timeout=30)
+        fwd = forwarder(b, pki, password_file, tmp_path, client_id="t-kill", ack_timeout=25)
 
         async def backoff(_: Exception) -> None:
             await broker_up.wait()

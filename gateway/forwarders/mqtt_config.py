@@ -207,6 +207,7 @@ def parse_settings(data: Mapping[str, Any], ctx: ForwarderContext) -> MqttSettin
         presence_topic=presence_topic,
         # Packet identifiers are 16-bit: never more in flight than there are ids.
         window=s.number("window", 128, 1, 65535, integer=True),
-        connect_timeout=float(s.number("connect_timeout", 10.0, 0.5, 300.0)),
-        ack_timeout=float(s.number("ack_timeout", 30.0, 0.5, 600.0)),
+        connect_timeout=float(s.number("connect_timeout", 10.0, 0.5, 60.0)),
+        # Below the supervisor's 30 s health deadline, so a stalled broker never starves the watchdog.
+        ack_timeout=float(s.number("ack_timeout", 20.0, 0.5, 25.0)),
     )
