@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
@@ -192,6 +193,10 @@ async def test_gateway_sigkilled_mid_stream_every_committed_reading_arrives(
     assert len(received.counts) == committed
     for body in list(received.bodies.values())[:50]:
         Bundle.model_validate_json(body)
+    # presence: each SIGKILL let the broker publish the last will; every start said "online"
+    states = [orjson.loads(payload)["state"] for payload, _ in received.presence]
+    assert states.count("offline") >= kills
+    assert states.count("online") >= kills + 1
     assert messages and messages[0].startswith(b"READY=1")
     assert b"WATCHDOG=1" in messages
 

@@ -62,7 +62,7 @@ async def test_registered_and_built_through_the_registry(
     assert FORWARDERS["mqtt"] == "gateway.forwarders.mqtt"
     fwd = build_forwarder("mqtt", section(broker, pki, password_file), context(tmp_path))
     assert isinstance(fwd, MqttForwarder)
-    assert fwd.window == 64
+    assert fwd.window == 4 * 64  # a batch holds several in-flight windows
     assert fwd.settings.topic == f"vitalgate/{GATEWAY_ID}/bundles"
     assert fwd.settings.client_id == f"vitalgate-{GATEWAY_ID}"
 
