@@ -18,6 +18,9 @@ ENTRY_POINT_GROUP = "vitalgate.drivers"
 
 # name -> "module:attribute". Imported only when a config names the driver.
 BUILTIN: dict[str, str] = {
+    "onetouch-ultra2": "drivers.serial.session_ultra2:OneTouchUltra2Driver",
+    "onetouch-ultraeasy": "drivers.serial.session_ultraeasy:OneTouchUltraEasyDriver",
+    "tanita-bc": "drivers.serial.session_tanita:TanitaDriver",
     "simulated": "simulators.simple:SimulatedDevice",
 }
 

@@ -221,6 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
 EXTENSIONS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
 
 
+def _serial_simulators(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from simulators.serial.cli import add_subcommand
+
+    add_subcommand(sub)
+
+
+EXTENSIONS.append(_serial_simulators)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

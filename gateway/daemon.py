@@ -23,6 +23,7 @@ from gateway.config import Config, DeviceConfig
 from gateway.crypto import KeyRing
 from gateway.drainer import Backoff, Delivered, Drainer
 from gateway.fhir import GatewayInfo
+from gateway.fhir.selfcheck import self_check
 from gateway.forwarders import ForwarderContext, build_forwarder
 from gateway.forwarders.base import Forwarder
 from gateway.queue import ReadingQueue, State
@@ -120,6 +121,9 @@ class Gateway:
                 retention_seconds=cfg.retention.total_seconds(),
                 on_delivered=self.on_delivered,
             )
+            # Prove at start-up that the template-built hot path still yields valid FHIR on this install.
+            checked = self_check(self.drainer.gateway, local_tz=cfg.timezone)
+            log.info("fhir_self_check_passed", bundles=checked)
             counts = await self.queue.counts()
             log.info(
                 "gateway_started",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -107,7 +108,7 @@ class _Tally:
         return "\n".join(lines)
 
 
-async def _demo(cfg: Config, seconds: float, tally: _Tally) -> None:
+async def _demo(cfg: Config, seconds: float, tally: _Tally, extra_bindings: Sequence[tuple[str, str]] = ()) -> None:
     from gateway.cli import install_signals
     from gateway.daemon import Gateway
     from gateway.queue import ReadingQueue
@@ -120,6 +121,8 @@ async def _demo(cfg: Config, seconds: float, tally: _Tally) -> None:
         for _, _, options, bindings in DEMO_DEVICES:
             for user, patient in bindings:
                 await q.bind(options["serial"], user, patient)
+        for device, patient in extra_bindings:
+            await q.bind(device, None, patient)
     gw = Gateway(cfg, keyring, on_delivered=tally.delivered, on_submitted=tally.submitted, drain_timeout=3.0)
     stop = asyncio.Event()
     install_signals(stop)
@@ -146,11 +149,20 @@ def run_demo(args: argparse.Namespace) -> int:
     else:
         cfg = demo_config(out)
         destination = f"FHIR Bundles (NDJSON): {out / 'outbox'}"
+    from simulators.serial import start_demo_meter
+
+    meter = start_demo_meter()  # a OneTouch Ultra 2 speaking its serial protocol on a real pty
+    serial_dev = DeviceConfig(meter.driver, meter.name, meter.options, f"devices[{len(cfg.devices)}]")
+    cfg = dataclasses.replace(cfg, devices=(*cfg.devices, serial_dev))
     tally = _Tally()
     print(f"VitalGate demo: simulated cuff (2 users), scale and glucose meter for {args.seconds:g} s")
+    print(f"  plus a OneTouch Ultra 2 on serial port {meter.path} (ASCII protocol over a pty)")
     print(f"  state and output in {out} (queue.db encrypted; FHIR Bundles in outbox/)\n")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_demo(cfg, args.seconds, tally))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_demo(cfg, args.seconds, tally, [(meter.serial_number, "Patient/demo-patient-1")]))
+    finally:
+        meter.stop()
     print("\n" + tally.summary())
     print(f"\n{destination}")
     return 0

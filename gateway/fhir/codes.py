@@ -117,9 +117,7 @@ _SYS = (_mdc("150021", "MDC_PRESS_BLD_NONINV_SYS"), _loinc("8480-6", "Systolic b
 _DIA = (_mdc("150022", "MDC_PRESS_BLD_NONINV_DIA"), _loinc("8462-4", "Diastolic blood pressure"))
 _MEAN = (_mdc("150023", "MDC_PRESS_BLD_NONINV_MEAN"), _loinc("8478-0", "Mean blood pressure"))
 _PULSE = concept(_mdc("149546", "MDC_PULS_RATE_NON_INV"), _loinc("8867-4", "Heart rate"), text="Pulse rate")
-_WEIGHT = concept(
-    _mdc("188736", "MDC_MASS_BODY_ACTUAL"), _loinc("29463-7", "Body weight"), text="Body weight"
-)
+_WEIGHT = concept(_mdc("188736", "MDC_MASS_BODY_ACTUAL"), _loinc("29463-7", "Body weight"), text="Body weight")
 _HEIGHT = concept(_mdc("188740", "MDC_LEN_BODY_ACTUAL"), _loinc("8302-2", "Body height"), text="Body height")
 _BMI = concept(
     _mdc("188752", "MDC_RATIO_MASS_BODY_LEN_SQ"),
@@ -224,11 +222,7 @@ KINDS: Final[MappingProxyType[Kind, KindSpec]] = MappingProxyType(
             )
         ),
         Kind.PULSE_RATE: KindSpec(
-            (
-                ObservationSpec(
-                    "pulse-rate", _VS_CATEGORY, _vs("heartrate"), value=Metric.PULSE_RATE, required=True
-                ),
-            )
+            (ObservationSpec("pulse-rate", _VS_CATEGORY, _vs("heartrate"), value=Metric.PULSE_RATE, required=True),)
         ),
         Kind.BODY_WEIGHT: KindSpec(
             (
@@ -239,14 +233,10 @@ KINDS: Final[MappingProxyType[Kind, KindSpec]] = MappingProxyType(
                 ObservationSpec("body-height", _VS_CATEGORY, _vs("bodyheight"), value=Metric.BODY_HEIGHT),
             )
         ),
-        # Glucose is not a vital sign: US Core files it under `laboratory` (LOINC class CHEM); the PHD IG
-        # only asks for `phd-observation`. Both are given.
+        # Glucose is not a vital sign: US Core files blood glucose under `laboratory` (example
+        # `blood-glucose`, Laboratory Result Observation); the PHD IG asks only `phd-observation`. Both given.
         Kind.BLOOD_GLUCOSE: KindSpec(
-            (
-                ObservationSpec(
-                    "blood-glucose", (LABORATORY, PHD_OBSERVATION), value=Metric.GLUCOSE, required=True
-                ),
-            )
+            (ObservationSpec("blood-glucose", (LABORATORY, PHD_OBSERVATION), value=Metric.GLUCOSE, required=True),)
         ),
     }
 )
@@ -256,8 +246,11 @@ KINDS: Final[MappingProxyType[Kind, KindSpec]] = MappingProxyType(
 class StatusBit:
     """One measurement-status flag as a bit of a PHD BITs observation (CodeSystem ASN1ToHL7).
 
-    `code` None: the flag has no single bit (Bluetooth says "out of range" with a direction the Reading
-    does not keep), so only its name is carried as text.
+    `code` None: the flag stands for several bits, so naming one would tell a clinician something the
+    device did not say; only its name is carried, as text. PULSE_RATE_OUT_OF_RANGE drops the direction
+    (over / under: 8410608.3 / .4); the glucose driver folds malfunction, sample size, strip and
+    temperature errors into SENSOR_FAULT and battery low, time fault and general fault into
+    DEVICE_ANNUNCIATION (8417752.x). Finer Status members would map one to one.
     """
 
     family: str
@@ -273,10 +266,10 @@ STATUS_BITS: Final[MappingProxyType[Status, StatusBit]] = MappingProxyType(
         Status.IRREGULAR_PULSE: StatusBit("8410608", "8410608.2", "irregular-pulse"),
         Status.PULSE_RATE_OUT_OF_RANGE: StatusBit("8410608", None, "pulse-rate-out-of-range"),
         Status.IMPROPER_POSITION: StatusBit("8410608", "8410608.5", "improper-body-position"),
-        Status.SENSOR_FAULT: StatusBit("8417752", "8417752.1", "sensor-malfunction"),
+        Status.SENSOR_FAULT: StatusBit("8417752", None, "sensor-fault"),
         Status.VALUE_ABOVE_RANGE: StatusBit("8417752", "8417752.5", "sensor-result-too-high"),
         Status.VALUE_BELOW_RANGE: StatusBit("8417752", "8417752.6", "sensor-result-too-low"),
-        Status.DEVICE_ANNUNCIATION: StatusBit("8417752", "8417752.10", "device-gen-fault"),
+        Status.DEVICE_ANNUNCIATION: StatusBit("8417752", None, "device-annunciation"),
     }
 )
 

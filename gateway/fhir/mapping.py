@@ -15,7 +15,8 @@ through `validate_bundle`, plus hypothesis-generated readings). Decisions, after
   recovered.
 - Gateway: a Device of its own, referenced with the core extension `observation-gatewayDevice`.
 - Measurement status flags: a PHD BITs observation per flag family (MDC_BLOOD_PRESSURE_MEASUREMENT_STATUS,
-  MDC_GLU_METER_DEV_STATUS), one component per set bit (ASN1ToHL7 code, value v2-0136#Y), derivedFrom
+  MDC_GLU_METER_DEV_STATUS), one component per flag (ASN1ToHL7 bit code, or text only where the flag
+  folds several bits; value v2-0136#Y), derivedFrom
   the measurement, like the PHD IG's `bpm-status` example. The measurement itself stays `final`.
 - Simulated data (reading.simulated or test_data) carries meta.security v3-ActReason#HTEST.
 """
@@ -188,6 +189,7 @@ def _status_entries(
 
 def _coincident_entry(
     reading: Reading,
+    key: str,
     offset: timedelta,
     phd_url: str,
     phg_url: str,
@@ -205,7 +207,7 @@ def _coincident_entry(
     resource: dict[str, Any] = {"resourceType": "Observation"}
     if meta is not None:
         resource["meta"] = meta
-    full_url = _urn(f"{reading.idempotency_key}|coincident-time")
+    full_url = _urn(f"{key}|coincident-time")
     resource["identifier"] = [{"system": c.URI, "value": full_url}]
     resource["status"] = "final"
     resource["code"] = c.COINCIDENT_CODE
@@ -240,7 +242,8 @@ def map_reading(
     found = _measurements(reading, spec)
     htest = test_data or reading.simulated
 
-    phd = phd_device_entry(reading.device, htest)
+    phd = phd_device_entry(reading.device, htest)  # first: it refuses a device without identity
+    key = reading.idempotency_key
     phg = phg_device_entry(gateway)
     phd_url: str = phd["fullUrl"]
     phg_url: str = phg["fullUrl"]
@@ -248,7 +251,7 @@ def map_reading(
     extension: list[dict[str, Any]] = [{"url": c.EXT_GATEWAY, "valueReference": {"reference": phg_url}}]
     plain_meta = _meta((), htest)
     if reading.clock_offset is not None:
-        coin = _coincident_entry(reading, reading.clock_offset, phd_url, phg_url, plain_meta, local_tz)
+        coin = _coincident_entry(reading, key, reading.clock_offset, phd_url, phg_url, plain_meta, local_tz)
         entries.append(coin)
         extension.append({"url": c.EXT_COINCIDENT, "valueReference": {"reference": coin["fullUrl"]}})
 
@@ -258,7 +261,7 @@ def map_reading(
         "issued": _datetime(reading.received_at.astimezone(UTC)),
         "device": {"reference": phd_url},
     }
-    seed = f"{reading.idempotency_key}|{patient_key}"
+    seed = f"{key}|{patient_key}"
     observations = []
     for obs_spec in spec.observations:
         entry = _observation(

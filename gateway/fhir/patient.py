@@ -17,7 +17,7 @@ __all__ = ["patient_reference"]
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR id datatype
 _LITERAL = re.compile(r"Patient/([A-Za-z0-9\-.]{1,64})")
 _SYSTEM = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:\S+")  # an absolute URI, no whitespace
-_VALUE = re.compile(r"[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*")
+_VALUE = re.compile(r"[^\x00-\x1f\x7f]+")
 
 
 @lru_cache(maxsize=4096)
@@ -36,7 +36,7 @@ def patient_reference(patient: str) -> tuple[dict[str, Any], str]:
     if sep:
         if not _SYSTEM.fullmatch(system) or "|" in system:
             raise MappingError("patient binding: identifier system is not an absolute URI")
-        if value != value.strip() or not _VALUE.fullmatch(value):
+        if not value.strip() or value != value.strip() or not _VALUE.fullmatch(value):
             raise MappingError("patient binding: identifier value is empty or has control characters")
         return (
             {"type": "Patient", "identifier": {"system": system, "value": value}},

@@ -76,9 +76,7 @@ def validate_bundle(bundle: Mapping[str, Any]) -> None:
     try:
         Bundle.model_validate(bundle)
     except pydantic.ValidationError as exc:
-        problems = tuple(
-            (".".join(str(p) for p in err["loc"]), err["type"]) for err in exc.errors(include_input=False)
-        )
+        problems = tuple((".".join(str(p) for p in err["loc"]), err["type"]) for err in exc.errors(include_input=False))
         message = f"bundle is not valid FHIR R4B ({len(problems)} problems)"
         raise InvalidBundleError(message, problems) from None
     rules = _transaction_problems(bundle)

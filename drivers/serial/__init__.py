@@ -1,0 +1,1 @@
+"""Serial-port device drivers: pure protocol modules plus thin sessions over `transport`."""

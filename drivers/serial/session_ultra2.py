@@ -1,0 +1,191 @@
+"""Session for LifeScan OneTouch Ultra 2 meters (ASCII protocol in `onetouch_ultra2`).
+
+Reads serial number, firmware and clock, then dumps memory (`DMP`). Records are submitted in batches as
+they arrive, so a cable pulled mid-dump keeps everything before the cut. Incremental: the checkpoint
+holds the fingerprint (time + value) of the newest record of the last *complete, clean* download; the
+next dump stops when it reaches that record. A dump that was cut or had a bad line leaves the
+checkpoint alone, so the next download reads everything again and the queue's idempotency key drops
+the repeats (nothing lost, nothing duplicated).
+
+Options: `port` (required), `baudrate`/`parity`/`stopbits`/`bytesize` (default 9600 8N1),
+`timeout_seconds` (silence that counts as no answer, default 3), `simulated` (mark readings as test data),
+`set_clock` (default true: after a clean download, set the meter's clock when it is off by more than the
+gateway's clock tolerance; the offset recorded with each reading is the one it was measured under).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import structlog
+
+from drivers.base import DeviceContext
+from drivers.errors import DeviceProtocolError, MalformedFrameError
+from drivers.serial import onetouch_ultra2 as proto
+from drivers.serial.common import (
+    COMMON_KEYS,
+    NEWEST,
+    Batcher,
+    Clock,
+    clock_needs_setting,
+    clock_offset,
+    fingerprint,
+    local_now,
+    split_restarts,
+    validate_common,
+)
+from drivers.serial.transport import (
+    PortLostError,
+    PortSettings,
+    ReadTimeoutError,
+    SerialPort,
+    validate_port_options,
+)
+from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Status, Unit
+
+__all__ = ["OneTouchUltra2Driver", "ParityError"]
+
+log = structlog.get_logger(__name__)
+_RECORD_START = b'P "'
+
+
+class ParityError(DeviceProtocolError):
+    """The meter marked a stored record as failing its own memory check ('?' after the value)."""
+
+
+class OneTouchUltra2Driver:
+    name: ClassVar[str] = "onetouch-ultra2"
+    transport: ClassVar[str] = "serial"
+    description: ClassVar[str] = "LifeScan OneTouch Ultra 2 / Ultra glucose meter (ASCII serial protocol)"
+    model: ClassVar[str] = "OneTouch Ultra 2"
+    defaults: ClassVar[PortSettings] = PortSettings(path="", baudrate=proto.BAUDRATE)
+
+    def __init__(self, *, clock: Clock = local_now) -> None:
+        self._clock = clock
+
+    @classmethod
+    def validate(cls, options: Mapping[str, Any], where: str) -> None:
+        validate_port_options(options, where, COMMON_KEYS)
+        validate_common(options, where)
+
+    async def _ask(self, port: SerialPort, command: str) -> bytes:
+        await port.write(proto.encode_command(command))
+        return await port.read_until(b"\n")
+
+    async def _reply(self, ctx: DeviceContext, port: SerialPort, command: str, parse: Any) -> Any:
+        """One command, one line; a bad line is kept via `reject` and raised (the session cannot go on)."""
+        line = await self._ask(port, command)
+        try:
+            return parse(line)
+        except DeviceProtocolError as exc:
+            await ctx.reject(line, exc, source=f"{self.name}:{command}")
+            raise
+
+    async def run(self, ctx: DeviceContext) -> None:
+        settings = PortSettings.from_options(ctx.options, self.defaults)
+        simulated = bool(ctx.options.get("simulated", False))
+        async with await SerialPort.open(settings) as port:
+            port.discard_input()
+            serial_number: str = await self._reply(ctx, port, "DM@", proto.parse_serial_number)
+            firmware: str = await self._reply(ctx, port, "DM?", proto.parse_version)
+            device_now = await self._reply(ctx, port, "DMF", proto.parse_clock)
+            offset = clock_offset(device_now, self._clock())
+            device = DeviceIdentity(
+                driver=self.name,
+                address=settings.path,
+                serial_number=serial_number,
+                manufacturer="LifeScan",
+                model=self.model,
+                firmware=firmware,
+            )
+            log.info("meter_identified", driver=self.name, clock_offset_s=offset.total_seconds())
+            since = await ctx.checkpoint(NEWEST)
+            header = await self._reply(ctx, port, "DMP", proto.parse_dump_header)
+            batch = Batcher(ctx)
+            clean = True
+            newest: str | None = None
+            reached_checkpoint = False
+            slots = 0  # record lines seen (good, bad or cut short); stray noise takes no slot
+            try:
+                while slots < header.count:
+                    pieces = split_restarts(await port.read_until(b"\n"), _RECORD_START)
+                    for position, line in enumerate(pieces):
+                        if not line.startswith(b"P "):  # noise between records: kept, takes no slot
+                            clean = False
+                            error = MalformedFrameError("stray bytes in the dump", line)
+                            await ctx.reject(line, error, source=f"{self.name}:record")
+                            continue
+                        slots += 1
+                        if position < len(pieces) - 1:  # a record cut short by the next one starting
+                            clean = False
+                            error = MalformedFrameError("record line cut short", line)
+                            await ctx.reject(line, error, source=f"{self.name}:record")
+                            continue
+                        record = await self._record(ctx, line)
+                        if record is None:
+                            clean = False
+                            continue
+                        mark = fingerprint(record.device_time, record.value_mg_dl)
+                        if slots == 1:
+                            newest = mark
+                        if mark == since:
+                            reached_checkpoint = True
+                            break
+                        await batch.add(self._reading(record, device, offset, simulated))
+                    if reached_checkpoint:
+                        break
+            except ReadTimeoutError as exc:
+                clean = False
+                if exc.partial:
+                    await ctx.reject(exc.partial, exc, source=f"{self.name}:record")
+                raise
+            except PortLostError as exc:
+                if partial := port.take_buffered():  # the line that was on the wire when the cable went
+                    await ctx.reject(partial, exc, source=f"{self.name}:record")
+                raise
+            finally:
+                await batch.flush()  # what arrived before a cut is committed before the error propagates
+            if clean and newest is not None:
+                await ctx.set_checkpoint(NEWEST, newest)
+            if clean and clock_needs_setting(ctx.options, offset, ctx.clock_tolerance):
+                # Only after a clean download: every stored record was committed with the offset it was
+                # measured under; records made from now on carry the corrected clock.
+                command = proto.set_clock_command(self._clock().replace(microsecond=0))
+                await self._reply(ctx, port, command, proto.parse_clock)
+                log.info("meter_clock_set", driver=self.name, was_off_s=offset.total_seconds())
+            log.info(
+                "meter_download_done",
+                driver=self.name,
+                stored=header.count,
+                submitted=batch.submitted,
+                new=batch.new,
+                incremental=reached_checkpoint,
+                clean=clean,
+            )
+
+    async def _record(self, ctx: DeviceContext, line: bytes) -> proto.Ultra2Record | None:
+        try:
+            record = proto.parse_record(line)
+            if record.parity_error:
+                raise ParityError("record failed the meter's parity check", line)
+        except DeviceProtocolError as exc:
+            await ctx.reject(line, exc, source=f"{self.name}:record")
+            return None
+        return record
+
+    def _reading(
+        self, record: proto.Ultra2Record, device: DeviceIdentity, offset: timedelta, simulated: bool
+    ) -> Reading:
+        return Reading(
+            kind=Kind.BLOOD_GLUCOSE,
+            measurements=(Measurement(Metric.GLUCOSE, float(record.value_mg_dl), Unit.MG_DL),),
+            device=device,
+            received_at=datetime.now(UTC),
+            device_time=record.device_time,
+            clock_offset=offset,
+            status=frozenset({Status.CONTROL_SOLUTION}) if record.control_solution else frozenset(),
+            raw=record.raw,
+            simulated=simulated,
+        )

@@ -1,0 +1,1 @@
+"""Device simulators for tests and demos: real transports (ptys, a BLE stack), independent encoders."""

@@ -1,0 +1,3 @@
+from simulators.serial.cli import main
+
+raise SystemExit(main())
