@@ -131,7 +131,7 @@ async def test_client_certificate_on_a_listener_that_requires_one(
 
 
 async def test_broker_killed_and_restarted_mid_stream_loses_nothing(
-    tmp_path: Path, pki: Pki, password_file: Path
+    tmp_path: Path, pki: Pki, password_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Three SIGKILLs of the broker with a window of publishes in flight; the test plays the drainer.
 
@@ -185,6 +185,9 @@ async def test_broker_killed_and_restarted_mid_stream_loses_nothing(
     assert len(errors) >= 3, "the outages were not noticed"
     assert all(isinstance(e, RetryableError) for e in errors)
     assert_valid_fhir(received, items)
+    # outages are reported by our typed events, not by library tracebacks or error records
+    noisy = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith(("asyncio", "gateway"))]
+    assert not noisy, [r.getMessage() for r in noisy]
 
 
 FAULTS = {
@@ -396,3 +399,14 @@ def test_example_config_documents_every_mqtt_key(tmp_path: Path) -> None:
     doc["client_id"] = "vitalgate-gw-test"
     settings = build(doc, context(tmp_path)).settings
     assert settings.topic == f"vitalgate/{GATEWAY_ID}/bundles" and settings.window == 128
+
+
+def test_library_chatter_is_filtered_but_real_errors_pass() -> None:
+    from gateway.forwarders.mqtt import _client_logger
+
+    def record(msg: str, *args: object) -> logging.LogRecord:
+        return logging.LogRecord(_client_logger.name, logging.ERROR, __file__, 1, msg, args, None)
+
+    assert not _client_logger.filter(record("There are %d pending publish calls.", 300))
+    assert not _client_logger.filter(record("failed to receive on socket: %s", "EOF occurred"))
+    assert _client_logger.filter(record('Unexpected message ID "%d" in on_subscribe callback', 7))

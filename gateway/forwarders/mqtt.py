@@ -93,10 +93,18 @@ _TLS_TRANSIENT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
 
 class _QuietAiomqtt(logging.Filter):
-    """Drop aiomqtt's "There are N pending publish calls" warnings: a full window is our steady state."""
+    """Keep aiomqtt's and paho's expected chatter out of the logs.
+
+    "There are N pending publish calls" warns about a full window, which is our steady state; "failed to
+    receive on socket" is a lost connection, which we report once as a typed event (`mqtt_batch_interrupted`,
+    `mqtt_connect_failed`) with the broker named.
+    """
+
+    _DROP = ("pending publish calls", "failed to receive on socket")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "pending publish calls" not in record.getMessage()
+        message = record.getMessage()
+        return not any(text in message for text in self._DROP)
 
 
 _client_logger = logging.getLogger("gateway.forwarders.mqtt.client")
