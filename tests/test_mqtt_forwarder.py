@@ -381,7 +381,7 @@ def test_prepacked_publish_properties_match_paho(identifier: str) -> None:
     assert _PublishProperties(identifier).pack() == reference.pack()
 
 
-def test_example_config_documents_every_mqtt_key(tmp_path: Path) -> None:
+def test_example_config_documents_every_mqtt_key(tmp_path: Path, pki: Pki) -> None:
     import tomllib
 
     from gateway.forwarders.mqtt_config import _KNOWN_KEYS
@@ -392,9 +392,7 @@ def test_example_config_documents_every_mqtt_key(tmp_path: Path) -> None:
     doc = tomllib.loads(block)
     assert set(doc) == _KNOWN_KEYS
     # the documented values are valid (paths replaced by real files, placeholders by real values)
-    for key in ("ca_file", "client_cert", "client_key"):
-        (tmp_path / key).write_text("x")
-        doc[key] = str(tmp_path / key)
+    doc["ca_file"], doc["client_cert"], doc["client_key"] = str(pki.ca), str(pki.client[0]), str(pki.client[1])
     doc["password_file"] = str(write_secret(tmp_path / "pw", PASSWORD))
     doc["client_id"] = "vitalgate-gw-test"
     settings = build(doc, context(tmp_path)).settings
@@ -410,3 +408,24 @@ def test_library_chatter_is_filtered_but_real_errors_pass() -> None:
     assert not _client_logger.filter(record("There are %d pending publish calls.", 300))
     assert not _client_logger.filter(record("failed to receive on socket: %s", "EOF occurred"))
     assert _client_logger.filter(record('Unexpected message ID "%d" in on_subscribe callback', 7))
+
+
+def test_unusable_tls_material_is_a_config_error_at_start_up(tmp_path: Path, pki: Pki) -> None:
+    ctx = context(tmp_path)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    with pytest.raises(ConfigError) as err:
+        build({"host": "localhost", "ca_file": str(junk)}, ctx)
+    assert err.value.key == "output.mqtt.ca_file"
+    cert, _ = pki.client
+    _, other_key = pki.server
+    with pytest.raises(ConfigError) as err:
+        build({"host": "localhost", "ca_file": str(pki.ca), "client_cert": str(cert), "client_key": str(other_key)},
+              ctx)  # fmt: skip
+    assert err.value.key == "output.mqtt.client_key"
+    binary = tmp_path / "binary.password"
+    binary.write_bytes(b"\xff\xfe\x00")
+    binary.chmod(0o600)
+    with pytest.raises(ConfigError) as err:
+        build({"host": "localhost", "username": USER, "password_file": str(binary)}, ctx)
+    assert err.value.key == "output.mqtt.password_file"

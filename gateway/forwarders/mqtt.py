@@ -37,7 +37,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway import __version__
-from gateway.errors import KeyFileError
+from gateway.errors import ConfigError, KeyFileError
 from gateway.forwarders import ForwarderContext
 from gateway.forwarders.base import (
     ForwarderError,
@@ -351,7 +351,11 @@ class MqttForwarder:
         where = f"{s.host}:{s.port}"
         if not s.tls:
             log.warning("mqtt_plaintext", broker=where)
-        client = self._new_client()
+        try:
+            client = self._new_client()
+        except (ssl.SSLError, OSError, ValueError) as exc:  # TLS files changed since start-up (reload)
+            log.error("mqtt_tls_setup_failed", error=_reason(exc))
+            raise PermanentError(f"TLS set-up for {where} failed: {_reason(exc)}") from None
         try:
             await client.__aenter__()
         except MqttConnectError as exc:
@@ -498,5 +502,26 @@ def _presence(state: str) -> bytes:
 
 
 def build(section: Mapping[str, Any], ctx: ForwarderContext) -> MqttForwarder:
-    """Entry point named in FORWARDERS: validate `[output.mqtt]` and make the forwarder (no I/O yet)."""
-    return MqttForwarder(parse_settings(section, ctx))
+    """Entry point named in FORWARDERS: validate `[output.mqtt]` and make the forwarder (no network I/O).
+
+    The TLS material is loaded here, so an unreadable CA file or a key that does not match its
+    certificate stops the daemon at start-up with the key named, not at the first send.
+    """
+    forwarder = MqttForwarder(parse_settings(section, ctx))
+    s = forwarder.settings
+    if s.tls:
+        try:
+            ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError(ctx.config_file, "output.mqtt.ca_file", f"cannot load: {_reason(exc)}") from None
+        try:
+            forwarder._tls()
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError(
+                ctx.config_file, "output.mqtt.client_key", f"client certificate and key: {_reason(exc)}"
+            ) from None
+    return forwarder
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__)

@@ -178,6 +178,10 @@ def parse_settings(data: Mapping[str, Any], ctx: ForwarderContext) -> MqttSettin
             raise s.fail("password_file", str(exc)) from None
         if not password:
             raise s.fail("password_file", "the file is empty")
+        try:
+            password.decode()
+        except UnicodeDecodeError:
+            raise s.fail("password_file", "the password is not UTF-8 text (MQTT section 3.1.3.5)") from None
 
     client_id = s.get("client_id", str, f"vitalgate-{ctx.gateway_id}")
     if not _CLIENT_ID.match(client_id):
