@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import pwd
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -92,11 +95,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _with_queue(args: argparse.Namespace, fn: Callable[[ReadingQueue], Awaitable[T]]) -> T:
+def _actor() -> str:
+    """Who ran the command, for the audit trail (sudo keeps the invoking user in SUDO_USER)."""
+    user = os.environ.get("SUDO_USER") or pwd.getpwuid(os.getuid()).pw_name
+    return f"{user} (uid {os.getuid()})"
+
+
+async def _with_queue(
+    args: argparse.Namespace,
+    fn: Callable[[ReadingQueue], Awaitable[T]],
+    audit: Callable[[ReadingQueue], str] | None = None,
+) -> T:
+    """Run `fn` on the queue; operator commands that touch PHI leave an audit entry (no PHI in it)."""
     cfg = _config(args)
     q = await ReadingQueue.open(cfg.queue_path, KeyRing.load(cfg.key_file))
     try:
-        return await fn(q)
+        result = await fn(q)
+        await q.audit(_actor(), args.command, audit(q) if audit else "")
+        return result
     finally:
         await q.close()
 
@@ -115,7 +131,7 @@ def cmd_bind(args: argparse.Namespace) -> int:
     async def go(q: ReadingQueue) -> None:
         await q.bind(args.device, args.user, patient)
 
-    asyncio.run(_with_queue(args, go))
+    asyncio.run(_with_queue(args, go, lambda q: f"binding {q.reference_tag(args.device, args.user)}"))
     slot = f" user {args.user}" if args.user is not None else ""
     print(f"bound {args.device}{slot}; its readings now flow to the backend")
     return 0
@@ -125,7 +141,7 @@ def cmd_unbind(args: argparse.Namespace) -> int:
     async def go(q: ReadingQueue) -> bool:
         return await q.unbind(args.device, args.user)
 
-    removed = asyncio.run(_with_queue(args, go))
+    removed = asyncio.run(_with_queue(args, go, lambda q: f"binding {q.reference_tag(args.device, args.user)}"))
     print("unbound" if removed else "no such binding")
     return 0 if removed else 1
 
@@ -155,6 +171,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"{'rejected input':12} {rejects} frames kept for review")
     for item_id, reason in quarantined[:20]:
         print(f"  quarantined #{item_id}: {reason}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    async def go(q: ReadingQueue) -> list[tuple[float, str, str, str]]:
+        return await q.audit_trail(args.limit)
+
+    for at, actor, action, detail in reversed(asyncio.run(_with_queue(args, go))):
+        print(f"{datetime.fromtimestamp(at, UTC):%Y-%m-%d %H:%M:%S}Z  {actor:24} {action:10} {detail}")
     return 0
 
 
@@ -204,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--user", type=int)
     add("devices", cmd_devices, "list device slots seen and their bindings")
     add("status", cmd_status, "queue counts by state, quarantined rows, rejected input")
+    a = add("audit", cmd_audit, "who ran which operator command when (bindings, listings)")
+    a.add_argument("--limit", type=int, default=100)
     add("drivers", cmd_drivers, "list available device drivers", config=False)
     d = add("demo", cmd_demo, "run simulated devices through the whole pipeline (no config, no root)", config=False)
     d.add_argument("--seconds", type=float, default=10.0, help="how long to run (default 10)")
@@ -212,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate for the broker (default: system CAs)")
     d.add_argument("--mqtt-user", metavar="NAME", help="MQTT user name")
     d.add_argument("--mqtt-password-file", metavar="FILE", help="file (mode 0600) holding the MQTT password")
+    d.add_argument("--fhir", metavar="URL", help="POST to this FHIR base URL (e.g. simulators.fhir_receiver)")
+    d.add_argument("--fhir-ca", metavar="FILE", help="CA bundle that signed the --fhir server's certificate")
+    d.add_argument("--fhir-client-id", metavar="ID", help="client_secret_basic client id (token URL: <base>/../token)")
+    d.add_argument("--fhir-secret-file", metavar="FILE", help="client secret file (mode 0600) for --fhir-client-id")
     for extra in EXTENSIONS:
         extra(sub)
     return p

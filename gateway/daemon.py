@@ -173,7 +173,8 @@ class Gateway:
             try:
                 await driver.run(ctx)
                 failures = 0
-                await asyncio.sleep(float(dev.options.get("poll_seconds", 1.0)))
+                # Meters that are downloaded (not listened to) say how often in `poll_seconds`.
+                await asyncio.sleep(float(dev.options.get("poll_seconds", getattr(driver, "poll_seconds", 1.0))))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a device must never take the daemon down

@@ -16,9 +16,11 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 from gateway.config import Config, DeviceConfig
 from gateway.crypto import KeyRing, create_key_file
+from gateway.errors import ConfigError
 from gateway.logging import configure_logging
 from gateway.reading import Metric, Reading
 
@@ -138,17 +140,23 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     configure_logging("warning", "console", sys.stderr)
+    fhir = getattr(args, "fhir", None)
     if getattr(args, "mqtt", None):
         from gateway.demo_mqtt import mqtt_options
 
+        if fhir:
+            raise ConfigError("<command line>", "--mqtt", "choose one backend: --mqtt or --fhir")
         options = mqtt_options(
             args.mqtt, ca_file=args.mqtt_ca, username=args.mqtt_user, password_file=args.mqtt_password_file
         )
         cfg = demo_config(out, "mqtt", options)
-        destination = f"MQTT {args.mqtt} topic vitalgate/{cfg.gateway_id}/bundles"
+        destination = f"MQTT {args.mqtt} (topic vitalgate/{cfg.gateway_id}/bundles)"
+    elif fhir:
+        cfg = demo_config(out, "https", https_options(args))
+        destination = f"the FHIR server {fhir}"
     else:
         cfg = demo_config(out)
-        destination = f"FHIR Bundles (NDJSON): {out / 'outbox'}"
+        destination = f"NDJSON files in {out / 'outbox'}"
     from simulators.serial import start_demo_meter
 
     meter = start_demo_meter()  # a OneTouch Ultra 2 speaking its serial protocol on a real pty
@@ -157,12 +165,30 @@ def run_demo(args: argparse.Namespace) -> int:
     tally = _Tally()
     print(f"VitalGate demo: simulated cuff (2 users), scale and glucose meter for {args.seconds:g} s")
     print(f"  plus a OneTouch Ultra 2 on serial port {meter.path} (ASCII protocol over a pty)")
-    print(f"  state and output in {out} (queue.db encrypted; FHIR Bundles in outbox/)\n")
+    print(f"  state in {out} (queue.db encrypted); FHIR Bundles to {destination}\n")
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_demo(cfg, args.seconds, tally, [(meter.serial_number, "Patient/demo-patient-1")]))
     finally:
         meter.stop()
     print("\n" + tally.summary())
-    print(f"\n{destination}")
+    print(f"\nFHIR Bundles went to {destination}")
     return 0
+
+
+def https_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`[output.https]` for `demo --fhir URL`; the token endpoint sits beside the base (the reference
+    receiver's layout: https://host:port/fhir and https://host:port/token)."""
+    options: dict[str, Any] = {"base_url": args.fhir, "window": 20}
+    if args.fhir_ca:
+        options["ca_file"] = args.fhir_ca
+    if args.fhir_client_id:
+        options["auth"] = {
+            "method": "client_secret_basic",
+            "token_url": urljoin(args.fhir.rstrip("/"), "token"),
+            "client_id": args.fhir_client_id,
+            "client_secret_file": args.fhir_secret_file or "",
+        }
+    else:
+        options["auth"] = {"method": "none"}
+    return options

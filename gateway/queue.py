@@ -75,6 +75,13 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     payload BLOB NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rejects (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     created_at REAL NOT NULL,
@@ -536,6 +543,32 @@ class ReadingQueue:
             )
             for i, created, source, error, kid, nonce, payload in rows
         ]
+
+    # ---------------------------------------------------------------- audit trail
+
+    async def audit(self, actor: str, action: str, detail: str = "") -> None:
+        """Record who looked at or changed PHI-bearing state (bindings, device lists, queue contents).
+
+        `detail` must carry no PHI: callers pass counts or keyed tags, never patient ids or serials.
+        """
+
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
+                (time.time(), actor, action, detail),
+            )
+
+        await self._write(op)
+
+    async def audit_trail(self, limit: int = 100) -> list[tuple[float, str, str, str]]:
+        async with self._r.execute(
+            "SELECT at, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?", (limit,)
+        ) as cur:
+            return [(at, actor, action, detail) for at, actor, action, detail in await cur.fetchall()]
+
+    def reference_tag(self, *parts: object) -> str:
+        """A short keyed tag that lets an auditor match entries about the same binding without the ids."""
+        return self.keyring.tag("audit|" + "|".join(map(str, parts))).hex()[:12]
 
     async def integrity_check(self) -> str:
         async with self._r.execute("PRAGMA integrity_check") as cur:

@@ -110,9 +110,7 @@ def test_run_forwards_bound_readings_holds_unbound_and_keeps_phi_out_of_logs(tmp
     assert subjects == {f"Patient/{p}" for p in [*PATIENTS.values(), "phi-needle-patient-three"]}
 
     events = [orjson.loads(line) for line in out.splitlines()]
-    assert {"gateway_started", "forwarder_connected", "delivered", "gateway_stopped"} <= {
-        e["event"] for e in events
-    }
+    assert {"gateway_started", "forwarder_connected", "delivered", "gateway_stopped"} <= {e["event"] for e in events}
     logs = out + err
     for needle in (b"phi-needle", b"SERIAL-NEEDLE", b"mm[Hg]", b"mg/dL", b"resourceType", b"Patient/"):
         assert needle not in logs, needle
@@ -150,3 +148,16 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     assert total[0] == "total" and int(total[3]) == len(lines) > 0
     assert proc.stdout.count("  -> file ") == len(lines)
     assert all(b'"HTEST"' in line.encode() for line in lines)
+
+
+def test_operator_commands_leave_an_audit_trail_without_phi(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, count=1)
+    assert vitalgate("bind", "SERIAL-NEEDLE-BP", "phi-needle-9", "--user", "1", "--config", str(cfg)).returncode == 0
+    assert vitalgate("devices", "--config", str(cfg)).returncode == 0
+    assert vitalgate("unbind", "SERIAL-NEEDLE-BP", "--user", "1", "--config", str(cfg)).returncode == 0
+    trail = vitalgate("audit", "--config", str(cfg)).stdout.splitlines()
+    actions = [line.split()[5] for line in trail]  # date time user (uid N) action detail
+    assert actions == ["bind", "devices", "unbind"]
+    assert trail[0].split()[-1] == trail[2].split()[-1]  # the same binding, recognisable by its keyed tag
+    assert "needle" not in "\n".join(trail).lower()
+    assert all("(uid " in line for line in trail)

@@ -58,6 +58,7 @@ class ParityError(DeviceProtocolError):
 class OneTouchUltra2Driver:
     name: ClassVar[str] = "onetouch-ultra2"
     transport: ClassVar[str] = "serial"
+    poll_seconds: ClassVar[float] = 300.0  # download again every 5 minutes unless the config says otherwise
     description: ClassVar[str] = "LifeScan OneTouch Ultra 2 / Ultra glucose meter (ASCII serial protocol)"
     model: ClassVar[str] = "OneTouch Ultra 2"
     defaults: ClassVar[PortSettings] = PortSettings(path="", baudrate=proto.BAUDRATE)

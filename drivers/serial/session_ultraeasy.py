@@ -119,6 +119,7 @@ class _Link:
 class OneTouchUltraEasyDriver:
     name: ClassVar[str] = "onetouch-ultraeasy"
     transport: ClassVar[str] = "serial"
+    poll_seconds: ClassVar[float] = 300.0  # download again every 5 minutes unless the config says otherwise
     description: ClassVar[str] = "LifeScan OneTouch Ultra Easy / Ultra Mini glucose meter (binary serial protocol)"
     model: ClassVar[str] = "OneTouch Ultra Easy"
     defaults: ClassVar[PortSettings] = PortSettings(path="", baudrate=msg.BAUDRATE)

@@ -20,6 +20,7 @@ __all__ = ["FORWARDERS", "ForwarderContext", "build_forwarder"]
 FORWARDERS: dict[str, str] = {
     "file": "gateway.forwarders.file",
     "mqtt": "gateway.forwarders.mqtt",
+    "https": "gateway.forwarders.https",
 }
 
 

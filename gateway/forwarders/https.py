@@ -1,0 +1,525 @@
+"""HTTPS forwarder: FHIR transaction (or batch) Bundles POSTed to a FHIR server's base URL.
+
+Each send packs the entries of up to `window` readings into one Bundle. The entries already use
+conditional create (`ifNoneExist` on the deterministic identifier), so resending after a lost answer makes
+no duplicates. The response decides every item on its own:
+
+- all of the item's entries 200/201 -> confirmed;
+- an entry 4xx (not 429) -> the item is rejected with a PHI-scrubbed summary of the OperationOutcome;
+- 429/503 -> unconfirmed, with the server's Retry-After as the hint; other 5xx, timeouts and resets ->
+  `RetryableError`; a whole-request 401 -> one token refresh and one retry (the only retry done here).
+
+`bundle_type = "transaction"` (default) is all-or-nothing (FHIR R4 3.1.0.11.2): when the server refuses
+the whole Bundle with a 4xx, nothing was stored. With one item in the batch that item is rejected; with
+several, the failing entry is located from the OperationOutcome (`Bundle.entry[n]`) when the server says
+so, otherwise the forwarder narrows its `window` to 1 for as many sends as the batch had items, so the
+drainer's next leases isolate the culprit while the good readings go through. `bundle_type = "batch"`
+gets per-entry outcomes directly; because batch entries are processed independently (R4 3.1.0.11.1),
+the forwarder turns `urn:uuid` references between entries into logical references by identifier, so
+the server stores `Reference.identifier` rather than a resolved link: choose it only for a backend that
+accepts that.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import httpx
+import orjson
+import structlog
+
+from gateway.errors import ConfigError, GatewayError, KeyFileError
+from gateway.fhir import transaction_bundle
+from gateway.forwarders import ForwarderContext
+from gateway.forwarders.base import Outgoing, PermanentError, RetryableError, SendReport
+from gateway.https_tls import client_context, transport_error
+from gateway.oauth import MAX_ASSERTION_LIFETIME, OAuthSettings, TokenSource
+from gateway.retry_after import parse_retry_after
+from gateway.secrets import resolve_secret_path
+
+__all__ = ["HttpsForwarder", "HttpsSettings", "build", "outcome_summary"]
+
+log = structlog.get_logger(__name__)
+
+FHIR_JSON = "application/fhir+json"
+BundleType = Literal["transaction", "batch"]
+_RESPONSE_TYPE: dict[str, str] = {"transaction": "transaction-response", "batch": "batch-response"}
+_ENTRY_INDEX = re.compile(r"Bundle\.entry\[(\d+)\]")
+# Whole-request statuses meaning "this server/config is wrong", not "this reading is wrong".
+_CONFIG_STATUSES = frozenset({403, 404, 405, 406, 415})
+_RETRY_STATUSES = frozenset({408, 425, 429})
+
+
+@dataclass(frozen=True, slots=True)
+class HttpsSettings:
+    base_url: str
+    bundle_type: BundleType = "transaction"
+    window: int = 20
+    timeout_seconds: float = 30.0
+    ca_file: Path | None = None
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+    auth: OAuthSettings | None = None
+
+
+# --- response interpretation -------------------------------------------------------------------------
+
+_QUOTED = re.compile(r"(['\"]).*?\1")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def _scrub(text: str, limit: int = 120) -> str:
+    """A server's diagnostics may echo values or identifiers: drop quoted text and numbers, cap length."""
+    text = _NUMBER.sub("#", _QUOTED.sub("'…'", text))
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _issues(outcome: Any) -> list[Mapping[str, Any]]:
+    """The OperationOutcome's issues that are objects; anything malformed yields none."""
+    if not isinstance(outcome, Mapping) or outcome.get("resourceType") != "OperationOutcome":
+        return []
+    issues = outcome.get("issue")
+    return [i for i in issues if isinstance(i, Mapping)] if isinstance(issues, list) else []
+
+
+def _strings(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def outcome_summary(outcome: Any, fallback: str) -> str:
+    """`severity code: diagnostics [at expression]` for the first issues, scrubbed of PHI."""
+    parts: list[str] = []
+    for issue in _issues(outcome)[:3]:
+        text = f"{_scrub(str(issue.get('severity', '?')), 16)} {_scrub(str(issue.get('code', '?')), 24)}"
+        details = issue.get("details")
+        detail = issue.get("diagnostics") or (details.get("text") if isinstance(details, Mapping) else None)
+        if isinstance(detail, str) and detail:
+            text += ": " + _scrub(detail)
+        where = _strings(issue.get("expression")) or _strings(issue.get("location"))
+        if where:
+            text += f" at {_scrub(where[0], 60)}"
+        parts.append(text)
+    return f"{fallback}: " + "; ".join(parts) if parts else fallback
+
+
+def _entry_status(entry: Any) -> int:
+    try:
+        return int(str(entry["response"]["status"]).split()[0])
+    except (KeyError, TypeError, ValueError, IndexError):
+        return 0  # unreadable: treated as "not confirmed", retried
+
+
+def _located_entries(outcome: Any) -> set[int]:
+    """Entry indexes named by the issues (`Bundle.entry[n]` in expression, location or diagnostics)."""
+    found: set[int] = set()
+    for issue in _issues(outcome):
+        texts = _strings(issue.get("expression")) + _strings(issue.get("location"))
+        if isinstance(issue.get("diagnostics"), str):
+            texts.append(issue["diagnostics"])
+        for text in texts:
+            found.update(int(m) for m in _ENTRY_INDEX.findall(text))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class _Packed:
+    body: bytes
+    owners: tuple[tuple[int, ...], ...]  # per Bundle entry: positions in the batch that need it
+
+
+def _logical_references(entries: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Batch entries are processed independently (R4 3.1.0.11.1), so a `urn:uuid` reference to another
+    entry cannot be resolved. Replace each with a logical reference by the target's identifier (R4
+    Reference.identifier), which needs no resolution; the originals are left untouched (read-only).
+    """
+    targets: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        resource = entry.get("resource") or {}
+        identifiers = resource.get("identifier") or []
+        if isinstance(entry.get("fullUrl"), str) and identifiers:
+            ident = identifiers[0]
+            targets[entry["fullUrl"]] = {
+                "type": resource.get("resourceType"),
+                "identifier": {"system": ident.get("system"), "value": ident.get("value")},
+            }
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, Mapping):
+            ref = node.get("reference")
+            if isinstance(ref, str) and ref in targets:
+                rest = {k: rewrite(v) for k, v in node.items() if k != "reference"}
+                return {**rest, **targets[ref]}
+            return {k: rewrite(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [rewrite(v) for v in node]
+        return node
+
+    return [{**entry, "resource": rewrite(entry.get("resource"))} for entry in entries]
+
+
+def pack(batch: Sequence[Outgoing], bundle_type: BundleType) -> _Packed:
+    """One Bundle holding every item's entries (`gateway.fhir.transaction_bundle`'s rule: an entry whose
+    fullUrl was already seen is sent once, since equal fullUrl means equal deterministic identity), and
+    for each Bundle entry the items that depend on its outcome.
+    """
+    flat: list[Mapping[str, Any]] = []
+    owners: list[list[int]] = []
+    index_of: dict[str, int] = {}
+    for pos, item in enumerate(batch):
+        for entry in item.entries:
+            url = entry.get("fullUrl")
+            if isinstance(url, str) and url in index_of:
+                if pos not in owners[index_of[url]]:
+                    owners[index_of[url]].append(pos)
+                continue
+            if isinstance(url, str):
+                index_of[url] = len(flat)
+            flat.append(entry)
+            owners.append([pos])
+    bundle = transaction_bundle(flat)
+    assert len(bundle["entry"]) == len(flat), "dedupe rule differs from gateway.fhir.transaction_bundle"
+    if bundle_type == "batch":
+        bundle = {**bundle, "type": "batch", "entry": _logical_references(bundle["entry"])}
+    return _Packed(orjson.dumps(bundle), tuple(tuple(o) for o in owners))
+
+
+# --- the forwarder -----------------------------------------------------------------------------------
+
+
+class HttpsForwarder:
+    """Posts batches to a FHIR server; see the module docstring for how answers map to items."""
+
+    name = "https"
+
+    def __init__(self, settings: HttpsSettings) -> None:
+        self.settings = settings
+        self._ssl = self._tls_context()
+        self._auth = TokenSource(settings.auth) if settings.auth is not None else None
+        self._client: httpx.AsyncClient | None = None
+        self._reconnect = False  # set by reload(): rebuild the client with the new TLS files
+        self._isolating = 0  # sends left with window 1 after an unlocatable transaction refusal
+
+    def _tls_context(self) -> ssl.SSLContext:
+        s = self.settings
+        return client_context(s.ca_file, s.client_cert_file, s.client_key_file)
+
+    @property
+    def window(self) -> int:
+        return 1 if self._isolating else self.settings.window
+
+    @property
+    def auth(self) -> TokenSource | None:
+        return self._auth
+
+    def reload(self) -> None:
+        """SIGHUP: re-read rotated credentials, CA bundle and client certificate without a restart.
+
+        A file that fails to load keeps the old one in use (logged), so a half-done rotation does not
+        stop forwarding.
+        """
+        if self._auth is not None:
+            self._auth.reload()
+        try:
+            self._ssl = self._tls_context()
+        except (OSError, GatewayError) as exc:
+            log.error("tls_reload_failed", error=type(exc).__name__)
+            return
+        self._reconnect = True
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            verify=self._ssl,
+            timeout=httpx.Timeout(self.settings.timeout_seconds),
+            follow_redirects=False,  # a redirect could carry the bearer token elsewhere
+            headers={"Accept": FHIR_JSON},
+        )
+
+    async def __aenter__(self) -> Self:
+        self._client = self._new_client()
+        self._reconnect = False
+        if self._auth is not None:
+            self._auth.check_expiry()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def send(self, batch: Sequence[Outgoing]) -> SendReport:
+        if not batch:
+            return SendReport(confirmed=frozenset())
+        if self._reconnect and self._client is not None:
+            await self._client.aclose()
+            self._client = self._new_client()
+            self._reconnect = False
+        packed = pack(batch, self.settings.bundle_type)
+        resp = await self._post(packed.body)
+        report = self._interpret(resp, batch, packed)
+        if self._isolating and len(batch) == 1 and (report.confirmed or report.rejected):
+            self._isolating -= 1
+        log.info(
+            "fhir_batch_sent",
+            items=len(batch),
+            entries=len(packed.owners),
+            confirmed=len(report.confirmed),
+            rejected=len(report.rejected),
+            status=resp.status_code,
+        )
+        return report
+
+    async def _request(self, body: bytes, token: str | None) -> httpx.Response:
+        assert self._client is not None, "use `async with` before send()"
+        headers = {"Content-Type": FHIR_JSON}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            return await self._client.post(self.settings.base_url, content=body, headers=headers)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, "fhir") from None
+
+    async def _post(self, body: bytes) -> httpx.Response:
+        """POST once; on 401 refresh the token and POST once more (the forwarder's only retry)."""
+        if self._auth is None:
+            return await self._request(body, None)
+        assert self._client is not None, "use `async with` before send()"
+        token = await self._auth.bearer(self._client)
+        resp = await self._request(body, token)
+        if resp.status_code != 401:
+            return resp
+        log.warning("fhir_unauthorized_refreshing_token")
+        token = await self._auth.refresh(self._client, stale=token)
+        resp = await self._request(body, token)
+        if resp.status_code == 401:
+            log.critical("fhir_unauthorized_with_fresh_token", alert=True)
+            raise PermanentError("fhir: HTTP 401 with a freshly issued token")
+        return resp
+
+    def _interpret(self, resp: httpx.Response, batch: Sequence[Outgoing], packed: _Packed) -> SendReport:
+        status = resp.status_code
+        retry_after = parse_retry_after(resp.headers.get("retry-after"))
+        if status >= 500 or status in _RETRY_STATUSES:  # 429 and 503 usually carry Retry-After
+            raise RetryableError(f"fhir: HTTP {status}", retry_after=retry_after)
+        if status in _CONFIG_STATUSES or 300 <= status < 400:  # redirects are not followed (token leak)
+            log.critical("fhir_request_refused", alert=True, status=status)
+            raise PermanentError(f"fhir: HTTP {status} (check base_url, scopes and server configuration)")
+        try:
+            payload = resp.json()
+        except ValueError:
+            payload = None
+        if 400 <= status < 500:
+            return self._whole_refusal(status, payload, batch, packed)
+        if not 200 <= status < 300:
+            raise RetryableError(f"fhir: unexpected HTTP {status}")
+        return self._per_entry(payload, batch, packed, retry_after)
+
+    def _per_entry(
+        self, payload: Any, batch: Sequence[Outgoing], packed: _Packed, retry_after: float | None
+    ) -> SendReport:
+        expected = _RESPONSE_TYPE[self.settings.bundle_type]
+        if not isinstance(payload, Mapping) or payload.get("type") != expected:
+            raise RetryableError(f"fhir: answer is not a {expected} Bundle")
+        entries = payload.get("entry") or []
+        if not isinstance(entries, list) or len(entries) != len(packed.owners):
+            raise RetryableError("fhir: response entry count differs from request")
+        failed: dict[int, str] = {}
+        pending: set[int] = set()
+        for index, (entry, owners) in enumerate(zip(entries, packed.owners, strict=True)):
+            code = _entry_status(entry)
+            if 200 <= code < 300:
+                continue
+            if 400 <= code < 500 and code not in _RETRY_STATUSES:
+                response = entry.get("response") if isinstance(entry, Mapping) else None
+                outcome = response.get("outcome") if isinstance(response, Mapping) else None
+                reason = outcome_summary(outcome, f"entry {index}: HTTP {code}")
+                for pos in owners:
+                    failed.setdefault(pos, reason)
+            else:
+                pending.update(owners)
+        confirmed = frozenset(
+            item.item_id for pos, item in enumerate(batch) if pos not in failed and pos not in pending
+        )
+        rejected = {batch[pos].item_id: reason for pos, reason in failed.items()}
+        return SendReport(confirmed, rejected, retry_after if pending else None)
+
+    def _whole_refusal(self, status: int, payload: Any, batch: Sequence[Outgoing], packed: _Packed) -> SendReport:
+        """A 4xx for the whole Bundle: nothing was stored; find which reading caused it."""
+        reason = outcome_summary(payload, f"HTTP {status}")
+        if len(batch) == 1:
+            return SendReport(frozenset(), {batch[0].item_id: reason})
+        culprits = {pos for i in _located_entries(payload) if i < len(packed.owners) for pos in packed.owners[i]}
+        if culprits:
+            return SendReport(frozenset(), {batch[pos].item_id: reason for pos in culprits})
+        self._isolating = len(batch)
+        log.warning("fhir_bundle_refused_isolating", status=status, items=len(batch))
+        return SendReport(frozenset())
+
+
+# --- config ------------------------------------------------------------------------------------------
+
+_TOP_KEYS = frozenset(
+    {
+        "base_url",
+        "bundle_type",
+        "window",
+        "timeout_seconds",
+        "ca_file",
+        "client_cert_file",
+        "client_key_file",
+        "auth",
+    }
+)
+_AUTH_KEYS = frozenset(
+    {
+        "method",
+        "token_url",
+        "client_id",
+        "client_secret_file",
+        "private_key_file",
+        "scope",
+        "algorithm",
+        "key_id",
+        "token_skew_seconds",
+        "assertion_lifetime_seconds",
+        "credential_expires",
+        "expiry_warning_days",
+    }
+)
+
+
+class _Section:
+    """Typed getters that raise ConfigError naming `output.https.<key>`."""
+
+    def __init__(self, data: Mapping[str, Any], prefix: str, file: str, allowed: frozenset[str]) -> None:
+        self.data, self.prefix, self.file = data, prefix, file
+        for key in data:
+            if key not in allowed:
+                raise ConfigError(file, f"{prefix}.{key}", "unknown key")
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.file, f"{self.prefix}.{key}", problem)
+
+    def str_(self, key: str, default: str | None = None) -> str | None:
+        value = self.data.get(key, default)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise self.error(key, "must be a non-empty string")
+        return value
+
+    def required(self, key: str) -> str:
+        value = self.str_(key)
+        if value is None:
+            raise self.error(key, "is required")
+        return value
+
+    def number(self, key: str, default: float, low: float, high: float) -> float:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            raise self.error(key, f"must be a number from {low:g} to {high:g}")
+        return float(value)
+
+    def choice(self, key: str, default: str, options: tuple[str, ...]) -> str:
+        value = self.data.get(key, default)
+        if value not in options:
+            raise self.error(key, f"must be one of {', '.join(repr(o) for o in options)}")
+        return str(value)
+
+    def path(self, key: str) -> Path | None:
+        value = self.str_(key)
+        if value is None:
+            return None
+        try:
+            path = resolve_secret_path(value)
+        except KeyFileError as exc:
+            raise self.error(key, str(exc)) from None
+        if not path.is_file():
+            raise self.error(key, f"{path}: no such file")
+        return path
+
+
+def _https_url(section: _Section, key: str) -> str:
+    url = section.required(key)
+    parsed = httpx.URL(url)
+    if parsed.scheme != "https" or not parsed.host:
+        raise section.error(key, "must be an https:// URL (plain HTTP would expose PHI and tokens)")
+    return url
+
+
+def _auth_settings(data: Any, file: str) -> OAuthSettings | None:
+    if not isinstance(data, Mapping):
+        raise ConfigError(file, "output.https.auth", "must be a table")
+    sec = _Section(data, "output.https.auth", file, _AUTH_KEYS)
+    method = sec.choice("method", "", ("none", "client_secret_basic", "private_key_jwt"))
+    if method == "none":
+        return None
+    secret_key = "client_secret_file" if method == "client_secret_basic" else "private_key_file"
+    other = "private_key_file" if method == "client_secret_basic" else "client_secret_file"
+    if other in data:
+        raise sec.error(other, f"does not apply to method {method!r}")
+    expires = data.get("credential_expires")
+    if expires is not None and not isinstance(expires, date):
+        raise sec.error("credential_expires", "must be a TOML date, e.g. 2027-02-01")
+    lifetime = sec.number("assertion_lifetime_seconds", MAX_ASSERTION_LIFETIME, 30, MAX_ASSERTION_LIFETIME)
+    settings = OAuthSettings(
+        method="client_secret_basic" if method == "client_secret_basic" else "private_key_jwt",
+        token_url=_https_url(sec, "token_url"),
+        client_id=sec.required("client_id"),
+        secret=sec.required(secret_key),
+        scope=sec.str_("scope"),
+        algorithm="ES384" if sec.choice("algorithm", "RS384", ("RS384", "ES384")) == "ES384" else "RS384",
+        key_id=sec.str_("key_id"),
+        skew_seconds=sec.number("token_skew_seconds", 60, 0, 600),
+        assertion_lifetime=int(lifetime),
+        credential_expires=expires,
+        expiry_warning_days=int(sec.number("expiry_warning_days", 14, 0, 365)),
+    )
+    try:
+        TokenSource(settings)  # reads and checks the secret now: fail at startup, not at the first send
+    except GatewayError as exc:
+        raise sec.error(secret_key, str(exc)) from None
+    return settings
+
+
+def settings_from(section: Mapping[str, Any], file: str) -> HttpsSettings:
+    sec = _Section(section, "output.https", file, _TOP_KEYS)
+    if "auth" not in section:
+        raise sec.error("auth", 'is required (use method = "none" explicitly for an open test server)')
+    cert, key = sec.path("client_cert_file"), sec.path("client_key_file")
+    if (cert is None) != (key is None):
+        raise sec.error("client_key_file" if key is None else "client_cert_file", "mTLS needs both cert and key")
+    window = sec.number("window", 20, 1, 1000)
+    if window != int(window):
+        raise sec.error("window", "must be a whole number")
+    bundle_type = sec.choice("bundle_type", "transaction", ("transaction", "batch"))
+    return HttpsSettings(
+        base_url=_https_url(sec, "base_url"),
+        bundle_type="batch" if bundle_type == "batch" else "transaction",
+        window=int(window),
+        timeout_seconds=sec.number("timeout_seconds", 30, 1, 600),
+        ca_file=sec.path("ca_file"),
+        client_cert_file=cert,
+        client_key_file=key,
+        auth=_auth_settings(section["auth"], file),
+    )
+
+
+def build(section: Mapping[str, Any], ctx: ForwarderContext) -> HttpsForwarder:
+    """The forwarder for `[output.https]`; every problem is a ConfigError naming the key."""
+    settings = settings_from(section, ctx.config_file)
+    try:
+        return HttpsForwarder(settings)
+    except (OSError, GatewayError) as exc:  # unreadable CA bundle, client cert or key
+        problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(ctx.config_file, "output.https.ca_file/client_cert_file", problem) from None
