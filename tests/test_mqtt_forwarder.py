@@ -429,3 +429,11 @@ def test_unusable_tls_material_is_a_config_error_at_start_up(tmp_path: Path, pki
     with pytest.raises(ConfigError) as err:
         build({"host": "localhost", "username": USER, "password_file": str(binary)}, ctx)
     assert err.value.key == "output.mqtt.password_file"
+
+
+def test_tls_context_verifies_and_requires_tls_1_2(tmp_path: Path, pki: Pki) -> None:
+    import ssl
+
+    ctx = build({"host": "localhost", "ca_file": str(pki.ca)}, context(tmp_path))._tls()
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
