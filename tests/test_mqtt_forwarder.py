@@ -372,13 +372,13 @@ def test_prepacked_publish_properties_match_paho(identifier: str) -> None:
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    from gateway.forwarders.mqtt import _PublishProperties
+    from gateway.forwarders.mqtt_client import PublishProperties
 
     reference = Properties(PacketTypes.PUBLISH)
     reference.PayloadFormatIndicator = 1
     reference.ContentType = CONTENT_TYPE
     reference.UserProperty = [("identifier", identifier)]
-    assert _PublishProperties(identifier).pack() == reference.pack()
+    assert PublishProperties(identifier).pack() == reference.pack()
 
 
 def test_example_config_documents_every_mqtt_key(tmp_path: Path, pki: Pki) -> None:
@@ -400,7 +400,7 @@ def test_example_config_documents_every_mqtt_key(tmp_path: Path, pki: Pki) -> No
 
 
 def test_library_chatter_is_filtered_but_real_errors_pass() -> None:
-    from gateway.forwarders.mqtt import _client_logger
+    from gateway.forwarders.mqtt_client import client_logger as _client_logger
 
     def record(msg: str, *args: object) -> logging.LogRecord:
         return logging.LogRecord(_client_logger.name, logging.ERROR, __file__, 1, msg, args, None)

@@ -1,11 +1,11 @@
 """MQTT forwarder: FHIR Bundles to a broker at QoS 1, acked per item only on a successful PUBACK.
 
-aiomqtt owns the socket and its event-loop integration; we publish through a small subclass because
-`aiomqtt.Client.publish` drops the PUBACK reason code (MQTT 5 brokers answer an ACL denial with a PUBACK
-carrying 0x87 "Not authorized": counting that as delivered would silently lose readings) and awaiting one
-coroutine per message costs more than the broker does. A batch is published through a sliding window of
-`window` in-flight messages: bursts of unacknowledged publishes stall on Nagle's algorithm at the broker,
-a steady window keeps the pipe full.
+aiomqtt owns the socket and its event-loop integration; we publish through a small subclass
+(`mqtt_client.AckingClient`) because `aiomqtt.Client.publish` drops the PUBACK reason code (MQTT 5
+brokers answer an ACL denial with a PUBACK carrying 0x87 "Not authorized": counting that as delivered
+would silently lose readings) and awaiting one coroutine per message costs more than the broker does.
+A batch is published through a sliding window of `window` in-flight messages: bursts of unacknowledged
+publishes stall on Nagle's algorithm at the broker, a steady window keeps the pipe full.
 
 Over MQTT 3.1.1 a broker cannot say "not authorized" in a PUBACK (Mosquitto acks and drops): use MQTT 5.
 
@@ -16,14 +16,9 @@ mid-batch returns what was confirmed so far (or raises when nothing was), and th
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import dataclasses
-import logging
 import socket
 import ssl
-import struct
-import sys
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -46,16 +41,21 @@ from gateway.forwarders.base import (
     RetryableError,
     SendReport,
 )
+from gateway.forwarders.mqtt_client import (
+    CONTENT_TYPE,
+    AckingClient,
+    PublishProperties,
+    client_logger,
+    code_of,
+)
 from gateway.forwarders.mqtt_config import MqttSettings, parse_settings
 from gateway.secrets import read_secret
 
-__all__ = ["MqttForwarder", "PublishRefused", "build"]
+__all__ = ["CONTENT_TYPE", "MqttForwarder", "PublishRefused", "build"]
 
 log = structlog.get_logger(__name__)
 
-CONTENT_TYPE = "application/fhir+json"
 BATCH_WINDOWS = 4  # a send takes up to this many in-flight windows' worth of items
-IDENTIFIER_PROPERTY = "identifier"
 
 
 class PublishRefused(PermanentError):
@@ -87,162 +87,7 @@ _CONNACK_PERMANENT = {
 }
 
 # SSL errors that mean "the connection broke during the handshake", not "we do not trust each other".
-_TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
-
 _TLS_TRANSIENT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
-
-
-class _QuietAiomqtt(logging.Filter):
-    """Keep aiomqtt's and paho's expected chatter out of the logs.
-
-    "There are N pending publish calls" warns about a full window, which is our steady state; "failed to
-    receive on socket" is a lost connection, which we report once as a typed event (`mqtt_batch_interrupted`,
-    `mqtt_connect_failed`) with the broker named.
-    """
-
-    _DROP = ("pending publish calls", "failed to receive on socket")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(text in message for text in self._DROP)
-
-
-_client_logger = logging.getLogger("gateway.forwarders.mqtt.client")
-_client_logger.addFilter(_QuietAiomqtt())
-_client_logger.setLevel(logging.WARNING)
-
-
-def _code(reason: Any) -> int:
-    """paho hands MQTT 5 ReasonCode objects or plain ints (3.1.1); we reason on the number."""
-    return int(getattr(reason, "value", reason))
-
-
-def _utf8(text: str) -> bytes:
-    """MQTT UTF-8 string (MQTT 5 section 1.5.4): two-byte length, then the bytes."""
-    data = text.encode()
-    return _U16.pack(len(data)) + data
-
-
-def _varint(n: int) -> bytes:
-    """MQTT Variable Byte Integer (section 1.5.5)."""
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-_U16 = struct.Struct(">H")
-# MQTT 5 section 3.3.2.3: Payload Format Indicator (0x01) = 1 (UTF-8), Content Type (0x03), then the
-# User Property (0x26) name; only the identifier (the property's value) changes per message.
-_PUBLISH_PROPS_HEAD = b"\x01\x01" + b"\x03" + _utf8(CONTENT_TYPE) + b"\x26" + _utf8(IDENTIFIER_PROPERTY)
-
-
-class _PublishProperties(Properties):
-    """PUBLISH properties packed by us in one step.
-
-    paho's generic Properties object costs more CPU per message (name lookups, validation, packing)
-    than everything else on the send path together; these are the same bytes (see the test against
-    paho's own packer), built from a constant head and the identifier.
-    """
-
-    _packed: bytes
-
-    def __init__(self, identifier: str) -> None:  # deliberately not calling Properties.__init__
-        body = _PUBLISH_PROPS_HEAD + _utf8(identifier)
-        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
-        object.__setattr__(self, "_packed", _varint(len(body)) + body)
-
-    def pack(self) -> bytes:
-        return self._packed
-
-    def __str__(self) -> str:
-        return "[PayloadFormatIndicator, ContentType, UserProperty]"
-
-
-class _AckingClient(aiomqtt.Client):
-    """aiomqtt client whose QoS 1 publishes report their PUBACK reason code, without a task each."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.pending_calls_threshold = sys.maxsize
-        self._tokens: dict[int, int] = {}  # packet id -> caller's token
-        self.completed: collections.deque[tuple[int, int]] = collections.deque()  # (token, reason code)
-        self.progress = asyncio.Event()
-        self.tls_failure: ssl.SSLError | None = None
-        # False until a bundle publish on this connection got a successful PUBACK; until then only one
-        # message is in flight. Mosquitto 2.0 drops the connection right after a denied publish, and a
-        # full window in flight makes that PUBACK 0x87 get lost in the reset: probing with one message
-        # first turns a misconfigured ACL into a clear PublishRefused instead of "connection lost".
-        self.proven = False
-
-    def _client_connect(self) -> None:
-        # aiomqtt turns every OSError into a bare MqttError(str); keep the typed TLS error to classify it.
-        try:
-            super()._client_connect()
-        except ssl.SSLError as exc:
-            self.tls_failure = exc
-            raise
-
-    def _on_socket_register_write(self, client: Any, userdata: Any, sock: Any) -> None:
-        # aiomqtt defers add_writer with call_soon_threadsafe; if the broker closes the connection in
-        # between, asyncio logs a "Bad file descriptor" traceback. Register only if the socket lives.
-        def write() -> None:
-            try:
-                client.loop_write()
-            except Exception as exc:  # as aiomqtt does: a write error means the connection broke
-                if not self._disconnected.done():
-                    self._disconnected.set_exception(exc)
-
-        def register() -> None:
-            current = self._client.socket()
-            if current is not None and current is sock and current.fileno() != -1:
-                self._loop.add_writer(current.fileno(), write)
-
-        self._loop.call_soon_threadsafe(register)
-
-    def watch_connection(self) -> None:
-        """Wake the sender when the connection drops, whichever way aiomqtt learns about it."""
-        self._disconnected.add_done_callback(lambda _: self.progress.set())
-
-    def quick_ack(self) -> None:
-        """Ask the kernel to ACK the broker's data now instead of delaying it (Linux TCP_QUICKACK).
-
-        A broker with Nagle on (Mosquitto's default) holds each further PUBACK until our TCP ACK of the
-        previous one arrives; once we stop sending data there is nothing to piggyback that ACK on, the
-        kernel delays it up to 40 ms and the tail of every window stalls. Re-armed at every wait because
-        Linux leaves quick-ack mode on its own.
-        """
-        sock = self._client.socket()
-        if _TCP_QUICKACK is not None and isinstance(sock, socket.socket):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
-
-    @property
-    def lost(self) -> bool:
-        return self._disconnected.done() or not self._client.is_connected()
-
-    def lost_reason(self) -> str:
-        fut = self._disconnected
-        if not fut.done():
-            return "not lost"
-        exc = fut.exception()  # also marks it retrieved
-        return "closed" if exc is None else str(exc) or type(exc).__name__
-
-    def publish_qos1(self, token: int, topic: str, payload: bytes, retain: bool, props: Properties | None) -> None:
-        info = self._client.publish(topic, payload, 1, retain, props)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
-        self._tokens[info.mid] = token
-
-    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
-        token = self._tokens.pop(mid, None)
-        if token is None:
-            super()._on_publish(client, userdata, mid, reason_code, properties)
-            return
-        self.completed.append((token, _code(reason_code)))
-        self.progress.set()
 
 
 class MqttForwarder:
@@ -252,7 +97,7 @@ class MqttForwarder:
 
     def __init__(self, settings: MqttSettings) -> None:
         self.settings = settings
-        self._client: _AckingClient | None = None
+        self._client: AckingClient | None = None
         self._tls_context: ssl.SSLContext | None = None
         self._stale = False  # set by reload(): reconnect before the next send
 
@@ -311,19 +156,19 @@ class MqttForwarder:
             self._tls_context = ctx
         return self._tls_context
 
-    def _new_client(self) -> _AckingClient:
+    def _new_client(self) -> AckingClient:
         s = self.settings
         v5 = s.protocol == "5"
         connect_props: Properties | None = None
         if v5:
             connect_props = _new_properties(PacketTypes.CONNECT)
             connect_props.SessionExpiryInterval = s.session_expiry
-        return _AckingClient(
+        return AckingClient(
             s.host,
             s.port,
             username=s.username,
             password=s.password.decode() if s.password is not None else None,
-            logger=_client_logger,
+            logger=client_logger,
             identifier=s.client_id,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             will=aiomqtt.Will(s.presence_topic, _presence("offline"), qos=1, retain=True),
@@ -337,7 +182,7 @@ class MqttForwarder:
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
 
-    async def _connect(self) -> _AckingClient:
+    async def _connect(self) -> AckingClient:
         if self._stale and self._client is not None:
             client, self._client = self._client, None
             await self._close(client)
@@ -359,7 +204,7 @@ class MqttForwarder:
         try:
             await client.__aenter__()
         except MqttConnectError as exc:
-            code = _code(exc.rc)
+            code = code_of(exc.rc)
             reason = _CONNACK_PERMANENT.get(code)
             log.error("mqtt_connect_refused", broker=where, reason_code=code, permanent=reason is not None)
             if reason is not None:
@@ -388,7 +233,7 @@ class MqttForwarder:
         log.info("mqtt_connected", broker=where, protocol=s.protocol, client_id=s.client_id)
         return client
 
-    async def _close(self, client: _AckingClient) -> None:
+    async def _close(self, client: AckingClient) -> None:
         try:
             async with asyncio.timeout(self.settings.connect_timeout):
                 await client.__aexit__(None, None, None)
@@ -396,7 +241,7 @@ class MqttForwarder:
             pass
         client.lost_reason()  # retrieve any exception so asyncio does not log it
 
-    async def _publish_and_wait(self, client: _AckingClient, topic: str, payload: bytes, retain: bool) -> None:
+    async def _publish_and_wait(self, client: AckingClient, topic: str, payload: bytes, retain: bool) -> None:
         """One presence message; reuses the batch path so reason codes are checked the same way."""
         report = await self._publish_window(client, [(0, topic, payload, retain, None)])
         if 0 not in report.confirmed:
@@ -407,7 +252,7 @@ class MqttForwarder:
     def _properties(self, item: Outgoing) -> Properties | None:
         if self.settings.protocol != "5":
             return None
-        return _PublishProperties(item.identifier)
+        return PublishProperties(item.identifier)
 
     async def send(self, batch: Sequence[Outgoing]) -> SendReport:
         if not batch:
@@ -419,7 +264,7 @@ class MqttForwarder:
 
     async def _publish_window(
         self,
-        client: _AckingClient,
+        client: AckingClient,
         messages: Sequence[tuple[int, str, bytes, bool, Properties | None]],
     ) -> SendReport:
         """Keep up to `window` publishes in flight; classify each PUBACK as it arrives."""
