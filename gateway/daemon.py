@@ -28,6 +28,7 @@ from gateway.forwarders import ForwarderContext, build_forwarder
 from gateway.forwarders.base import Forwarder
 from gateway.queue import ReadingQueue, State
 from gateway.reading import Reading
+from gateway.systemd import Health
 
 __all__ = ["Gateway", "QueueDeviceContext"]
 
@@ -98,12 +99,13 @@ class Gateway:
         self.drainer: Drainer | None = None
         self.contexts: dict[str, QueueDeviceContext] = {}
         self.ready = asyncio.Event()
+        self.health = Health()
+        self.health.register("queue_writer", HEALTH_DEADLINE)
+        self.health.register("drainer", HEALTH_DEADLINE)
 
     def healthy(self) -> bool:
-        """True while the queue writer runs and the drainer makes progress (for the systemd watchdog)."""
-        if self.queue is None or self.drainer is None:
-            return False
-        return self.queue.writer_alive and time.monotonic() - self.drainer.last_beat < HEALTH_DEADLINE
+        """True while the queue writer commits and the drainer makes progress (for the systemd watchdog)."""
+        return self.health.healthy()
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config
@@ -120,6 +122,7 @@ class Gateway:
                 test_data=cfg.test_data,
                 retention_seconds=cfg.retention.total_seconds(),
                 on_delivered=self.on_delivered,
+                heartbeat=lambda: self.health.beat("drainer"),
             )
             # Prove at start-up that the template-built hot path still yields valid FHIR on this install.
             checked = self_check(self.drainer.gateway, local_tz=cfg.timezone)
@@ -186,15 +189,21 @@ class Gateway:
                 await asyncio.sleep(delay)
 
     async def _watchdog(self) -> None:
-        assert self.notifier is not None
+        """Feed the watchdog only while the writer really commits and the drainer beats."""
+        assert self.notifier is not None and self.queue is not None
         interval = self.notifier.watchdog_interval()
         if not interval:
             return
+        for part in ("queue_writer", "drainer"):  # stale after one watchdog period without progress
+            self.health.register(part, max(interval, 1.0))
         while True:
-            if self.healthy():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.queue.ping(), timeout=interval / 2)
+                self.health.beat("queue_writer")
+            if self.health.healthy():
                 self.notifier.watchdog()
             else:
-                log.error("watchdog_starved", writer_alive=bool(self.queue and self.queue.writer_alive))
+                log.error("watchdog_starved", stale=self.health.stale())
             await asyncio.sleep(interval / 2)
 
     def reload_secrets(self) -> None:

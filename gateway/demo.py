@@ -20,6 +20,7 @@ from urllib.parse import urljoin
 
 from gateway.config import Config, DeviceConfig
 from gateway.crypto import KeyRing, create_key_file
+from gateway.errors import ConfigError
 from gateway.logging import configure_logging
 from gateway.reading import Metric, Reading
 
@@ -157,25 +158,39 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     configure_logging("warning", "console", sys.stderr)
+    fhir = getattr(args, "fhir", None)
+    if getattr(args, "mqtt", None):
+        from gateway.demo_mqtt import mqtt_options
+
+        if fhir:
+            raise ConfigError("<command line>", "--mqtt", "choose one backend: --mqtt or --fhir")
+        options = mqtt_options(
+            args.mqtt, ca_file=args.mqtt_ca, username=args.mqtt_user, password_file=args.mqtt_password_file
+        )
+        cfg = demo_config(out, "mqtt", options)
+        destination = f"MQTT {args.mqtt} (topic vitalgate/{cfg.gateway_id}/bundles)"
+    elif fhir:
+        cfg = demo_config(out, "https", https_options(args))
+        destination = f"the FHIR server {fhir}"
+    else:
+        cfg = demo_config(out)
+        destination = f"NDJSON files in {out / 'outbox'}"
     from simulators.serial import start_demo_meter
 
-    fhir = getattr(args, "fhir", None)
     meter = start_demo_meter()  # a OneTouch Ultra 2 speaking its serial protocol on a real pty
-    cfg = demo_config(out, "https", https_options(args)) if fhir else demo_config(out)
     serial_dev = DeviceConfig(meter.driver, meter.name, meter.options, f"devices[{len(cfg.devices)}]")
     cfg = dataclasses.replace(cfg, devices=(*cfg.devices, serial_dev))
     tally = _Tally()
     print(f"VitalGate demo: simulated BLE cuff (2 users), scale (2 users) and glucose meter for {args.seconds:g} s")
     print(f"  plus a OneTouch Ultra 2 on serial port {meter.path} (ASCII protocol over a pty)")
-    where = f"FHIR Bundles to {fhir}" if fhir else "FHIR Bundles in outbox/"
-    print(f"  state and output in {out} (queue.db encrypted; {where})\n")
+    print(f"  state in {out} (queue.db encrypted); FHIR Bundles to {destination}\n")
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_demo(cfg, args.seconds, tally, [(meter.serial_number, "Patient/demo-patient-1")]))
     finally:
         meter.stop()
     print("\n" + tally.summary())
-    print(f"\nFHIR server: {fhir}" if fhir else f"\nFHIR Bundles (NDJSON): {out / 'outbox'}")
+    print(f"\nFHIR Bundles went to {destination}")
     return 0
 
 

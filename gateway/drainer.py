@@ -66,6 +66,7 @@ class Drainer:
         test_data: bool = False,
         retention_seconds: float = 7 * 86400,
         on_delivered: Delivered | None = None,
+        heartbeat: Callable[[], None] | None = None,
     ) -> None:
         self.queue = queue
         self.forwarder = forwarder
@@ -77,6 +78,7 @@ class Drainer:
         self.test_data = test_data
         self.retention_seconds = retention_seconds
         self.on_delivered = on_delivered
+        self.heartbeat = heartbeat
         self.stats = DrainStats()
         self.last_beat = time.monotonic()
         self.connected = False
@@ -84,6 +86,8 @@ class Drainer:
 
     def beat(self) -> None:
         self.last_beat = time.monotonic()
+        if self.heartbeat is not None:
+            self.heartbeat()
 
     async def run(self) -> None:
         """Forever: connect, drain, and on failure back off and reconnect. Cancel to stop."""

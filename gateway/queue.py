@@ -259,6 +259,14 @@ class ReadingQueue:
                         fut.set_result(results[i])
                 self._ops.task_done()
 
+    async def ping(self) -> None:
+        """An empty write transaction: returns only if the writer takes the database's write lock."""
+
+        async def op(db: aiosqlite.Connection) -> None:
+            return None
+
+        await self._write(op)
+
     @property
     def writer_alive(self) -> bool:
         return self._writer_task is not None and not self._writer_task.done()

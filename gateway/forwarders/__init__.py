@@ -19,6 +19,7 @@ __all__ = ["FORWARDERS", "ForwarderContext", "build_forwarder"]
 # name -> module with `build(section: Mapping[str, Any], ctx: ForwarderContext) -> Forwarder`
 FORWARDERS: dict[str, str] = {
     "file": "gateway.forwarders.file",
+    "mqtt": "gateway.forwarders.mqtt",
     "https": "gateway.forwarders.https",
 }
 
