@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -65,7 +66,11 @@ def make_simulator(kind: str, *, records: int = 3, users: int = 2, seed: int = 7
         ]
         return WeightScale(list(ws))
     if kind == "ble-glucose":
-        return GlucoseMeter(make_records(records, start=now - timedelta(hours=4 * records)), passkey=GLUCOSE_PASSKEY)
+        # Sequence numbers grow from run to run (2-second ticks of the clock), as a real meter's do, so a gateway
+        # that kept its checkpoint from an earlier demo run still sees this run's records as new.
+        first = 1 + (int(time.time()) // 2) % 60000
+        start = now - timedelta(hours=4 * records)
+        return GlucoseMeter(make_records(records, start=start, first_sequence=first), passkey=GLUCOSE_PASSKEY)
     raise ValueError(f"unknown simulator {kind!r}; choose from {', '.join(KINDS)}")
 
 
