@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from bumble.link import LocalLink
 
@@ -131,3 +131,22 @@ async def test_malformed_record_rejected_kept_and_sync_goes_on(
     ]
     assert [raw[1:3] for *_, raw in rejects] == [bytes([3, 0]), bytes([9, 0])]  # their sequence numbers
     assert await rec.ctx.checkpoint(CHECKPOINT) == "10"
+
+
+async def test_meter_clock_offset_on_every_record_and_clock_corrected(
+    link: LocalLink, ble: BleakTransport, queue: ReadingQueue
+) -> None:
+    meter = GlucoseMeter(make_records(5, start=START), clock_skew=timedelta(hours=1, minutes=3))  # DST slip
+    await meter.start(link)
+    try:
+        await _bond(ble, meter)
+        rec = make_ctx(queue, "ble-glucose", "meter", address=meter.address, idle_timeout=2.0)
+        await GlucoseDriver(ble).run(rec.ctx)
+    finally:
+        await meter.stop()
+    offsets = {r.clock_offset for r in rec.readings}
+    assert len(rec.readings) == 5 and len(offsets) == 1
+    (offset,) = offsets
+    assert offset is not None and abs(offset - timedelta(hours=1, minutes=3)) <= timedelta(seconds=2)
+    assert [r.device_time for r in rec.readings] == [START + timedelta(hours=4 * i) for i in range(5)]
+    assert abs(meter.clock_skew) <= timedelta(seconds=2)
