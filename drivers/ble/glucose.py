@@ -13,6 +13,7 @@ last committed record. Control-solution readings and sensor annunciations come t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
@@ -83,24 +84,39 @@ class GlucoseDriver:
         await session.write(uuids.RECORD_ACCESS_CONTROL_POINT, sync.request())
         committed = 0
         fed = 0
-        while not sync.done:
-            frame = await self._next(session, frames, opts.idle_timeout)
-            if frame is None:
-                break  # link lost: what was committed stays committed, the rest comes next time
-            kind, data = frame
-            fed += 1
-            try:
-                self._feed(sync, kind, data)
-            except DeviceProtocolError as exc:
-                log.warning("glucose_frame_rejected", source=kind, error=type(exc).__name__)
-                await ctx.reject(data, exc, source=f"{self.name}/{_SOURCES[kind]}")
-            if sync.done or frames.empty() or fed >= BATCH:
-                committed += await self._commit(ctx, sync, identity, offset, opts.simulated)
-                fed = 0
+        try:
+            while not sync.done:
+                frame = await self._next(session, frames, opts.idle_timeout)
+                if frame is None:
+                    break  # link lost: what was committed stays committed, the rest comes next time
+                kind, data = frame
+                fed += 1
+                try:
+                    self._feed(sync, kind, data)
+                except DeviceProtocolError as exc:
+                    log.warning("glucose_frame_rejected", source=kind, error=type(exc).__name__)
+                    await ctx.reject(data, exc, source=f"{self.name}/{_SOURCES[kind]}")
+                if sync.done or frames.empty() or fed >= BATCH:
+                    committed += await self._commit(ctx, sync, identity, offset, opts.simulated)
+                    fed = 0
+        except (asyncio.CancelledError, BleTimeoutError):
+            await self._abort(session, sync)
+            raise
         committed += await self._commit(ctx, sync, identity, offset, opts.simulated)
         if sync.failure is not None:
             log.warning("glucose_racp_failed", code=sync.failure.code.name)
         log.info("glucose_sync_done", state=sync.state.value, committed=committed, duplicates=sync.duplicates)
+
+    @staticmethod
+    async def _abort(session: BleSession, sync: racp.RacpSync) -> None:
+        """On shutdown mid-transfer, tell the meter to stop (RACP Abort Operation); best effort, brief.
+
+        Records received but not committed are simply asked for again next time (checkpoint unchanged)."""
+        if sync.state is not racp.SyncState.TRANSFERRING or not session.is_connected:
+            return
+        with contextlib.suppress(Exception):
+            await session.write(uuids.RECORD_ACCESS_CONTROL_POINT, sync.abort(), timeout=1.0)
+            log.info("glucose_transfer_aborted")
 
     @staticmethod
     def _feed(sync: racp.RacpSync, kind: str, data: bytes) -> None:

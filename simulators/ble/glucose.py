@@ -5,8 +5,8 @@ feature and RACP characteristics need an encrypted link. RACP supports Report St
 sequence number), Report Number of Stored Records, and Abort (Glucose Profile 1.0 §4.9, GSS §3.182).
 
 Fault injection: `fail_after` drops the link after that many records of the next transfer (then clears
-itself, like a one-off walk out of range); `malformed` holds sequence numbers whose measurement is sent
-truncated.
+itself, like a one-off walk out of range); `pause_after` stalls the next transfer there until the gateway
+aborts it; `malformed` holds sequence numbers whose measurement is sent truncated.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ class GlucoseMeter(SimulatedPeripheral):
         records: list[GlucoseRecord] | None = None,
         *,
         fail_after: int | None = None,
+        pause_after: int | None = None,
         malformed: set[int] | None = None,
         **kwargs: object,
     ) -> None:
@@ -73,6 +74,8 @@ class GlucoseMeter(SimulatedPeripheral):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.records: list[GlucoseRecord] = list(records or [])
         self.fail_after = fail_after
+        self.pause_after = pause_after  # stall the next transfer after this many records (until aborted)
+        self.paused = asyncio.Event()
         self.malformed = set(malformed or ())
         self.sent_sequences: list[int] = []
         self.requests: list[bytes] = []
@@ -160,6 +163,10 @@ class GlucoseMeter(SimulatedPeripheral):
             await self._respond(connection, encoding.racp_response(REPORT, NO_RECORDS))
             return
         for n, record in enumerate(selected):
+            if self.pause_after is not None and n == self.pause_after:
+                self.pause_after = None
+                self.paused.set()
+                await asyncio.Event().wait()  # only an RACP abort (which cancels this task) ends it
             if self.fail_after is not None and n == self.fail_after:
                 self.fail_after = None
                 log.info("sim_glucose_drop_link", sent=n)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -50,14 +51,24 @@ class Recorded:
     new: int = 0
 
 
-def make_ctx(queue: ReadingQueue, driver: str, name: str, tolerance: float = 30.0, **options: Any) -> Recorded:
-    """The core's real DeviceContext on the real encrypted queue, recording what was submitted."""
+def make_ctx(
+    queue: ReadingQueue,
+    driver: str,
+    name: str,
+    tolerance: float = 30.0,
+    reached: tuple[int, asyncio.Event] | None = None,
+    **options: Any,
+) -> Recorded:
+    """The core's real DeviceContext on the real encrypted queue, recording what was submitted;
+    `reached=(n, event)` sets the event once n readings were submitted."""
     rec: Recorded | None = None
 
     def on_submitted(readings: Any, new: int) -> None:
         assert rec is not None
         rec.readings.extend(readings)
         rec.new += new
+        if reached is not None and len(rec.readings) >= reached[0]:
+            reached[1].set()
 
     dev = DeviceConfig(driver, name, {"driver": driver, **options}, "devices[0]")
     ctx = QueueDeviceContext(queue, dev, timedelta(seconds=tolerance), on_submitted)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
+import pytest
 from bumble.link import LocalLink
 
 from drivers.ble.bleak_transport import BleakTransport
@@ -150,3 +152,33 @@ async def test_meter_clock_offset_on_every_record_and_clock_corrected(
     assert offset is not None and abs(offset - timedelta(hours=1, minutes=3)) <= timedelta(seconds=2)
     assert [r.device_time for r in rec.readings] == [START + timedelta(hours=4 * i) for i in range(5)]
     assert abs(meter.clock_skew) <= timedelta(seconds=2)
+
+
+async def test_shutdown_mid_transfer_aborts_racp_keeps_committed_and_resumes(
+    link: LocalLink, ble: BleakTransport, queue: ReadingQueue
+) -> None:
+    meter = GlucoseMeter(make_records(300, start=START), pause_after=100)
+    await meter.start(link)
+    try:
+        await _bond(ble, meter)
+        hundred = asyncio.Event()
+        rec = make_ctx(queue, "ble-glucose", "meter", reached=(100, hundred), address=meter.address, idle_timeout=5.0)
+        run = asyncio.create_task(GlucoseDriver(ble).run(rec.ctx))
+        await hundred.wait()  # the meter stalls after 100 records; all of them are committed
+        for _ in range(500):  # ... and then the checkpoint is stored (a cancel in between only means re-reading)
+            if await rec.ctx.checkpoint(CHECKPOINT) == "100":
+                break
+            await asyncio.sleep(0.01)
+        run.cancel()  # the daemon shuts down mid-transfer
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        assert bytes([0x03, 0x00]) in meter.requests  # RACP Abort Operation
+        assert [r.sequence for r in rec.readings] == list(range(1, 101))
+        assert await rec.ctx.checkpoint(CHECKPOINT) == "100"
+
+        rec2 = make_ctx(queue, "ble-glucose", "meter", address=meter.address, idle_timeout=2.0)
+        await GlucoseDriver(ble).run(rec2.ctx)
+        assert meter.requests[-1] == bytes([0x01, 0x03, 0x01, 101, 0x00])
+        assert [r.sequence for r in rec2.readings] == list(range(101, 301))
+    finally:
+        await meter.stop()
