@@ -94,12 +94,12 @@ async def read_identity(session: BleSession, driver: str) -> DeviceIdentity:
         except DeviceProtocolError as exc:
             log.warning("ble_dis_field_malformed", uuid=uuid[4:8], error=type(exc).__name__)
             continue
-        info.update({k: v for k, v in vars_of(parsed).items() if v is not None})
+        info.update({k: v for k, v in _fields_of(parsed).items() if v is not None})
     merged = device_info.DeviceInformation(**info)
     return device_info.to_identity(merged, driver, session.address.upper())
 
 
-def vars_of(info: device_info.DeviceInformation) -> dict[str, str | None]:
+def _fields_of(info: device_info.DeviceInformation) -> dict[str, str | None]:
     return {name: getattr(info, name) for name in info.__slots__}
 
 
