@@ -32,7 +32,8 @@ from gateway.forwarders.mqtt import MqttForwarder, build
 from gateway.logging import configure_logging
 from gateway.queue import ReadingQueue, State
 from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
-from tests.mosquitto import GATEWAY_ID, PASSWORD, USER, Mosquitto, Pki, write_secret
+from tests.certs import write_secret
+from tests.mosquitto import GATEWAY_ID, PASSWORD, USER, Mosquitto, Pki
 
 GW = GatewayInfo(id=GATEWAY_ID, version="bench")
 DEVICE = DeviceIdentity("bench", address="C0:FF:EE:00:00:01", serial_number="BENCH-1", manufacturer="Bench")
@@ -57,7 +58,7 @@ def reading(i: int) -> Reading:
 
 def forwarder(broker: Mosquitto, pki: Pki, tmp: Path, window: int, client_id: str) -> MqttForwarder:
     pw = write_secret(tmp / "mqtt.password", PASSWORD)
-    section = {"host": "localhost", "port": broker.ports["tls"], "ca_file": str(pki.ca), "username": USER,
+    section = {"host": "localhost", "port": broker.ports["tls"], "ca_file": str(pki.ca.cert_file), "username": USER,
                "password_file": str(pw), "window": window, "client_id": client_id}  # fmt: skip
     return build(section, ForwarderContext(str(tmp / "bench.toml"), GATEWAY_ID, tmp))
 
@@ -139,7 +140,7 @@ async def forwarder_alone(broker: Mosquitto, pki: Pki, tmp: Path, n: int, window
 def mosquitto_pub(broker: Mosquitto, pki: Pki, n: int, size: int, window: int) -> float:
     """The broker's own client: n QoS 1 messages of `size` bytes over the same TLS listener."""
     payload = "x" * size
-    cmd = [MOSQUITTO_PUB, "-h", "localhost", "-p", str(broker.ports["tls"]), "--cafile", str(pki.ca),
+    cmd = [MOSQUITTO_PUB, "-h", "localhost", "-p", str(broker.ports["tls"]), "--cafile", str(pki.ca.cert_file),
            "-u", USER, "-P", PASSWORD, "-i", "bench-mosquitto-pub", "-t", f"vitalgate/{GATEWAY_ID}/bundles",
            "-q", "1", "-M", str(window), "-m", payload, "--repeat", str(n)]  # fmt: skip
     t = time.perf_counter()
