@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -25,6 +27,17 @@ async def _bond(ble: BleakTransport, meter: GlucoseMeter) -> None:
     session = await ble.connect(meter.address, pair=True)
     await session.disconnect()
     await meter.disconnected.wait()
+
+
+@contextlib.asynccontextmanager
+async def _bonded(link: LocalLink, ble: BleakTransport, meter: GlucoseMeter) -> AsyncIterator[GlucoseMeter]:
+    """The meter running and bonded to the gateway for the block, stopped after it whatever happens."""
+    await meter.start(link)
+    try:
+        await _bond(ble, meter)
+        yield meter
+    finally:
+        await meter.stop()
 
 
 async def _sync(ble: BleakTransport, queue: ReadingQueue, meter: GlucoseMeter) -> Recorded:
@@ -54,10 +67,7 @@ async def test_unbonded_gateway_cannot_read_records(link: LocalLink, ble: BleakT
 async def test_500_records_first_sync_all_second_only_new(
     link: LocalLink, ble: BleakTransport, queue: ReadingQueue
 ) -> None:
-    meter = GlucoseMeter(make_records(500, start=START))
-    await meter.start(link)
-    try:
-        await _bond(ble, meter)
+    async with _bonded(link, ble, GlucoseMeter(make_records(500, start=START))) as meter:
         rec = await _sync(ble, queue, meter)
         assert [r.sequence for r in rec.readings] == list(range(1, 501))
         assert rec.new == 500
@@ -82,17 +92,12 @@ async def test_500_records_first_sync_all_second_only_new(
         rec3 = await _sync(ble, queue, meter)  # nothing new: "no records found"
         assert rec3.readings == []
         assert await rec3.ctx.checkpoint(CHECKPOINT) == "502"
-    finally:
-        await meter.stop()
 
 
 async def test_disconnect_mid_transfer_resumes_without_loss_or_duplicate(
     link: LocalLink, ble: BleakTransport, queue: ReadingQueue
 ) -> None:
-    meter = GlucoseMeter(make_records(200, start=START), fail_after=83)
-    await meter.start(link)
-    try:
-        await _bond(ble, meter)
+    async with _bonded(link, ble, GlucoseMeter(make_records(200, start=START), fail_after=83)) as meter:
         rec = await _sync(ble, queue, meter)  # the meter drops the link after handing 83 to its stack
         # Frames still queued in the meter's stack die with the link, as over the air: a prefix arrives.
         k = len(rec.readings)
@@ -104,8 +109,6 @@ async def test_disconnect_mid_transfer_resumes_without_loss_or_duplicate(
         assert meter.requests[-1] == bytes([0x01, 0x03, 0x01]) + (k + 1).to_bytes(2, "little")
         assert [r.sequence for r in rec2.readings] == list(range(k + 1, 201))
         assert rec2.new == 200 - k
-    finally:
-        await meter.stop()
     counts = await queue.counts()
     assert sum(counts.values()) == 200
 
@@ -116,13 +119,8 @@ async def test_malformed_record_rejected_kept_and_sync_goes_on(
     records = make_records(10, start=START)
     records[4] = GlucoseRecord(5, START, 88, sensor_status=0x0001)  # battery low annunciation
     records[6] = GlucoseRecord(7, START, 95, sample_type=0xA)  # control solution
-    meter = GlucoseMeter(records, malformed={3, 9})
-    await meter.start(link)
-    try:
-        await _bond(ble, meter)
+    async with _bonded(link, ble, GlucoseMeter(records, malformed={3, 9})) as meter:
         rec = await _sync(ble, queue, meter)
-    finally:
-        await meter.stop()
     assert [r.sequence for r in rec.readings] == [1, 2, 4, 5, 6, 7, 8, 10]
     by_seq = {r.sequence: r for r in rec.readings}
     assert by_seq[5].status == frozenset({Status.DEVICE_ANNUNCIATION})
@@ -140,12 +138,8 @@ async def test_meter_clock_offset_on_every_record_and_clock_corrected(
     link: LocalLink, ble: BleakTransport, queue: ReadingQueue
 ) -> None:
     meter = GlucoseMeter(make_records(5, start=START), clock_skew=timedelta(hours=1, minutes=3))  # DST slip
-    await meter.start(link)
-    try:
-        await _bond(ble, meter)
+    async with _bonded(link, ble, meter):
         rec = await _sync(ble, queue, meter)
-    finally:
-        await meter.stop()
     offsets = {r.clock_offset for r in rec.readings}
     assert len(rec.readings) == 5 and len(offsets) == 1
     (offset,) = offsets
@@ -157,10 +151,7 @@ async def test_meter_clock_offset_on_every_record_and_clock_corrected(
 async def test_shutdown_mid_transfer_aborts_racp_keeps_committed_and_resumes(
     link: LocalLink, ble: BleakTransport, queue: ReadingQueue
 ) -> None:
-    meter = GlucoseMeter(make_records(300, start=START), pause_after=100)
-    await meter.start(link)
-    try:
-        await _bond(ble, meter)
+    async with _bonded(link, ble, GlucoseMeter(make_records(300, start=START), pause_after=100)) as meter:
         hundred = asyncio.Event()
         rec = make_ctx(queue, "ble-glucose", "meter", reached=(100, hundred), address=meter.address, idle_timeout=5.0)
         run = asyncio.create_task(GlucoseDriver(ble).run(rec.ctx))
@@ -179,5 +170,3 @@ async def test_shutdown_mid_transfer_aborts_racp_keeps_committed_and_resumes(
         rec2 = await _sync(ble, queue, meter)
         assert meter.requests[-1] == bytes([0x01, 0x03, 0x01, 101, 0x00])
         assert [r.sequence for r in rec2.readings] == list(range(101, 301))
-    finally:
-        await meter.stop()
