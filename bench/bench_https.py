@@ -14,43 +14,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.common import machine, reading
 from gateway.fhir import GatewayInfo, map_reading
 from gateway.forwarders.base import Outgoing
 from gateway.forwarders.https import HttpsForwarder, HttpsSettings
 from gateway.logging import configure_logging
 from gateway.oauth import OAuthSettings
-from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
 from tests.certs import make_ca, write_private
 
 GW = GatewayInfo(id="bench", version="bench")
-DEVICE = DeviceIdentity("bench", address="C0:FF:EE:00:00:01", serial_number="BENCH-1", manufacturer="Bench")
 SECRET = "bench-secret-0123456789"
-
-
-def reading(i: int) -> Reading:
-    return Reading(
-        kind=Kind.BLOOD_PRESSURE,
-        measurements=(
-            Measurement(Metric.SYSTOLIC, 100 + i % 60, Unit.MMHG),
-            Measurement(Metric.DIASTOLIC, 60 + i % 30, Unit.MMHG),
-            Measurement(Metric.PULSE_RATE, 50 + i % 40, Unit.PER_MIN),
-        ),
-        device=DEVICE,
-        received_at=datetime.now(UTC),
-        device_time=datetime(2026, 1, 1),
-        sequence=i,
-        user_slot=1,
-    )
 
 
 def items(n: int) -> list[Outgoing]:
@@ -109,10 +89,7 @@ def main() -> None:
     configure_logging("warning", "console", sys.stderr)
     sizes = [int(s) for s in args.batches.split(",")]
     batch = items(args.readings)
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-        f"{platform.python_version()}, {platform.platform()}"
-    )
+    print(f"machine: {machine()}")
     print(f"{args.readings} BP readings ({2 * args.readings} Observations) per run, TLS 1.3 over 127.0.0.1\n")
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)

@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import resource
 import subprocess
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.common import Latencies, machine, print_rows, reading
 from gateway.crypto import KeyRing
 from gateway.drainer import Drainer
 from gateway.fhir import GatewayInfo, map_reading
@@ -31,33 +30,16 @@ from gateway.forwarders.base import Outgoing
 from gateway.forwarders.mqtt import MqttForwarder, build
 from gateway.logging import configure_logging
 from gateway.queue import ReadingQueue, State
-from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
-from tests.mosquitto import GATEWAY_ID, PASSWORD, USER, Mosquitto, Pki, write_secret
+from tests.certs import write_secret
+from tests.mosquitto import GATEWAY_ID, PASSWORD, USER, Mosquitto, Pki
 
 GW = GatewayInfo(id=GATEWAY_ID, version="bench")
-DEVICE = DeviceIdentity("bench", address="C0:FF:EE:00:00:01", serial_number="BENCH-1", manufacturer="Bench")
 MOSQUITTO_PUB = "/usr/bin/mosquitto_pub"
-
-
-def reading(i: int) -> Reading:
-    return Reading(
-        kind=Kind.BLOOD_PRESSURE,
-        measurements=(
-            Measurement(Metric.SYSTOLIC, 100 + i % 60, Unit.MMHG),
-            Measurement(Metric.DIASTOLIC, 60 + i % 30, Unit.MMHG),
-            Measurement(Metric.PULSE_RATE, 50 + i % 40, Unit.PER_MIN),
-        ),
-        device=DEVICE,
-        received_at=datetime.now(UTC),
-        device_time=datetime(2026, 1, 1),
-        sequence=i,
-        user_slot=1,
-    )
 
 
 def forwarder(broker: Mosquitto, pki: Pki, tmp: Path, window: int, client_id: str) -> MqttForwarder:
     pw = write_secret(tmp / "mqtt.password", PASSWORD)
-    section = {"host": "localhost", "port": broker.ports["tls"], "ca_file": str(pki.ca), "username": USER,
+    section = {"host": "localhost", "port": broker.ports["tls"], "ca_file": str(pki.ca.cert_file), "username": USER,
                "password_file": str(pw), "window": window, "client_id": client_id}  # fmt: skip
     return build(section, ForwarderContext(str(tmp / "bench.toml"), GATEWAY_ID, tmp))
 
@@ -69,39 +51,27 @@ async def steady(
     n = int(rate * seconds)
     q = await ReadingQueue.open(tmp / "steady.db", ring)
     await q.bind("BENCH-1", 1, "Patient/bench")
-    put_at: dict[int, float] = {}
-    latencies: list[float] = []
+    latencies = Latencies()
     readings = [reading(i) for i in range(n)]
 
-    def delivered(r: Reading, _: str) -> None:
-        latencies.append(time.perf_counter() - put_at[r.sequence or 0])
-
     async with forwarder(broker, pki, tmp, window, "bench-steady") as fwd:
-        drainer = Drainer(q, fwd, GW, batch_size=batch, on_delivered=delivered)
+        drainer = Drainer(q, fwd, GW, batch_size=batch, on_delivered=latencies.delivered)
         group = max(1, int(rate / 100))  # a put every 10 ms
 
         async def produce() -> None:
             start = time.perf_counter()
             for k, i in enumerate(range(0, n, group)):
                 chunk = readings[i : i + group]
-                now = time.perf_counter()
-                for r in chunk:
-                    put_at[r.sequence or 0] = now
+                latencies.put(chunk)
                 await q.put(chunk)
                 delay = start + (k + 1) * group / rate - time.perf_counter()
                 await asyncio.sleep(max(0.0, delay))
 
-        async def consume() -> None:
-            while len(latencies) < n:
-                if not await drainer.drain_once():
-                    await asyncio.sleep(0.001)
-
         t = time.perf_counter()
-        await asyncio.gather(produce(), consume())
+        await asyncio.gather(produce(), latencies.drain(drainer, n))
         elapsed = time.perf_counter() - t
     await q.close()
-    latencies.sort()
-    return n / elapsed, latencies[len(latencies) // 2] * 1000, latencies[int(len(latencies) * 0.99)] * 1000, n
+    return (n / elapsed, *latencies.p50_p99_ms(), n)
 
 
 async def drain_backlog(
@@ -139,7 +109,7 @@ async def forwarder_alone(broker: Mosquitto, pki: Pki, tmp: Path, n: int, window
 def mosquitto_pub(broker: Mosquitto, pki: Pki, n: int, size: int, window: int) -> float:
     """The broker's own client: n QoS 1 messages of `size` bytes over the same TLS listener."""
     payload = "x" * size
-    cmd = [MOSQUITTO_PUB, "-h", "localhost", "-p", str(broker.ports["tls"]), "--cafile", str(pki.ca),
+    cmd = [MOSQUITTO_PUB, "-h", "localhost", "-p", str(broker.ports["tls"]), "--cafile", str(pki.ca.cert_file),
            "-u", USER, "-P", PASSWORD, "-i", "bench-mosquitto-pub", "-t", f"vitalgate/{GATEWAY_ID}/bundles",
            "-q", "1", "-M", str(window), "-m", payload, "--repeat", str(n)]  # fmt: skip
     t = time.perf_counter()
@@ -174,12 +144,8 @@ async def main(args: argparse.Namespace) -> None:
             rows.append(("ratio: forwarder alone / mosquitto_pub", f"{alone / theirs:.2f}"))
         rows.append(("peak RSS through the backlog drain (MiB)", f"{rss:.0f}"))
 
-    width = max(len(r[0]) for r in rows)
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    print(f"VitalGate MQTT benchmark on {machine}; window {args.window}, drainer batch {args.batch}, "
-          f"broker set_tcp_nodelay {str(args.nodelay).lower()}")  # fmt: skip
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value:>10}")
+    print_rows(f"VitalGate MQTT benchmark on {machine()}; window {args.window}, drainer batch {args.batch}, "
+               f"broker set_tcp_nodelay {str(args.nodelay).lower()}", rows, 10)  # fmt: skip
 
 
 if __name__ == "__main__":

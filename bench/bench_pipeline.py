@@ -11,39 +11,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import resource
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.common import Latencies, machine, print_rows, reading
 from gateway.crypto import KeyRing
 from gateway.drainer import Drainer
 from gateway.fhir import GatewayInfo, map_reading
 from gateway.forwarders.file import FileForwarder
 from gateway.logging import configure_logging
 from gateway.queue import ReadingQueue, State
-from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
+from gateway.reading import Reading
 
 GW = GatewayInfo(id="bench", version="bench")
-DEVICE = DeviceIdentity("bench", address="C0:FF:EE:00:00:01", serial_number="BENCH-1", manufacturer="Bench")
-
-
-def reading(i: int) -> Reading:
-    return Reading(
-        kind=Kind.BLOOD_PRESSURE,
-        measurements=(
-            Measurement(Metric.SYSTOLIC, 100 + i % 60, Unit.MMHG),
-            Measurement(Metric.DIASTOLIC, 60 + i % 30, Unit.MMHG),
-            Measurement(Metric.PULSE_RATE, 50 + i % 40, Unit.PER_MIN),
-        ),
-        device=DEVICE,
-        received_at=datetime.now(UTC),
-        device_time=datetime(2026, 1, 1),
-        sequence=i,
-        user_slot=1,
-    )
 
 
 async def put_all(q: ReadingQueue, readings: list[Reading], batch: int = 50, concurrency: int = 8) -> float:
@@ -73,36 +55,24 @@ async def steady(tmp: Path, ring: KeyRing, n: int) -> tuple[float, float, float]
     """Producers and drainer at once; returns (readings/s, p50 ms, p99 ms) from put to file ack."""
     q = await ReadingQueue.open(tmp / "steady.db", ring)
     await q.bind("BENCH-1", 1, "Patient/bench")
-    put_at: dict[int, float] = {}
-    latencies: list[float] = []
+    latencies = Latencies()
     readings = [reading(i) for i in range(n)]
 
-    def delivered(r: Reading, _: str) -> None:
-        latencies.append(time.perf_counter() - put_at[r.sequence or 0])
-
     async with FileForwarder(tmp / "steady-out") as fwd:
-        drainer = Drainer(q, fwd, GW, batch_size=200, on_delivered=delivered)
+        drainer = Drainer(q, fwd, GW, batch_size=200, on_delivered=latencies.delivered)
 
         async def produce() -> None:
             for i in range(0, n, 20):
                 chunk = readings[i : i + 20]
-                now = time.perf_counter()
-                for r in chunk:
-                    put_at[r.sequence or 0] = now
+                latencies.put(chunk)
                 await q.put(chunk)
                 await asyncio.sleep(0)
 
-        async def consume() -> None:
-            while len(latencies) < n:
-                if not await drainer.drain_once():
-                    await asyncio.sleep(0.001)
-
         t = time.perf_counter()
-        await asyncio.gather(produce(), consume())
+        await asyncio.gather(produce(), latencies.drain(drainer, n))
         elapsed = time.perf_counter() - t
     await q.close()
-    latencies.sort()
-    return n / elapsed, latencies[len(latencies) // 2] * 1000, latencies[int(len(latencies) * 0.99)] * 1000
+    return (n / elapsed, *latencies.p50_p99_ms())
 
 
 def parts(n: int, ring: KeyRing) -> dict[str, float]:
@@ -140,11 +110,7 @@ async def main(backlog: int, steady_n: int) -> None:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         rows.append(("peak RSS (MiB)", f"{rss:.0f}"))
 
-    width = max(len(r[0]) for r in rows)
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    print(f"VitalGate pipeline benchmark on {machine}")
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value:>14}")
+    print_rows(f"VitalGate pipeline benchmark on {machine()}", rows, 14)
 
 
 if __name__ == "__main__":

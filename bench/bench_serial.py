@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import platform
 import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
 
+from bench.common import machine
 from drivers.serial import onetouch_ultra2, tanita
 from drivers.serial.session_ultra2 import OneTouchUltra2Driver
 from drivers.serial.session_ultraeasy import OneTouchUltraEasyDriver
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=500)
     args = parser.parse_args()
     configure_logging("warning", "console")
-    print(f"machine: {platform.machine()} {platform.processor() or ''} python {platform.python_version()}")
+    print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("onetouch-ultra2", "onetouch-ultraeasy"):
             elapsed, rows = asyncio.run(download(kind, args.records, Path(tmp)))

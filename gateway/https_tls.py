@@ -1,8 +1,8 @@
 """TLS for outgoing HTTPS, and what a failed connection means for the drainer.
 
-One explicit `ssl.SSLContext`: verification and hostname check always on (no switch exists to turn them
-off), TLS 1.2 as the floor whatever the system OpenSSL config says, an optional private CA bundle and an
-optional client certificate for mTLS. Transport failures are sorted into "try again later" (timeouts,
+One explicit `ssl.SSLContext` from `gateway.tls` (verification and hostname check always on, TLS 1.2 as
+the floor, an optional private CA bundle and an optional client certificate for mTLS), with the client
+key's file permissions checked. Transport failures are sorted into "try again later" (timeouts,
 resets, a server that went away) and "refused as configured" (certificate not trusted, expired, protocol
 too old), because only the second needs an operator.
 """
@@ -16,6 +16,7 @@ import httpx
 
 from gateway.forwarders.base import ForwarderError, PermanentError, RetryableError
 from gateway.secrets import check_private
+from gateway.tls import tls_client_context
 
 __all__ = ["TlsRefusedError", "client_context", "transport_error"]
 
@@ -31,16 +32,11 @@ class TlsRefusedError(PermanentError):
 def client_context(
     ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None
 ) -> ssl.SSLContext:
-    """A client context: system trust or `ca_file`, TLS >= 1.2, optional client certificate."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file) if ca_file else None)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.check_hostname = True
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    if cert_file is not None:
-        if key_file is not None:
-            check_private(key_file)
-        ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
-    return ctx
+    """A client context: system trust or `ca_file`, TLS >= 1.2, optional client certificate whose key
+    file must be private (`gateway.secrets.check_private`)."""
+    if cert_file is not None and key_file is not None:
+        check_private(key_file)
+    return tls_client_context(ca_file, cert_file, key_file)
 
 
 # SSL errors that say the link broke, not that the peer is unacceptable.

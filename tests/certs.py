@@ -1,7 +1,7 @@
-"""Certificates minted by the tests with `cryptography`: a CA, server and client leaves, expired ones.
+"""Certificates minted by the tests with `cryptography`: CAs, server and client leaves, expired ones.
 
-Self-contained on purpose (the MQTT tests may carry a similar helper; the lead dedupes). Files are
-written mode 0600 so `gateway.secrets.check_private` accepts the keys.
+The one place the HTTPS and MQTT tests (and the benchmarks) get their PKI from. Private files are
+written mode 0600 so `gateway.secrets.check_private` accepts them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CA", "Leaf", "make_ca", "write_private"]
+__all__ = ["CA", "Leaf", "make_ca", "private_pem", "write_private", "write_secret"]
 
 _NOW = dt.datetime.now(dt.UTC)
 
@@ -28,7 +28,12 @@ def write_private(path: Path, data: bytes) -> Path:
     return path
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+def write_secret(path: Path, text: str) -> Path:
+    """A one-line secret (password, client secret) as an operator would install it."""
+    return write_private(path, text.encode() + b"\n")
+
+
+def private_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -56,8 +61,12 @@ class CA:
         hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
         not_before: dt.datetime | None = None,
         not_after: dt.datetime | None = None,
+        common_name: str | None = None,
     ) -> Leaf:
-        """A leaf signed by this CA; pass `not_after` in the past for an expired certificate."""
+        """A leaf signed by this CA, written as `<stem>.crt` / `<stem>.key`; subject CN defaults to `stem`.
+
+        `hosts` become SANs (IP or DNS); pass `not_after` in the past for an expired certificate.
+        """
         key = ec.generate_private_key(ec.SECP256R1())
         sans: list[x509.GeneralName] = []
         for host in hosts:
@@ -68,7 +77,7 @@ class CA:
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, stem)]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name or stem)]))
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
@@ -84,7 +93,7 @@ class CA:
         cert = builder.sign(self.key, hashes.SHA256())
         cert_file = self.directory / f"{stem}.crt"
         cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_file = write_private(self.directory / f"{stem}.key", _key_pem(key))
+        key_file = write_private(self.directory / f"{stem}.key", private_pem(key))
         return Leaf(cert_file, key_file)
 
 

@@ -22,7 +22,7 @@ from gateway.forwarders.base import Outgoing
 from gateway.forwarders.https import HttpsForwarder, HttpsSettings
 from gateway.oauth import OAuthSettings
 from simulators.fhir_receiver import Client, Receiver, server_context
-from tests.certs import CA, Leaf, make_ca, write_private
+from tests.certs import CA, Leaf, make_ca, private_pem, write_private, write_secret
 
 SYSTEM = "urn:ietf:rfc:3986"
 DEVICE_SYSTEM = "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680"
@@ -111,14 +111,9 @@ class Pki:
 def make_pki(directory: Path) -> Pki:
     ca = make_ca(directory)
     server = ca.issue("server")
-    secret_file = write_private(directory / "client.secret", CLIENT_SECRET.encode() + b"\n")
+    secret_file = write_secret(directory / "client.secret", CLIENT_SECRET)
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ec_key = ec.generate_private_key(ec.SECP384R1())
-
-    def pem(k: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
-        return k.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
 
     def pub(k: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
         return k.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -128,8 +123,8 @@ def make_pki(directory: Path) -> Pki:
         server,
         directory,
         secret_file,
-        write_private(directory / "rsa.pem", pem(rsa_key)),
-        write_private(directory / "ec.pem", pem(ec_key)),
+        write_private(directory / "rsa.pem", private_pem(rsa_key)),
+        write_private(directory / "ec.pem", private_pem(ec_key)),
         pub(rsa_key),
         pub(ec_key),
     )

@@ -1,4 +1,4 @@
-"""A real Mosquitto for tests: generated config, TLS certificates minted here, passwords, an ACL.
+"""A real Mosquitto for tests: generated config, TLS certificates from `tests.certs`, passwords, an ACL.
 
 One broker process serves several listeners on ephemeral loopback ports so every TLS fault has its own
 door: `tls` (valid certificate for localhost/127.0.0.1), `expired`, `wrong_host`, `mtls` (client
@@ -9,20 +9,15 @@ opt-out). The broker can be killed and restarted on the same ports to simulate a
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from tests.certs import Leaf, make_ca
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
@@ -48,97 +43,21 @@ def free_port() -> int:
         return port
 
 
-@dataclass
 class Pki:
-    """CA + server/client certificates as PEM files in `directory`."""
+    """The broker's certificates (from `tests.certs`): a CA, a leaf per TLS listener, a client leaf
+    for mTLS, and an unrelated CA for the "wrong CA" fault."""
 
-    directory: Path
-    ca: Path = field(init=False)
-    other_ca: Path = field(init=False)
-
-    def __post_init__(self) -> None:
+    def __init__(self, directory: Path) -> None:
         now = dt.datetime.now(dt.UTC)
-        self._ca_key, self._ca_cert = _self_signed("VitalGate Test CA", now)
-        _, other_cert = _self_signed("Some Other CA", now)
-        self.ca = self._write("ca.pem", self._ca_cert)
-        self.other_ca = self._write("other-ca.pem", other_cert)
-        self.server = self._leaf("server", "localhost", ["localhost"], ["127.0.0.1", "::1"], now, server=True)
-        self.expired = self._leaf(
-            "expired", "localhost", ["localhost"], ["127.0.0.1"], now - dt.timedelta(days=30), server=True
+        self.directory = directory
+        self.ca = make_ca(directory, "vitalgate-test-ca")
+        self.other_ca = make_ca(directory, "other-ca")
+        self.server = self.ca.issue("server", hosts=("localhost", "127.0.0.1", "::1"))
+        self.expired = self.ca.issue(
+            "expired", not_before=now - dt.timedelta(days=31), not_after=now - dt.timedelta(days=23)
         )
-        self.wrong_host = self._leaf("wrong-host", "broker.example", ["broker.example"], [], now, server=True)
-        self.client = self._leaf("client", GATEWAY_ID, [], [], now, server=False)
-
-    def _write(self, name: str, cert: x509.Certificate) -> Path:
-        path = self.directory / name
-        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        return path
-
-    def _leaf(
-        self, name: str, cn: str, dns: list[str], ips: list[str], start: dt.datetime, *, server: bool
-    ) -> tuple[Path, Path]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-        sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-            .issuer_name(self._ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start - dt.timedelta(days=1))
-            .not_valid_after(start + dt.timedelta(days=7))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH if server else x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-        )
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(self._ca_key, hashes.SHA256())
-        cert_path = self._write(f"{name}.pem", cert)
-        key_path = self.directory / f"{name}.key"
-        key_path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-        key_path.chmod(0o600)
-        return cert_path, key_path
-
-
-def _self_signed(cn: str, now: dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=60))
-        .not_valid_after(now + dt.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
+        self.wrong_host = self.ca.issue("wrong-host", hosts=("broker.example",))
+        self.client = self.ca.issue("client", server=False, hosts=(), common_name=GATEWAY_ID)
 
 
 class Mosquitto:
@@ -167,10 +86,11 @@ class Mosquitto:
         self.acl.chmod(0o600)
         p = self.pki
 
-        def tls(name: str, cert: tuple[Path, Path], extra: str = "") -> str:
+        def tls(name: str, leaf: Leaf, extra: str = "") -> str:
             return (
                 f"listener {self.ports[name]} 127.0.0.1\n"
-                f"cafile {p.ca}\ncertfile {cert[0]}\nkeyfile {cert[1]}\ntls_version tlsv1.2\n{extra}"
+                f"cafile {p.ca.cert_file}\ncertfile {leaf.cert_file}\nkeyfile {leaf.key_file}\n"
+                f"tls_version tlsv1.2\n{extra}"
             )
 
         self.conf.write_text(
@@ -243,8 +163,3 @@ def _accepts(port: int) -> bool:
     except OSError:
         return False
 
-
-def write_secret(path: Path, text: str) -> Path:
-    path.write_text(text + "\n")
-    os.chmod(path, 0o600)
-    return path

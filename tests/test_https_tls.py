@@ -23,7 +23,7 @@ from gateway.forwarders.https import HttpsForwarder
 from gateway.https_tls import TlsRefusedError, client_context
 from gateway.queue import ReadingQueue, State
 from simulators.fhir_receiver import Receiver, server_context
-from tests.certs import make_ca
+from tests.certs import Leaf, make_ca
 from tests.conftest import bp
 from tests.https_support import Pki, item, pki, settings
 
@@ -32,48 +32,38 @@ async def serve(rx: Receiver, cert: Path, key: Path, client_ca: Path | None = No
     return await rx.start(server_context(cert, key, client_ca))
 
 
-async def test_wrong_ca_refused_nothing_sent(pki: Pki, tmp_path: Path) -> None:
-    rogue = make_ca(tmp_path, "rogue-ca").issue("rogue-server")
+async def refused_by(pki: Pki, server: Leaf) -> tuple[TlsRefusedError, int]:
+    """Send one item to a receiver presenting `server`: the refusal raised, and the bundles it received."""
     rx = Receiver(require_auth=False)
-    port = await serve(rx, rogue.cert_file, rogue.key_file)
+    port = await serve(rx, server.cert_file, server.key_file)
     try:
         async with HttpsForwarder(settings(pki, port, auth=None)) as fwd:
             with pytest.raises(TlsRefusedError) as info:
                 await fwd.send([item(1)])
     finally:
         await rx.stop()
-    assert isinstance(info.value, PermanentError)  # the drainer keeps the reading queued
-    assert info.value.reason == "unable to get local issuer certificate"
-    assert rx.bundles_received == 0
+    return info.value, rx.bundles_received
+
+
+async def test_wrong_ca_refused_nothing_sent(pki: Pki, tmp_path: Path) -> None:
+    error, received = await refused_by(pki, make_ca(tmp_path, "rogue-ca").issue("rogue-server"))
+    assert isinstance(error, PermanentError)  # the drainer keeps the reading queued
+    assert error.reason == "unable to get local issuer certificate"
+    assert received == 0
 
 
 async def test_expired_server_certificate_refused(pki: Pki) -> None:
     now = dt.datetime.now(dt.UTC)
     expired = pki.ca.issue("expired", not_before=now - dt.timedelta(days=10), not_after=now - dt.timedelta(days=1))
-    rx = Receiver(require_auth=False)
-    port = await serve(rx, expired.cert_file, expired.key_file)
-    try:
-        async with HttpsForwarder(settings(pki, port, auth=None)) as fwd:
-            with pytest.raises(TlsRefusedError) as info:
-                await fwd.send([item(1)])
-    finally:
-        await rx.stop()
-    assert info.value.reason == "certificate has expired"
-    assert rx.bundles_received == 0
+    error, received = await refused_by(pki, expired)
+    assert error.reason == "certificate has expired"
+    assert received == 0
 
 
 async def test_hostname_mismatch_refused(pki: Pki) -> None:
-    other = pki.ca.issue("other-host", hosts=("backend.example",))
-    rx = Receiver(require_auth=False)
-    port = await serve(rx, other.cert_file, other.key_file)
-    try:
-        async with HttpsForwarder(settings(pki, port, auth=None)) as fwd:
-            with pytest.raises(TlsRefusedError) as info:
-                await fwd.send([item(1)])
-    finally:
-        await rx.stop()
-    assert "Hostname mismatch" in info.value.reason
-    assert rx.bundles_received == 0
+    error, received = await refused_by(pki, pki.ca.issue("other-host", hosts=("backend.example",)))
+    assert "Hostname mismatch" in error.reason
+    assert received == 0
 
 
 @pytest.fixture

@@ -22,8 +22,9 @@ from gateway.fhir import GatewayInfo
 from gateway.forwarders.base import PermanentError
 from gateway.forwarders.mqtt import build
 from gateway.queue import ReadingQueue, State
+from tests.certs import write_secret
 from tests.conftest import bp
-from tests.mosquitto import GATEWAY_ID, MOSQUITTO, PASSWORD, USER, Mosquitto, Pki, write_secret
+from tests.mosquitto import GATEWAY_ID, MOSQUITTO, PASSWORD, USER, Mosquitto, Pki
 from tests.mqtt_helpers import Received, context, subscriber
 
 pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto is not installed")
@@ -49,7 +50,7 @@ async def test_acl_denial_keeps_rows_queued_until_fixed(
 ) -> None:
     """The real drainer and queue: a refused topic leaves every row pending; the fixed config drains them."""
     pw = write_secret(tmp_path / "mqtt.password", PASSWORD)
-    base = {"host": "localhost", "port": broker.ports["tls"], "ca_file": str(pki.ca), "username": USER,
+    base = {"host": "localhost", "port": broker.ports["tls"], "ca_file": str(pki.ca.cert_file), "username": USER,
             "password_file": str(pw), "client_id": "e2e-acl"}  # fmt: skip
     await queue.bind("BP123456", 1, "Patient/p1")
     await queue.put([bp(minute=m) for m in range(40)])
@@ -101,7 +102,7 @@ forwarder = "mqtt"
 [output.mqtt]
 host = "localhost"
 port = {broker.ports["tls"]}
-ca_file = "{pki.ca}"
+ca_file = "{pki.ca.cert_file}"
 username = "{USER}"
 password_file = "{pw}"
 client_id = "e2e-daemon"
@@ -207,7 +208,7 @@ async def test_demo_publishes_to_a_broker(broker: Mosquitto, pki: Pki, tmp_path:
     async with subscriber(broker, received):
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "demo", "--seconds", "3", "--out", str(tmp_path / "demo"),
-            "--mqtt", f"mqtts://localhost:{broker.ports['tls']}", "--mqtt-ca", str(pki.ca),
+            "--mqtt", f"mqtts://localhost:{broker.ports['tls']}", "--mqtt-ca", str(pki.ca.cert_file),
             "--mqtt-user", USER, "--mqtt-password-file", str(pw),
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip

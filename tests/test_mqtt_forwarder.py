@@ -15,7 +15,8 @@ from gateway.errors import ConfigError
 from gateway.forwarders import FORWARDERS, build_forwarder
 from gateway.forwarders.base import PermanentError, RetryableError
 from gateway.forwarders.mqtt import CONTENT_TYPE, MqttForwarder, PublishRefused, build
-from tests.mosquitto import GATEWAY_ID, MOSQUITTO, PASSWORD, USER, Mosquitto, Pki, write_secret
+from tests.certs import write_secret
+from tests.mosquitto import GATEWAY_ID, MOSQUITTO, PASSWORD, USER, Mosquitto, Pki
 from tests.mqtt_helpers import Received, assert_valid_fhir, context, drain, outgoing, subscriber
 
 pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto is not installed")
@@ -41,7 +42,7 @@ def section(broker: Mosquitto, pki: Pki, password_file: Path, **overrides: Any) 
     base: dict[str, Any] = {
         "host": "localhost",
         "port": broker.ports["tls"],
-        "ca_file": str(pki.ca),
+        "ca_file": str(pki.ca.cert_file),
         "username": USER,
         "password_file": str(password_file),
         "window": 64,
@@ -120,7 +121,7 @@ async def test_client_certificate_on_a_listener_that_requires_one(
     async with without:
         with pytest.raises((PermanentError, RetryableError)):
             await without.send(items)
-    cert, key = pki.client
+    cert, key = pki.client.cert_file, pki.client.key_file
     with_cert = forwarder(
         broker, pki, password_file, tmp_path, port=broker.ports["mtls"], client_cert=str(cert),
         client_key=str(key), client_id="t-cert",
@@ -211,7 +212,7 @@ async def test_faults_raise_clear_errors_keep_readings_and_recover(
     change, expected = FAULTS[fault]
     overrides: dict[str, Any] = {"client_id": f"t-fault-{fault.replace(' ', '-')}"}
     if "ca_file" in change:
-        overrides["ca_file"] = str(pki.other_ca)
+        overrides["ca_file"] = str(pki.other_ca.cert_file)
     if "port" in change:
         overrides["port"] = broker.ports[change["port"]]
     wrong_pw = write_secret(tmp_path / "wrong.password", change.get("password", PASSWORD))
@@ -263,7 +264,7 @@ async def test_broker_down_is_retryable(pki: Pki, password_file: Path, tmp_path:
     pytest.importorskip("aiomqtt")
     from tests.mosquitto import free_port
 
-    sec = {"host": "127.0.0.1", "port": free_port(), "ca_file": str(pki.ca), "username": USER,
+    sec = {"host": "127.0.0.1", "port": free_port(), "ca_file": str(pki.ca.cert_file), "username": USER,
            "password_file": str(password_file), "connect_timeout": 2}  # fmt: skip
     async with build(sec, context(tmp_path)) as fwd:
         with pytest.raises(RetryableError, match="cannot connect"):
@@ -277,7 +278,7 @@ def test_config_errors_name_the_key(tmp_path: Path, pki: Pki, password_file: Pat
     ctx = context(tmp_path)
     good = {
         "host": "broker.example",
-        "ca_file": str(pki.ca),
+        "ca_file": str(pki.ca.cert_file),
         "username": USER,
         "password_file": str(password_file),
     }
@@ -291,7 +292,7 @@ def test_config_errors_name_the_key(tmp_path: Path, pki: Pki, password_file: Pat
         "output.mqtt.topic": {"topic": "vitalgate/{patient}/x"},
         "output.mqtt.presence_topic": {"presence_topic": "vitalgate/+/status"},
         "output.mqtt.client_id": {"client_id": "bad id with spaces"},
-        "output.mqtt.client_key": {"client_cert": str(pki.client[0])},
+        "output.mqtt.client_key": {"client_cert": str(pki.client.cert_file)},
         "output.mqtt.nonsense": {"nonsense": 1},
         "output.mqtt.keepalive": {"keepalive": True},
     }
@@ -392,7 +393,8 @@ def test_example_config_documents_every_mqtt_key(tmp_path: Path, pki: Pki) -> No
     doc = tomllib.loads(block)
     assert set(doc) == _KNOWN_KEYS
     # the documented values are valid (paths replaced by real files, placeholders by real values)
-    doc["ca_file"], doc["client_cert"], doc["client_key"] = str(pki.ca), str(pki.client[0]), str(pki.client[1])
+    doc["ca_file"] = str(pki.ca.cert_file)
+    doc["client_cert"], doc["client_key"] = str(pki.client.cert_file), str(pki.client.key_file)
     doc["password_file"] = str(write_secret(tmp_path / "pw", PASSWORD))
     doc["client_id"] = "vitalgate-gw-test"
     settings = build(doc, context(tmp_path)).settings
@@ -417,10 +419,9 @@ def test_unusable_tls_material_is_a_config_error_at_start_up(tmp_path: Path, pki
     with pytest.raises(ConfigError) as err:
         build({"host": "localhost", "ca_file": str(junk)}, ctx)
     assert err.value.key == "output.mqtt.ca_file"
-    cert, _ = pki.client
-    _, other_key = pki.server
+    cert, other_key = str(pki.client.cert_file), str(pki.server.key_file)
     with pytest.raises(ConfigError) as err:
-        build({"host": "localhost", "ca_file": str(pki.ca), "client_cert": str(cert), "client_key": str(other_key)},
+        build({"host": "localhost", "ca_file": str(pki.ca.cert_file), "client_cert": cert, "client_key": other_key},
               ctx)  # fmt: skip
     assert err.value.key == "output.mqtt.client_key"
     binary = tmp_path / "binary.password"
@@ -434,6 +435,6 @@ def test_unusable_tls_material_is_a_config_error_at_start_up(tmp_path: Path, pki
 def test_tls_context_verifies_and_requires_tls_1_2(tmp_path: Path, pki: Pki) -> None:
     import ssl
 
-    ctx = build({"host": "localhost", "ca_file": str(pki.ca)}, context(tmp_path))._tls()
+    ctx = build({"host": "localhost", "ca_file": str(pki.ca.cert_file)}, context(tmp_path))._tls()
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname

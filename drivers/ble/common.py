@@ -2,8 +2,9 @@
 
 The session shape (Bluetooth SIG health profiles): wait for the paired device to advertise (home devices
 advertise for a few seconds after a measurement), connect, read Device Information for a stable identity,
-check the device clock through Current Time, then collect measurements. Parsing is done here, in the
-session task, never in the notification callback (which only enqueues bytes).
+check the device clock through Current Time, then collect measurements. `BleDriver.run` is that shape;
+a driver supplies only the last step (`collect`). Parsing is done here, in the session task, never in
+the notification callback (which only enqueues bytes).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import structlog
 
 from drivers.base import DeviceContext
-from drivers.ble.transport import BleError, BleSession
+from drivers.ble.runtime import get_transport
+from drivers.ble.transport import BleError, BleNotFoundError, BleSession, BleTimeoutError, BleTransport
 from drivers.errors import DeviceProtocolError
 from drivers.gatt import battery, device_info, uuids
 from drivers.gatt import current_time as gatt_time
@@ -26,17 +28,20 @@ from gateway.errors import ConfigError
 from gateway.reading import DeviceIdentity, Reading
 
 __all__ = [
+    "BleDriver",
     "BleOptions",
     "FrameSink",
     "check_clock",
     "collect_frames",
     "handle_frame",
     "log_battery",
+    "next_frame",
     "read_identity",
     "validate_options",
 ]
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 _ADDRESS = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}(/[PR])?$")
 
@@ -178,22 +183,80 @@ async def collect_frames(
     await session.subscribe(uuid, frames.put_nowait)
     accepted = 0
     while True:
-        if frames.empty() and not session.is_connected:
-            break
-        getter = asyncio.ensure_future(frames.get())
-        down = asyncio.ensure_future(session.wait_disconnected())
         try:
-            done, _ = await asyncio.wait({getter, down}, timeout=idle_timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            down.cancel()
-            if not getter.done():
-                getter.cancel()
-        if getter in done:
-            accepted += await handle_frame(ctx, getter.result(), to_reading, source)
-        elif not done:
+            raw = await next_frame(session, frames, idle_timeout, "measurement")
+        except BleTimeoutError:
             break  # quiet: the device has nothing more
+        if raw is None:
+            break
+        accepted += await handle_frame(ctx, raw, to_reading, source)
     return accepted
+
+
+async def next_frame(session: BleSession, frames: asyncio.Queue[T], idle: float, what: str) -> T | None:
+    """The next frame the callbacks queued; None once the link is down and none is left.
+
+    Raises `BleTimeoutError` when the link stays up but nothing arrives for `idle` seconds.
+    """
+    if not frames.empty():
+        return frames.get_nowait()
+    if not session.is_connected:
+        return None
+    getter = asyncio.ensure_future(frames.get())
+    down = asyncio.ensure_future(session.wait_disconnected())
+    try:
+        done, _ = await asyncio.wait({getter, down}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        down.cancel()
+        if not getter.done():
+            getter.cancel()
+    if getter in done:
+        return getter.result()
+    if down in done:
+        return frames.get_nowait() if not frames.empty() else None
+    raise BleTimeoutError(what, idle)
 
 
 def received_now() -> datetime:
     return datetime.now(UTC)
+
+
+class BleDriver:
+    """Connect when the device advertises, identify it, check its clock, log its battery, `collect`, disconnect."""
+
+    name: ClassVar[str]
+    transport: ClassVar[str] = "ble"
+    description: ClassVar[str]
+
+    def __init__(self, ble: BleTransport | None = None) -> None:
+        self._ble = ble
+
+    @classmethod
+    def validate(cls, options: Mapping[str, Any], where: str) -> None:
+        validate_options(options, where)
+
+    async def run(self, ctx: DeviceContext) -> None:
+        opts = BleOptions.from_mapping(ctx.options)
+        ble = self._ble or get_transport()
+        try:
+            session = await ble.connect(opts.address, timeout=opts.connect_timeout)
+        except BleNotFoundError:
+            return  # not advertising: nothing measured since last time
+        try:
+            identity = await read_identity(session, self.name)
+            offset = await check_clock(session, ctx.clock_tolerance)
+            await log_battery(session, self.name)
+            await self.collect(session, ctx, identity, offset, opts)
+        finally:
+            await session.disconnect()
+
+    async def collect(
+        self,
+        session: BleSession,
+        ctx: DeviceContext,
+        identity: DeviceIdentity,
+        offset: timedelta | None,
+        opts: BleOptions,
+    ) -> None:
+        """The profile's own part: read the measurements and commit them."""
+        raise NotImplementedError

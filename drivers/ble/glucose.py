@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import structlog
 
 from drivers.base import DeviceContext
-from drivers.ble.common import BleOptions, check_clock, log_battery, read_identity, received_now, validate_options
-from drivers.ble.runtime import get_transport
-from drivers.ble.transport import BleNotFoundError, BleSession, BleTimeoutError, BleTransport
+from drivers.ble.common import BleDriver, BleOptions, next_frame, received_now
+from drivers.ble.transport import BleSession, BleTimeoutError
 from drivers.errors import DeviceProtocolError
 from drivers.gatt import glucose, racp, uuids
 from gateway.reading import DeviceIdentity, Reading
@@ -39,34 +37,11 @@ Frame = tuple[Literal["measurement", "context", "racp"], bytes]
 _SOURCES = {"measurement": "2a18", "context": "2a34", "racp": "2a52"}
 
 
-class GlucoseDriver:
+class GlucoseDriver(BleDriver):
     name: ClassVar[str] = "ble-glucose"
-    transport: ClassVar[str] = "ble"
     description: ClassVar[str] = "Bluetooth LE glucose meter (Glucose Service 0x1808, RACP record sync, bonded)"
 
-    def __init__(self, ble: BleTransport | None = None) -> None:
-        self._ble = ble
-
-    @classmethod
-    def validate(cls, options: Mapping[str, Any], where: str) -> None:
-        validate_options(options, where)
-
-    async def run(self, ctx: DeviceContext) -> None:
-        opts = BleOptions.from_mapping(ctx.options)
-        ble = self._ble or get_transport()
-        try:
-            session = await ble.connect(opts.address, timeout=opts.connect_timeout)
-        except BleNotFoundError:
-            return  # not advertising: nothing measured since last time
-        try:
-            identity = await read_identity(session, self.name)
-            offset = await check_clock(session, ctx.clock_tolerance)
-            await log_battery(session, self.name)
-            await self._sync(session, ctx, identity, offset, opts)
-        finally:
-            await session.disconnect()
-
-    async def _sync(
+    async def collect(
         self,
         session: BleSession,
         ctx: DeviceContext,
@@ -86,7 +61,7 @@ class GlucoseDriver:
         fed = 0
         try:
             while not sync.done:
-                frame = await self._next(session, frames, opts.idle_timeout)
+                frame = await next_frame(session, frames, opts.idle_timeout, "glucose record transfer")
                 if frame is None:
                     break  # link lost: what was committed stays committed, the rest comes next time
                 kind, data = frame
@@ -126,25 +101,6 @@ class GlucoseDriver:
             sync.receive_context(data)
         else:
             sync.receive_racp(data)
-
-    async def _next(self, session: BleSession, frames: asyncio.Queue[Frame], idle: float) -> Frame | None:
-        if not frames.empty():
-            return frames.get_nowait()
-        if not session.is_connected:
-            return None
-        getter = asyncio.ensure_future(frames.get())
-        down = asyncio.ensure_future(session.wait_disconnected())
-        try:
-            done, _ = await asyncio.wait({getter, down}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            down.cancel()
-            if not getter.done():
-                getter.cancel()
-        if getter in done:
-            return getter.result()
-        if down in done:
-            return frames.get_nowait() if not frames.empty() else None
-        raise BleTimeoutError("glucose record transfer", idle)
 
     async def _commit(
         self,

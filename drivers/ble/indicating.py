@@ -12,24 +12,14 @@ committed one is safe. Cuffs and scales offer no record-access procedure to re-r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import structlog
 
 from drivers.base import DeviceContext
-from drivers.ble.common import (
-    BleOptions,
-    check_clock,
-    collect_frames,
-    log_battery,
-    read_identity,
-    received_now,
-    validate_options,
-)
-from drivers.ble.runtime import get_transport
-from drivers.ble.transport import BleNotFoundError, BleTransport
+from drivers.ble.common import BleDriver, BleOptions, collect_frames, received_now
+from drivers.ble.transport import BleSession
 from drivers.gatt import blood_pressure, uuids, weight_scale
 from gateway.reading import DeviceIdentity, Reading
 
@@ -48,12 +38,9 @@ def _weight(raw: bytes, device: DeviceIdentity, at: datetime, offset: timedelta 
     return weight_scale.to_reading(m, device, at, offset, raw, simulated=sim)
 
 
-class IndicatingDriver:
-    """Connect, identify, check the clock, subscribe, commit each indicated measurement, return."""
+class IndicatingDriver(BleDriver):
+    """Subscribe to the measurement and commit each indicated one until the device goes quiet."""
 
-    name: ClassVar[str]
-    transport: ClassVar[str] = "ble"
-    description: ClassVar[str]
     service: ClassVar[str]
     measurement: ClassVar[str]
 
@@ -61,36 +48,24 @@ class IndicatingDriver:
     def decode(raw: bytes, device: DeviceIdentity, at: datetime, offset: timedelta | None, sim: bool) -> Reading:
         raise NotImplementedError
 
-    def __init__(self, ble: BleTransport | None = None) -> None:
-        self._ble = ble
+    async def collect(
+        self,
+        session: BleSession,
+        ctx: DeviceContext,
+        identity: DeviceIdentity,
+        offset: timedelta | None,
+        opts: BleOptions,
+    ) -> None:
+        parse = self.decode
+        source = f"{self.name}/{uuids.short_uuid(self.measurement) or 0:04x}"
 
-    @classmethod
-    def validate(cls, options: Mapping[str, Any], where: str) -> None:
-        validate_options(options, where)
+        def to_reading(raw: bytes) -> Reading:
+            return parse(raw, identity, received_now(), offset, opts.simulated)
 
-    async def run(self, ctx: DeviceContext) -> None:
-        opts = BleOptions.from_mapping(ctx.options)
-        ble = self._ble or get_transport()
-        try:
-            session = await ble.connect(opts.address, timeout=opts.connect_timeout)
-        except BleNotFoundError:
-            return  # not advertising: nothing measured since last time
-        try:
-            identity = await read_identity(session, self.name)
-            offset = await check_clock(session, ctx.clock_tolerance)
-            await log_battery(session, self.name)
-            parse = self.decode
-            source = f"{self.name}/{uuids.short_uuid(self.measurement) or 0:04x}"
-
-            def to_reading(raw: bytes) -> Reading:
-                return parse(raw, identity, received_now(), offset, opts.simulated)
-
-            count = await collect_frames(
-                session, ctx, self.measurement, to_reading, idle_timeout=opts.idle_timeout, source=source
-            )
-            log.info("ble_session_done", driver=self.name, readings=count)
-        finally:
-            await session.disconnect()
+        count = await collect_frames(
+            session, ctx, self.measurement, to_reading, idle_timeout=opts.idle_timeout, source=source
+        )
+        log.info("ble_session_done", driver=self.name, readings=count)
 
 
 class BloodPressureDriver(IndicatingDriver):

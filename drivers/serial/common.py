@@ -1,20 +1,30 @@
-"""What the serial sessions share: options, clock offset, the "newest record" checkpoint, batching."""
+"""What the serial sessions share: options, clock offset, the "newest record" checkpoint, batching.
+
+`SerialDriver` is the base of every serial driver (transport, option checks); `GlucoseMeterDriver` adds
+what the two LifeScan meter sessions do around their different protocols: identify the meter and its
+clock offset, build the glucose reading, and finish a download (checkpoint, clock setting).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import structlog
 
 from drivers.base import DeviceContext
+from drivers.serial.transport import validate_port_options
 from gateway.errors import ConfigError
-from gateway.reading import Reading
+from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Status, Unit
 
 __all__ = [
     "BATCH",
     "NEWEST",
     "Batcher",
     "Clock",
+    "GlucoseMeterDriver",
+    "SerialDriver",
     "clock_needs_setting",
     "clock_offset",
     "fingerprint",
@@ -28,6 +38,8 @@ BATCH = 50  # readings per submit: one commit per batch spares the SD card, and 
 COMMON_KEYS = ("simulated", "poll_seconds", "set_clock")  # poll_seconds: the core's pause between downloads
 
 Clock = Callable[[], datetime]
+
+log = structlog.get_logger(__name__)
 
 
 def local_now() -> datetime:
@@ -92,3 +104,83 @@ def split_restarts(line: bytes, marker: bytes) -> list[bytes]:
         start = cut
     pieces.append(line[start:])
     return pieces
+
+
+class SerialDriver:
+    """Base of the serial drivers: the transport they declare and the options they all accept."""
+
+    transport: ClassVar[str] = "serial"
+
+    @classmethod
+    def validate(cls, options: Mapping[str, Any], where: str) -> None:
+        validate_port_options(options, where, COMMON_KEYS)
+        validate_common(options, where)
+
+
+class GlucoseMeterDriver(SerialDriver):
+    """A LifeScan meter that stores readings and keeps a clock; subclasses speak its protocol in `run`."""
+
+    name: ClassVar[str]
+    model: ClassVar[str]
+    poll_seconds: ClassVar[float] = 300.0  # download again every 5 minutes unless the config says otherwise
+
+    def __init__(self, *, clock: Clock = local_now) -> None:
+        self._clock = clock
+
+    def identify(
+        self, address: str, serial_number: str, firmware: str, device_now: datetime
+    ) -> tuple[DeviceIdentity, timedelta]:
+        """The meter's identity and its clock offset, from what it answered when asked."""
+        offset = clock_offset(device_now, self._clock())
+        device = DeviceIdentity(
+            driver=self.name,
+            address=address,
+            serial_number=serial_number,
+            manufacturer="LifeScan",
+            model=self.model,
+            firmware=firmware,
+        )
+        log.info("meter_identified", driver=self.name, clock_offset_s=offset.total_seconds())
+        return device, offset
+
+    def glucose(
+        self,
+        value_mg_dl: int,
+        device_time: datetime,
+        raw: bytes,
+        device: DeviceIdentity,
+        offset: timedelta,
+        simulated: bool,
+        status: frozenset[Status] = frozenset(),
+    ) -> Reading:
+        return Reading(
+            kind=Kind.BLOOD_GLUCOSE,
+            measurements=(Measurement(Metric.GLUCOSE, float(value_mg_dl), Unit.MG_DL),),
+            device=device,
+            received_at=datetime.now(UTC),
+            device_time=device_time,
+            clock_offset=offset,
+            status=status,
+            raw=raw,
+            simulated=simulated,
+        )
+
+    async def finish(
+        self,
+        ctx: DeviceContext,
+        *,
+        clean: bool,
+        newest: str | None,
+        offset: timedelta,
+        set_clock: Callable[[datetime], Awaitable[object]],
+    ) -> None:
+        """After a download: advance the checkpoint and set the meter's clock, both only if it was clean.
+
+        Clock setting waits for a clean download so every stored record was committed with the offset it
+        was measured under; records made from now on carry the corrected clock.
+        """
+        if clean and newest is not None:
+            await ctx.set_checkpoint(NEWEST, newest)
+        if clean and clock_needs_setting(ctx.options, offset, ctx.clock_tolerance):
+            await set_clock(self._clock().replace(microsecond=0))
+            log.info("meter_clock_set", driver=self.name, was_off_s=offset.total_seconds())

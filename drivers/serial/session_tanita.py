@@ -12,23 +12,16 @@ Options: `port` (required), `baudrate`/`parity`/`stopbits`/`bytesize` (default 9
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import structlog
 
 from drivers.base import DeviceContext
 from drivers.errors import DeviceProtocolError, MalformedFrameError
 from drivers.serial import tanita as proto
-from drivers.serial.common import COMMON_KEYS, split_restarts, validate_common
-from drivers.serial.transport import (
-    PortLostError,
-    PortSettings,
-    ReadTimeoutError,
-    SerialPort,
-    validate_port_options,
-)
+from drivers.serial.common import SerialDriver, split_restarts
+from drivers.serial.transport import PortLostError, PortSettings, ReadTimeoutError, SerialPort
 from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
 
 __all__ = ["TanitaDriver", "to_reading"]
@@ -61,16 +54,10 @@ def to_reading(m: proto.TanitaMeasurement, address: str, *, simulated: bool = Fa
     )
 
 
-class TanitaDriver:
+class TanitaDriver(SerialDriver):
     name: ClassVar[str] = "tanita-bc"
-    transport: ClassVar[str] = "serial"
     description: ClassVar[str] = "Tanita body-composition scale, serial result line (weight, height, BMI)"
     defaults: ClassVar[PortSettings] = PortSettings(path="", baudrate=proto.BAUDRATE)
-
-    @classmethod
-    def validate(cls, options: Mapping[str, Any], where: str) -> None:
-        validate_port_options(options, where, COMMON_KEYS)
-        validate_common(options, where)
 
     async def run(self, ctx: DeviceContext) -> None:
         settings = PortSettings.from_options(ctx.options, self.defaults)

@@ -15,8 +15,7 @@ gateway's clock tolerance; the offset recorded with each reading is the one it w
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, ClassVar
 
 import structlog
@@ -24,26 +23,9 @@ import structlog
 from drivers.base import DeviceContext
 from drivers.errors import DeviceProtocolError, MalformedFrameError
 from drivers.serial import onetouch_ultra2 as proto
-from drivers.serial.common import (
-    COMMON_KEYS,
-    NEWEST,
-    Batcher,
-    Clock,
-    clock_needs_setting,
-    clock_offset,
-    fingerprint,
-    local_now,
-    split_restarts,
-    validate_common,
-)
-from drivers.serial.transport import (
-    PortLostError,
-    PortSettings,
-    ReadTimeoutError,
-    SerialPort,
-    validate_port_options,
-)
-from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Status, Unit
+from drivers.serial.common import NEWEST, Batcher, GlucoseMeterDriver, fingerprint, split_restarts
+from drivers.serial.transport import PortLostError, PortSettings, ReadTimeoutError, SerialPort
+from gateway.reading import DeviceIdentity, Reading, Status
 
 __all__ = ["OneTouchUltra2Driver", "ParityError"]
 
@@ -55,21 +37,11 @@ class ParityError(DeviceProtocolError):
     """The meter marked a stored record as failing its own memory check ('?' after the value)."""
 
 
-class OneTouchUltra2Driver:
+class OneTouchUltra2Driver(GlucoseMeterDriver):
     name: ClassVar[str] = "onetouch-ultra2"
-    transport: ClassVar[str] = "serial"
-    poll_seconds: ClassVar[float] = 300.0  # download again every 5 minutes unless the config says otherwise
     description: ClassVar[str] = "LifeScan OneTouch Ultra 2 / Ultra glucose meter (ASCII serial protocol)"
     model: ClassVar[str] = "OneTouch Ultra 2"
     defaults: ClassVar[PortSettings] = PortSettings(path="", baudrate=proto.BAUDRATE)
-
-    def __init__(self, *, clock: Clock = local_now) -> None:
-        self._clock = clock
-
-    @classmethod
-    def validate(cls, options: Mapping[str, Any], where: str) -> None:
-        validate_port_options(options, where, COMMON_KEYS)
-        validate_common(options, where)
 
     async def _ask(self, port: SerialPort, command: str) -> bytes:
         await port.write(proto.encode_command(command))
@@ -92,16 +64,7 @@ class OneTouchUltra2Driver:
             serial_number: str = await self._reply(ctx, port, "DM@", proto.parse_serial_number)
             firmware: str = await self._reply(ctx, port, "DM?", proto.parse_version)
             device_now = await self._reply(ctx, port, "DMF", proto.parse_clock)
-            offset = clock_offset(device_now, self._clock())
-            device = DeviceIdentity(
-                driver=self.name,
-                address=settings.path,
-                serial_number=serial_number,
-                manufacturer="LifeScan",
-                model=self.model,
-                firmware=firmware,
-            )
-            log.info("meter_identified", driver=self.name, clock_offset_s=offset.total_seconds())
+            device, offset = self.identify(settings.path, serial_number, firmware, device_now)
             since = await ctx.checkpoint(NEWEST)
             header = await self._reply(ctx, port, "DMP", proto.parse_dump_header)
             batch = Batcher(ctx)
@@ -148,14 +111,10 @@ class OneTouchUltra2Driver:
                 raise
             finally:
                 await batch.flush()  # what arrived before a cut is committed before the error propagates
-            if clean and newest is not None:
-                await ctx.set_checkpoint(NEWEST, newest)
-            if clean and clock_needs_setting(ctx.options, offset, ctx.clock_tolerance):
-                # Only after a clean download: every stored record was committed with the offset it was
-                # measured under; records made from now on carry the corrected clock.
-                command = proto.set_clock_command(self._clock().replace(microsecond=0))
-                await self._reply(ctx, port, command, proto.parse_clock)
-                log.info("meter_clock_set", driver=self.name, was_off_s=offset.total_seconds())
+            await self.finish(
+                ctx, clean=clean, newest=newest, offset=offset,
+                set_clock=lambda now: self._reply(ctx, port, proto.set_clock_command(now), proto.parse_clock),
+            )  # fmt: skip
             log.info(
                 "meter_download_done",
                 driver=self.name,
@@ -179,14 +138,5 @@ class OneTouchUltra2Driver:
     def _reading(
         self, record: proto.Ultra2Record, device: DeviceIdentity, offset: timedelta, simulated: bool
     ) -> Reading:
-        return Reading(
-            kind=Kind.BLOOD_GLUCOSE,
-            measurements=(Measurement(Metric.GLUCOSE, float(record.value_mg_dl), Unit.MG_DL),),
-            device=device,
-            received_at=datetime.now(UTC),
-            device_time=record.device_time,
-            clock_offset=offset,
-            status=frozenset({Status.CONTROL_SOLUTION}) if record.control_solution else frozenset(),
-            raw=record.raw,
-            simulated=simulated,
-        )
+        status = frozenset({Status.CONTROL_SOLUTION}) if record.control_solution else frozenset()
+        return self.glucose(record.value_mg_dl, record.device_time, record.raw, device, offset, simulated, status)

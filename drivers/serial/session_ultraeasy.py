@@ -17,35 +17,19 @@ Options: `port` (required), `baudrate`/`parity`/`stopbits`/`bytesize` (default 9
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Callable
+from datetime import timedelta
+from typing import ClassVar, TypeVar
 
 import structlog
 
 from drivers.base import DeviceContext
 from drivers.errors import DeviceProtocolError
 from drivers.serial import onetouch_ultraeasy as msg
-from drivers.serial.common import (
-    COMMON_KEYS,
-    NEWEST,
-    Batcher,
-    Clock,
-    clock_needs_setting,
-    clock_offset,
-    fingerprint,
-    local_now,
-    validate_common,
-)
+from drivers.serial.common import NEWEST, Batcher, GlucoseMeterDriver, fingerprint
 from drivers.serial.lifescan_binary import Frame, FrameDecoder, GarbageError, LinkState
-from drivers.serial.transport import (
-    PortLostError,
-    PortSettings,
-    ReadTimeoutError,
-    SerialPort,
-    validate_port_options,
-)
-from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
+from drivers.serial.transport import PortLostError, PortSettings, ReadTimeoutError, SerialPort
+from gateway.reading import DeviceIdentity, Reading
 
 __all__ = ["OneTouchUltraEasyDriver"]
 
@@ -116,22 +100,12 @@ class _Link:
         raise AssertionError("unreachable")
 
 
-class OneTouchUltraEasyDriver:
+class OneTouchUltraEasyDriver(GlucoseMeterDriver):
     name: ClassVar[str] = "onetouch-ultraeasy"
-    transport: ClassVar[str] = "serial"
-    poll_seconds: ClassVar[float] = 300.0  # download again every 5 minutes unless the config says otherwise
     description: ClassVar[str] = "LifeScan OneTouch Ultra Easy / Ultra Mini glucose meter (binary serial protocol)"
     model: ClassVar[str] = "OneTouch Ultra Easy"
     defaults: ClassVar[PortSettings] = PortSettings(path="", baudrate=msg.BAUDRATE)
     retries: ClassVar[int] = 2
-
-    def __init__(self, *, clock: Clock = local_now) -> None:
-        self._clock = clock
-
-    @classmethod
-    def validate(cls, options: Mapping[str, Any], where: str) -> None:
-        validate_port_options(options, where, COMMON_KEYS)
-        validate_common(options, where)
 
     async def run(self, ctx: DeviceContext) -> None:
         settings = PortSettings.from_options(ctx.options, self.defaults)
@@ -142,16 +116,7 @@ class OneTouchUltraEasyDriver:
             serial_number = await link.request(msg.READ_SERIAL, msg.parse_serial_number)
             firmware = await link.request(msg.READ_VERSION, msg.parse_version)
             device_now = await link.request(msg.READ_CLOCK, msg.parse_clock)
-            offset = clock_offset(device_now, self._clock())
-            device = DeviceIdentity(
-                driver=self.name,
-                address=settings.path,
-                serial_number=serial_number,
-                manufacturer="LifeScan",
-                model=self.model,
-                firmware=firmware,
-            )
-            log.info("meter_identified", driver=self.name, clock_offset_s=offset.total_seconds())
+            device, offset = self.identify(settings.path, serial_number, firmware, device_now)
             since = await ctx.checkpoint(NEWEST)
             count = await link.request(msg.read_record(msg.COUNT_RECORD_ID), msg.parse_count)
             batch = Batcher(ctx)
@@ -172,12 +137,10 @@ class OneTouchUltraEasyDriver:
                     await batch.add(self._reading(record, device, offset, simulated))
             finally:
                 await batch.flush()
-            if clean and newest is not None:
-                await ctx.set_checkpoint(NEWEST, newest)
-            if clean and clock_needs_setting(ctx.options, offset, ctx.clock_tolerance):
-                # After a clean download only, so every stored record kept the offset it was measured under.
-                await link.request(msg.write_clock(self._clock().replace(microsecond=0)), msg.parse_clock)
-                log.info("meter_clock_set", driver=self.name, was_off_s=offset.total_seconds())
+            await self.finish(
+                ctx, clean=clean, newest=newest, offset=offset,
+                set_clock=lambda now: link.request(msg.write_clock(now), msg.parse_clock),
+            )  # fmt: skip
             await port.write(link.state.connect())  # the meter's "disconnect" is the same empty frame
             log.info(
                 "meter_download_done",
@@ -192,13 +155,4 @@ class OneTouchUltraEasyDriver:
     def _reading(
         self, record: msg.UltraEasyRecord, device: DeviceIdentity, offset: timedelta, simulated: bool
     ) -> Reading:
-        return Reading(
-            kind=Kind.BLOOD_GLUCOSE,
-            measurements=(Measurement(Metric.GLUCOSE, float(record.value_mg_dl), Unit.MG_DL),),
-            device=device,
-            received_at=datetime.now(UTC),
-            device_time=record.device_time,
-            clock_offset=offset,
-            raw=record.raw,
-            simulated=simulated,
-        )
+        return self.glucose(record.value_mg_dl, record.device_time, record.raw, device, offset, simulated)

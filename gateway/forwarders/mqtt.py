@@ -50,6 +50,7 @@ from gateway.forwarders.mqtt_client import (
 )
 from gateway.forwarders.mqtt_config import MqttSettings, parse_settings
 from gateway.secrets import read_secret
+from gateway.tls import tls_client_context
 
 __all__ = ["CONTENT_TYPE", "MqttForwarder", "PublishRefused", "build"]
 
@@ -148,12 +149,7 @@ class MqttForwarder:
     def _tls(self) -> ssl.SSLContext:
         if self._tls_context is None:
             s = self.settings
-            # create_default_context: CERT_REQUIRED and check_hostname on; system CAs when no ca_file.
-            ctx = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            if s.client_cert is not None and s.client_key is not None:
-                ctx.load_cert_chain(str(s.client_cert), str(s.client_key))
-            self._tls_context = ctx
+            self._tls_context = tls_client_context(s.ca_file, s.client_cert, s.client_key)
         return self._tls_context
 
     def _new_client(self) -> AckingClient:
@@ -356,7 +352,7 @@ def build(section: Mapping[str, Any], ctx: ForwarderContext) -> MqttForwarder:
     s = forwarder.settings
     if s.tls:
         try:
-            ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
+            tls_client_context(s.ca_file)
         except (ssl.SSLError, OSError, ValueError) as exc:
             raise ConfigError(ctx.config_file, "output.mqtt.ca_file", f"cannot load: {_reason(exc)}") from None
         try:

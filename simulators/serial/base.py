@@ -18,11 +18,15 @@ import termios
 import threading
 import time
 import tty
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Self
+from typing import ClassVar, Self
 
-__all__ = ["Fault", "PtyDevice"]
+from simulators.serial.records import GlucoseRecord
+
+__all__ = ["Fault", "MeterSimulator", "PtyDevice"]
 
 
 class Fault(StrEnum):
@@ -197,3 +201,42 @@ class PtyDevice:
 
     def on_idle(self) -> None:
         """Called when nothing arrived for a moment; push devices send from here."""
+
+
+class MeterSimulator(PtyDevice):
+    """A glucose meter that stores records and keeps its own clock: identity, clock offset and set, faults.
+
+    `faults` maps a record index to the fault injected the first time that record is sent.
+    """
+
+    default_serial_number: ClassVar[str]
+    default_firmware: ClassVar[str]
+
+    def __init__(
+        self,
+        records: list[GlucoseRecord],
+        *,
+        serial_number: str | None = None,
+        firmware: str | None = None,
+        clock_offset: timedelta = timedelta(0),
+        faults: Mapping[int, Fault] | None = None,
+        link: str | Path | None = None,
+        now: Callable[[], datetime] = datetime.now,
+    ) -> None:
+        super().__init__(link=link)
+        self.records = list(records)  # newest first, as the meters keep them
+        self.serial_number = self.default_serial_number if serial_number is None else serial_number
+        self.firmware = self.default_firmware if firmware is None else firmware
+        self.clock_offset = clock_offset
+        self.faults = dict(faults or {})
+        self._now = now
+        self.clock_sets = 0
+
+    def meter_now(self) -> datetime:
+        """The meter's own clock, to the second."""
+        return (self._now() + self.clock_offset).replace(microsecond=0)
+
+    def set_clock(self, wanted: datetime) -> None:
+        """The host set the meter's clock to `wanted`."""
+        self.clock_offset = wanted - self._now().replace(microsecond=0)
+        self.clock_sets += 1

@@ -6,11 +6,10 @@ sources), deliberately not imported from the driver.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import datetime
+from typing import Any
 
-from simulators.serial.base import Fault, PtyDevice
+from simulators.serial.base import Fault, MeterSimulator
 from simulators.serial.records import GlucoseRecord
 
 __all__ = ["Ultra2Simulator", "line"]
@@ -37,28 +36,14 @@ def record_body(r: GlucoseRecord) -> str:
     return f'P {_stamp(r.time)},"{control} {r.mg_dl:03d} ","{r.meal}","{r.comment:02d}", 00'
 
 
-class Ultra2Simulator(PtyDevice):
-    def __init__(
-        self,
-        records: list[GlucoseRecord],
-        *,
-        serial_number: str = "AB123456Y",
-        firmware: str = "P02.00.00 30/08/06",
-        clock_offset: timedelta = timedelta(0),
-        faults: Mapping[int, Fault] | None = None,
-        link: str | Path | None = None,
-        now: Callable[[], datetime] = datetime.now,
-    ) -> None:
-        super().__init__(link=link)
-        self.records = list(records)  # newest first, as the meter keeps them
-        self.serial_number = serial_number
-        self.firmware = firmware
-        self.clock_offset = clock_offset
-        self.faults = dict(faults or {})
-        self._now = now
+class Ultra2Simulator(MeterSimulator):
+    default_serial_number = "AB123456Y"
+    default_firmware = "P02.00.00 30/08/06"
+
+    def __init__(self, records: list[GlucoseRecord], **kwargs: Any) -> None:
+        super().__init__(records, **kwargs)
         self._pending = b""
         self.dumps = 0
-        self.clock_sets = 0
 
     def on_data(self, data: bytes) -> None:
         self._pending += data
@@ -76,15 +61,13 @@ class Ultra2Simulator(PtyDevice):
         elif command == "DM?":
             self.write(line(f"?{self.firmware}"))
         elif command == "DMF":
-            now = (self._now() + self.clock_offset).replace(microsecond=0)
-            self.write(line(f"F {_stamp(now)}"))
+            self.write(line(f"F {_stamp(self.meter_now())}"))
         elif command.startswith("DMT") and len(command) == 20:
             try:
                 wanted = datetime.strptime(command[3:], "%m/%d/%y %H:%M:%S")
             except ValueError:
                 return
-            self.clock_offset = wanted - self._now().replace(microsecond=0)
-            self.clock_sets += 1
+            self.set_clock(wanted)
             self.write(line(f"T {_stamp(wanted)}"))
         elif command == "DMSU?":
             self.write(line('SU?,"MG/DL "'))

@@ -6,11 +6,10 @@ handshake are written here independently of drivers/serial/lifescan_binary.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from pathlib import Path
+from typing import Any
 
-from simulators.serial.base import Fault, PtyDevice
+from simulators.serial.base import Fault, MeterSimulator
 from simulators.serial.records import GlucoseRecord
 
 __all__ = ["UltraEasySimulator", "frame"]
@@ -40,29 +39,15 @@ def _le(value: int, size: int) -> bytes:
     return value.to_bytes(size, "little")
 
 
-class UltraEasySimulator(PtyDevice):
-    def __init__(
-        self,
-        records: list[GlucoseRecord],
-        *,
-        serial_number: str = "C3A123456",
-        firmware: str = "03.04.03",
-        clock_offset: timedelta = timedelta(0),
-        faults: Mapping[int, Fault] | None = None,
-        link: str | Path | None = None,
-        now: Callable[[], datetime] = datetime.now,
-    ) -> None:
-        super().__init__(link=link)
-        self.records = list(records)  # record 0 = newest
-        self.serial_number = serial_number
-        self.firmware = firmware
-        self.clock_offset = clock_offset
-        self.faults = dict(faults or {})
-        self._now = now
+class UltraEasySimulator(MeterSimulator):
+    default_serial_number = "C3A123456"
+    default_firmware = "03.04.03"
+
+    def __init__(self, records: list[GlucoseRecord], **kwargs: Any) -> None:
+        super().__init__(records, **kwargs)  # record 0 = newest
         self._inbox = b""
         self._my_seq = 0
         self.record_requests: list[int] = []
-        self.clock_sets = 0
 
     def on_data(self, data: bytes) -> None:
         self._inbox += data
@@ -119,12 +104,10 @@ class UltraEasySimulator(PtyDevice):
         if message[:3] == b"\x05\x0b\x02":
             return ok + self.serial_number.encode(), None
         if message[:3] == b"\x05\x20\x02":
-            now = self._now() + self.clock_offset
-            return ok + _le(int((now - _EPOCH).total_seconds()), 4), None
+            return ok + _le(int((self.meter_now() - _EPOCH).total_seconds()), 4), None
         if message[:3] == b"\x05\x20\x01" and len(message) == 7:
             wanted = _EPOCH + timedelta(seconds=int.from_bytes(message[3:], "little"))
-            self.clock_offset = wanted - self._now().replace(microsecond=0)
-            self.clock_sets += 1
+            self.set_clock(wanted)
             return ok + message[3:], None
         if message == b"\x05\x09\x02\x09\x00\x00\x00\x00":
             return ok + b"\x00\x00\x00\x00", None

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
+import pytest
 from bumble.link import LocalLink
 
 from drivers.ble.bleak_transport import BleakTransport
@@ -13,7 +16,7 @@ from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Status, U
 from simulators.ble.cuff import BloodPressureCuff
 from simulators.ble.encoding import BpRecord, WeightRecord
 from simulators.ble.scale import WeightScale
-from tests.ble.conftest import make_ctx
+from tests.ble.conftest import Recorded, make_ctx
 
 T1 = datetime(2026, 11, 20, 7, 30, 0)
 T2 = datetime(2026, 11, 21, 19, 5, 12)
@@ -29,13 +32,33 @@ CUFF_IDENTITY = DeviceIdentity(
 )
 
 
+Session = Callable[..., Awaitable[Recorded]]
+
+
+@pytest.fixture
+def session(link: LocalLink, ble: BleakTransport, queue: ReadingQueue) -> Session:
+    """`await session(device, **options)`: the device's driver runs once against it (started for it and
+    stopped after, whatever happens); returns what was submitted."""
+
+    async def run(device: BloodPressureCuff | WeightScale, **options: Any) -> Recorded:
+        cuff = isinstance(device, BloodPressureCuff)
+        driver, name = (BloodPressureDriver, "cuff") if cuff else (WeightScaleDriver, "scale")
+        await device.start(link)
+        rec = make_ctx(queue, driver.name, name, address=device.address, idle_timeout=2.0, **options)
+        try:
+            await driver(ble).run(rec.ctx)
+        finally:
+            await device.stop()
+        return rec
+
+    return run
+
+
 def _values(r: object) -> dict[Metric, tuple[float, Unit]]:
     return {m.metric: (m.reported_value, m.reported_unit) for m in r.measurements}  # type: ignore[attr-defined]
 
 
-async def test_cuff_two_users_with_and_without_timestamps(
-    link: LocalLink, ble: BleakTransport, queue: ReadingQueue
-) -> None:
+async def test_cuff_two_users_with_and_without_timestamps(session: Session) -> None:
     cuff = BloodPressureCuff(
         [
             BpRecord(121, 79, 93, pulse=64, time=T1, user=1),
@@ -44,12 +67,7 @@ async def test_cuff_two_users_with_and_without_timestamps(
             BpRecord(16.0, 10.6, 12.4, pulse=58, time=None, user=2, kpa=True),
         ]
     )
-    await cuff.start(link)
-    rec = make_ctx(queue, "ble-blood-pressure", "cuff", address=cuff.address, idle_timeout=2.0)
-    try:
-        await BloodPressureDriver(ble).run(rec.ctx)
-    finally:
-        await cuff.stop()
+    rec = await session(cuff)
 
     got = rec.readings
     assert [r.kind for r in got] == [Kind.BLOOD_PRESSURE] * 4
@@ -79,46 +97,27 @@ async def test_cuff_two_users_with_and_without_timestamps(
     assert not cuff.pending
 
 
-async def test_cuff_clock_offset_recorded_and_clock_set(
-    link: LocalLink, ble: BleakTransport, queue: ReadingQueue
-) -> None:
+async def test_cuff_clock_offset_recorded_and_clock_set(session: Session) -> None:
     cuff = BloodPressureCuff([BpRecord(120, 80, 93, time=T1, user=1)], clock_skew=timedelta(minutes=-7))
-    await cuff.start(link)
-    rec = make_ctx(queue, "ble-blood-pressure", "cuff", address=cuff.address, idle_timeout=2.0)
-    try:
-        await BloodPressureDriver(ble).run(rec.ctx)
-    finally:
-        await cuff.stop()
+    rec = await session(cuff)
     (reading,) = rec.readings
     assert reading.clock_offset is not None
     assert abs(reading.clock_offset - timedelta(minutes=-7)) <= timedelta(seconds=2)
     assert abs(cuff.clock_skew) <= timedelta(seconds=2)  # the session set the device clock
 
 
-async def test_cuff_within_tolerance_is_left_alone(link: LocalLink, ble: BleakTransport, queue: ReadingQueue) -> None:
+async def test_cuff_within_tolerance_is_left_alone(session: Session) -> None:
     cuff = BloodPressureCuff([BpRecord(120, 80, 93, user=1)], clock_skew=timedelta(seconds=-20))
-    await cuff.start(link)
-    rec = make_ctx(queue, "ble-blood-pressure", "cuff", address=cuff.address, idle_timeout=2.0, tolerance=60)
-    try:
-        await BloodPressureDriver(ble).run(rec.ctx)
-    finally:
-        await cuff.stop()
+    rec = await session(cuff, tolerance=60)
     assert cuff.clock_skew == timedelta(seconds=-20)
     assert len(rec.readings) == 1
 
 
-async def test_malformed_indication_rejected_and_session_goes_on(
-    link: LocalLink, ble: BleakTransport, queue: ReadingQueue
-) -> None:
+async def test_malformed_indication_rejected_and_session_goes_on(session: Session, queue: ReadingQueue) -> None:
     truncated = bytes([0x02, 0x78, 0x00, 0x50, 0x00])  # timestamp flag set, diastolic cut short
     special = bytes([0x00, 0xFF, 0x07, 0x50, 0x00, 0x5D, 0x00])  # systolic = SFLOAT NaN (0x07FF)
     cuff = BloodPressureCuff([truncated, BpRecord(122, 81, 95, user=1), special, BpRecord(119, 77, 91, user=2)])
-    await cuff.start(link)
-    rec = make_ctx(queue, "ble-blood-pressure", "cuff", address=cuff.address, idle_timeout=2.0)
-    try:
-        await BloodPressureDriver(ble).run(rec.ctx)
-    finally:
-        await cuff.stop()
+    rec = await session(cuff)
     assert [(r.user_slot, r.measurement(Metric.SYSTOLIC).reported_value) for r in rec.readings] == [  # type: ignore[union-attr]
         (1, 122),
         (2, 119),
@@ -131,7 +130,7 @@ async def test_malformed_indication_rejected_and_session_goes_on(
     assert rec.ctx.rejected == 2
 
 
-async def test_scale_multi_user_si_and_imperial(link: LocalLink, ble: BleakTransport, queue: ReadingQueue) -> None:
+async def test_scale_multi_user_si_and_imperial(session: Session) -> None:
     scale = WeightScale(
         [
             WeightRecord(72.45, time=T1, user=1, bmi=23.4, height=1.76),
@@ -139,12 +138,7 @@ async def test_scale_multi_user_si_and_imperial(link: LocalLink, ble: BleakTrans
             WeightRecord(80.0),
         ]
     )
-    await scale.start(link)
-    rec = make_ctx(queue, "ble-weight-scale", "scale", address=scale.address, idle_timeout=2.0)
-    try:
-        await WeightScaleDriver(ble).run(rec.ctx)
-    finally:
-        await scale.stop()
+    rec = await session(scale)
     got = rec.readings
     assert [r.kind for r in got] == [Kind.BODY_WEIGHT] * 3
     assert [r.user_slot for r in got] == [1, 2, None]

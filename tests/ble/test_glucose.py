@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -15,7 +17,7 @@ from gateway.queue import ReadingQueue
 from gateway.reading import Kind, Measurement, Metric, Status, Unit
 from simulators.ble.encoding import GlucoseRecord
 from simulators.ble.glucose import GlucoseMeter, make_records
-from tests.ble.conftest import make_ctx
+from tests.ble.conftest import Recorded, make_ctx
 
 START = datetime(2026, 6, 1, 8, 0, 0)
 
@@ -25,6 +27,24 @@ async def _bond(ble: BleakTransport, meter: GlucoseMeter) -> None:
     session = await ble.connect(meter.address, pair=True)
     await session.disconnect()
     await meter.disconnected.wait()
+
+
+@contextlib.asynccontextmanager
+async def _bonded(link: LocalLink, ble: BleakTransport, meter: GlucoseMeter) -> AsyncIterator[GlucoseMeter]:
+    """The meter running and bonded to the gateway for the block, stopped after it whatever happens."""
+    await meter.start(link)
+    try:
+        await _bond(ble, meter)
+        yield meter
+    finally:
+        await meter.stop()
+
+
+async def _sync(ble: BleakTransport, queue: ReadingQueue, meter: GlucoseMeter) -> Recorded:
+    """One session of the glucose driver against `meter`, as the supervisor would run it."""
+    rec = make_ctx(queue, "ble-glucose", "meter", address=meter.address, idle_timeout=2.0)
+    await GlucoseDriver(ble).run(rec.ctx)
+    return rec
 
 
 async def test_unbonded_gateway_cannot_read_records(link: LocalLink, ble: BleakTransport, queue: ReadingQueue) -> None:
@@ -47,12 +67,8 @@ async def test_unbonded_gateway_cannot_read_records(link: LocalLink, ble: BleakT
 async def test_500_records_first_sync_all_second_only_new(
     link: LocalLink, ble: BleakTransport, queue: ReadingQueue
 ) -> None:
-    meter = GlucoseMeter(make_records(500, start=START))
-    await meter.start(link)
-    try:
-        await _bond(ble, meter)
-        rec = make_ctx(queue, "ble-glucose", "meter", address=meter.address, idle_timeout=2.0)
-        await GlucoseDriver(ble).run(rec.ctx)
+    async with _bonded(link, ble, GlucoseMeter(make_records(500, start=START))) as meter:
+        rec = await _sync(ble, queue, meter)
         assert [r.sequence for r in rec.readings] == list(range(1, 501))
         assert rec.new == 500
         assert await rec.ctx.checkpoint(CHECKPOINT) == "500"
@@ -67,43 +83,32 @@ async def test_500_records_first_sync_all_second_only_new(
 
         meter.add(GlucoseRecord(501, datetime(2026, 9, 1, 7, 0), 104))
         meter.add(GlucoseRecord(502, datetime(2026, 9, 1, 12, 0), 151, meal=2))
-        rec2 = make_ctx(queue, "ble-glucose", "meter", address=meter.address, idle_timeout=2.0)
-        await GlucoseDriver(ble).run(rec2.ctx)
+        rec2 = await _sync(ble, queue, meter)
         assert meter.requests[-1] == bytes([0x01, 0x03, 0x01, 0xF5, 0x01])  # >= sequence 501
         assert [(r.sequence, r.measurements[0].reported_value) for r in rec2.readings] == [(501, 104), (502, 151)]
         assert rec2.readings[1].raw.endswith(bytes([0x02, 0xF6, 0x01, 0x02]))  # context frame kept too
         assert await rec2.ctx.checkpoint(CHECKPOINT) == "502"
 
-        rec3 = make_ctx(queue, "ble-glucose", "meter", address=meter.address, idle_timeout=2.0)
-        await GlucoseDriver(ble).run(rec3.ctx)  # nothing new: "no records found"
+        rec3 = await _sync(ble, queue, meter)  # nothing new: "no records found"
         assert rec3.readings == []
         assert await rec3.ctx.checkpoint(CHECKPOINT) == "502"
-    finally:
-        await meter.stop()
 
 
 async def test_disconnect_mid_transfer_resumes_without_loss_or_duplicate(
     link: LocalLink, ble: BleakTransport, queue: ReadingQueue
 ) -> None:
-    meter = GlucoseMeter(make_records(200, start=START), fail_after=83)
-    await meter.start(link)
-    try:
-        await _bond(ble, meter)
-        rec = make_ctx(queue, "ble-glucose", "meter", address=meter.address, idle_timeout=2.0)
-        await GlucoseDriver(ble).run(rec.ctx)  # the meter drops the link after handing 83 to its stack
+    async with _bonded(link, ble, GlucoseMeter(make_records(200, start=START), fail_after=83)) as meter:
+        rec = await _sync(ble, queue, meter)  # the meter drops the link after handing 83 to its stack
         # Frames still queued in the meter's stack die with the link, as over the air: a prefix arrives.
         k = len(rec.readings)
         assert 0 < k <= 83
         assert [r.sequence for r in rec.readings] == list(range(1, k + 1))
         assert await rec.ctx.checkpoint(CHECKPOINT) == str(k)
 
-        rec2 = make_ctx(queue, "ble-glucose", "meter", address=meter.address, idle_timeout=2.0)
-        await GlucoseDriver(ble).run(rec2.ctx)
+        rec2 = await _sync(ble, queue, meter)
         assert meter.requests[-1] == bytes([0x01, 0x03, 0x01]) + (k + 1).to_bytes(2, "little")
         assert [r.sequence for r in rec2.readings] == list(range(k + 1, 201))
         assert rec2.new == 200 - k
-    finally:
-        await meter.stop()
     counts = await queue.counts()
     assert sum(counts.values()) == 200
 
@@ -114,14 +119,8 @@ async def test_malformed_record_rejected_kept_and_sync_goes_on(
     records = make_records(10, start=START)
     records[4] = GlucoseRecord(5, START, 88, sensor_status=0x0001)  # battery low annunciation
     records[6] = GlucoseRecord(7, START, 95, sample_type=0xA)  # control solution
-    meter = GlucoseMeter(records, malformed={3, 9})
-    await meter.start(link)
-    try:
-        await _bond(ble, meter)
-        rec = make_ctx(queue, "ble-glucose", "meter", address=meter.address, idle_timeout=2.0)
-        await GlucoseDriver(ble).run(rec.ctx)
-    finally:
-        await meter.stop()
+    async with _bonded(link, ble, GlucoseMeter(records, malformed={3, 9})) as meter:
+        rec = await _sync(ble, queue, meter)
     assert [r.sequence for r in rec.readings] == [1, 2, 4, 5, 6, 7, 8, 10]
     by_seq = {r.sequence: r for r in rec.readings}
     assert by_seq[5].status == frozenset({Status.DEVICE_ANNUNCIATION})
@@ -139,13 +138,8 @@ async def test_meter_clock_offset_on_every_record_and_clock_corrected(
     link: LocalLink, ble: BleakTransport, queue: ReadingQueue
 ) -> None:
     meter = GlucoseMeter(make_records(5, start=START), clock_skew=timedelta(hours=1, minutes=3))  # DST slip
-    await meter.start(link)
-    try:
-        await _bond(ble, meter)
-        rec = make_ctx(queue, "ble-glucose", "meter", address=meter.address, idle_timeout=2.0)
-        await GlucoseDriver(ble).run(rec.ctx)
-    finally:
-        await meter.stop()
+    async with _bonded(link, ble, meter):
+        rec = await _sync(ble, queue, meter)
     offsets = {r.clock_offset for r in rec.readings}
     assert len(rec.readings) == 5 and len(offsets) == 1
     (offset,) = offsets
@@ -157,10 +151,7 @@ async def test_meter_clock_offset_on_every_record_and_clock_corrected(
 async def test_shutdown_mid_transfer_aborts_racp_keeps_committed_and_resumes(
     link: LocalLink, ble: BleakTransport, queue: ReadingQueue
 ) -> None:
-    meter = GlucoseMeter(make_records(300, start=START), pause_after=100)
-    await meter.start(link)
-    try:
-        await _bond(ble, meter)
+    async with _bonded(link, ble, GlucoseMeter(make_records(300, start=START), pause_after=100)) as meter:
         hundred = asyncio.Event()
         rec = make_ctx(queue, "ble-glucose", "meter", reached=(100, hundred), address=meter.address, idle_timeout=5.0)
         run = asyncio.create_task(GlucoseDriver(ble).run(rec.ctx))
@@ -176,9 +167,6 @@ async def test_shutdown_mid_transfer_aborts_racp_keeps_committed_and_resumes(
         assert [r.sequence for r in rec.readings] == list(range(1, 101))
         assert await rec.ctx.checkpoint(CHECKPOINT) == "100"
 
-        rec2 = make_ctx(queue, "ble-glucose", "meter", address=meter.address, idle_timeout=2.0)
-        await GlucoseDriver(ble).run(rec2.ctx)
+        rec2 = await _sync(ble, queue, meter)
         assert meter.requests[-1] == bytes([0x01, 0x03, 0x01, 101, 0x00])
         assert [r.sequence for r in rec2.readings] == list(range(101, 301))
-    finally:
-        await meter.stop()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,52 @@ def _component(obs: dict[str, Any], code: str) -> float:
     raise KeyError(code)
 
 
+def _config(tmp_path: Path, key_file: Path, devices: tuple[DeviceConfig, ...]) -> Config:
+    return Config(
+        file="<test>",
+        gateway_id="gw-ble",
+        state_dir=tmp_path,
+        key_file=str(key_file),
+        queue_path=tmp_path / "queue.db",
+        forwarder="file",
+        forwarder_options={"directory": str(tmp_path / "outbox")},
+        retry_initial=0.05,
+        retry_max=0.5,
+        devices=devices,
+    )
+
+
+def _ble_device(driver: str, name: str, address: str) -> DeviceConfig:
+    options = {"driver": driver, "address": address, "idle_timeout": 1.0, "connect_timeout": 1.0, "poll_seconds": 0.1}
+    return DeviceConfig(driver, name, options, "devices[0]")
+
+
+async def _run_gateway(
+    cfg: Config, keyring: KeyRing, count: int, then: Callable[[], Awaitable[object]] | None = None
+) -> list[Reading]:
+    """Run the whole gateway until `count` readings were delivered and `then` returned; every reading delivered."""
+    delivered: list[Reading] = []
+    enough = asyncio.Event()
+
+    def on_delivered(reading: Reading, _forwarder: str) -> None:
+        delivered.append(reading)
+        if len(delivered) >= count:
+            enough.set()
+
+    gw = Gateway(cfg, keyring, on_delivered=on_delivered)
+    stop = asyncio.Event()
+    task = asyncio.create_task(gw.run(stop))
+    try:
+        async with asyncio.timeout(30):
+            await enough.wait()
+            if then is not None:
+                await then()
+    finally:
+        stop.set()
+        await task
+    return delivered
+
+
 async def test_cuff_two_users_exactly_the_right_observations_once(
     tmp_path: Path, link: LocalLink, installed: BleakTransport, keyring: KeyRing, key_file: Path
 ) -> None:
@@ -73,48 +119,14 @@ async def test_cuff_two_users_exactly_the_right_observations_once(
         ]
     )
     await cuff.start(link)
-    options = {
-        "driver": "ble-blood-pressure",
-        "address": cuff.address,
-        "idle_timeout": 1.0,
-        "connect_timeout": 1.0,
-        "poll_seconds": 0.1,
-    }
-    cfg = Config(
-        file="<test>",
-        gateway_id="gw-ble",
-        state_dir=tmp_path,
-        key_file=str(key_file),
-        queue_path=tmp_path / "queue.db",
-        forwarder="file",
-        forwarder_options={"directory": str(tmp_path / "outbox")},
-        retry_initial=0.05,
-        retry_max=0.5,
-        devices=(DeviceConfig("ble-blood-pressure", "cuff", options, "devices[0]"),),
-    )
+    cfg = _config(tmp_path, key_file, (_ble_device("ble-blood-pressure", "cuff", cuff.address),))
     async with await ReadingQueue.open(cfg.queue_path, keyring) as q:
         await q.bind(cuff.address, 1, "Patient/p-one")
         await q.bind(cuff.address, 2, "Patient/p-two")
-
-    delivered: list[Reading] = []
-    all_four = asyncio.Event()
-
-    def on_delivered(reading: Reading, _forwarder: str) -> None:
-        delivered.append(reading)
-        if len(delivered) >= 4:
-            all_four.set()
-
-    gw = Gateway(cfg, keyring, on_delivered=on_delivered)
-    stop = asyncio.Event()
-    task = asyncio.create_task(gw.run(stop))
     try:
-        async with asyncio.timeout(30):
-            await all_four.wait()
-            # Let the supervisor run more sessions against the (now empty) cuff: nothing may repeat.
-            await cuff.wait_connections(cuff.connections + 3)
+        # After the four, let the supervisor run more sessions against the (now empty) cuff: nothing may repeat.
+        delivered = await _run_gateway(cfg, keyring, 4, then=lambda: cuff.wait_connections(cuff.connections + 3))
     finally:
-        stop.set()
-        await task
         await cuff.stop()
 
     observations = _observations(tmp_path / "outbox")
@@ -140,21 +152,6 @@ async def test_cuff_two_users_exactly_the_right_observations_once(
     assert (counts[State.DELIVERED], counts[State.UNASSIGNED]) == (4, 1)
 
 
-def _config(tmp_path: Path, key_file: Path, devices: tuple[DeviceConfig, ...]) -> Config:
-    return Config(
-        file="<test>",
-        gateway_id="gw-ble",
-        state_dir=tmp_path,
-        key_file=str(key_file),
-        queue_path=tmp_path / "queue.db",
-        forwarder="file",
-        forwarder_options={"directory": str(tmp_path / "outbox")},
-        retry_initial=0.05,
-        retry_max=0.5,
-        devices=devices,
-    )
-
-
 async def test_supervisor_resumes_glucose_after_link_loss_no_loss_no_duplicate(
     tmp_path: Path, link: LocalLink, installed: BleakTransport, keyring: KeyRing, key_file: Path
 ) -> None:
@@ -162,35 +159,13 @@ async def test_supervisor_resumes_glucose_after_link_loss_no_loss_no_duplicate(
     await meter.start(link)
     session = await installed.connect(meter.address, pair=True)  # `vitalgate pair`
     await session.disconnect()
-    options = {
-        "driver": "ble-glucose",
-        "address": meter.address,
-        "idle_timeout": 1.0,
-        "connect_timeout": 1.0,
-        "poll_seconds": 0.1,
-    }
-    cfg = _config(tmp_path, key_file, (DeviceConfig("ble-glucose", "meter", options, "devices[0]"),))
+    cfg = _config(tmp_path, key_file, (_ble_device("ble-glucose", "meter", meter.address),))
     async with await ReadingQueue.open(cfg.queue_path, keyring) as q:
         await q.bind(meter.address, None, "Patient/p-three")
-
-    delivered: list[Reading] = []
-    done = asyncio.Event()
-
-    def on_delivered(reading: Reading, _forwarder: str) -> None:
-        delivered.append(reading)
-        if len(delivered) >= 150:
-            done.set()
-
-    gw = Gateway(cfg, keyring, on_delivered=on_delivered)
-    stop = asyncio.Event()
-    task = asyncio.create_task(gw.run(stop))
     try:
-        async with asyncio.timeout(30):
-            await done.wait()
-            await meter.wait_connections(meter.connections + 1)  # one more sync: nothing new arrives
+        # After the 150, one more sync: nothing new arrives.
+        delivered = await _run_gateway(cfg, keyring, 150, then=lambda: meter.wait_connections(meter.connections + 1))
     finally:
-        stop.set()
-        await task
         await meter.stop()
     assert meter.connections >= 3  # pair, the interrupted sync, the resumed one (and idle ones)
     assert sorted(r.sequence or 0 for r in delivered) == list(range(1, 151))
@@ -213,23 +188,8 @@ async def test_demo_devices_all_at_once(tmp_path: Path, keyring: KeyRing, key_fi
             for _, _, options, bindings in ble.devices:
                 for user, patient in bindings:
                     await q.bind(options["address"], user, patient)
-        kinds: list[str] = []
-        all_six = asyncio.Event()
-
-        def on_delivered(reading: Reading, _forwarder: str) -> None:
-            kinds.append(reading.kind.value)
-            if len(kinds) >= 6:
-                all_six.set()
-
-        gw = Gateway(cfg, keyring, on_delivered=on_delivered)
-        stop = asyncio.Event()
-        task = asyncio.create_task(gw.run(stop))
-        try:
-            async with asyncio.timeout(30):
-                await all_six.wait()
-        finally:
-            stop.set()
-            await task
+        delivered = await _run_gateway(cfg, keyring, 6)
     finally:
         await ble.stop()
+    kinds = [r.kind.value for r in delivered]
     assert sorted(kinds) == sorted(["blood-pressure"] * 2 + ["body-weight"] * 2 + ["blood-glucose"] * 2)
