@@ -60,7 +60,7 @@ class GlucoseDriver:
             return  # not advertising: nothing measured since last time
         try:
             identity = await read_identity(session, self.name)
-            offset = await check_clock(session, ctx.clock_tolerance)
+            offset = await check_clock(session, ctx.clock_tolerance, tz=ctx.local_tz)
             await log_battery(session, self.name)
             await self._sync(session, ctx, identity, offset, opts)
         finally:

@@ -77,7 +77,7 @@ class IndicatingDriver:
             return  # not advertising: nothing measured since last time
         try:
             identity = await read_identity(session, self.name)
-            offset = await check_clock(session, ctx.clock_tolerance)
+            offset = await check_clock(session, ctx.clock_tolerance, tz=ctx.local_tz)
             await log_battery(session, self.name)
             parse = self.decode
             source = f"{self.name}/{uuids.short_uuid(self.measurement) or 0:04x}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from drivers.base import DeviceContext
@@ -30,9 +30,9 @@ COMMON_KEYS = ("simulated", "poll_seconds", "set_clock")  # poll_seconds: the co
 Clock = Callable[[], datetime]
 
 
-def local_now() -> datetime:
-    """The gateway's wall clock, naive, in the zone the meters are set to (the system zone)."""
-    return datetime.now().astimezone().replace(tzinfo=None)
+def local_now(tz: tzinfo | None = None) -> datetime:
+    """The gateway's wall clock, naive, in the zone the meters are set to (`tz`; None: the system zone)."""
+    return datetime.now(tz).astimezone(tz).replace(tzinfo=None)
 
 
 def clock_offset(device_now: datetime, gateway_now: datetime) -> timedelta:

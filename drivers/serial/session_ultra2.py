@@ -15,6 +15,7 @@ gateway's clock tolerance; the offset recorded with each reading is the one it w
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -63,8 +64,8 @@ class OneTouchUltra2Driver:
     model: ClassVar[str] = "OneTouch Ultra 2"
     defaults: ClassVar[PortSettings] = PortSettings(path="", baudrate=proto.BAUDRATE)
 
-    def __init__(self, *, clock: Clock = local_now) -> None:
-        self._clock = clock
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock = clock  # None: the wall clock in the context's zone
 
     @classmethod
     def validate(cls, options: Mapping[str, Any], where: str) -> None:
@@ -87,12 +88,13 @@ class OneTouchUltra2Driver:
     async def run(self, ctx: DeviceContext) -> None:
         settings = PortSettings.from_options(ctx.options, self.defaults)
         simulated = bool(ctx.options.get("simulated", False))
+        clock = self._clock or functools.partial(local_now, ctx.local_tz)
         async with await SerialPort.open(settings) as port:
             port.discard_input()
             serial_number: str = await self._reply(ctx, port, "DM@", proto.parse_serial_number)
             firmware: str = await self._reply(ctx, port, "DM?", proto.parse_version)
             device_now = await self._reply(ctx, port, "DMF", proto.parse_clock)
-            offset = clock_offset(device_now, self._clock())
+            offset = clock_offset(device_now, clock())
             device = DeviceIdentity(
                 driver=self.name,
                 address=settings.path,
@@ -153,7 +155,7 @@ class OneTouchUltra2Driver:
             if clean and clock_needs_setting(ctx.options, offset, ctx.clock_tolerance):
                 # Only after a clean download: every stored record was committed with the offset it was
                 # measured under; records made from now on carry the corrected clock.
-                command = proto.set_clock_command(self._clock().replace(microsecond=0))
+                command = proto.set_clock_command(clock().replace(microsecond=0))
                 await self._reply(ctx, port, command, proto.parse_clock)
                 log.info("meter_clock_set", driver=self.name, was_off_s=offset.total_seconds())
             log.info(

@@ -125,8 +125,8 @@ class OneTouchUltraEasyDriver:
     defaults: ClassVar[PortSettings] = PortSettings(path="", baudrate=msg.BAUDRATE)
     retries: ClassVar[int] = 2
 
-    def __init__(self, *, clock: Clock = local_now) -> None:
-        self._clock = clock
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock = clock  # None: the wall clock in the context's zone
 
     @classmethod
     def validate(cls, options: Mapping[str, Any], where: str) -> None:
@@ -136,13 +136,14 @@ class OneTouchUltraEasyDriver:
     async def run(self, ctx: DeviceContext) -> None:
         settings = PortSettings.from_options(ctx.options, self.defaults)
         simulated = bool(ctx.options.get("simulated", False))
+        clock = self._clock or functools.partial(local_now, ctx.local_tz)
         async with await SerialPort.open(settings) as port:
             link = _Link(ctx, port, self.name, self.retries)
             await link.connect()
             serial_number = await link.request(msg.READ_SERIAL, msg.parse_serial_number)
             firmware = await link.request(msg.READ_VERSION, msg.parse_version)
             device_now = await link.request(msg.READ_CLOCK, msg.parse_clock)
-            offset = clock_offset(device_now, self._clock())
+            offset = clock_offset(device_now, clock())
             device = DeviceIdentity(
                 driver=self.name,
                 address=settings.path,
@@ -176,7 +177,7 @@ class OneTouchUltraEasyDriver:
                 await ctx.set_checkpoint(NEWEST, newest)
             if clean and clock_needs_setting(ctx.options, offset, ctx.clock_tolerance):
                 # After a clean download only, so every stored record kept the offset it was measured under.
-                await link.request(msg.write_clock(self._clock().replace(microsecond=0)), msg.parse_clock)
+                await link.request(msg.write_clock(clock().replace(microsecond=0)), msg.parse_clock)
                 log.info("meter_clock_set", driver=self.name, was_off_s=offset.total_seconds())
             await port.write(link.state.connect())  # the meter's "disconnect" is the same empty frame
             log.info(
