@@ -8,7 +8,7 @@ goes to `DeviceContext.reject`, which counts it and keeps the raw bytes (encrypt
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import timedelta, tzinfo
 from typing import Any, ClassVar, Protocol
 
 from gateway.reading import Reading
@@ -27,6 +27,15 @@ class DeviceContext(Protocol):
     @property
     def clock_tolerance(self) -> timedelta:
         """How far a device clock may drift before the driver sets it (where the device allows)."""
+        ...
+
+    @property
+    def local_tz(self) -> tzinfo | None:
+        """The zone device clocks are set in (`gateway.timezone`); None: the system's zone.
+
+        Home devices keep local time without a zone: the gateway's clock must be read in the same zone
+        before the two are compared, or the offset recorded is off by the zones' difference.
+        """
         ...
 
     async def submit(self, readings: Sequence[Reading]) -> int:

@@ -12,7 +12,7 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import timedelta, tzinfo
 from typing import Any
 
 import structlog
@@ -45,6 +45,7 @@ class QueueDeviceContext:
     device: DeviceConfig
     clock_tolerance: timedelta
     on_submitted: Callable[[Sequence[Reading], int], None] | None = None
+    local_tz: tzinfo | None = None  # config `gateway.timezone`; None: the system's zone
     rejected: int = 0
     submitted: int = 0
     _stored: dict[str, str] = field(default_factory=dict)
@@ -166,7 +167,9 @@ class Gateway:
 
     async def _device_loop(self, dev: DeviceConfig) -> None:
         assert self.queue is not None
-        ctx = QueueDeviceContext(self.queue, dev, self.config.clock_tolerance, self.on_submitted)
+        ctx = QueueDeviceContext(
+            self.queue, dev, self.config.clock_tolerance, self.on_submitted, local_tz=self.config.timezone
+        )
         self.contexts[dev.name] = ctx
         driver = registry.load(dev.driver)()
         backoff = Backoff(initial=1.0, maximum=60.0)

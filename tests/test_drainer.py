@@ -6,6 +6,7 @@ rejects others or is down, faults the real MQTT and HTTPS tests produce with rea
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Sequence
 from dataclasses import replace
@@ -148,3 +149,46 @@ def test_backoff_is_capped_and_jittered() -> None:
     assert all(0.5 <= d <= 60.0 for d in delays)
     assert 0.5 <= delays[0] <= 1.0 and 30.0 <= delays[-1] <= 60.0
     assert len({round(b.delay(5, rng), 6) for _ in range(20)}) > 1
+
+
+class Stalled:
+    """A backend that takes a batch and never answers until told: stands for a PUBACK or HTTP reply in
+    flight when the daemon is stopped (a real broker cannot be paused at that exact instant)."""
+
+    name = "stalled"
+    window = 100
+
+    def __init__(self) -> None:
+        self.offered = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        return None
+
+    async def send(self, batch: Sequence[Outgoing]) -> SendReport:
+        self.offered.set()
+        await self.answer.wait()
+        return SendReport(confirmed=frozenset(o.item_id for o in batch))
+
+
+@pytest.mark.parametrize("entry", ["drain_once", "run"])
+async def test_cancel_mid_send_leaves_the_batch_pending_and_due(queue: ReadingQueue, entry: str) -> None:
+    """Shutdown cancels the drainer while a batch awaits its confirmation: nothing acked, nothing delayed."""
+    await queue.bind("BP123456", 1, "Patient/p1")
+    await queue.put([bp(minute=m) for m in range(5)])
+    fwd = Stalled()
+    drainer = Drainer(queue, fwd, GW, backoff=Backoff(10, 20))
+    task = asyncio.create_task(drainer.drain_once() if entry == "drain_once" else drainer.run())
+    await fwd.offered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    fwd.answer.set()  # a late answer reaches nobody
+    counts = await queue.counts()
+    assert (counts[State.PENDING], counts[State.DELIVERED]) == (5, 0)
+    leased, _ = await queue.lease(10)  # not released with a backoff: due again at once, attempt count unchanged
+    assert [(item.item_id, item.attempts) for item in leased] == [(i, 0) for i in range(1, 6)]
+    assert drainer.stats.delivered == 0 and drainer.stats.retried == 0

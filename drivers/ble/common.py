@@ -13,7 +13,8 @@ import asyncio
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 import structlog
@@ -121,15 +122,22 @@ async def log_battery(session: BleSession, driver: str) -> int | None:
     return level
 
 
-def _gateway_local_now() -> datetime:
-    """The gateway's wall clock as a zone-less local time, comparable with a device clock."""
-    return datetime.now().replace(microsecond=0)
+def _gateway_local_now(tz: tzinfo | None = None) -> datetime:
+    """The gateway's wall clock in `tz` (None: the system zone), zone-less to compare with a device clock."""
+    return datetime.now(tz).replace(tzinfo=None, microsecond=0)
 
 
 async def check_clock(
-    session: BleSession, tolerance: timedelta, now: Callable[[], datetime] = _gateway_local_now
+    session: BleSession,
+    tolerance: timedelta,
+    now: Callable[[], datetime] | None = None,
+    *,
+    tz: tzinfo | None = None,
 ) -> timedelta | None:
     """Read Current Time; set it when writable and off by more than `tolerance`.
+
+    The gateway's clock is read in `tz` (the context's `local_tz`), the zone the device keeps, unless a
+    `now` is given.
 
     Returns the offset (device minus gateway) measured BEFORE any correction: the records the device
     already stores were stamped with that clock, so that is the offset their timestamps need.
@@ -144,6 +152,8 @@ async def check_clock(
         return None
     if device_now is None:
         return None
+    if now is None:
+        now = partial(_gateway_local_now, tz)
     offset = gatt_time.clock_offset(device_now.replace(microsecond=0), now())
     if abs(offset) > tolerance and session.can_write(uuids.CURRENT_TIME):
         try:
@@ -244,7 +254,7 @@ class BleDriver:
             return  # not advertising: nothing measured since last time
         try:
             identity = await read_identity(session, self.name)
-            offset = await check_clock(session, ctx.clock_tolerance)
+            offset = await check_clock(session, ctx.clock_tolerance, tz=ctx.local_tz)
             await log_battery(session, self.name)
             await self.collect(session, ctx, identity, offset, opts)
         finally:

@@ -8,7 +8,7 @@ clock offset, build the glucose reading, and finish a download (checkpoint, cloc
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, ClassVar
 
 import structlog
@@ -42,9 +42,9 @@ Clock = Callable[[], datetime]
 log = structlog.get_logger(__name__)
 
 
-def local_now() -> datetime:
-    """The gateway's wall clock, naive, in the zone the meters are set to (the system zone)."""
-    return datetime.now().astimezone().replace(tzinfo=None)
+def local_now(tz: tzinfo | None = None) -> datetime:
+    """The gateway's wall clock, naive, in the zone the meters are set to (`tz`; None: the system zone)."""
+    return datetime.now(tz).astimezone(tz).replace(tzinfo=None)
 
 
 def clock_offset(device_now: datetime, gateway_now: datetime) -> timedelta:
@@ -124,14 +124,18 @@ class GlucoseMeterDriver(SerialDriver):
     model: ClassVar[str]
     poll_seconds: ClassVar[float] = 300.0  # download again every 5 minutes unless the config says otherwise
 
-    def __init__(self, *, clock: Clock = local_now) -> None:
-        self._clock = clock
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock = clock  # None: the wall clock in the context's zone
+
+    def now(self, tz: tzinfo | None) -> datetime:
+        """The gateway's clock as the meter should show it: in `gateway.timezone` (`ctx.local_tz`)."""
+        return self._clock() if self._clock is not None else local_now(tz)
 
     def identify(
-        self, address: str, serial_number: str, firmware: str, device_now: datetime
+        self, address: str, serial_number: str, firmware: str, device_now: datetime, tz: tzinfo | None = None
     ) -> tuple[DeviceIdentity, timedelta]:
         """The meter's identity and its clock offset, from what it answered when asked."""
-        offset = clock_offset(device_now, self._clock())
+        offset = clock_offset(device_now, self.now(tz))
         device = DeviceIdentity(
             driver=self.name,
             address=address,
@@ -182,5 +186,5 @@ class GlucoseMeterDriver(SerialDriver):
         if clean and newest is not None:
             await ctx.set_checkpoint(NEWEST, newest)
         if clean and clock_needs_setting(ctx.options, offset, ctx.clock_tolerance):
-            await set_clock(self._clock().replace(microsecond=0))
+            await set_clock(self.now(ctx.local_tz).replace(microsecond=0))
             log.info("meter_clock_set", driver=self.name, was_off_s=offset.total_seconds())

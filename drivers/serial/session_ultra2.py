@@ -64,7 +64,7 @@ class OneTouchUltra2Driver(GlucoseMeterDriver):
             serial_number: str = await self._reply(ctx, port, "DM@", proto.parse_serial_number)
             firmware: str = await self._reply(ctx, port, "DM?", proto.parse_version)
             device_now = await self._reply(ctx, port, "DMF", proto.parse_clock)
-            device, offset = self.identify(settings.path, serial_number, firmware, device_now)
+            device, offset = self.identify(settings.path, serial_number, firmware, device_now, ctx.local_tz)
             since = await ctx.checkpoint(NEWEST)
             header = await self._reply(ctx, port, "DMP", proto.parse_dump_header)
             batch = Batcher(ctx)

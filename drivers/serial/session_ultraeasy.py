@@ -116,7 +116,7 @@ class OneTouchUltraEasyDriver(GlucoseMeterDriver):
             serial_number = await link.request(msg.READ_SERIAL, msg.parse_serial_number)
             firmware = await link.request(msg.READ_VERSION, msg.parse_version)
             device_now = await link.request(msg.READ_CLOCK, msg.parse_clock)
-            device, offset = self.identify(settings.path, serial_number, firmware, device_now)
+            device, offset = self.identify(settings.path, serial_number, firmware, device_now, ctx.local_tz)
             since = await ctx.checkpoint(NEWEST)
             count = await link.request(msg.read_record(msg.COUNT_RECORD_ID), msg.parse_count)
             batch = Batcher(ctx)
