@@ -437,3 +437,24 @@ def test_tls_context_verifies_and_requires_tls_1_2(tmp_path: Path, pki: Pki) -> 
     ctx = build({"host": "localhost", "ca_file": str(pki.ca)}, context(tmp_path))._tls()
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+
+
+def test_client_key_must_be_private_and_may_be_a_systemd_credential(
+    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The TLS client key is a secret like the password: loose modes are refused, credentials work."""
+    ctx = context(tmp_path)
+    cert, key = pki.client
+    loose = tmp_path / "loose.key"
+    loose.write_bytes(key.read_bytes())
+    loose.chmod(0o644)
+    with pytest.raises(ConfigError) as err:
+        build({"host": "localhost", "ca_file": str(pki.ca), "client_cert": str(cert), "client_key": str(loose)}, ctx)
+    assert err.value.key == "output.mqtt.client_key" and "0644" in err.value.problem
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt-client.key").write_bytes(key.read_bytes())
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    tls = {"ca_file": str(pki.ca), "client_cert": str(cert), "client_key": "credential:mqtt-client.key"}
+    fwd = build({"host": "localhost", **tls}, ctx)
+    assert fwd.settings.client_key == creds / "mqtt-client.key"
