@@ -22,7 +22,8 @@ from gateway.config import DEFAULT_PATH, Config, load_config
 from gateway.crypto import KeyRing, create_key_file, rotate_key_file
 from gateway.errors import ConfigError, GatewayError
 from gateway.logging import configure_logging
-from gateway.queue import Binding, ReadingQueue, State
+from gateway.queue import Binding, ReadingQueue, State, identity_selectors
+from gateway.reading import DeviceIdentity
 from gateway.secrets import resolve_secret_path
 
 __all__ = ["main"]
@@ -154,7 +155,15 @@ def cmd_devices(args: argparse.Namespace) -> int:
     print(f"{'DEVICE':34} {'USER':4} {'DRIVER':18} {'MODEL':26} {'READINGS':>8}  PATIENT")
     for d in devices:
         ident = d["system_id"] or d["serial_number"] or d["address"] or d["key"]
-        names = {d["key"], (d["address"] or "").upper(), d["serial_number"], (d["system_id"] or "").lower()}
+        names = identity_selectors(
+            DeviceIdentity(
+                d["driver"],
+                address=d["address"],
+                serial_number=d["serial_number"],
+                system_id=d["system_id"],
+                manufacturer=d["manufacturer"],
+            )
+        )
         patient = next((b.patient for b in bindings if b.device in names and b.user_slot == d["user"]), "(unassigned)")
         user = "-" if d["user"] is None else str(d["user"])
         print(f"{ident:34} {user:4} {d['driver']:18} {(d['model'] or ''):26} {d['readings']:>8}  {patient}")

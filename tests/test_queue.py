@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -177,3 +178,45 @@ async def test_integrity_check(queue: ReadingQueue) -> None:
 async def test_binding_by_device_key(queue: ReadingQueue, selector: str) -> None:
     await queue.bind(selector, 1, "Patient/p1")
     assert queue.binding_for(bp()) is not None
+
+
+@pytest.mark.parametrize("selector", ["addr:c0:ff:ee:00:00:01", "eui64:0123456789ABCDEF", " C0:FF:EE:00:00:01 "])
+async def test_prefixed_selectors_are_normalized_like_bare_ones(queue: ReadingQueue, selector: str) -> None:
+    """`addr:` addresses compare upper-case and `eui64:` System IDs lower-case, as the bare forms do."""
+    await queue.bind(selector, 1, "Patient/p1")
+    assert queue.binding_for(bp()) is not None
+
+
+async def test_devices_command_shows_the_binding_that_matches(tmp_path: Path, key_file: Path, capsys: Any) -> None:
+    """`vitalgate devices` must say which patient a slot flows to by the same rule the drainer uses."""
+    from gateway.cli import main
+
+    cfg = tmp_path / "vg.toml"
+    cfg.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\nkey_file = "{key_file}"\n')
+    q = await ReadingQueue.open(tmp_path / "queue.db", KeyRing.load(str(key_file)))
+    try:
+        await q.put([bp(user=1), bp(user=2)])
+        await q.bind("addr:C0:FF:EE:00:00:01", 1, "Patient/p1")
+        await q.bind("serial:Acme:BP123456", 2, "Patient/p2")
+        assert q.binding_for(bp(user=1)) is not None and q.binding_for(bp(user=2)) is not None
+    finally:
+        await q.close()
+    assert await asyncio.to_thread(main, ["devices", "--config", str(cfg)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert sorted((row[1], row[-1]) for row in rows) == [("1", "Patient/p1"), ("2", "Patient/p2")]
+
+
+async def test_unbind_removes_a_binding_stored_before_normalization(queue: ReadingQueue) -> None:
+    """A binding written as typed by an older version (`addr:` lower-case) can still be removed."""
+    tag = queue.keyring.tag("binding|addr:c0:ff:ee:00:00:01|1")
+    sealed = queue._seal(b"bindings", tag, b'{"device": "addr:c0:ff:ee:00:00:01", "user": 1, "patient": "Patient/p"}')
+    db = sqlite3.connect(queue.path)
+    with db:
+        db.execute(
+            "INSERT INTO bindings (tag, key_id, nonce, payload, created_at) VALUES (?, ?, ?, ?, 0)",
+            (tag, sealed.key_id, sealed.nonce, sealed.ciphertext),
+        )
+    db.close()
+    assert len(await queue.reload_bindings()) == 1
+    assert await queue.unbind("addr:c0:ff:ee:00:00:01", 1) is True
+    assert await queue.reload_bindings() == []
