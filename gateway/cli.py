@@ -38,9 +38,29 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(Path(args.config))
 
 
+def _check_state(cfg: Config, *, create: bool) -> None:
+    """The state folder and queue file must be usable by this user: say so naming the key, not with a
+    traceback from deep inside SQLite (wrong owner after a root-run command, read-only under
+    ProtectSystem=strict, a typo in the path). `check-config` looks without creating anything."""
+    for key, folder in (("gateway.state_dir", cfg.state_dir), ("queue.path", cfg.queue_path.parent)):
+        if create:
+            try:
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise ConfigError(cfg.file, key, f"{folder}: cannot create it ({exc.strerror})") from None
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
+        if not existing.is_dir():
+            raise ConfigError(cfg.file, key, f"{folder}: {existing} is not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(cfg.file, key, f"{folder}: {existing} is not writable by this user")
+    if cfg.queue_path.exists() and not os.access(cfg.queue_path, os.R_OK | os.W_OK):
+        raise ConfigError(cfg.file, "queue.path", f"{cfg.queue_path}: not readable and writable by this user")
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _config(args)
     KeyRing.load(cfg.key_file)
+    _check_state(cfg, create=False)
     print(f"{cfg.file}: ok ({len(cfg.devices)} devices, forwarder {cfg.forwarder}, queue {cfg.queue_path})")
     return 0
 
@@ -92,6 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args)
     configure_logging(cfg.log_level, cfg.log_format)
     keyring = KeyRing.load(cfg.key_file)
+    _check_state(cfg, create=True)
     asyncio.run(_run(cfg, keyring))
     return 0
 
@@ -109,7 +130,9 @@ async def _with_queue(
 ) -> T:
     """Run `fn` on the queue; operator commands that touch PHI leave an audit entry (no PHI in it)."""
     cfg = _config(args)
-    q = await ReadingQueue.open(cfg.queue_path, KeyRing.load(cfg.key_file))
+    keyring = KeyRing.load(cfg.key_file)
+    _check_state(cfg, create=True)
+    q = await ReadingQueue.open(cfg.queue_path, keyring)
     try:
         result = await fn(q)
         await q.audit(_actor(), args.command, audit(q) if audit else "")

@@ -109,3 +109,24 @@ def test_cli_reports_config_error_without_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"vitalgate: config error: {path}: queue.retention_days: must be at least 0, got -3.0"
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["check-config", "run", "status"])
+def test_unusable_state_dir_is_a_config_error_not_a_traceback(tmp_path: Path, command: str) -> None:
+    """A state_dir that cannot be created (here: under a regular file) is named, with exit status 2."""
+    from gateway.crypto import create_key_file
+
+    create_key_file(tmp_path / "data.key")
+    (tmp_path / "blocker").write_text("a file, not a folder\n")
+    path = tmp_path / "vg.toml"
+    path.write_text(f'[gateway]\nstate_dir = "{tmp_path}/blocker/state"\nkey_file = "{tmp_path}/data.key"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", command, "--config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"vitalgate: config error: {path}: gateway.state_dir: {tmp_path}/blocker/state")
+    assert "Traceback" not in proc.stderr
