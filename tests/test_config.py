@@ -130,3 +130,23 @@ def test_unusable_state_dir_is_a_config_error_not_a_traceback(tmp_path: Path, co
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith(f"vitalgate: config error: {path}: gateway.state_dir: {tmp_path}/blocker/state")
     assert "Traceback" not in proc.stderr
+
+
+def test_example_config_documents_every_device_option() -> None:
+    """Each option a built-in driver accepts is explained in the example (the README points there)."""
+    import re
+
+    from drivers.ble import common as ble_common
+    from drivers.serial import common as serial_common
+    from drivers.serial import transport as serial_transport
+    from simulators import simple
+
+    text = (ROOT / "config/vitalgate.example.toml").read_text()
+    documented = set(re.findall(r"\b([a-z_]+)\b", text))
+    options = {
+        "serial": {*serial_transport.PORT_KEYS, *serial_common.COMMON_KEYS},
+        "ble": ble_common._KNOWN,
+        "simulated": simple._OPTIONS,
+    }
+    missing = {family: sorted(keys - documented) for family, keys in options.items() if keys - documented}
+    assert not missing
