@@ -293,6 +293,7 @@ class ReadingQueue:
         now = time.time()
         rows = []
         slots: dict[bytes, tuple[Sealed, int]] = {}
+        version = self._bindings_version  # the bindings the states below are decided with
         for r in readings:
             dedup = self.keyring.tag("reading|" + r.idempotency_key)
             sealed = self._seal(b"readings", dedup, encode_reading(r))
@@ -324,6 +325,10 @@ class ReadingQueue:
         new = int(await self._write(op)) if rows else 0
         if new:
             self.new_data.set()
+        if version != self._bindings_version and any(row[1] == State.UNASSIGNED for row in rows):
+            # Bindings were reloaded while this put waited for its commit, and the assign pass that came
+            # with the reload could not see these rows yet: run it again, or they stay parked.
+            await self.assign_unassigned()
         return PutResult(new=new, duplicates=len(rows) - new)
 
     async def contains(self, reading: Reading) -> bool:

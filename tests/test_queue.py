@@ -220,3 +220,34 @@ async def test_unbind_removes_a_binding_stored_before_normalization(queue: Readi
     assert len(await queue.reload_bindings()) == 1
     assert await queue.unbind("addr:c0:ff:ee:00:00:01", 1) is True
     assert await queue.reload_bindings() == []
+
+
+async def test_put_racing_a_binding_reload_is_not_left_unassigned(tmp_path: Path, keyring: KeyRing) -> None:
+    """A put that chose "unassigned" from bindings that went stale before it committed must not stay
+    parked: the drainer's assign pass ran before the row existed, and nothing else would move it."""
+    daemon = await ReadingQueue.open(tmp_path / "race.db", keyring)
+    try:
+        operator = await ReadingQueue.open(tmp_path / "race.db", keyring)  # `vitalgate bind`, another process
+        await operator.bind("BP123456", 1, "Patient/p1")
+        await operator.close()
+
+        gate = asyncio.Event()
+
+        async def busy(db: object) -> None:  # the writer is busy with earlier work when the put arrives
+            await gate.wait()
+
+        blocker = asyncio.ensure_future(daemon._write(busy))
+        await asyncio.sleep(0)
+        put = asyncio.ensure_future(daemon.put([bp()]))  # decides with the stale (empty) bindings
+        await asyncio.sleep(0)
+        assert await daemon.bindings_changed()  # what the drainer does next: reload, then assign
+        await daemon.reload_bindings()
+        assert await daemon.assign_unassigned() == 0  # the row is not committed yet
+        gate.set()
+        await blocker
+        assert (await put).new == 1
+        assert not await daemon.bindings_changed()  # the drainer will not look again
+        counts = await daemon.counts()
+        assert (counts[State.PENDING], counts[State.UNASSIGNED]) == (1, 0)
+    finally:
+        await daemon.close()
