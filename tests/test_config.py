@@ -68,6 +68,11 @@ def test_example_config_documents_every_key_and_parses() -> None:
          "devices[0].poll_seconds", "must be seconds"),
         ("[[devices]]\ndriver = 'simulated'\npoll_seconds = -1", "devices[0].poll_seconds", "must be seconds"),
         ("[[devices]]\ndriver = 'simulated'\npoll_seconds = true", "devices[0].poll_seconds", "must be seconds"),
+        # The simulated driver's own options: a typo must not pass check-config and then fail every session.
+        ("[[devices]]\ndriver = 'simulated'\ncount = 'ten'", "devices[0].count", "whole number"),
+        ("[[devices]]\ndriver = 'simulated'\ninterval_seconds = 0", "devices[0].interval_seconds", "seconds"),
+        ("[[devices]]\ndriver = 'simulated'\nserial = 7", "devices[0].serial", "non-empty string"),
+        ("[[devices]]\ndriver = 'simulated'\nseed = 'x'", "devices[0].seed", "whole number"),
     ],
 )
 def test_errors_name_file_key_and_problem(tmp_path: Path, toml: str, key: str, problem: str) -> None:
