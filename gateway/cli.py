@@ -61,6 +61,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _config(args)
     KeyRing.load(cfg.key_file)
     _check_state(cfg, create=False)
+    # The forwarder's section is validated when it is built (no network I/O): do it here too, or a typo in
+    # [output.mqtt] / [output.https] or an unreadable secret only shows at `run`.
+    from gateway.forwarders import ForwarderContext, build_forwarder
+
+    build_forwarder(cfg.forwarder, cfg.forwarder_options, ForwarderContext(cfg.file, cfg.gateway_id, cfg.state_dir))
     print(f"{cfg.file}: ok ({len(cfg.devices)} devices, forwarder {cfg.forwarder}, queue {cfg.queue_path})")
     return 0
 

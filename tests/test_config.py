@@ -155,3 +155,24 @@ def test_example_config_documents_every_device_option() -> None:
     }
     missing = {family: sorted(keys - documented) for family, keys in options.items() if keys - documented}
     assert not missing
+
+
+def test_check_config_validates_the_forwarder_section(tmp_path: Path) -> None:
+    """`check-config` must catch what `run` would refuse: the forwarder's own section is checked too."""
+    from gateway.crypto import create_key_file
+
+    create_key_file(tmp_path / "data.key")
+    path = tmp_path / "vg.toml"
+    path.write_text(
+        f'[gateway]\nstate_dir = "{tmp_path}/state"\nkey_file = "{tmp_path}/data.key"\n'
+        '[output]\nforwarder = "mqtt"\n[output.mqtt]\nhots = "broker.example"\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    expected = f"vitalgate: config error: {path}: output.mqtt.hots: unknown key"
+    assert (proc.returncode, proc.stderr.strip()) == (2, expected)
