@@ -61,6 +61,7 @@ _PATTERNS = re.compile(
     r"|Bearer\s+\S+"  # bearer tokens
     r"|\"resourceType\""  # a FHIR payload pasted into a message
     r"|eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]+"  # JWTs
+    r"|(?<![0-9A-Fa-f:])[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}(?![0-9A-Fa-f:])"  # Bluetooth addresses
 )
 
 

@@ -90,3 +90,15 @@ def test_sensitive_fields_nested_or_camel_case_are_redacted() -> None:
         "address": REDACTED,
         "count": 3,
     }
+
+
+def test_bluetooth_addresses_inside_library_messages_are_redacted() -> None:
+    """bleak / Bumble warnings come through the stdlib handler as free text; a device address in them
+    is an identifier like a serial number."""
+    import logging
+
+    buf = io.StringIO()
+    configure_logging("info", "json", buf)
+    logging.getLogger("bleak.backends.bluezdbus").warning("Device with address C1:0a:00:00:00:01 was not found")
+    doc = orjson.loads(buf.getvalue())
+    assert doc["event"] == "library_log" and doc["message"] == f"Device with address {REDACTED} was not found"
