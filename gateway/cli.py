@@ -51,8 +51,9 @@ def _check_state(cfg: Config, *, create: bool) -> None:
         existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
         if not existing.is_dir():
             raise ConfigError(cfg.file, key, f"{folder}: {existing} is not a folder")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise ConfigError(cfg.file, key, f"{folder}: {existing} is not writable by this user")
+        # A folder still to be made may be systemd's to create (StateDirectory=): only judge existing ones.
+        if existing == folder and not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(cfg.file, key, f"{folder}: not writable by this user")
     if cfg.queue_path.exists() and not os.access(cfg.queue_path, os.R_OK | os.W_OK):
         raise ConfigError(cfg.file, "queue.path", f"{cfg.queue_path}: not readable and writable by this user")
 
