@@ -125,7 +125,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _actor() -> str:
     """Who ran the command, for the audit trail (sudo keeps the invoking user in SUDO_USER)."""
-    user = os.environ.get("SUDO_USER") or pwd.getpwuid(os.getuid()).pw_name
+    user = os.environ.get("SUDO_USER")
+    if not user:
+        try:
+            user = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:  # a container's arbitrary uid has no passwd entry: the uid alone must do
+            user = "?"
     return f"{user} (uid {os.getuid()})"
 
 

@@ -251,3 +251,21 @@ async def test_put_racing_a_binding_reload_is_not_left_unassigned(tmp_path: Path
         assert (counts[State.PENDING], counts[State.UNASSIGNED]) == (1, 0)
     finally:
         await daemon.close()
+
+
+def test_audit_actor_without_a_passwd_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Containers often run under a uid with no passwd entry; the audit line must still be written.
+
+    A fake: producing a uid without a passwd entry for real needs a second, unprivileged interpreter,
+    which this machine's /root-installed Python does not allow."""
+    import os
+    import pwd
+
+    from gateway import cli
+
+    def missing(uid: int) -> pwd.struct_passwd:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", missing)
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    assert cli._actor() == f"? (uid {os.getuid()})"
