@@ -77,7 +77,7 @@ async def test_delivers_every_reading_once_as_fhir_with_properties(
         async with forwarder(broker, pki, password_file, tmp_path, client_id="t-deliver") as fwd:
             errors = await drain(fwd, items)
             await received.wait_for({i.identifier for i in items})
-        await asyncio.sleep(0.1)  # the "offline" presence message from __aexit__
+        await received.wait_for_presence(2)  # the "offline" presence message from __aexit__
     assert errors == []
     assert {i.identifier for i in items} == set(received.counts)
     assert set(received.counts.values()) == {1}
