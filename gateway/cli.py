@@ -22,7 +22,8 @@ from gateway.config import DEFAULT_PATH, Config, load_config
 from gateway.crypto import KeyRing, create_key_file, rotate_key_file
 from gateway.errors import ConfigError, GatewayError
 from gateway.logging import configure_logging
-from gateway.queue import Binding, ReadingQueue, State
+from gateway.queue import Binding, ReadingQueue, State, identity_selectors
+from gateway.reading import DeviceIdentity
 from gateway.secrets import resolve_secret_path
 
 __all__ = ["main"]
@@ -37,9 +38,35 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(Path(args.config))
 
 
+def _check_state(cfg: Config, *, create: bool) -> None:
+    """The state folder and queue file must be usable by this user: say so naming the key, not with a
+    traceback from deep inside SQLite (wrong owner after a root-run command, read-only under
+    ProtectSystem=strict, a typo in the path). `check-config` looks without creating anything."""
+    for key, folder in (("gateway.state_dir", cfg.state_dir), ("queue.path", cfg.queue_path.parent)):
+        if create:
+            try:
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise ConfigError(cfg.file, key, f"{folder}: cannot create it ({exc.strerror})") from None
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
+        if not existing.is_dir():
+            raise ConfigError(cfg.file, key, f"{folder}: {existing} is not a folder")
+        # A folder still to be made may be systemd's to create (StateDirectory=): only judge existing ones.
+        if existing == folder and not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(cfg.file, key, f"{folder}: not writable by this user")
+    if cfg.queue_path.exists() and not os.access(cfg.queue_path, os.R_OK | os.W_OK):
+        raise ConfigError(cfg.file, "queue.path", f"{cfg.queue_path}: not readable and writable by this user")
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _config(args)
     KeyRing.load(cfg.key_file)
+    _check_state(cfg, create=False)
+    # The forwarder's section is validated when it is built (no network I/O): do it here too, or a typo in
+    # [output.mqtt] / [output.https] or an unreadable secret only shows at `run`.
+    from gateway.forwarders import ForwarderContext, build_forwarder
+
+    build_forwarder(cfg.forwarder, cfg.forwarder_options, ForwarderContext(cfg.file, cfg.gateway_id, cfg.state_dir))
     print(f"{cfg.file}: ok ({len(cfg.devices)} devices, forwarder {cfg.forwarder}, queue {cfg.queue_path})")
     return 0
 
@@ -91,13 +118,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args)
     configure_logging(cfg.log_level, cfg.log_format)
     keyring = KeyRing.load(cfg.key_file)
+    _check_state(cfg, create=True)
     asyncio.run(_run(cfg, keyring))
     return 0
 
 
 def _actor() -> str:
     """Who ran the command, for the audit trail (sudo keeps the invoking user in SUDO_USER)."""
-    user = os.environ.get("SUDO_USER") or pwd.getpwuid(os.getuid()).pw_name
+    user = os.environ.get("SUDO_USER")
+    if not user:
+        try:
+            user = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:  # a container's arbitrary uid has no passwd entry: the uid alone must do
+            user = "?"
     return f"{user} (uid {os.getuid()})"
 
 
@@ -108,7 +141,9 @@ async def _with_queue(
 ) -> T:
     """Run `fn` on the queue; operator commands that touch PHI leave an audit entry (no PHI in it)."""
     cfg = _config(args)
-    q = await ReadingQueue.open(cfg.queue_path, KeyRing.load(cfg.key_file))
+    keyring = KeyRing.load(cfg.key_file)
+    _check_state(cfg, create=True)
+    q = await ReadingQueue.open(cfg.queue_path, keyring)
     try:
         result = await fn(q)
         await q.audit(_actor(), args.command, audit(q) if audit else "")
@@ -154,7 +189,15 @@ def cmd_devices(args: argparse.Namespace) -> int:
     print(f"{'DEVICE':34} {'USER':4} {'DRIVER':18} {'MODEL':26} {'READINGS':>8}  PATIENT")
     for d in devices:
         ident = d["system_id"] or d["serial_number"] or d["address"] or d["key"]
-        names = {d["key"], (d["address"] or "").upper(), d["serial_number"], (d["system_id"] or "").lower()}
+        names = identity_selectors(
+            DeviceIdentity(
+                d["driver"],
+                address=d["address"],
+                serial_number=d["serial_number"],
+                system_id=d["system_id"],
+                manufacturer=d["manufacturer"],
+            )
+        )
         patient = next((b.patient for b in bindings if b.device in names and b.user_slot == d["user"]), "(unassigned)")
         user = "-" if d["user"] is None else str(d["user"])
         print(f"{ident:34} {user:4} {d['driver']:18} {(d['model'] or ''):26} {d['readings']:>8}  {patient}")

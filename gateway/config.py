@@ -20,6 +20,7 @@ from gateway.errors import ConfigError
 __all__ = ["DEFAULT_PATH", "Config", "DeviceConfig", "load_config", "parse_config"]
 
 DEFAULT_PATH = Path("/etc/vitalgate/vitalgate.toml")
+MAX_POLL_SECONDS = 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +194,10 @@ def _devices(file: str, entries: Any) -> tuple[DeviceConfig, ...]:
             raise ConfigError(file, f"{where}.name", "must be a unique string")
         names.add(name)
         options = {k: v for k, v in entry.items() if k not in ("driver", "name")}
+        # The core, not the driver, reads poll_seconds (gateway.daemon), so the core checks it for every driver.
+        poll = options.get("poll_seconds", 0)
+        if isinstance(poll, bool) or not isinstance(poll, int | float) or not 0 <= poll <= MAX_POLL_SECONDS:
+            raise ConfigError(file, f"{where}.poll_seconds", f"must be seconds between 0 and {MAX_POLL_SECONDS}")
         try:
             driver.validate(options, where)
         except ConfigError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -43,6 +43,9 @@ _SENSITIVE_WORDS = (
     "serial",
     "serial_number",
     "system_id",
+    "address",  # Bluetooth address: a device identifier, kept out of the database in plaintext too
+    "mrn",
+    "dob",
     "password",
     "secret",
     "token",
@@ -52,25 +55,39 @@ _SENSITIVE_WORDS = (
 )
 _ALLOWED = {"event", "level", "timestamp", "logger", "driver", "forwarder", "device_name", "key_id", "kind"}
 _SENSITIVE = re.compile(r"(^|_)(" + "|".join(_SENSITIVE_WORDS) + r")(_|$)")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")  # patientId -> patient_Id, serialNumber -> serial_Number
 _PATTERNS = re.compile(
     r"Patient/[A-Za-z0-9\-.]+"  # FHIR patient references
     r"|Bearer\s+\S+"  # bearer tokens
     r"|\"resourceType\""  # a FHIR payload pasted into a message
     r"|eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]+"  # JWTs
+    r"|(?<![0-9A-Fa-f:])[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}(?![0-9A-Fa-f:])"  # Bluetooth addresses
 )
 
 
+def _sensitive(key: object) -> bool:
+    return isinstance(key, str) and bool(_SENSITIVE.search(_CAMEL.sub("_", key).lower()))
+
+
+def _clean(value: Any) -> Any:
+    """A value with patterns redacted, bytes summarised, and nested containers cleaned all the way down."""
+    if isinstance(value, str):
+        return _PATTERNS.sub(REDACTED, value) if _PATTERNS.search(value) else value
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, Mapping):
+        return {k: REDACTED if _sensitive(k) else _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_clean(v) for v in value]
+    return value
+
+
 def scrub_phi(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Redact by field name (any depth, snake_case or camelCase) and by pattern inside strings."""
     for key in list(event):
         if key in _ALLOWED:
             continue
-        value = event[key]
-        if _SENSITIVE.search(key.lower()):
-            event[key] = REDACTED
-        elif isinstance(value, str) and _PATTERNS.search(value):
-            event[key] = _PATTERNS.sub(REDACTED, value)
-        elif isinstance(value, (bytes, bytearray)):
-            event[key] = f"<{len(value)} bytes>"
+        event[key] = REDACTED if _sensitive(key) else _clean(event[key])
     msg = event.get("event")
     if isinstance(msg, str) and _PATTERNS.search(msg):
         event["event"] = _PATTERNS.sub(REDACTED, msg)

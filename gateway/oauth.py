@@ -118,6 +118,11 @@ class TokenSource:
             self._key = load_signing_key(secret, self.settings.algorithm)
         elif not secret:
             raise GatewayError("client secret file is empty")
+        else:
+            try:
+                secret.decode("utf-8")  # sent form-encoded in HTTP Basic (RFC 6749 2.3.1): must be text
+            except UnicodeDecodeError:
+                raise GatewayError("client secret is not UTF-8 text") from None
         self._secret = secret
 
     def reload(self) -> None:

@@ -27,9 +27,9 @@ import structlog
 
 from gateway.codec import CodecError, decode_reading, encode_reading
 from gateway.crypto import DecryptError, KeyRing, Sealed
-from gateway.reading import Reading, Status
+from gateway.reading import DeviceIdentity, Reading, Status
 
-__all__ = ["Binding", "Leased", "PutResult", "ReadingQueue", "State"]
+__all__ = ["Binding", "Leased", "PutResult", "ReadingQueue", "State", "identity_selectors"]
 
 log = structlog.get_logger(__name__)
 
@@ -133,7 +133,11 @@ class Binding:
 
 
 def device_selectors(reading: Reading) -> set[str]:
-    d = reading.device
+    return identity_selectors(reading.device)
+
+
+def identity_selectors(d: DeviceIdentity) -> set[str]:
+    """Every name an operator may bind this device by (see `Binding`); `vitalgate devices` uses it too."""
     names = {d.key}
     if d.address:
         names |= {d.address.upper(), f"addr:{d.address.upper()}"}
@@ -145,8 +149,11 @@ def device_selectors(reading: Reading) -> set[str]:
 
 
 def normalize_selector(device: str) -> str:
-    """Addresses compare upper-case, System IDs lower-case; other forms as typed."""
+    """Addresses compare upper-case, System IDs lower-case (bare or `addr:` / `eui64:`); others as typed."""
     s = device.strip()
+    for prefix, normalize in (("addr:", str.upper), ("eui64:", str.lower)):
+        if s.lower().startswith(prefix):
+            return prefix + normalize(s[len(prefix) :].strip())
     if len(s) == 17 and s.count(":") == 5:
         return s.upper()
     if len(s) == 16 and all(c in "0123456789abcdefABCDEF" for c in s):
@@ -286,6 +293,7 @@ class ReadingQueue:
         now = time.time()
         rows = []
         slots: dict[bytes, tuple[Sealed, int]] = {}
+        version = self._bindings_version  # the bindings the states below are decided with
         for r in readings:
             dedup = self.keyring.tag("reading|" + r.idempotency_key)
             sealed = self._seal(b"readings", dedup, encode_reading(r))
@@ -317,6 +325,10 @@ class ReadingQueue:
         new = int(await self._write(op)) if rows else 0
         if new:
             self.new_data.set()
+        if version != self._bindings_version and any(row[1] == State.UNASSIGNED for row in rows):
+            # Bindings were reloaded while this put waited for its commit, and the assign pass that came
+            # with the reload could not see these rows yet: run it again, or they stay parked.
+            await self.assign_unassigned()
         return PutResult(new=new, duplicates=len(rows) - new)
 
     async def contains(self, reading: Reading) -> bool:
@@ -477,12 +489,16 @@ class ReadingQueue:
         await self.assign_unassigned()
 
     async def unbind(self, device: str, user_slot: int | None) -> bool:
-        tag = self.keyring.tag(f"binding|{normalize_selector(device)}|{user_slot}")
+        # Also the form as typed: bindings stored before `addr:` / `eui64:` were normalized stay removable.
+        forms = {normalize_selector(device), device.strip()}
+        tags = [(self.keyring.tag(f"binding|{form}|{user_slot}"),) for form in forms]
 
         async def op(db: aiosqlite.Connection) -> int:
-            cur = await db.execute("DELETE FROM bindings WHERE tag = ?", (tag,))
+            before = db.total_changes
+            await db.executemany("DELETE FROM bindings WHERE tag = ?", tags)
+            removed = db.total_changes - before
             await _bump_bindings_version(db)
-            return cur.rowcount
+            return removed
 
         removed = int(await self._write(op)) > 0
         await self.reload_bindings()

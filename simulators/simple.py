@@ -78,6 +78,16 @@ class SimulatedDevice:
         users = options.get("users", [])
         if not isinstance(users, list) or not all(isinstance(u, int) and 0 <= u < 255 for u in users):
             raise ConfigError("", f"{where}.users", "must be a list of user slot numbers 0-254")
+        for key in ("count", "seed"):
+            value = options.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError("", f"{where}.{key}", "must be a whole number, 0 or more")
+        interval = options.get("interval_seconds", 1.0)
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or not 0 < interval <= 86400:
+            raise ConfigError("", f"{where}.interval_seconds", "must be seconds, more than 0 and at most 86400")
+        serial = options.get("serial", "x")
+        if not isinstance(serial, str) or not serial:
+            raise ConfigError("", f"{where}.serial", "must be a non-empty string")
 
     async def run(self, ctx: DeviceContext) -> None:
         o = ctx.options

@@ -98,6 +98,12 @@ class Received:
                 self.changed.clear()
                 await self.changed.wait()
 
+    async def wait_for_presence(self, n: int, seconds: float = 30) -> None:
+        async with asyncio.timeout(seconds):
+            while len(self.presence) < n:
+                self.changed.clear()
+                await self.changed.wait()
+
     async def wait_for(self, identifiers: set[str], seconds: float = 30) -> None:
         async with asyncio.timeout(seconds):
             while not identifiers <= self.counts.keys():

@@ -63,6 +63,16 @@ def test_example_config_documents_every_key_and_parses() -> None:
         ("[[devices]]\ndriver = 'simulated'\nkind = 'ecg'", "devices[0].kind", "must be"),
         ("[[devices]]\ndriver = 'simulated'\ncolour = 'red'", "devices[0].colour", "unknown option"),
         ("surprise = 1", "surprise", "unknown key"),
+        # poll_seconds is read by the core for every driver: a typo must stop start-up, not loop a session.
+        ("[[devices]]\ndriver = 'ble-glucose'\naddress = 'C3:00:00:00:00:03'\npoll_seconds = '5m'",
+         "devices[0].poll_seconds", "must be seconds"),
+        ("[[devices]]\ndriver = 'simulated'\npoll_seconds = -1", "devices[0].poll_seconds", "must be seconds"),
+        ("[[devices]]\ndriver = 'simulated'\npoll_seconds = true", "devices[0].poll_seconds", "must be seconds"),
+        # The simulated driver's own options: a typo must not pass check-config and then fail every session.
+        ("[[devices]]\ndriver = 'simulated'\ncount = 'ten'", "devices[0].count", "whole number"),
+        ("[[devices]]\ndriver = 'simulated'\ninterval_seconds = 0", "devices[0].interval_seconds", "seconds"),
+        ("[[devices]]\ndriver = 'simulated'\nserial = 7", "devices[0].serial", "non-empty string"),
+        ("[[devices]]\ndriver = 'simulated'\nseed = 'x'", "devices[0].seed", "whole number"),
     ],
 )
 def test_errors_name_file_key_and_problem(tmp_path: Path, toml: str, key: str, problem: str) -> None:
@@ -104,3 +114,65 @@ def test_cli_reports_config_error_without_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"vitalgate: config error: {path}: queue.retention_days: must be at least 0, got -3.0"
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["check-config", "run", "status"])
+def test_unusable_state_dir_is_a_config_error_not_a_traceback(tmp_path: Path, command: str) -> None:
+    """A state_dir that cannot be created (here: under a regular file) is named, with exit status 2."""
+    from gateway.crypto import create_key_file
+
+    create_key_file(tmp_path / "data.key")
+    (tmp_path / "blocker").write_text("a file, not a folder\n")
+    path = tmp_path / "vg.toml"
+    path.write_text(f'[gateway]\nstate_dir = "{tmp_path}/blocker/state"\nkey_file = "{tmp_path}/data.key"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", command, "--config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"vitalgate: config error: {path}: gateway.state_dir: {tmp_path}/blocker/state")
+    assert "Traceback" not in proc.stderr
+
+
+def test_example_config_documents_every_device_option() -> None:
+    """Each option a built-in driver accepts is explained in the example (the README points there)."""
+    import re
+
+    from drivers.ble import common as ble_common
+    from drivers.serial import common as serial_common
+    from drivers.serial import transport as serial_transport
+    from simulators import simple
+
+    text = (ROOT / "config/vitalgate.example.toml").read_text()
+    documented = set(re.findall(r"\b([a-z_]+)\b", text))
+    options = {
+        "serial": {*serial_transport.PORT_KEYS, *serial_common.COMMON_KEYS},
+        "ble": ble_common._KNOWN,
+        "simulated": simple._OPTIONS,
+    }
+    missing = {family: sorted(keys - documented) for family, keys in options.items() if keys - documented}
+    assert not missing
+
+
+def test_check_config_validates_the_forwarder_section(tmp_path: Path) -> None:
+    """`check-config` must catch what `run` would refuse: the forwarder's own section is checked too."""
+    from gateway.crypto import create_key_file
+
+    create_key_file(tmp_path / "data.key")
+    path = tmp_path / "vg.toml"
+    path.write_text(
+        f'[gateway]\nstate_dir = "{tmp_path}/state"\nkey_file = "{tmp_path}/data.key"\n'
+        '[output]\nforwarder = "mqtt"\n[output.mqtt]\nhots = "broker.example"\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    expected = f"vitalgate: config error: {path}: output.mqtt.hots: unknown key"
+    assert (proc.returncode, proc.stderr.strip()) == (2, expected)

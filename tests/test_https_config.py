@@ -135,3 +135,13 @@ def test_mtls_needs_cert_and_key(pki: Pki) -> None:
         "https", section(pki, client_cert_file=str(leaf.cert_file), client_key_file=str(leaf.key_file)), CTX
     )
     assert isinstance(fwd, HttpsForwarder)
+
+
+def test_client_secret_that_is_not_utf8_is_refused_at_startup(pki: Pki) -> None:
+    """client_secret_basic needs text (RFC 6749 2.3.1); binary junk must stop start-up with the key named,
+    not raise UnicodeDecodeError (an untyped error the drainer does not handle) at the first token fetch."""
+    pki.secret_file.write_bytes(b"\xff\xfe-not-text")
+    with pytest.raises(ConfigError) as info:
+        build_forwarder("https", section(pki), CTX)
+    assert info.value.key == "output.https.auth.client_secret_file"
+    assert "UTF-8" in info.value.problem

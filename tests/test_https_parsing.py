@@ -59,3 +59,27 @@ def test_outcome_summary_survives_any_json(value: Any) -> None:
 def test_retry_after_any_header(header: str) -> None:
     seconds = parse_retry_after(header, now=1_800_000_000.0)
     assert seconds is None or 0.0 <= seconds <= MAX_RETRY_AFTER
+
+
+def test_outcome_summary_drops_unquoted_references_and_identifiers() -> None:
+    """Servers also echo references unquoted (HAPI: `Resource Patient/jdoe not found`) and identifier
+    tokens: the summary lands in logs and, as the quarantine reason, in the database in plaintext."""
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error",
+                "code": "not-found",
+                "diagnostics": "Resource Patient/jdoe not found, specified in path: Observation.subject",
+            },
+            {
+                "severity": "error",
+                "code": "duplicate",
+                "diagnostics": "Multiple matches for identifier urn:ietf:rfc:3986|urn:uuid:feed-beef-cafe",
+            },
+        ],
+    }
+    assert outcome_summary(outcome, "HTTP 400") == (
+        "HTTP 400: error not-found: Resource Patient/… not found, specified in path: Observation.subject; "
+        "error duplicate: Multiple matches for identifier …"
+    )

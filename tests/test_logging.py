@@ -64,3 +64,41 @@ def test_configured_pipeline_writes_json_without_phi() -> None:
     doc = orjson.loads(buf.getvalue())
     assert doc["event"] == "bound" and doc["patient"] == REDACTED and doc["rows"] == 2 and doc["level"] == "info"
     assert "secret-1" not in buf.getvalue()
+
+
+def test_sensitive_fields_nested_or_camel_case_are_redacted() -> None:
+    """A dict or list passed as context, or a camelCase key copied from FHIR / JSON, must not slip past."""
+    out = scrub_phi(
+        None,
+        "info",
+        {
+            "event": "x",
+            "context": {"patient": "7", "rows": 2, "inner": [{"systolic": 120}, "Patient/abc"]},
+            "items": ["Patient/xyz", b"12"],
+            "patientId": "7",
+            "serialNumber": "SN1",
+            "address": "C1:00:00:00:00:01",
+            "count": 3,
+        },
+    )
+    assert out == {
+        "event": "x",
+        "context": {"patient": REDACTED, "rows": 2, "inner": [{"systolic": REDACTED}, REDACTED]},
+        "items": [REDACTED, "<2 bytes>"],
+        "patientId": REDACTED,
+        "serialNumber": REDACTED,
+        "address": REDACTED,
+        "count": 3,
+    }
+
+
+def test_bluetooth_addresses_inside_library_messages_are_redacted() -> None:
+    """bleak / Bumble warnings come through the stdlib handler as free text; a device address in them
+    is an identifier like a serial number."""
+    import logging
+
+    buf = io.StringIO()
+    configure_logging("info", "json", buf)
+    logging.getLogger("bleak.backends.bluezdbus").warning("Device with address C1:0a:00:00:00:01 was not found")
+    doc = orjson.loads(buf.getvalue())
+    assert doc["event"] == "library_log" and doc["message"] == f"Device with address {REDACTED} was not found"

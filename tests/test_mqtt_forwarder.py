@@ -78,7 +78,7 @@ async def test_delivers_every_reading_once_as_fhir_with_properties(
         async with forwarder(broker, pki, password_file, tmp_path, client_id="t-deliver") as fwd:
             errors = await drain(fwd, items)
             await received.wait_for({i.identifier for i in items})
-        await asyncio.sleep(0.1)  # the "offline" presence message from __aexit__
+        await received.wait_for_presence(2)  # the "offline" presence message from __aexit__
     assert errors == []
     assert {i.identifier for i in items} == set(received.counts)
     assert set(received.counts.values()) == {1}
@@ -438,3 +438,24 @@ def test_tls_context_verifies_and_requires_tls_1_2(tmp_path: Path, pki: Pki) -> 
     ctx = build({"host": "localhost", "ca_file": str(pki.ca.cert_file)}, context(tmp_path))._tls()
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+
+
+def test_client_key_must_be_private_and_may_be_a_systemd_credential(
+    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The TLS client key is a secret like the password: loose modes are refused, credentials work."""
+    ctx = context(tmp_path)
+    cert, key = pki.client
+    loose = tmp_path / "loose.key"
+    loose.write_bytes(key.read_bytes())
+    loose.chmod(0o644)
+    with pytest.raises(ConfigError) as err:
+        build({"host": "localhost", "ca_file": str(pki.ca), "client_cert": str(cert), "client_key": str(loose)}, ctx)
+    assert err.value.key == "output.mqtt.client_key" and "0644" in err.value.problem
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt-client.key").write_bytes(key.read_bytes())
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    tls = {"ca_file": str(pki.ca), "client_cert": str(cert), "client_key": "credential:mqtt-client.key"}
+    fwd = build({"host": "localhost", **tls}, ctx)
+    assert fwd.settings.client_key == creds / "mqtt-client.key"

@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -177,3 +178,94 @@ async def test_integrity_check(queue: ReadingQueue) -> None:
 async def test_binding_by_device_key(queue: ReadingQueue, selector: str) -> None:
     await queue.bind(selector, 1, "Patient/p1")
     assert queue.binding_for(bp()) is not None
+
+
+@pytest.mark.parametrize("selector", ["addr:c0:ff:ee:00:00:01", "eui64:0123456789ABCDEF", " C0:FF:EE:00:00:01 "])
+async def test_prefixed_selectors_are_normalized_like_bare_ones(queue: ReadingQueue, selector: str) -> None:
+    """`addr:` addresses compare upper-case and `eui64:` System IDs lower-case, as the bare forms do."""
+    await queue.bind(selector, 1, "Patient/p1")
+    assert queue.binding_for(bp()) is not None
+
+
+async def test_devices_command_shows_the_binding_that_matches(tmp_path: Path, key_file: Path, capsys: Any) -> None:
+    """`vitalgate devices` must say which patient a slot flows to by the same rule the drainer uses."""
+    from gateway.cli import main
+
+    cfg = tmp_path / "vg.toml"
+    cfg.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\nkey_file = "{key_file}"\n')
+    q = await ReadingQueue.open(tmp_path / "queue.db", KeyRing.load(str(key_file)))
+    try:
+        await q.put([bp(user=1), bp(user=2)])
+        await q.bind("addr:C0:FF:EE:00:00:01", 1, "Patient/p1")
+        await q.bind("serial:Acme:BP123456", 2, "Patient/p2")
+        assert q.binding_for(bp(user=1)) is not None and q.binding_for(bp(user=2)) is not None
+    finally:
+        await q.close()
+    assert await asyncio.to_thread(main, ["devices", "--config", str(cfg)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert sorted((row[1], row[-1]) for row in rows) == [("1", "Patient/p1"), ("2", "Patient/p2")]
+
+
+async def test_unbind_removes_a_binding_stored_before_normalization(queue: ReadingQueue) -> None:
+    """A binding written as typed by an older version (`addr:` lower-case) can still be removed."""
+    tag = queue.keyring.tag("binding|addr:c0:ff:ee:00:00:01|1")
+    sealed = queue._seal(b"bindings", tag, b'{"device": "addr:c0:ff:ee:00:00:01", "user": 1, "patient": "Patient/p"}')
+    db = sqlite3.connect(queue.path)
+    with db:
+        db.execute(
+            "INSERT INTO bindings (tag, key_id, nonce, payload, created_at) VALUES (?, ?, ?, ?, 0)",
+            (tag, sealed.key_id, sealed.nonce, sealed.ciphertext),
+        )
+    db.close()
+    assert len(await queue.reload_bindings()) == 1
+    assert await queue.unbind("addr:c0:ff:ee:00:00:01", 1) is True
+    assert await queue.reload_bindings() == []
+
+
+async def test_put_racing_a_binding_reload_is_not_left_unassigned(tmp_path: Path, keyring: KeyRing) -> None:
+    """A put that chose "unassigned" from bindings that went stale before it committed must not stay
+    parked: the drainer's assign pass ran before the row existed, and nothing else would move it."""
+    daemon = await ReadingQueue.open(tmp_path / "race.db", keyring)
+    try:
+        operator = await ReadingQueue.open(tmp_path / "race.db", keyring)  # `vitalgate bind`, another process
+        await operator.bind("BP123456", 1, "Patient/p1")
+        await operator.close()
+
+        gate = asyncio.Event()
+
+        async def busy(db: object) -> None:  # the writer is busy with earlier work when the put arrives
+            await gate.wait()
+
+        blocker = asyncio.ensure_future(daemon._write(busy))
+        await asyncio.sleep(0)
+        put = asyncio.ensure_future(daemon.put([bp()]))  # decides with the stale (empty) bindings
+        await asyncio.sleep(0)
+        assert await daemon.bindings_changed()  # what the drainer does next: reload, then assign
+        await daemon.reload_bindings()
+        assert await daemon.assign_unassigned() == 0  # the row is not committed yet
+        gate.set()
+        await blocker
+        assert (await put).new == 1
+        assert not await daemon.bindings_changed()  # the drainer will not look again
+        counts = await daemon.counts()
+        assert (counts[State.PENDING], counts[State.UNASSIGNED]) == (1, 0)
+    finally:
+        await daemon.close()
+
+
+def test_audit_actor_without_a_passwd_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Containers often run under a uid with no passwd entry; the audit line must still be written.
+
+    A fake: producing a uid without a passwd entry for real needs a second, unprivileged interpreter,
+    which this machine's /root-installed Python does not allow."""
+    import os
+    import pwd
+
+    from gateway import cli
+
+    def missing(uid: int) -> pwd.struct_passwd:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", missing)
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    assert cli._actor() == f"? (uid {os.getuid()})"

@@ -73,10 +73,14 @@ class HttpsSettings:
 
 _QUOTED = re.compile(r"(['\"]).*?\1")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_IDENTIFIER = re.compile(r"(?:\b(?:urn|https?):|[^\s,;'\"|]+\|)[^\s,;'\"]*")  # URIs, system|value tokens
+_REFERENCE = re.compile(r"\b([A-Z][A-Za-z]+)/[^\s,;'\"]+")  # Patient/jdoe -> Patient/…
 
 
 def _scrub(text: str, limit: int = 120) -> str:
-    """A server's diagnostics may echo values or identifiers: drop quoted text and numbers, cap length."""
+    """A server's diagnostics may echo values or identifiers: drop identifiers, references' ids, quoted
+    text and numbers, cap length."""
+    text = _REFERENCE.sub(r"\1/…", _IDENTIFIER.sub("…", text))
     text = _NUMBER.sub("#", _QUOTED.sub("'…'", text))
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from gateway.errors import ConfigError, KeyFileError
 from gateway.forwarders import ForwarderContext
-from gateway.secrets import read_secret
+from gateway.secrets import check_private, read_secret, resolve_secret_path
 
 __all__ = ["DEFAULT_PRESENCE_TOPIC", "DEFAULT_TOPIC", "MqttSettings", "parse_settings", "render_topic"]
 
@@ -109,11 +109,17 @@ class _Section:
             raise self.fail(key, f"must be between {low:g} and {high:g}, got {value}")
         return value
 
-    def path(self, key: str, check: Callable[[Path], bool] = Path.is_file) -> Path | None:
+    def path(self, key: str, check: Callable[[Path], bool] = Path.is_file, private: bool = False) -> Path | None:
+        """A file named by path or `credential:NAME`; `private` files must be readable by us alone."""
         value = self.get(key, str, None)
         if value is None:
             return None
-        path = Path(value)
+        try:
+            path = resolve_secret_path(value)
+            if private:
+                check_private(path)
+        except KeyFileError as exc:
+            raise self.fail(key, str(exc)) from None
         if not check(path):
             raise self.fail(key, f"{path} does not exist or is not a file")
         return path
@@ -152,7 +158,7 @@ def parse_settings(data: Mapping[str, Any], ctx: ForwarderContext) -> MqttSettin
     if protocol_name not in _PROTOCOLS:
         raise s.fail("protocol", f'must be "5" or "3.1.1", got {protocol_name!r}')
 
-    ca_file, client_cert, client_key = s.path("ca_file"), s.path("client_cert"), s.path("client_key")
+    ca_file, client_cert, client_key = s.path("ca_file"), s.path("client_cert"), s.path("client_key", private=True)
     if (client_cert is None) != (client_key is None):
         raise s.fail("client_key" if client_key is None else "client_cert", "client_cert and client_key go together")
     if not tls:
