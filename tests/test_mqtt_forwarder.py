@@ -445,17 +445,20 @@ def test_client_key_must_be_private_and_may_be_a_systemd_credential(
 ) -> None:
     """The TLS client key is a secret like the password: loose modes are refused, credentials work."""
     ctx = context(tmp_path)
-    cert, key = pki.client
+    cert, key = pki.client.cert_file, pki.client.key_file
     loose = tmp_path / "loose.key"
     loose.write_bytes(key.read_bytes())
     loose.chmod(0o644)
     with pytest.raises(ConfigError) as err:
-        build({"host": "localhost", "ca_file": str(pki.ca), "client_cert": str(cert), "client_key": str(loose)}, ctx)
+        build(
+            {"host": "localhost", "ca_file": str(pki.ca.cert_file), "client_cert": str(cert), "client_key": str(loose)},
+            ctx,
+        )
     assert err.value.key == "output.mqtt.client_key" and "0644" in err.value.problem
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "mqtt-client.key").write_bytes(key.read_bytes())
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
-    tls = {"ca_file": str(pki.ca), "client_cert": str(cert), "client_key": "credential:mqtt-client.key"}
+    tls = {"ca_file": str(pki.ca.cert_file), "client_cert": str(cert), "client_key": "credential:mqtt-client.key"}
     fwd = build({"host": "localhost", **tls}, ctx)
     assert fwd.settings.client_key == creds / "mqtt-client.key"
