@@ -162,4 +162,3 @@ def _accepts(port: int) -> bool:
             return True
     except OSError:
         return False
-

@@ -64,8 +64,11 @@ def test_example_config_documents_every_key_and_parses() -> None:
         ("[[devices]]\ndriver = 'simulated'\ncolour = 'red'", "devices[0].colour", "unknown option"),
         ("surprise = 1", "surprise", "unknown key"),
         # poll_seconds is read by the core for every driver: a typo must stop start-up, not loop a session.
-        ("[[devices]]\ndriver = 'ble-glucose'\naddress = 'C3:00:00:00:00:03'\npoll_seconds = '5m'",
-         "devices[0].poll_seconds", "must be seconds"),
+        (
+            "[[devices]]\ndriver = 'ble-glucose'\naddress = 'C3:00:00:00:00:03'\npoll_seconds = '5m'",
+            "devices[0].poll_seconds",
+            "must be seconds",
+        ),
         ("[[devices]]\ndriver = 'simulated'\npoll_seconds = -1", "devices[0].poll_seconds", "must be seconds"),
         ("[[devices]]\ndriver = 'simulated'\npoll_seconds = true", "devices[0].poll_seconds", "must be seconds"),
         # The simulated driver's own options: a typo must not pass check-config and then fail every session.

@@ -26,7 +26,7 @@ from drivers.errors import DeviceProtocolError
 from drivers.gatt import glucose, racp, uuids
 from gateway.reading import DeviceIdentity, Reading
 
-__all__ = ["CHECKPOINT", "GlucoseDriver"]
+__all__ = ["CHECKPOINT", "GlucoseDriver", "checkpoint_name"]
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +35,12 @@ BATCH = 64  # at most this many frames between queue commits during a transfer
 
 Frame = tuple[Literal["measurement", "context", "racp"], bytes]
 _SOURCES = {"measurement": "2a18", "context": "2a34", "racp": "2a52"}
+
+
+def checkpoint_name(identity: DeviceIdentity) -> str:
+    """Keyed by the meter itself: a meter replaced under the same [[devices]] entry starts from its own
+    first record, not from the old meter's last record number."""
+    return f"{CHECKPOINT}:{identity.key}"
 
 
 class GlucoseDriver(BleDriver):
@@ -55,7 +61,7 @@ class GlucoseDriver(BleDriver):
             await session.subscribe(uuids.GLUCOSE_MEASUREMENT_CONTEXT, lambda b: frames.put_nowait(("context", b)))
         await session.subscribe(uuids.RECORD_ACCESS_CONTROL_POINT, lambda b: frames.put_nowait(("racp", b)))
 
-        sync = racp.RacpSync(racp.parse_checkpoint(await ctx.checkpoint(CHECKPOINT)))
+        sync = racp.RacpSync(racp.parse_checkpoint(await ctx.checkpoint(checkpoint_name(identity))))
         await session.write(uuids.RECORD_ACCESS_CONTROL_POINT, sync.request())
         committed = 0
         fed = 0
@@ -124,5 +130,5 @@ class GlucoseDriver(BleDriver):
             await ctx.submit(readings)
         # Only now, with the readings durable, may the device's record number move on.
         if sync.checkpoint is not None:
-            await ctx.set_checkpoint(CHECKPOINT, str(sync.checkpoint))
+            await ctx.set_checkpoint(checkpoint_name(identity), str(sync.checkpoint))
         return len(readings)

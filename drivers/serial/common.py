@@ -29,11 +29,19 @@ __all__ = [
     "clock_offset",
     "fingerprint",
     "local_now",
+    "newest_checkpoint",
     "split_restarts",
     "validate_common",
 ]
 
 NEWEST = "newest"  # checkpoint name: fingerprint of the newest record imported by a complete download
+
+
+def newest_checkpoint(device: DeviceIdentity) -> str:
+    """Keyed by the meter (its serial number), so a replaced meter on the same port starts afresh."""
+    return f"{NEWEST}:{device.key}"
+
+
 BATCH = 50  # readings per submit: one commit per batch spares the SD card, and a cut dump keeps the rest
 COMMON_KEYS = ("simulated", "poll_seconds", "set_clock")  # poll_seconds: the core's pause between downloads
 
@@ -173,6 +181,7 @@ class GlucoseMeterDriver(SerialDriver):
         self,
         ctx: DeviceContext,
         *,
+        device: DeviceIdentity,
         clean: bool,
         newest: str | None,
         offset: timedelta,
@@ -184,7 +193,7 @@ class GlucoseMeterDriver(SerialDriver):
         was measured under; records made from now on carry the corrected clock.
         """
         if clean and newest is not None:
-            await ctx.set_checkpoint(NEWEST, newest)
+            await ctx.set_checkpoint(newest_checkpoint(device), newest)
         if clean and clock_needs_setting(ctx.options, offset, ctx.clock_tolerance):
             await set_clock(self.now(ctx.local_tz).replace(microsecond=0))
             log.info("meter_clock_set", driver=self.name, was_off_s=offset.total_seconds())

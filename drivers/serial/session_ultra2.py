@@ -23,7 +23,7 @@ import structlog
 from drivers.base import DeviceContext
 from drivers.errors import DeviceProtocolError, MalformedFrameError
 from drivers.serial import onetouch_ultra2 as proto
-from drivers.serial.common import NEWEST, Batcher, GlucoseMeterDriver, fingerprint, split_restarts
+from drivers.serial.common import Batcher, GlucoseMeterDriver, fingerprint, newest_checkpoint, split_restarts
 from drivers.serial.transport import PortLostError, PortSettings, ReadTimeoutError, SerialPort
 from gateway.reading import DeviceIdentity, Reading, Status
 
@@ -65,7 +65,7 @@ class OneTouchUltra2Driver(GlucoseMeterDriver):
             firmware: str = await self._reply(ctx, port, "DM?", proto.parse_version)
             device_now = await self._reply(ctx, port, "DMF", proto.parse_clock)
             device, offset = self.identify(settings.path, serial_number, firmware, device_now, ctx.local_tz)
-            since = await ctx.checkpoint(NEWEST)
+            since = await ctx.checkpoint(newest_checkpoint(device))
             header = await self._reply(ctx, port, "DMP", proto.parse_dump_header)
             batch = Batcher(ctx)
             clean = True
@@ -112,7 +112,7 @@ class OneTouchUltra2Driver(GlucoseMeterDriver):
             finally:
                 await batch.flush()  # what arrived before a cut is committed before the error propagates
             await self.finish(
-                ctx, clean=clean, newest=newest, offset=offset,
+                ctx, device=device, clean=clean, newest=newest, offset=offset,
                 set_clock=lambda now: self._reply(ctx, port, proto.set_clock_command(now), proto.parse_clock),
             )  # fmt: skip
             log.info(

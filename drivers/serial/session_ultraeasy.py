@@ -26,7 +26,7 @@ import structlog
 from drivers.base import DeviceContext
 from drivers.errors import DeviceProtocolError
 from drivers.serial import onetouch_ultraeasy as msg
-from drivers.serial.common import NEWEST, Batcher, GlucoseMeterDriver, fingerprint
+from drivers.serial.common import Batcher, GlucoseMeterDriver, fingerprint, newest_checkpoint
 from drivers.serial.lifescan_binary import Frame, FrameDecoder, GarbageError, LinkState
 from drivers.serial.transport import PortLostError, PortSettings, ReadTimeoutError, SerialPort
 from gateway.reading import DeviceIdentity, Reading
@@ -117,7 +117,7 @@ class OneTouchUltraEasyDriver(GlucoseMeterDriver):
             firmware = await link.request(msg.READ_VERSION, msg.parse_version)
             device_now = await link.request(msg.READ_CLOCK, msg.parse_clock)
             device, offset = self.identify(settings.path, serial_number, firmware, device_now, ctx.local_tz)
-            since = await ctx.checkpoint(NEWEST)
+            since = await ctx.checkpoint(newest_checkpoint(device))
             count = await link.request(msg.read_record(msg.COUNT_RECORD_ID), msg.parse_count)
             batch = Batcher(ctx)
             clean = True
@@ -138,7 +138,7 @@ class OneTouchUltraEasyDriver(GlucoseMeterDriver):
             finally:
                 await batch.flush()
             await self.finish(
-                ctx, clean=clean, newest=newest, offset=offset,
+                ctx, device=device, clean=clean, newest=newest, offset=offset,
                 set_clock=lambda now: link.request(msg.write_clock(now), msg.parse_clock),
             )  # fmt: skip
             await port.write(link.state.connect())  # the meter's "disconnect" is the same empty frame

@@ -11,15 +11,25 @@ import pytest
 from bumble.link import LocalLink
 
 from drivers.ble.bleak_transport import BleakTransport
-from drivers.ble.glucose import CHECKPOINT, GlucoseDriver
+from drivers.ble.glucose import GlucoseDriver, checkpoint_name
 from drivers.ble.transport import BleError
+from drivers.gatt.device_info import parse_system_id
 from gateway.queue import ReadingQueue
-from gateway.reading import Kind, Measurement, Metric, Status, Unit
+from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Status, Unit
+from simulators.ble import encoding
 from simulators.ble.encoding import GlucoseRecord
 from simulators.ble.glucose import GlucoseMeter, make_records
 from tests.ble.conftest import Recorded, make_ctx
 
 START = datetime(2026, 6, 1, 8, 0, 0)
+
+
+def stored_at(meter: GlucoseMeter) -> str:
+    """Where the driver keeps this meter's record checkpoint: under the meter's own identity (System ID)."""
+    assert meter.system_id is not None
+    return checkpoint_name(
+        DeviceIdentity("ble-glucose", system_id=parse_system_id(encoding.system_id(*meter.system_id)))
+    )
 
 
 async def _bond(ble: BleakTransport, meter: GlucoseMeter) -> None:
@@ -71,7 +81,7 @@ async def test_500_records_first_sync_all_second_only_new(
         rec = await _sync(ble, queue, meter)
         assert [r.sequence for r in rec.readings] == list(range(1, 501))
         assert rec.new == 500
-        assert await rec.ctx.checkpoint(CHECKPOINT) == "500"
+        assert await rec.ctx.checkpoint(stored_at(meter)) == "500"
         assert meter.requests[-1] == bytes([0x01, 0x01])  # report stored records, all
 
         first = rec.readings[0]
@@ -87,11 +97,11 @@ async def test_500_records_first_sync_all_second_only_new(
         assert meter.requests[-1] == bytes([0x01, 0x03, 0x01, 0xF5, 0x01])  # >= sequence 501
         assert [(r.sequence, r.measurements[0].reported_value) for r in rec2.readings] == [(501, 104), (502, 151)]
         assert rec2.readings[1].raw.endswith(bytes([0x02, 0xF6, 0x01, 0x02]))  # context frame kept too
-        assert await rec2.ctx.checkpoint(CHECKPOINT) == "502"
+        assert await rec2.ctx.checkpoint(stored_at(meter)) == "502"
 
         rec3 = await _sync(ble, queue, meter)  # nothing new: "no records found"
         assert rec3.readings == []
-        assert await rec3.ctx.checkpoint(CHECKPOINT) == "502"
+        assert await rec3.ctx.checkpoint(stored_at(meter)) == "502"
 
 
 async def test_disconnect_mid_transfer_resumes_without_loss_or_duplicate(
@@ -103,7 +113,7 @@ async def test_disconnect_mid_transfer_resumes_without_loss_or_duplicate(
         k = len(rec.readings)
         assert 0 < k <= 83
         assert [r.sequence for r in rec.readings] == list(range(1, k + 1))
-        assert await rec.ctx.checkpoint(CHECKPOINT) == str(k)
+        assert await rec.ctx.checkpoint(stored_at(meter)) == str(k)
 
         rec2 = await _sync(ble, queue, meter)
         assert meter.requests[-1] == bytes([0x01, 0x03, 0x01]) + (k + 1).to_bytes(2, "little")
@@ -131,7 +141,7 @@ async def test_malformed_record_rejected_kept_and_sync_goes_on(
         ("meter:ble-glucose/2a18", "MalformedFrameError", 5),
     ]
     assert [raw[1:3] for *_, raw in rejects] == [bytes([3, 0]), bytes([9, 0])]  # their sequence numbers
-    assert await rec.ctx.checkpoint(CHECKPOINT) == "10"
+    assert await rec.ctx.checkpoint(stored_at(meter)) == "10"
 
 
 async def test_meter_clock_offset_on_every_record_and_clock_corrected(
@@ -157,7 +167,7 @@ async def test_shutdown_mid_transfer_aborts_racp_keeps_committed_and_resumes(
         run = asyncio.create_task(GlucoseDriver(ble).run(rec.ctx))
         await hundred.wait()  # the meter stalls after 100 records; all of them are committed
         for _ in range(500):  # ... and then the checkpoint is stored (a cancel in between only means re-reading)
-            if await rec.ctx.checkpoint(CHECKPOINT) == "100":
+            if await rec.ctx.checkpoint(stored_at(meter)) == "100":
                 break
             await asyncio.sleep(0.01)
         run.cancel()  # the daemon shuts down mid-transfer
@@ -165,8 +175,29 @@ async def test_shutdown_mid_transfer_aborts_racp_keeps_committed_and_resumes(
             await run
         assert bytes([0x03, 0x00]) in meter.requests  # RACP Abort Operation
         assert [r.sequence for r in rec.readings] == list(range(1, 101))
-        assert await rec.ctx.checkpoint(CHECKPOINT) == "100"
+        assert await rec.ctx.checkpoint(stored_at(meter)) == "100"
 
         rec2 = await _sync(ble, queue, meter)
         assert meter.requests[-1] == bytes([0x01, 0x03, 0x01, 101, 0x00])
         assert [r.sequence for r in rec2.readings] == list(range(101, 301))
+
+
+async def test_replaced_meter_under_the_same_entry_is_read_from_its_first_record(
+    link: LocalLink, ble: BleakTransport, queue: ReadingQueue
+) -> None:
+    """A clinic swaps a meter and keeps the [[devices]] entry: the new meter's records must all come in,
+    not only those numbered above the old meter's last record."""
+    async with _bonded(link, ble, GlucoseMeter(make_records(20, start=START))) as old:
+        assert [r.sequence for r in (await _sync(ble, queue, old)).readings] == list(range(1, 21))
+    replacement = GlucoseMeter(
+        make_records(3, start=START + timedelta(days=1)),
+        serial="GLU00004",
+        system_id=(0x0000_0004, 0x00_1B_DC),
+        address="C3:00:00:00:00:04",
+    )
+    async with _bonded(link, ble, replacement) as new:
+        rec = await _sync(ble, queue, new)
+    assert [r.sequence for r in rec.readings] == [1, 2, 3]
+    assert rec.new == 3
+    assert await rec.ctx.checkpoint(stored_at(new)) == "3"
+    assert await rec.ctx.checkpoint(stored_at(old)) == "20"

@@ -57,13 +57,12 @@ async def test_full_download_then_incremental(kind: str, queue: ReadingQueue, st
         (rec.time, float(rec.mg_dl)) for rec in reversed(RECORDS)
     ]
     first = readings[-1]
-    serial = "AB123456Y" if kind == "onetouch-ultra2" else "C3A123456"
     model = "OneTouch Ultra 2" if kind == "onetouch-ultra2" else "OneTouch Ultra Easy"
     firmware = "P02.00.00 30/08/06" if kind == "onetouch-ultra2" else "03.04.03"
-    identity = DeviceIdentity(kind, sim.path, serial, manufacturer="LifeScan", model=model, firmware=firmware)
+    identity = DeviceIdentity(kind, sim.path, SERIALS[kind], manufacturer="LifeScan", model=model, firmware=firmware)
     assert first.device == identity
     assert first.clock_offset == timedelta(seconds=90)
-    assert await ctx.checkpoint("newest") == "2026-11-24T07:30:00|104"
+    assert await ctx.checkpoint(newest_key(kind)) == "2026-11-24T07:30:00|104"
 
     # 90 s off is more than the 60 s tolerance: after the clean download the meter's clock was set.
     assert sim.clock_sets == 1
@@ -80,6 +79,14 @@ async def test_full_download_then_incremental(kind: str, queue: ReadingQueue, st
     assert (await rows(queue), ctx.submitted) == (9, before + 1)
     newest = [x.reading for x in await queue.unassigned() if x.reading.measurements[0].reported_value == 99.0]
     assert [r.clock_offset for r in newest] == [timedelta(0)]
+
+
+SERIALS = {"onetouch-ultra2": "AB123456Y", "onetouch-ultraeasy": "C3A123456"}
+
+
+def newest_key(kind: str) -> str:
+    """The download checkpoint is kept per meter (its serial number), not per port or config entry."""
+    return f"newest:serial:LifeScan:{SERIALS[kind]}"
 
 
 @pytest.mark.parametrize("kind", METERS)
@@ -111,7 +118,7 @@ async def test_line_faults_lose_nothing_duplicate_nothing(
         # The ASCII meter has no retry: a damaged record is missing from this pass (noise between records
         # costs nothing), and after any reject the checkpoint is not advanced.
         assert await rows(queue) == (8 if fault is Fault.GARBAGE else 7)
-        assert await ctx.checkpoint("newest") is None
+        assert await ctx.checkpoint(newest_key(kind)) is None
         await driver(kind).run(ctx)
     # The binary link retried the record at once; the ASCII meter got it on the re-read. Either way: all 8, once.
     assert await rows(queue) == 8
@@ -134,7 +141,7 @@ async def test_port_closing_mid_dump_and_coming_back(
     [(_, _, error, partial)] = await queue.rejects()  # and the part-record on the wire is kept for review
     assert error == "PortLostError"
     assert partial == (b'P "MON","11/23/26","' if kind == "onetouch-ultra2" else b"\x02\x10\x01\x05")
-    assert await ctx.checkpoint("newest") is None
+    assert await ctx.checkpoint(newest_key(kind)) is None
     with pytest.raises(PortUnavailableError):
         await SerialPort.open(PortSettings(str(link)))  # cable still out
     sim.replug()  # same path, new pty behind it
