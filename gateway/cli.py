@@ -217,6 +217,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_requeue(args: argparse.Namespace) -> int:
+    if not args.all and not args.ids:
+        print("vitalgate: name quarantined row ids (see `vitalgate status`) or --all", file=sys.stderr)
+        return EXIT_CONFIG
+    ids = None if args.all else list(args.ids)
+
+    async def go(q: ReadingQueue) -> int:
+        return await q.requeue(ids)
+
+    moved = asyncio.run(_with_queue(args, go, lambda q: "all" if ids is None else f"{len(ids)} rows"))
+    print(f"{moved} quarantined readings queued again")
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     async def go(q: ReadingQueue) -> list[tuple[float, str, str, str]]:
         return await q.audit_trail(args.limit)
@@ -272,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--user", type=int)
     add("devices", cmd_devices, "list device slots seen and their bindings")
     add("status", cmd_status, "queue counts by state, quarantined rows, rejected input")
+    rq = add("requeue", cmd_requeue, "send quarantined readings again (after fixing the backend or config)")
+    rq.add_argument("ids", nargs="*", type=int, help="row ids from `vitalgate status`")
+    rq.add_argument("--all", action="store_true", help="every quarantined reading")
     a = add("audit", cmd_audit, "who ran which operator command when (bindings, listings)")
     a.add_argument("--limit", type=int, default=100)
     add("drivers", cmd_drivers, "list available device drivers", config=False)

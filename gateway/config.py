@@ -46,6 +46,7 @@ class Config:
     retry_initial: float = 1.0
     retry_max: float = 300.0
     retry_permanent: float = 600.0
+    send_timeout: float = 300.0
     forwarder: str = "file"
     forwarder_options: Mapping[str, Any] = field(default_factory=dict)
     log_level: str = "info"
@@ -139,6 +140,7 @@ def parse_config(doc: Mapping[str, Any], file: str = "<config>", base: Path | No
     from gateway.forwarders import FORWARDERS
 
     forwarder = o.choice("forwarder", "file", tuple(FORWARDERS))
+    send_timeout = o.number("send_timeout_seconds", 300, minimum=1, maximum=3600)
     forwarder_options = o.get(forwarder, dict, {})
     o.finish(allowed_tables=tuple(FORWARDERS))
 
@@ -163,6 +165,7 @@ def parse_config(doc: Mapping[str, Any], file: str = "<config>", base: Path | No
         retry_initial=retry_initial,
         retry_max=retry_max,
         retry_permanent=retry_permanent,
+        send_timeout=send_timeout,
         forwarder=forwarder,
         forwarder_options=forwarder_options,
         log_level=level,

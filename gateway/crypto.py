@@ -44,27 +44,46 @@ class Sealed:
 class KeyRing:
     """All data keys of this gateway; seals with the current one, opens with whichever sealed."""
 
-    def __init__(self, keys: list[tuple[str, bytes]]) -> None:
+    def __init__(self, keys: list[tuple[str, bytes]], source: str | None = None) -> None:
+        self.source = source
+        self._set(keys)
+
+    def _set(self, keys: list[tuple[str, bytes]]) -> None:
         if not keys:
             raise KeyFileError("no keys")
         self._aead = {kid: AESGCM(key) for kid, key in keys}
         self.current_id = keys[-1][0]
         self._current = self._aead[self.current_id]
-        self._index_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"vitalgate index v1").derive(
-            keys[0][1]
-        )
+        self._index_key = _index_key(keys[0][1])
 
     @classmethod
     def load(cls, spec: str) -> KeyRing:
         """Read a key file named by path or `credential:NAME`, refusing loose permissions."""
-        path = resolve_secret_path(spec)
-        check_private(path)
-        return cls(_parse(path, path.read_text(encoding="ascii", errors="replace")))
+        return cls(_read(spec), source=spec)
+
+    def reload(self) -> bool:
+        """Pick up keys added by `vitalgate keys rotate` while running; False if nothing new was there.
+
+        The first key must be unchanged (it derives the index key): a file that is not an extension of the
+        loaded one is refused rather than half-applied.
+        """
+        if self.source is None:
+            return False
+        keys = _read(self.source)
+        if keys[0][0] not in self._aead or _index_key(keys[0][1]) != self._index_key:
+            raise KeyFileError(f"{self.source}: its first key changed; restore the original key file")
+        if {kid for kid, _ in keys} == set(self._aead):
+            return False
+        self._set(keys)
+        return True
 
     @classmethod
     def generate(cls) -> KeyRing:
         """A throw-away ring (demo, tests)."""
         return cls([(_new_key_id(), secrets.token_bytes(KEY_BYTES))])
+
+    def __contains__(self, key_id: object) -> bool:
+        return key_id in self._aead
 
     def seal(self, plaintext: bytes, aad: bytes) -> Sealed:
         nonce = os.urandom(NONCE_BYTES)
@@ -82,6 +101,16 @@ class KeyRing:
     def tag(self, value: str) -> bytes:
         """Keyed hash: equal values give equal tags, but the tag reveals nothing without the key."""
         return hmac.new(self._index_key, value.encode(), hashlib.sha256).digest()
+
+
+def _index_key(first_key: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"vitalgate index v1").derive(first_key)
+
+
+def _read(spec: str) -> list[tuple[str, bytes]]:
+    path = resolve_secret_path(spec)
+    check_private(path)
+    return _parse(path, path.read_text(encoding="ascii", errors="replace"))
 
 
 def _new_key_id() -> str:

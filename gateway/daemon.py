@@ -22,6 +22,7 @@ from gateway import __version__
 from gateway.config import Config, DeviceConfig
 from gateway.crypto import KeyRing
 from gateway.drainer import Backoff, Delivered, Drainer
+from gateway.errors import GatewayError
 from gateway.fhir import GatewayInfo
 from gateway.fhir.selfcheck import self_check
 from gateway.forwarders import ForwarderContext, build_forwarder
@@ -124,10 +125,14 @@ class Gateway:
                 retention_seconds=cfg.retention.total_seconds(),
                 on_delivered=self.on_delivered,
                 heartbeat=lambda: self.health.beat("drainer"),
+                send_timeout=cfg.send_timeout,
             )
             # Prove at start-up that the template-built hot path still yields valid FHIR on this install.
             checked = self_check(self.drainer.gateway, local_tz=cfg.timezone)
             log.info("fhir_self_check_passed", bundles=checked)
+            released = await self.queue.assign_unassigned()  # bindings made while the daemon was down
+            if released:
+                log.info("unassigned_released", rows=released)
             counts = await self.queue.counts()
             log.info(
                 "gateway_started",
@@ -210,6 +215,12 @@ class Gateway:
             await asyncio.sleep(interval / 2)
 
     def reload_secrets(self) -> None:
+        """SIGHUP: new data keys (after `keys rotate`) and the forwarder's secrets, without a restart."""
+        try:
+            if self.keyring.reload():
+                log.info("data_keys_reloaded", current=self.keyring.current_id)
+        except GatewayError as exc:
+            log.error("data_keys_reload_failed", error=str(exc))
         reload = getattr(self.forwarder, "reload", None)
         if callable(reload):
             reload()

@@ -18,7 +18,7 @@ from datetime import tzinfo
 import structlog
 
 from gateway.fhir import GatewayInfo, MappingError, map_reading
-from gateway.forwarders.base import Forwarder, Outgoing, PermanentError, RetryableError
+from gateway.forwarders.base import Forwarder, Outgoing, PermanentError, RetryableError, SendReport
 from gateway.queue import Leased, ReadingQueue, State
 from gateway.reading import Reading
 
@@ -67,6 +67,7 @@ class Drainer:
         retention_seconds: float = 7 * 86400,
         on_delivered: Delivered | None = None,
         heartbeat: Callable[[], None] | None = None,
+        send_timeout: float = 300.0,
     ) -> None:
         self.queue = queue
         self.forwarder = forwarder
@@ -79,6 +80,7 @@ class Drainer:
         self.retention_seconds = retention_seconds
         self.on_delivered = on_delivered
         self.heartbeat = heartbeat
+        self.send_timeout = send_timeout
         self.stats = DrainStats()
         self.last_beat = time.monotonic()
         self.connected = False
@@ -123,6 +125,11 @@ class Drainer:
                     hint="fix the configuration; readings stay queued",
                 )
                 await self._sleep_beating(self.permanent_retry)
+            except Exception as exc:  # a full disk or a bug must not stop device sessions: log, wait, go on
+                delay = self.backoff.delay(self._failures)
+                self._failures += 1
+                log.error("drainer_failed", error=type(exc).__name__, detail=str(exc)[:200], retry_in=round(delay, 2))
+                await self._sleep_beating(delay)
             finally:
                 self.connected = False
 
@@ -141,6 +148,28 @@ class Drainer:
         while (left := end - time.monotonic()) > 0:
             self.beat()
             await asyncio.sleep(min(left, 1.0))
+
+    async def _send(self, batch: list[Outgoing]) -> SendReport:
+        """The forwarder's send, bounded in time and beating while it waits.
+
+        A slow backend (token refresh, then a slow POST) is not a hung gateway, so the watchdog keeps being
+        fed; a send that never ends is, so it is cut off at `send_timeout` and its batch retried later.
+        """
+        ticker = asyncio.create_task(self._tick(), name="drainer-heartbeat")
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                return await self.forwarder.send(batch)
+        except TimeoutError:
+            raise RetryableError(f"send did not finish within {self.send_timeout:g} s") from None
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+    async def _tick(self) -> None:
+        while True:
+            self.beat()
+            await asyncio.sleep(1.0)
 
     async def drain_once(self) -> int:
         """One batch through the forwarder; returns how many rows it handled (0: nothing due).
@@ -167,7 +196,7 @@ class Drainer:
         if not batch:
             return len(leased)
         try:
-            report = await self.forwarder.send(batch)
+            report = await self._send(batch)
         except (RetryableError, PermanentError) as exc:
             delay = exc.retry_after if isinstance(exc, RetryableError) and exc.retry_after else None
             await self.queue.release({o.item_id: delay or self.backoff.delay(by_id[o.item_id].attempts) for o in batch})

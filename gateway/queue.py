@@ -406,6 +406,23 @@ class ReadingQueue:
         async with self._r.execute("SELECT id, reason FROM readings WHERE state = 2 ORDER BY id") as cur:
             return [(i, r or "") for i, r in await cur.fetchall()]
 
+    async def requeue(self, item_ids: list[int] | None = None) -> int:
+        """Give quarantined rows another try (all when `item_ids` is None), e.g. after a backend fix.
+
+        Rows that still do not open or map come straight back to quarantine on the next drain.
+        """
+        where = "state = 2" if item_ids is None else f"state = 2 AND id IN ({','.join('?' * len(item_ids))})"
+
+        async def op(db: aiosqlite.Connection) -> int:
+            reset = "state = 0, attempts = 0, next_at = 0, done_at = NULL, reason = NULL"
+            cur = await db.execute(f"UPDATE readings SET {reset} WHERE {where}", item_ids or ())
+            return cur.rowcount
+
+        moved = int(await self._write(op))
+        if moved:
+            self.new_data.set()
+        return moved
+
     async def purge_delivered(self, older_than_seconds: float) -> int:
         """Delete delivered rows past retention. Their idempotency keys go with them."""
         cutoff = time.time() - older_than_seconds
@@ -464,6 +481,8 @@ class ReadingQueue:
         async with self._r.execute("SELECT tag, key_id, nonce, payload FROM bindings") as cur:
             rows = await cur.fetchall()
         bindings = []
+        if any(key_id not in self.keyring for _, key_id, _, _ in rows) and self.keyring.reload():
+            log.info("data_keys_reloaded", current=self.keyring.current_id)  # rotated by `vitalgate keys rotate`
         for tag, key_id, nonce, payload in rows:
             doc = orjson.loads(self._open(b"bindings", tag, key_id, nonce, payload))
             bindings.append(Binding(doc["device"], doc["user"], doc["patient"]))

@@ -75,3 +75,18 @@ def test_rotation_keeps_old_rows_readable_and_index_tags_stable(key_file: Path) 
     assert new.tag("reading|abc") == old.tag("reading|abc")
     with pytest.raises(DecryptError, match="unknown key id"):
         old.open(new.seal(b"x", b"a"), b"a")
+
+
+def test_reload_picks_up_rotated_keys_and_refuses_a_replaced_file(key_file: Path, tmp_path: Path) -> None:
+    ring = KeyRing.load(str(key_file))
+    assert ring.reload() is False  # nothing new
+    new_id = rotate_key_file(key_file)
+    assert new_id not in ring
+    assert ring.reload() is True
+    assert new_id in ring and ring.current_id == new_id
+    other = tmp_path / "other.key"
+    create_key_file(other)
+    key_file.write_text(other.read_text())  # a different key file put in place: not an extension
+    with pytest.raises(KeyFileError, match="first key changed"):
+        ring.reload()
+    assert ring.current_id == new_id  # the loaded keys are kept

@@ -7,6 +7,7 @@ rejects others or is down, faults the real MQTT and HTTPS tests produce with rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Sequence
 from dataclasses import replace
@@ -192,3 +193,60 @@ async def test_cancel_mid_send_leaves_the_batch_pending_and_due(queue: ReadingQu
     leased, _ = await queue.lease(10)  # not released with a backoff: due again at once, attempt count unchanged
     assert [(item.item_id, item.attempts) for item in leased] == [(i, 0) for i in range(1, 6)]
     assert drainer.stats.delivered == 0 and drainer.stats.retried == 0
+
+
+class Gated(Scripted):
+    """Backend double whose answer waits for the test: a slow server, or (never opened) a hung one."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.gate = asyncio.Event()
+
+    async def send(self, batch: Sequence[Outgoing]) -> SendReport:
+        self.sent.append([o.item_id for o in batch])
+        await self.gate.wait()
+        return SendReport(confirmed=frozenset(o.item_id for o in batch))
+
+
+async def test_slow_send_keeps_the_heartbeat_going(queue: ReadingQueue) -> None:
+    await queue.bind("BP123456", 1, "Patient/p1")
+    await queue.put([bp()])
+    beats: list[float] = []
+    fwd = Gated()
+    drainer = Drainer(queue, fwd, GW, heartbeat=lambda: beats.append(0.0), send_timeout=60)
+    task = asyncio.create_task(drainer.drain_once())
+    async with asyncio.timeout(15):
+        while len(beats) < 3:  # noqa: ASYNC110 - polling a plain list
+            await asyncio.sleep(0.05)
+    assert not task.done()  # still waiting for the backend, yet alive for the watchdog
+    fwd.gate.set()
+    assert await task == 1
+    assert (await queue.counts())[State.DELIVERED] == 1
+
+
+async def test_hung_send_is_cut_off_and_its_batch_retried(queue: ReadingQueue) -> None:
+    await queue.bind("BP123456", 1, "Patient/p1")
+    await queue.put([bp(minute=m) for m in range(3)])
+    drainer = Drainer(queue, Gated(), GW, backoff=Backoff(30, 60), send_timeout=0.2)
+    with pytest.raises(RetryableError, match=r"did not finish within 0\.2 s"):
+        await drainer.drain_once()
+    assert (await queue.counts())[State.PENDING] == 3
+    assert (await queue.lease(10))[0] == []  # backing off
+
+
+async def test_unexpected_error_does_not_stop_the_drainer(queue: ReadingQueue) -> None:
+    await queue.bind("BP123456", 1, "Patient/p1")
+    await queue.put([bp(minute=m) for m in range(2)])
+    fwd = Scripted([ValueError("a forwarder bug"), lambda b: SendReport(confirmed=frozenset(o.item_id for o in b))])
+    drainer = Drainer(queue, fwd, GW, backoff=Backoff(0.01, 0.02))
+    task = asyncio.create_task(drainer.run())
+    try:
+        async with asyncio.timeout(15):
+            while drainer.stats.delivered < 2:  # noqa: ASYNC110 - polling a counter
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert fwd.sent == [[1, 2], [1, 2]]
+    assert (await queue.counts())[State.DELIVERED] == 2

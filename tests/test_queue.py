@@ -269,3 +269,37 @@ def test_audit_actor_without_a_passwd_entry(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(pwd, "getpwuid", missing)
     monkeypatch.delenv("SUDO_USER", raising=False)
     assert cli._actor() == f"? (uid {os.getuid()})"
+
+
+async def test_binding_made_with_a_rotated_key_is_read_by_the_running_daemon(tmp_path: Path, key_file: Path) -> None:
+    """`keys rotate` then `bind` while the daemon runs: the daemon picks up the new key, not a crash."""
+    from gateway.crypto import rotate_key_file
+
+    daemon = await ReadingQueue.open(tmp_path / "q.db", KeyRing.load(str(key_file)))
+    try:
+        await daemon.put([bp()])
+        rotate_key_file(key_file)
+        cli = await ReadingQueue.open(tmp_path / "q.db", KeyRing.load(str(key_file)))
+        await cli.bind("BP123456", 1, "Patient/p1")
+        await cli.close()
+        assert await daemon.bindings_changed()
+        bindings = await daemon.reload_bindings()
+        assert [b.patient for b in bindings] == ["Patient/p1"]
+        leased, broken = await daemon.lease(10)  # the bind command released the held reading
+        assert broken == [] and [daemon.binding_for(x.reading) for x in leased] == bindings
+    finally:
+        await daemon.close()
+
+
+async def test_requeue_gives_quarantined_rows_another_try(queue: ReadingQueue) -> None:
+    await queue.bind("BP123456", 1, "Patient/p1")
+    await queue.put([bp(minute=m) for m in range(3)])
+    leased, _ = await queue.lease(10)
+    await queue.release({leased[0].item_id: 0.0})  # one earlier attempt
+    await queue.set_state({x.item_id: "HTTP 422: profile" for x in leased}, State.QUARANTINED)
+    assert await queue.requeue([leased[0].item_id, 999]) == 1
+    assert await queue.quarantined() == [(x.item_id, "HTTP 422: profile") for x in leased[1:]]
+    again, _ = await queue.lease(10)
+    assert [(x.item_id, x.attempts) for x in again] == [(leased[0].item_id, 0)]
+    assert await queue.requeue() == 2
+    assert (await queue.counts())[State.PENDING] == 3
