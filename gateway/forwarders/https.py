@@ -67,6 +67,9 @@ class HttpsSettings:
     client_cert_file: Path | None = None
     client_key_file: Path | None = None
     auth: OAuthSettings | None = None
+    # Trust for the token endpoint when it is not the FHIR server's: a CA file, or "system" for the
+    # system's store. None: the same connection (and trust) as the FHIR server.
+    token_ca_file: Path | Literal["system"] | None = None
 
 
 # --- response interpretation -------------------------------------------------------------------------
@@ -206,14 +209,23 @@ class HttpsForwarder:
     def __init__(self, settings: HttpsSettings) -> None:
         self.settings = settings
         self._ssl = self._tls_context()
+        self._token_ssl = self._token_tls_context()
         self._auth = TokenSource(settings.auth) if settings.auth is not None else None
         self._client: httpx.AsyncClient | None = None
+        self._token_client: httpx.AsyncClient | None = None  # only with its own trust (token_ca_file)
         self._reconnect = False  # set by reload(): rebuild the client with the new TLS files
         self._isolating = 0  # sends left with window 1 after an unlocatable transaction refusal
 
     def _tls_context(self) -> ssl.SSLContext:
         s = self.settings
         return client_context(s.ca_file, s.client_cert_file, s.client_key_file)
+
+    def _token_tls_context(self) -> ssl.SSLContext | None:
+        s = self.settings
+        if s.token_ca_file is None:
+            return None
+        ca = None if s.token_ca_file == "system" else s.token_ca_file
+        return client_context(ca, s.client_cert_file, s.client_key_file)
 
     @property
     def window(self) -> int:
@@ -233,14 +245,15 @@ class HttpsForwarder:
             self._auth.reload()
         try:
             self._ssl = self._tls_context()
+            self._token_ssl = self._token_tls_context()
         except (OSError, GatewayError) as exc:
             log.error("tls_reload_failed", error=type(exc).__name__)
             return
         self._reconnect = True
 
-    def _new_client(self) -> httpx.AsyncClient:
+    def _new_client(self, tls: ssl.SSLContext | None = None) -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            verify=self._ssl,
+            verify=tls or self._ssl,
             timeout=httpx.Timeout(self.settings.timeout_seconds),
             follow_redirects=False,  # a redirect could carry the bearer token elsewhere
             headers={"Accept": FHIR_JSON},
@@ -248,6 +261,8 @@ class HttpsForwarder:
 
     async def __aenter__(self) -> Self:
         self._client = self._new_client()
+        if self._token_ssl is not None:
+            self._token_client = self._new_client(self._token_ssl)
         self._reconnect = False
         if self._auth is not None:
             self._auth.check_expiry()
@@ -262,14 +277,16 @@ class HttpsForwarder:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self._token_client is not None:
+            await self._token_client.aclose()
+            self._token_client = None
 
     async def send(self, batch: Sequence[Outgoing]) -> SendReport:
         if not batch:
             return SendReport(confirmed=frozenset())
         if self._reconnect and self._client is not None:
-            await self._client.aclose()
-            self._client = self._new_client()
-            self._reconnect = False
+            await self.__aexit__(None, None, None)
+            await self.__aenter__()
         packed = pack(batch, self.settings.bundle_type)
         resp = await self._post(packed.body)
         report = self._interpret(resp, batch, packed)
@@ -300,12 +317,12 @@ class HttpsForwarder:
         if self._auth is None:
             return await self._request(body, None)
         assert self._client is not None, "use `async with` before send()"
-        token = await self._auth.bearer(self._client)
+        token = await self._auth.bearer(self._token_client or self._client)
         resp = await self._request(body, token)
         if resp.status_code != 401:
             return resp
         log.warning("fhir_unauthorized_refreshing_token")
-        token = await self._auth.refresh(self._client, stale=token)
+        token = await self._auth.refresh(self._token_client or self._client, stale=token)
         resp = await self._request(body, token)
         if resp.status_code == 401:
             log.critical("fhir_unauthorized_with_fresh_token", alert=True)
@@ -384,6 +401,7 @@ _TOP_KEYS = frozenset(
         "client_cert_file",
         "client_key_file",
         "auth",
+        "token_ca_file",
     }
 )
 _AUTH_KEYS = frozenset(
@@ -516,6 +534,7 @@ def settings_from(section: Mapping[str, Any], file: str) -> HttpsSettings:
         client_cert_file=cert,
         client_key_file=key,
         auth=_auth_settings(section["auth"], file),
+        token_ca_file="system" if sec.str_("token_ca_file") == "system" else sec.path("token_ca_file"),
     )
 
 
