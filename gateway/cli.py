@@ -351,6 +351,9 @@ EXTENSIONS.extend([_simulators, _ble_commands])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Whatever a command writes (queue, outbox, bond keys, key files) is for this user only, as under
+    # systemd's UMask=0077, also when run by hand.
+    os.umask(0o077)
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))
