@@ -168,17 +168,3 @@ def test_requeue_command(tmp_path: Path) -> None:
     proc = vitalgate("requeue", "--all", "--config", str(cfg))
     assert proc.returncode == 0 and proc.stdout.strip() == "0 quarantined readings queued again"
     assert "requeue" in vitalgate("audit", "--config", str(cfg)).stdout
-
-
-def test_files_written_by_commands_are_private(tmp_path: Path) -> None:
-    """Run by hand with a permissive umask, a command still writes nothing others can read."""
-    proc = subprocess.run(
-        ["bash", "-c", f"umask 022 && {sys.executable} -m gateway demo --seconds 1 --out {tmp_path}/d"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    loose = [p for p in (tmp_path / "d").rglob("*") if p.stat().st_mode & 0o077]
-    assert loose == []

@@ -125,7 +125,10 @@ def test_cli_simulate_scan_pair_run_across_processes(tmp_path: Path) -> None:
 
         def vitalgate(*args: str) -> subprocess.CompletedProcess[str]:
             cmd = [sys.executable, "-m", "gateway", *args]
-            return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+            # As a person's shell would: a permissive umask, which must not leak the bond keys.
+            return subprocess.run(
+                cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, preexec_fn=lambda: os.umask(0o022)
+            )
 
         scan = vitalgate("scan", "--seconds", "1")
         assert scan.returncode == 0, scan.stderr
@@ -139,6 +142,7 @@ def test_cli_simulate_scan_pair_run_across_processes(tmp_path: Path) -> None:
         assert "bonded with C3:00:00:00:00:03" in pair.stdout
         assert "bound C3:00:00:00:00:03" in pair.stdout
         assert "C3:00:00:00:00:03" in (tmp_path / "bonds.json").read_text()
+        assert (tmp_path / "bonds.json").stat().st_mode & 0o077 == 0  # pairing keys are secrets
         bad = vitalgate("pair", "C1:00:00:00:00:99", "--timeout", "1")
         assert bad.returncode == 1
         assert "did not advertise" in bad.stderr
