@@ -25,6 +25,7 @@ from gateway.logging import configure_logging
 from gateway.queue import Binding, ReadingQueue, State, identity_selectors
 from gateway.reading import DeviceIdentity
 from gateway.secrets import resolve_secret_path
+from gateway.systemd import Notifier
 
 __all__ = ["main"]
 
@@ -98,20 +99,10 @@ def install_signals(stop: asyncio.Event, on_hup: Callable[[], None] | None = Non
 async def _run(cfg: Config, keyring: KeyRing) -> None:
     from gateway.daemon import Gateway
 
-    notifier = _notifier()
-    gw = Gateway(cfg, keyring, notifier=notifier)
+    gw = Gateway(cfg, keyring, notifier=Notifier.from_environment())
     stop = asyncio.Event()
     install_signals(stop, gw.reload_secrets)
     await gw.run(stop)
-
-
-def _notifier() -> object | None:
-    try:
-        from gateway.systemd import Notifier  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None
-    notifier: object = Notifier.from_environment()
-    return notifier
 
 
 def cmd_run(args: argparse.Namespace) -> int:

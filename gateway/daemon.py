@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta, tzinfo
 from typing import Any
 
@@ -29,7 +29,7 @@ from gateway.forwarders import ForwarderContext, build_forwarder
 from gateway.forwarders.base import Forwarder
 from gateway.queue import ReadingQueue, State
 from gateway.reading import Reading
-from gateway.systemd import Health
+from gateway.systemd import Health, Notifier
 
 __all__ = ["Gateway", "QueueDeviceContext"]
 
@@ -49,7 +49,6 @@ class QueueDeviceContext:
     local_tz: tzinfo | None = None  # config `gateway.timezone`; None: the system's zone
     rejected: int = 0
     submitted: int = 0
-    _stored: dict[str, str] = field(default_factory=dict)
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -83,7 +82,7 @@ class Gateway:
         forwarder: Forwarder | None = None,
         on_delivered: Delivered | None = None,
         on_submitted: Callable[[Sequence[Reading], int], None] | None = None,
-        notifier: Any | None = None,
+        notifier: Notifier | None = None,
         drain_timeout: float = 0.0,
     ) -> None:
         self.config = config

@@ -82,12 +82,9 @@ class Drainer:
         self.heartbeat = heartbeat
         self.send_timeout = send_timeout
         self.stats = DrainStats()
-        self.last_beat = time.monotonic()
-        self.connected = False
         self._failures = 0
 
     def beat(self) -> None:
-        self.last_beat = time.monotonic()
         if self.heartbeat is not None:
             self.heartbeat()
 
@@ -98,7 +95,6 @@ class Drainer:
             self.beat()
             try:
                 async with self.forwarder:
-                    self.connected = True
                     log.info("forwarder_connected", forwarder=self.forwarder.name)
                     while True:
                         self.beat()
@@ -130,8 +126,6 @@ class Drainer:
                 self._failures += 1
                 log.error("drainer_failed", error=type(exc).__name__, detail=str(exc)[:200], retry_in=round(delay, 2))
                 await self._sleep_beating(delay)
-            finally:
-                self.connected = False
 
     async def _idle(self) -> None:
         """Wait for new readings, or a second for released ones to come due."""
