@@ -176,7 +176,6 @@ class ReadingQueue:
         self._writer_task: asyncio.Task[None] | None = None
         self._bindings: list[Binding] = []
         self._bindings_version = ""
-        self.last_commit = time.monotonic()
         self.commits = 0
         self.new_data = asyncio.Event()  # set when rows become due: the drainer sleeps on it
 
@@ -256,7 +255,6 @@ class ReadingQueue:
             except Exception as exc:
                 error = exc
                 log.error("queue_commit_failed", error=type(exc).__name__, detail=str(exc), ops=len(batch))
-            self.last_commit = time.monotonic()
             self.commits += 1
             for i, (_, fut) in enumerate(batch):
                 if not fut.done():
@@ -274,10 +272,6 @@ class ReadingQueue:
 
         await self._write(op)
 
-    @property
-    def writer_alive(self) -> bool:
-        return self._writer_task is not None and not self._writer_task.done()
-
     # ---------------------------------------------------------------- sealing helpers
 
     def _seal(self, table: bytes, tag: bytes, plaintext: bytes) -> Sealed:
@@ -292,7 +286,7 @@ class ReadingQueue:
         """Encrypt and commit; returns once durable. A reading already queued is not stored again."""
         now = time.time()
         rows = []
-        slots: dict[bytes, tuple[Sealed, int]] = {}
+        latest: dict[bytes, tuple[Reading, int]] = {}  # per device slot: its newest reading and a count
         version = self._bindings_version  # the bindings the states below are decided with
         for r in readings:
             dedup = self.keyring.tag("reading|" + r.idempotency_key)
@@ -302,8 +296,9 @@ class ReadingQueue:
                 state = State.WITHHELD
             rows.append((dedup, int(state), sealed.key_id, sealed.nonce, sealed.ciphertext, now))
             slot_tag = self.keyring.tag(f"slot|{r.device.key}|{r.user_slot}")
-            count = slots[slot_tag][1] + 1 if slot_tag in slots else 1
-            slots[slot_tag] = (self._seal(b"slots", slot_tag, _slot_doc(r)), count)
+            latest[slot_tag] = (r, latest[slot_tag][1] + 1 if slot_tag in latest else 1)
+        # One sealed device record per slot and batch, not per reading.
+        slots = {t: (self._seal(b"slots", t, _slot_doc(r)), n) for t, (r, n) in latest.items()}
 
         async def op(db: aiosqlite.Connection) -> int:
             before = db.total_changes
@@ -330,11 +325,6 @@ class ReadingQueue:
             # with the reload could not see these rows yet: run it again, or they stay parked.
             await self.assign_unassigned()
         return PutResult(new=new, duplicates=len(rows) - new)
-
-    async def contains(self, reading: Reading) -> bool:
-        dedup = self.keyring.tag("reading|" + reading.idempotency_key)
-        async with self._r.execute("SELECT 1 FROM readings WHERE dedup = ?", (dedup,)) as cur:
-            return await cur.fetchone() is not None
 
     async def lease(self, limit: int, *, exclude: Iterable[int] = ()) -> tuple[list[Leased], list[tuple[int, str]]]:
         """Up to `limit` pending rows due now, oldest first, skipping `exclude` (already in flight).
