@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -24,36 +24,11 @@ from gateway.errors import ConfigError
 from gateway.logging import configure_logging
 from gateway.reading import Metric, Reading
 
-__all__ = ["DEMO_DEVICES", "demo_config", "run_demo"]
-
-# (name, driver, options, bindings as (user slot, patient))
-DEMO_DEVICES: list[tuple[str, str, dict[str, Any], list[tuple[int | None, str]]]] = [
-    (
-        "demo-cuff",
-        "simulated",
-        {"kind": "blood-pressure", "serial": "SIM-BP-0001", "users": [1, 2], "interval_seconds": 1.1},
-        [(1, "Patient/demo-patient-1"), (2, "Patient/demo-patient-2")],
-    ),
-    (
-        "demo-scale",
-        "simulated",
-        {"kind": "body-weight", "serial": "SIM-WS-0001", "interval_seconds": 2.3},
-        [(None, "Patient/demo-patient-1")],
-    ),
-    (
-        "demo-glucose",
-        "simulated",
-        {"kind": "blood-glucose", "serial": "SIM-GL-0001", "interval_seconds": 1.7},
-        [(None, "Patient/demo-patient-2")],
-    ),
-]
+__all__ = ["demo_config", "run_demo"]
 
 
 def demo_config(out: Path, forwarder: str = "file", forwarder_options: dict[str, Any] | None = None) -> Config:
-    devices = tuple(
-        DeviceConfig(driver, name, options, f"devices[{i}]")
-        for i, (name, driver, options, _) in enumerate(DEMO_DEVICES)
-    )
+    """The demo's settings; its devices (BLE simulators, a serial meter) are added once they run."""
     return Config(
         file="<demo>",
         gateway_id="vitalgate-demo",
@@ -66,7 +41,6 @@ def demo_config(out: Path, forwarder: str = "file", forwarder_options: dict[str,
         retry_initial=0.5,
         retry_max=5.0,
         retry_permanent=5.0,
-        devices=devices,
     )
 
 
@@ -112,8 +86,8 @@ class _Tally:
 
 async def _demo(cfg: Config, seconds: float, tally: _Tally, extra_bindings: Sequence[tuple[str, str]] = ()) -> None:
     """The cuff, scale and glucose meter are Bluetooth LE simulators (Bumble) read through the real BLE
-    stack: our sessions, bleak's API and Bumble's link, GATT and SMP (the meter is bonded first). They
-    replace the transport-less "simulated" entries of DEMO_DEVICES; other devices (serial) stay."""
+    stack: our sessions, bleak's API and Bumble's link, GATT and SMP (the meter is bonded first). They join
+    the devices already in `cfg` (the serial meter)."""
     from gateway.cli import install_signals
     from gateway.daemon import Gateway
     from gateway.queue import ReadingQueue
@@ -125,16 +99,9 @@ async def _demo(cfg: Config, seconds: float, tally: _Tally, extra_bindings: Sequ
     keyring = KeyRing.load(cfg.key_file)
     ble = await start_demo_ble()
     try:
-        cfg = dataclasses.replace(
-            cfg,
-            devices=(
-                *(
-                    DeviceConfig(driver, name, {"driver": driver, **options}, f"devices[{i}]")
-                    for i, (name, driver, options, _) in enumerate(ble.devices)
-                ),
-                *(d for d in cfg.devices if d.driver != "simulated"),
-            ),
-        )
+        devices: list[tuple[str, str, Mapping[str, Any]]] = [(d, n, o) for n, d, o, _ in ble.devices]
+        devices += [(d.driver, d.name, d.options) for d in cfg.devices]
+        cfg = dataclasses.replace(cfg, devices=tuple(DeviceConfig(*d, f"devices[{i}]") for i, d in enumerate(devices)))
         async with await ReadingQueue.open(cfg.queue_path, keyring) as q:
             for _, _, options, bindings in ble.devices:
                 for user, patient in bindings:
@@ -178,7 +145,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from simulators.serial import start_demo_meter
 
     meter = start_demo_meter()  # a OneTouch Ultra 2 speaking its serial protocol on a real pty
-    serial_dev = DeviceConfig(meter.driver, meter.name, meter.options, f"devices[{len(cfg.devices)}]")
+    serial_dev = DeviceConfig(meter.driver, meter.name, meter.options, "devices[0]")
     cfg = dataclasses.replace(cfg, devices=(*cfg.devices, serial_dev))
     tally = _Tally()
     print(f"VitalGate demo: simulated BLE cuff (2 users), scale (2 users) and glucose meter for {args.seconds:g} s")
