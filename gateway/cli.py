@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
 import pwd
 import signal
@@ -341,10 +342,18 @@ def _ble_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 EXTENSIONS.extend([_simulators, _ble_commands])
 
 
+def _line_buffered_stdout() -> None:
+    """Each line out as soon as it is printed, also into a pipe: a process (a test, a supervisor script)
+    waiting for a line such as `simulate`'s "served on" must not wait for a block buffer to fill."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Whatever a command writes (queue, outbox, bond keys, key files) is for this user only, as under
     # systemd's UMask=0077, also when run by hand.
     os.umask(0o077)
+    _line_buffered_stdout()
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))

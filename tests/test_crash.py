@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from gateway.crypto import KeyRing
+from tests.childio import ChildLines
 
 ROOT = Path(__file__).resolve().parent.parent
 KILLS = 50
@@ -40,13 +41,13 @@ def test_sigkill_at_random_moments_loses_no_committed_put(tmp_path: Path, key_fi
             stdout=subprocess.PIPE,
             text=True,
         )
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "ready"
+        lines = ChildLines.of(child, "crash_child")
+        assert lines.readline(60).strip() == "ready"
         time.sleep(rng.uniform(0.0, 0.25))
         os.kill(child.pid, signal.SIGKILL)
-        out, _ = child.communicate(timeout=30)
-        assert child.returncode == -signal.SIGKILL
-        for line in out.splitlines():
+        out = lines.rest(60)
+        assert child.wait(timeout=60) == -signal.SIGKILL
+        for line in out:
             parts = line.split()
             if len(parts) != 2 or len(parts[1]) != 64:
                 continue  # a line torn by the kill names no put that returned

@@ -15,6 +15,7 @@ import structlog
 
 from gateway.cli import main
 from tests.certs import make_ca, write_private
+from tests.childio import ChildLines
 
 
 @pytest.fixture
@@ -32,8 +33,7 @@ def receiver_process(tmp_path: Path) -> Iterator[tuple[str, Path, Path, Path]]:
         text=True,
     )
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
+        line = ChildLines.of(proc, "fhir_receiver").wait_for("FHIR base", 60)
         match = re.search(r"FHIR base https://127\.0\.0\.1:(\d+)/fhir", line)
         assert match, line
         yield f"https://localhost:{match.group(1)}/fhir", ca.cert_file, secret, ndjson

@@ -139,11 +139,11 @@ async def simulate(kinds: Sequence[str], *, port: int, records: int, users: int,
     _controller, transport = await serve_hci(sims.link, f"tcp-server:127.0.0.1:{port}")
     if every:
         sims.measure_every(every)
-    print(f"BLE adapter served on tcp-server:127.0.0.1:{port}; in another shell:")
-    print(f"  export VITALGATE_BLE_HCI=tcp-client:127.0.0.1:{port}")
+    print(f"BLE adapter served on tcp-server:127.0.0.1:{port}; in another shell:", flush=True)
+    print(f"  export VITALGATE_BLE_HCI=tcp-client:127.0.0.1:{port}", flush=True)
     for sim in sims.simulators:
         passkey = f", passkey {sim.passkey:06d}" if sim.passkey is not None else ""
-        print(f"  {sim.kind:12} {sim.name:12} {sim.address}{passkey}")
+        print(f"  {sim.kind:12} {sim.name:12} {sim.address}{passkey}", flush=True)
     try:
         await asyncio.Event().wait()
     finally:

@@ -26,6 +26,7 @@ from simulators.ble.bleak_bumble import BleakClientBumble, BleakScannerBumble, B
 from simulators.ble.cuff import BloodPressureCuff
 from simulators.ble.glucose import GlucoseMeter
 from simulators.ble.scale import WeightScale
+from tests.childio import ChildLines
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,10 +119,7 @@ def test_cli_simulate_scan_pair_run_across_processes(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        assert sim.stdout is not None
-        deadline = time.monotonic() + 20
-        while "served on" not in sim.stdout.readline():
-            assert time.monotonic() < deadline and sim.poll() is None, "simulator did not start"
+        ChildLines.of(sim, "vitalgate simulate").wait_for("served on", 60)
 
         def vitalgate(*args: str) -> subprocess.CompletedProcess[str]:
             cmd = [sys.executable, "-m", "gateway", *args]

@@ -10,6 +10,7 @@ from pathlib import Path
 import serial
 
 from drivers.serial import onetouch_ultra2 as p
+from tests.childio import ChildLines
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,8 +23,7 @@ def test_simulate_prints_a_working_port() -> None:
         stderr=subprocess.PIPE,
     )
     try:
-        assert proc.stdout is not None
-        path = proc.stdout.readline().decode().strip()
+        path = ChildLines.of(proc, "vitalgate simulate").readline(60).decode().strip()
         assert path.startswith("/dev/pts/")
         with serial.Serial(path, 9600, timeout=5) as port:
             port.write(p.encode_command("DMP"))
