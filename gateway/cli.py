@@ -285,7 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--limit", type=int, default=100)
     add("drivers", cmd_drivers, "list available device drivers", config=False)
     d = add("demo", cmd_demo, "run simulated devices through the whole pipeline (no config, no root)", config=False)
-    d.add_argument("--seconds", type=float, default=10.0, help="how long to run (default 10)")
+    d.add_argument("--seconds", type=float, help="how long to run (default 10; with --until-each-device: at most 600)")
+    d.add_argument(
+        "--until-each-device",
+        type=int,
+        metavar="N",
+        help="stop as soon as every simulated device has had N readings forwarded (exit 1 if --seconds runs out "
+        "first): for CI and slow machines, instead of a fixed time",
+    )
     d.add_argument("--out", default="vitalgate-demo", help="state and output folder (default ./vitalgate-demo)")
     d.add_argument("--mqtt", metavar="URL", help="publish to a broker: mqtts://host[:port] (TLS) or mqtt://...")
     d.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate for the broker (default: system CAs)")

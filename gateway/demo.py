@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import sys
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -25,6 +25,9 @@ from gateway.logging import configure_logging
 from gateway.reading import Metric, Reading
 
 __all__ = ["demo_config", "run_demo"]
+
+# `--until-each-device` without `--seconds`: a bound for a hang, not a target (a slow Pi takes a minute).
+UNTIL_LIMIT_SECONDS = 600.0
 
 
 def demo_config(out: Path, forwarder: str = "file", forwarder_options: dict[str, Any] | None = None) -> Config:
@@ -56,10 +59,19 @@ def _describe(r: Reading) -> str:
 
 
 class _Tally:
-    def __init__(self) -> None:
+    def __init__(self, until_each_device: int | None = None) -> None:
         self.generated: Counter[str] = Counter()
         self.committed: Counter[str] = Counter()
         self.forwarded: Counter[str] = Counter()
+        self.per_device: Counter[str] = Counter()
+        # `--until-each-device N`: stop once each of `devices` devices has had N readings forwarded.
+        self.until_each_device = until_each_device
+        self.devices = 0
+        self.on_complete: Callable[[], None] = lambda: None
+
+    def complete(self) -> bool:
+        n = self.until_each_device
+        return n is not None and len(self.per_device) >= self.devices and min(self.per_device.values()) >= n
 
     def submitted(self, readings: Sequence[Reading], new: int) -> None:
         for r in readings:
@@ -69,6 +81,9 @@ class _Tally:
 
     def delivered(self, r: Reading, forwarder: str) -> None:
         self.forwarded[r.kind.value] += 1
+        self.per_device[r.device.key] += 1
+        if self.complete():
+            self.on_complete()
         user = f" user {r.user_slot}" if r.user_slot is not None else ""
         print(f"  -> {forwarder:5} {r.kind.value:15} {r.device.serial_number}{user:8} {_describe(r)}", flush=True)
 
@@ -108,9 +123,11 @@ async def _demo(cfg: Config, seconds: float, tally: _Tally, extra_bindings: Sequ
                     await q.bind(options["address"], user, patient)
             for device, patient in extra_bindings:
                 await q.bind(device, None, patient)
+        tally.devices = len(cfg.devices)
         gw = Gateway(cfg, keyring, on_delivered=tally.delivered, on_submitted=tally.submitted, drain_timeout=3.0)
         stop = asyncio.Event()
         install_signals(stop)
+        tally.on_complete = stop.set
         loop = asyncio.get_running_loop()
         timer = loop.call_later(seconds, stop.set)
         try:
@@ -147,17 +164,29 @@ def run_demo(args: argparse.Namespace) -> int:
     meter = start_demo_meter()  # a OneTouch Ultra 2 speaking its serial protocol on a real pty
     serial_dev = DeviceConfig(meter.driver, meter.name, meter.options, "devices[0]")
     cfg = dataclasses.replace(cfg, devices=(*cfg.devices, serial_dev))
-    tally = _Tally()
-    print(f"VitalGate demo: simulated BLE cuff (2 users), scale (2 users) and glucose meter for {args.seconds:g} s")
+    until = getattr(args, "until_each_device", None)
+    seconds = args.seconds if args.seconds is not None else (UNTIL_LIMIT_SECONDS if until else 10.0)
+    tally = _Tally(until)
+    how_long = f"for {seconds:g} s"
+    if until:
+        how_long = f"until each device has {until} readings forwarded (at most {seconds:g} s)"
+    print(f"VitalGate demo: simulated BLE cuff (2 users), scale (2 users) and glucose meter {how_long}")
     print(f"  plus a OneTouch Ultra 2 on serial port {meter.path} (ASCII protocol over a pty)")
     print(f"  state in {out} (queue.db encrypted); FHIR Bundles to {destination}\n")
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_demo(cfg, args.seconds, tally, [(meter.serial_number, "Patient/demo-patient-1")]))
+            asyncio.run(_demo(cfg, seconds, tally, [(meter.serial_number, "Patient/demo-patient-1")]))
     finally:
         meter.stop()
     print("\n" + tally.summary())
     print(f"\nFHIR Bundles went to {destination}")
+    if until and not tally.complete():
+        print(
+            f"vitalgate demo: not every device had {until} readings forwarded within {seconds:g} s "
+            f"({len(tally.per_device)} of {tally.devices} devices reported); see the summary above",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -92,19 +92,19 @@ class Received:
             self.content_types.add(getattr(props, "ContentType", None))
         self.changed.set()
 
-    async def wait_for_count(self, n: int, seconds: float = 30) -> None:
+    async def wait_for_count(self, n: int, seconds: float = 120) -> None:
         async with asyncio.timeout(seconds):
             while len(self.counts) < n:
                 self.changed.clear()
                 await self.changed.wait()
 
-    async def wait_for_presence(self, n: int, seconds: float = 30) -> None:
+    async def wait_for_presence(self, n: int, seconds: float = 120) -> None:
         async with asyncio.timeout(seconds):
             while len(self.presence) < n:
                 self.changed.clear()
                 await self.changed.wait()
 
-    async def wait_for(self, identifiers: set[str], seconds: float = 30) -> None:
+    async def wait_for(self, identifiers: set[str], seconds: float = 120) -> None:
         async with asyncio.timeout(seconds):
             while not identifiers <= self.counts.keys():
                 self.changed.clear()

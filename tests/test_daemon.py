@@ -88,10 +88,10 @@ def test_run_forwards_bound_readings_holds_unbound_and_keeps_phi_out_of_logs(tmp
         stderr=subprocess.PIPE,
     )
     try:
-        assert wait_for(lambda: len(bundles(tmp_path)) >= 20, 60), "cuff readings did not arrive"
+        assert wait_for(lambda: len(bundles(tmp_path)) >= 20, 300), "cuff readings did not arrive"
         # The meter is not bound: its 20 readings wait as unassigned. Bind it while running: they flow.
         assert vitalgate("bind", "SERIAL-NEEDLE-GL", "phi-needle-patient-three", "--config", str(cfg)).returncode == 0
-        assert wait_for(lambda: len(bundles(tmp_path)) >= 40, 60), "meter readings did not flow after binding"
+        assert wait_for(lambda: len(bundles(tmp_path)) >= 40, 300), "meter readings did not flow after binding"
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)  # the bound for a graceful stop
     finally:
@@ -139,7 +139,7 @@ def test_keys_init_and_rotate_via_cli(tmp_path: Path) -> None:
 
 
 def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
-    proc = vitalgate("demo", "--seconds", "3", "--out", str(tmp_path / "demo"), timeout=60)
+    proc = vitalgate("demo", "--until-each-device", "1", "--out", str(tmp_path / "demo"), timeout=600)
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in (tmp_path / "demo/outbox").glob("*.ndjson").__next__().read_text().splitlines()]
     total = proc.stdout.splitlines()[-3].split()
@@ -168,3 +168,11 @@ def test_requeue_command(tmp_path: Path) -> None:
     proc = vitalgate("requeue", "--all", "--config", str(cfg))
     assert proc.returncode == 0 and proc.stdout.strip() == "0 quarantined readings queued again"
     assert "requeue" in vitalgate("audit", "--config", str(cfg)).stdout
+
+
+def test_demo_until_each_device_says_when_the_limit_ran_out_first(tmp_path: Path) -> None:
+    # No simulated device yields 10,000 readings in 2 seconds: the run ends at the limit, exit 1 with a sentence.
+    proc = vitalgate("demo", "--until-each-device", "10000", "--seconds", "2", "--out", str(tmp_path / "d"), timeout=600)
+    assert proc.returncode == 1, proc.stderr
+    assert "not every device had 10000 readings forwarded within 2 s" in proc.stderr
+    assert "Traceback" not in proc.stderr

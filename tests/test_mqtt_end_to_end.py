@@ -140,6 +140,7 @@ async def _counts(cfg: Path, tmp: Path) -> dict[State, int]:
         return await q.counts()
 
 
+@pytest.mark.timeout(1800)  # four daemon runs through 600 readings: minutes at a quarter of one core
 async def test_gateway_sigkilled_mid_stream_every_committed_reading_arrives(
     broker: Mosquitto, pki: Pki, tmp_path: Path
 ) -> None:
@@ -161,13 +162,13 @@ async def test_gateway_sigkilled_mid_stream_every_committed_reading_arrives(
         proc = _spawn(cfg, env)
         try:
             for threshold in (60, 200, 350):
-                await received.wait_for_count(threshold, seconds=60)
+                await received.wait_for_count(threshold, seconds=300)  # a bound for a hang, not a rate
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 kills += 1
                 proc = _spawn(cfg)
             # the last run: the simulator finishes its count, the drainer empties the queue
-            async with asyncio.timeout(90):
+            async with asyncio.timeout(600):
                 while True:
                     counts = await _counts(cfg, tmp_path)
                     committed = sum(counts.values())
@@ -207,12 +208,12 @@ async def test_demo_publishes_to_a_broker(broker: Mosquitto, pki: Pki, tmp_path:
     received = Received()
     async with subscriber(broker, received):
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "demo", "--seconds", "3", "--out", str(tmp_path / "demo"),
+            sys.executable, "-m", "gateway", "demo", "--until-each-device", "1", "--out", str(tmp_path / "demo"),
             "--mqtt", f"mqtts://localhost:{broker.ports['tls']}", "--mqtt-ca", str(pki.ca.cert_file),
             "--mqtt-user", USER, "--mqtt-password-file", str(pw),
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        out, err = await asyncio.wait_for(proc.communicate(), 600)  # bounds a hang; the demo stops when done
         assert proc.returncode == 0, err.decode()
         total = next(line for line in out.decode().splitlines() if line.startswith("total")).split()
         forwarded = int(total[3])

@@ -55,13 +55,13 @@ async def test_watchdog_starves_while_the_database_cannot_be_written(
     stop = asyncio.Event()
     with capture_logs() as logs:
         task = asyncio.create_task(gw.run(stop))
-        await wait_until(lambda: b"WATCHDOG=1" in received(notify_socket), 10)
+        await wait_until(lambda: b"WATCHDOG=1" in received(notify_socket), 60)
         assert gw.healthy()
 
         # Another process holds the write lock (a stuck backup, a full disk would look alike to us).
         blocker = sqlite3.connect(tmp_path / "q.db", timeout=0)
         blocker.execute("BEGIN EXCLUSIVE")
-        await wait_until(lambda: any(e["event"] == "watchdog_starved" for e in logs), 10)
+        await wait_until(lambda: any(e["event"] == "watchdog_starved" for e in logs), 60)
         assert not gw.healthy()
         received(notify_socket)
         await asyncio.sleep(1.5)  # still locked: no progress, so no WATCHDOG=1 however the loop turns
@@ -71,8 +71,8 @@ async def test_watchdog_starves_while_the_database_cannot_be_written(
 
         blocker.rollback()
         blocker.close()
-        await wait_until(lambda: b"WATCHDOG=1" in received(notify_socket), 15)
+        await wait_until(lambda: b"WATCHDOG=1" in received(notify_socket), 60)
         assert gw.healthy()
         stop.set()
-        await asyncio.wait_for(task, 15)
+        await asyncio.wait_for(task, 60)
     assert b"STOPPING=1" in received(notify_socket)
