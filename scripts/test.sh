@@ -11,7 +11,8 @@ if [ "${1:-}" = "--slow" ]; then
   exec "$root/scripts/cpu-limit.sh" 25 "$root/scripts/test.sh" "$@"
 fi
 cd "$root"
-"$root/scripts/bootstrap.sh" test mosquitto mosquitto-clients
+# systemd: systemd-analyze, for the unit file tests (verify, security exposure)
+"$root/scripts/bootstrap.sh" test mosquitto mosquitto-clients systemd
 .venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest -q "$@"
