@@ -349,6 +349,15 @@ def _ble_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 EXTENSIONS.extend([_simulators, _ble_commands])
 
 
+def _setup_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from gateway.setup import add_subcommand
+
+    add_subcommand(sub)
+
+
+EXTENSIONS.append(_setup_command)
+
+
 def _line_buffered_stdout() -> None:
     """Each line out as soon as it is printed, also into a pipe: a process (a test, a supervisor script)
     waiting for a line such as `simulate`'s "served on" must not wait for a block buffer to fill."""

@@ -172,7 +172,8 @@ def test_requeue_command(tmp_path: Path) -> None:
 
 def test_demo_until_each_device_says_when_the_limit_ran_out_first(tmp_path: Path) -> None:
     # No simulated device yields 10,000 readings in 2 seconds: the run ends at the limit, exit 1 with a sentence.
-    proc = vitalgate("demo", "--until-each-device", "10000", "--seconds", "2", "--out", str(tmp_path / "d"), timeout=600)
+    args = ["demo", "--until-each-device", "10000", "--seconds", "2", "--out", str(tmp_path / "d")]
+    proc = vitalgate(*args, timeout=600)
     assert proc.returncode == 1, proc.stderr
     assert "not every device had 10000 readings forwarded within 2 s" in proc.stderr
     assert "Traceback" not in proc.stderr
