@@ -8,6 +8,7 @@ bearer tokens or FHIR payloads are redacted wherever they appear.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
@@ -15,7 +16,7 @@ from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["REDACTED", "configure_logging", "scrub_phi"]
+__all__ = ["REDACTED", "configure_logging", "scrub_phi", "use_colors"]
 
 REDACTED = "[redacted]"
 
@@ -94,10 +95,23 @@ def scrub_phi(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappin
     return event
 
 
+def use_colors(out: TextIO) -> bool:
+    """Colour codes only for a person at a terminal: never into a file, a pipe or journald, and never when
+    NO_COLOR is set (no-color.org), so logs stay plain text wherever they are kept."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):  # a stream without a file behind it, or closed
+        return False
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     out = stream or sys.stdout
     use_console = fmt == "console" or (fmt == "auto" and out.isatty())
-    renderer: Any = structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=use_colors(out)) if use_console else structlog.processors.JSONRenderer()
+    )
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
