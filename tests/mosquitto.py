@@ -81,7 +81,7 @@ class Mosquitto:
         self.acl.write_text(ACL)
         self.passwd.write_text("")
         for user, password in ((USER, PASSWORD), (READER, READER_PASSWORD)):
-            subprocess.run([MOSQUITTO_PASSWD, "-b", str(self.passwd), user, password], check=True)
+            subprocess.run([MOSQUITTO_PASSWD, "-b", str(self.passwd), user, password], check=True, timeout=60)
         self.passwd.chmod(0o600)
         self.acl.chmod(0o600)
         p = self.pki
@@ -118,7 +118,7 @@ class Mosquitto:
         self.proc = subprocess.Popen(
             [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # bounds a hang; a slow machine takes a few seconds
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
@@ -134,7 +134,7 @@ class Mosquitto:
         if self.proc is not None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.send_signal(signal.SIGCONT)  # a stopped process dies only once continued
-            self.proc.wait()
+            self.proc.wait(timeout=60)
             if self.proc.stderr:
                 self.proc.stderr.close()
             self.proc = None

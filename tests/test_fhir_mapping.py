@@ -576,7 +576,7 @@ def test_body_is_identical_across_processes() -> None:
     for seed in ("1", "2", "3"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
         out = subprocess.run(
-            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=120
         )
         digests.add(out.stdout.strip())
     assert digests == {_sample_digest()}

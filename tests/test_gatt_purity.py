@@ -20,6 +20,8 @@ def test_no_io_imports() -> None:
         + "print(sorted(n for n in ('asyncio', 'bleak', 'bumble') if n in sys.modules))\n"
     )
     root = Path(__file__).resolve().parent.parent
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True, timeout=120
+    )
     assert len(MODULES) >= 13
     assert out.stdout.strip() == "[]"

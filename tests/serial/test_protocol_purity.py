@@ -21,5 +21,7 @@ def test_no_io_imports() -> None:
         + "print(sorted(n for n in ('asyncio', 'serial') if n in sys.modules))\n"
     )
     root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True, timeout=120
+    )
     assert out.stdout.strip() == "[]"
