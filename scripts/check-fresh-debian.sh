@@ -31,6 +31,18 @@ if [ "$arch" != "$native" ]; then
     echo "binfmt_misc has no enabled qemu-aarch64 entry: arm64 programs cannot run here" >&2
     exit 1
   fi
+  entry=/proc/sys/fs/binfmt_misc/qemu-aarch64
+  if ! grep -q '^flags: .*C' "$entry"; then
+    # Without the C (credentials) flag setuid programs run without their privileges under qemu, so `sudo`
+    # in the root fails ("effective uid is not 0"): register the same entry again with O and C added.
+    interp=$(awk '/^interpreter/{print $2}' "$entry")
+    magic=$(awk '/^magic/{print $2}' "$entry" | sed 's/../\\x&/g')
+    mask=$(awk '/^mask/{print $2}' "$entry" | sed 's/../\\x&/g')
+    flags=$(awk '/^flags/{print $2}' "$entry")
+    echo -1 >"$entry"
+    printf ':qemu-aarch64:M:0:%s:%s:%s:%sOC' "$magic" "$mask" "$interp" "$flags" >/proc/sys/fs/binfmt_misc/register
+    echo "binfmt qemu-aarch64 registered again with flags $(awk '/^flags/{print $2}' "$entry") (setuid sudo)" >&2
+  fi
 fi
 
 mkdir -p "$work"
@@ -60,6 +72,10 @@ fi
 rm -rf "$root"
 cp -a "$base" "$root"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# What an installed Debian has and debootstrap leaves out: a host name and /etc/hosts (localhost).
+# (A chroot shares this machine's host name.)
+hostname >"$root/etc/hostname"
+printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n' "$(hostname)" >"$root/etc/hosts"
 # This machine's own CAs (a TLS-inspecting proxy, a company CA), if any: without them nothing downloads.
 if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
   cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
