@@ -80,6 +80,14 @@ def _set_mode(path: Path, mode: int, owner: tuple[int, int]) -> None:
         os.chown(path, *owner)
 
 
+def _parents(path: Path) -> None:
+    """Missing folders above `path` as the system's own are (0755), whatever the umask (vitalgate's is 077)."""
+    missing = [p for p in path.parents if not p.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(exist_ok=True)
+        os.chmod(folder, 0o755)
+
+
 def _run(*cmd: str) -> None:
     if shutil.which(cmd[0]) is None:
         raise SetupError(f"{cmd[0]} is not installed: this step needs systemd (Debian: apt-get install systemd)")
@@ -116,7 +124,7 @@ def plan(root: Path, executable: Path) -> list[Step]:
 
     def write(path: Path, text: str, mode: int, owner: str, group: str) -> Callable[[], None]:
         def apply() -> None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _parents(path)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)  # never over an existing file
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
@@ -126,7 +134,8 @@ def plan(root: Path, executable: Path) -> list[Step]:
 
     def folder(path: Path, mode: int, owner: str, group: str, why: str) -> Step:
         def apply() -> None:
-            path.mkdir(parents=True, exist_ok=True)
+            _parents(path)
+            path.mkdir(exist_ok=True)
             _set_mode(path, mode, _owner(root, owner, group))
 
         return Step(
@@ -137,6 +146,7 @@ def plan(root: Path, executable: Path) -> list[Step]:
         )
 
     def new_key() -> None:
+        _parents(key)
         create_key_file(key)  # mode 0600, never over an existing file
         _set_mode(key, 0o600, (0, 0))
 

@@ -82,6 +82,8 @@ def test_setup_creates_user_folders_config_key_unit_then_a_second_run_changes_no
         if os.geteuid() == 0:
             assert (st.st_uid, st.st_gid) == owner[who], rel
 
+    for rel in ("etc", "etc/sysusers.d", "etc/systemd/system", "var", "var/lib"):  # folders it had to make
+        assert stat.S_IMODE((tmp_path / rel).stat().st_mode) == 0o755, rel
     config = (tmp_path / "etc/vitalgate/vitalgate.toml").read_text()
     assert 'key_file = "credential:data.key"' in config
     assert (
