@@ -56,7 +56,9 @@ def test_demo_posts_to_the_receiver(
 ) -> None:
     url, ca, secret, ndjson = receiver_process
     # Until every device reported, not for a fixed time: a slow CPU takes longer, the assertions stay the same.
-    args = ["demo", "--until-each-device", "1", "--out", str(tmp_path / "demo"), "--fhir", url, "--fhir-ca", str(ca)]
+    # --seconds: a bound for a hang (no backend reachable), below the per-test limit so the demo says why.
+    args = ["demo", "--until-each-device", "1", "--seconds", "300", "--out", str(tmp_path / "demo"), "--fhir", url]
+    args += ["--fhir-ca", str(ca)]
     assert main([*args, "--fhir-client-id", "demo", "--fhir-secret-file", str(secret)]) == 0
     out = capsys.readouterr().out
     total = re.search(r"^total\s+(\d+)\s+(\d+)\s+(\d+)$", out, re.M)

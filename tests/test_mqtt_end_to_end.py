@@ -208,12 +208,13 @@ async def test_demo_publishes_to_a_broker(broker: Mosquitto, pki: Pki, tmp_path:
     received = Received()
     async with subscriber(broker, received):
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "demo", "--until-each-device", "1", "--out", str(tmp_path / "demo"),
+            sys.executable, "-m", "gateway", "demo", "--until-each-device", "1", "--seconds", "300",
+            "--out", str(tmp_path / "demo"),
             "--mqtt", f"mqtts://localhost:{broker.ports['tls']}", "--mqtt-ca", str(pki.ca.cert_file),
             "--mqtt-user", USER, "--mqtt-password-file", str(pw),
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        out, err = await asyncio.wait_for(proc.communicate(), 600)  # bounds a hang; the demo stops when done
+        out, err = await asyncio.wait_for(proc.communicate(), 400)  # bounds a hang; the demo stops when done
         assert proc.returncode == 0, err.decode()
         total = next(line for line in out.decode().splitlines() if line.startswith("total")).split()
         forwarded = int(total[3])
