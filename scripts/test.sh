@@ -11,8 +11,9 @@ if [ "${1:-}" = "--slow" ]; then
   exec "$root/scripts/cpu-limit.sh" 25 "$root/scripts/test.sh" "$@"
 fi
 cd "$root"
-# systemd: systemd-analyze, for the unit file tests (verify, security exposure)
-"$root/scripts/bootstrap.sh" test mosquitto mosquitto-clients systemd
+# systemd: systemd-analyze, for the unit file tests (verify, security exposure); procps: /bin/kill, which the
+# unit's ExecReload= names and `systemd-analyze verify` checks (every full Debian has it, a minimal root not)
+"$root/scripts/bootstrap.sh" test mosquitto mosquitto-clients systemd procps
 .venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest -q "$@"
