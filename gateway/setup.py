@@ -201,6 +201,23 @@ def plan(root: Path, executable: Path) -> list[Step]:
     return steps
 
 
+def notes(root: Path) -> list[str]:
+    """What setup leaves to the operator but the service needs: the groups the unit's SupplementaryGroups= names."""
+    group = root / "etc/group"
+    lines = group.read_text(encoding="utf-8").splitlines() if group.exists() else []
+    have = {line.split(":", 1)[0] for line in lines}
+    found = re.search(r"(?m)^SupplementaryGroups=(.*)$", packaged_file("vitalgate.service"))
+    wanted = found.group(1).split() if found else []
+    package = {"bluetooth": "bluez", "dialout": "base-passwd"}
+    return [
+        f"the group `{g}` does not exist here, and systemd will not start a unit whose SupplementaryGroups= "
+        f"names a missing group: install {package.get(g, 'the package that provides it')} "
+        f"(sudo apt-get install {package.get(g, '...')}) or remove `{g}` from the unit."
+        for g in wanted
+        if g not in have
+    ]
+
+
 def installed_executable() -> Path:
     """`vitalgate` of this installation (the virtualenv it was pip-installed into)."""
     beside = Path(sys.prefix) / "bin" / "vitalgate"
@@ -228,6 +245,8 @@ def run_setup(root: Path, executable: Path, *, dry_run: bool, out: Callable[[str
             step.apply()
             out(f"  done     {step.why}: {step.action}.")
             changed += 1
+    for note in notes(root):
+        out(f"  note     {note}")
     if not changed:
         out("Nothing to change: VitalGate is set up already.")
     elif dry_run:

@@ -35,6 +35,11 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, int, str]]:
     return out
 
 
+def verbs(out: str) -> list[str]:
+    """The first word of each step's line (done / ok / would), notes left out."""
+    return [line.split()[0] for line in out.splitlines() if line.startswith("  ") and line.split()[0] != "note"]
+
+
 def setup(root: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
     assert main(["setup", "--root", str(root), "--executable", str(EXE), *extra]) == 0
     return capsys.readouterr().out
@@ -53,7 +58,7 @@ def test_packaged_files_are_the_trees_config_and_systemd_files() -> None:
 def test_dry_run_changes_nothing_and_names_every_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = setup(tmp_path, capsys, "--dry-run")
     assert list(tmp_path.iterdir()) == []
-    steps = [line for line in out.splitlines() if line.startswith("  ")]
+    steps = [line for line in out.splitlines() if line.startswith("  ") and not line.startswith("  note")]
     assert len(steps) == 9 and all(line.split()[0] == "would" for line in steps), out
     assert "9 steps would change this machine" in out
 
@@ -62,7 +67,7 @@ def test_setup_creates_user_folders_config_key_unit_then_a_second_run_changes_no
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = setup(tmp_path, capsys)
-    assert [line.split()[0] for line in out.splitlines() if line.startswith("  ")] == ["done"] * 9, out
+    assert verbs(out) == ["done"] * 9, out
 
     passwd = (tmp_path / "etc/passwd").read_text()
     user = next(line.split(":") for line in passwd.splitlines() if line.startswith("vitalgate:"))
@@ -98,7 +103,7 @@ def test_setup_creates_user_folders_config_key_unit_then_a_second_run_changes_no
 
     before = snapshot(tmp_path)
     again = setup(tmp_path, capsys)
-    assert [line.split()[0] for line in again.splitlines() if line.startswith("  ")] == ["ok"] * 9, again
+    assert verbs(again) == ["ok"] * 9, again
     assert "Nothing to change: VitalGate is set up already." in again
     assert snapshot(tmp_path) == before
 
@@ -138,3 +143,12 @@ def test_setup_on_this_machine_as_a_normal_user_refuses_with_a_sentence(
     assert code == 1, err
     assert "run it as root (sudo), or --dry-run" in err
     assert "Traceback" not in err
+
+
+def test_setup_names_a_missing_group_the_unit_needs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = setup(tmp_path, capsys)  # a fresh root: sysusers made `vitalgate`, nothing made `bluetooth`
+    notes = [line for line in out.splitlines() if line.startswith("  note")]
+    assert len(notes) == 2 and "`bluetooth` does not exist here" in notes[0] and "apt-get install bluez" in notes[0]
+    with (tmp_path / "etc/group").open("a") as f:
+        f.write("bluetooth:x:112:\ndialout:x:20:\n")
+    assert "note" not in setup(tmp_path, capsys)
