@@ -131,6 +131,10 @@ async def test_tls11_only_server_refused(pki: Pki, tls11_server: tuple[int, list
         with pytest.raises(TlsRefusedError) as info:
             await fwd.send([item(1)])
     assert info.value.reason == "TLSV1_ALERT_PROTOCOL_VERSION"
+    # The server thread records its side after sending the alert we already read: wait for it, do not race it.
+    async with asyncio.timeout(60):
+        while not seen:  # noqa: ASYNC110 - a list another thread fills
+            await asyncio.sleep(0.01)
     assert seen == ["UNSUPPORTED_PROTOCOL"]  # the server saw our hello demand >= 1.2
 
 
