@@ -90,7 +90,9 @@ def newest_key(kind: str) -> str:
 
 
 @pytest.mark.parametrize("kind", METERS)
-async def test_clock_set_after_an_incremental_download(kind: str, queue: ReadingQueue, started: list[PtyDevice]) -> None:
+async def test_clock_set_after_an_incremental_download(
+    kind: str, queue: ReadingQueue, started: list[PtyDevice]
+) -> None:
     """Issue 12: the dump stops at the checkpoint, but the meter keeps sending the older records.
 
     The session must drain them before `DMT`, or it reads a leftover record line as the clock reply
