@@ -143,24 +143,47 @@ async def _with_queue(
         await q.close()
 
 
-def _patient_ref(patient: str) -> str:
-    if "|" in patient or patient.startswith("Patient/"):
-        return patient
-    if patient and all(c.isalnum() or c in "-." for c in patient) and len(patient) <= 64:
-        return f"Patient/{patient}"
-    raise ConfigError("<command line>", "PATIENT", "use a FHIR id (Patient/123 or 123) or an identifier system|value")
-
-
 def cmd_bind(args: argparse.Namespace) -> int:
-    patient = _patient_ref(args.patient)
+    from gateway.patients import binding_patient
 
-    async def go(q: ReadingQueue) -> None:
+    patient = binding_patient(args.patient)  # the FHIR mapping's own rule: never store what it will refuse
+
+    async def go(q: ReadingQueue) -> bool:
+        seen = await _slot_seen(q, args.device, args.user)
         await q.bind(args.device, args.user, patient)
+        return seen
 
-    asyncio.run(_with_queue(args, go, lambda q: f"binding {q.reference_tag(args.device, args.user)}"))
+    seen = asyncio.run(_with_queue(args, go, lambda q: f"binding {q.reference_tag(args.device, args.user)}"))
     slot = f" user {args.user}" if args.user is not None else ""
-    print(f"bound {args.device}{slot}; its readings now flow to the backend")
+    if seen:
+        print(f"bound {args.device}{slot}; its readings now flow to the backend")
+    else:
+        # Accepted on purpose: staff may bind a new device before its first use. But say so, so a typo shows.
+        print(f"bound {args.device}{slot}; its readings will flow once the gateway has seen it")
+        print(
+            f"vitalgate: notice: this gateway has not seen {args.device!r}{slot} yet; if it should have, check the"
+            " name and user slot against `vitalgate devices` (`vitalgate unbind` removes the binding)",
+            file=sys.stderr,
+        )
     return 0
+
+
+async def _slot_seen(q: ReadingQueue, device: str, user: int | None) -> bool:
+    """Whether any device slot seen so far answers to this name (and user slot)."""
+    from gateway.queue import normalize_selector
+
+    name = normalize_selector(device)
+    for d in await q.devices():
+        ident = DeviceIdentity(
+            d["driver"],
+            address=d["address"],
+            serial_number=d["serial_number"],
+            system_id=d["system_id"],
+            manufacturer=d["manufacturer"],
+        )
+        if name in identity_selectors(ident) and d["user"] == user:
+            return True
+    return False
 
 
 def cmd_unbind(args: argparse.Namespace) -> int:

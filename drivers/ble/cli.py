@@ -51,6 +51,10 @@ async def _ask_passkey() -> int | None:
 
 def cmd_pair(args: argparse.Namespace) -> int:
     passkey: int | None = args.passkey
+    if args.patient:
+        from gateway.patients import binding_patient
+
+        binding_patient(args.patient, key="--patient")  # refuse a bad patient before bonding, not after
 
     async def provider() -> int | None:
         return passkey if passkey is not None else await _ask_passkey()
