@@ -39,9 +39,19 @@ def cmd_scan(args: argparse.Namespace) -> int:
     async def go() -> list[Advert]:
         return await runtime.get_transport().scan(args.seconds, ScanFilter(services=wanted))
 
-    adverts = asyncio.run(go())
+    try:
+        adverts = asyncio.run(go())
+    except BleError as exc:
+        print(f"vitalgate: {_sentence(exc)}", file=sys.stderr)
+        return 1
     print(format_adverts(adverts))
     return 0 if adverts else 1
+
+
+def _sentence(exc: BleError) -> str:
+    """One line for the operator: the error, and for a stack that cannot be reached what to check."""
+    hint = getattr(exc, "hint", None)
+    return f"{exc}: {hint}" if hint else str(exc)
 
 
 async def _ask_passkey() -> int | None:
@@ -68,7 +78,7 @@ def cmd_pair(args: argparse.Namespace) -> int:
     try:
         asyncio.run(go())
     except BleError as exc:
-        print(f"vitalgate: pairing failed: {exc}", file=sys.stderr)
+        print(f"vitalgate: pairing failed: {_sentence(exc)}", file=sys.stderr)
         return 1
     print(f"bonded with {args.address.upper()}")
     if args.patient:
