@@ -73,7 +73,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    path = Path(args.path) if args.path else resolve_secret_path(_config(args).key_file)
+    from gateway.config import load_key_file
+
+    # Only the key_file line is read: a typo elsewhere (a device option) must not block creating the key.
+    path = Path(os.path.abspath(args.path)) if args.path else resolve_secret_path(load_key_file(Path(args.config)))
     if args.action == "init":
         if path.exists():
             print(f"vitalgate: {path} exists already; use `vitalgate keys rotate` for a new key", file=sys.stderr)

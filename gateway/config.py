@@ -7,6 +7,7 @@ setting must not silently fall back to a default.
 
 from __future__ import annotations
 
+import os
 import tomllib
 import zoneinfo
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from typing import Any
 
 from gateway.errors import ConfigError
 
-__all__ = ["DEFAULT_PATH", "Config", "DeviceConfig", "load_config", "parse_config"]
+__all__ = ["DEFAULT_PATH", "Config", "DeviceConfig", "load_config", "load_key_file", "parse_config"]
 
 DEFAULT_PATH = Path("/etc/vitalgate/vitalgate.toml")
 MAX_POLL_SECONDS = 86400
@@ -117,7 +118,7 @@ def parse_config(doc: Mapping[str, Any], file: str = "<config>", base: Path | No
     state_dir = Path(g.get("state_dir", str, "/var/lib/vitalgate"))
     if not state_dir.is_absolute():
         state_dir = (base or Path.cwd()) / state_dir
-    key_file = g.get("key_file", str, "/etc/vitalgate/data.key")
+    key_file = _key_file(g.get("key_file", str, "/etc/vitalgate/data.key"), base)
     tz_name = g.get("timezone", str, "local")
     try:
         tz = None if tz_name == "local" else zoneinfo.ZoneInfo(tz_name)
@@ -224,4 +225,30 @@ def load_config(path: Path) -> Config:
         raise ConfigError(file, "-", "not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "-", f"not valid TOML: {exc}") from None
-    return parse_config(doc, file, path.parent)
+    return parse_config(doc, file, Path(os.path.abspath(path)).parent)
+
+
+def _key_file(spec: str, base: Path | None) -> str:
+    """A relative key_file is next to the config file, like state_dir (not wherever the command ran)."""
+    if spec.startswith("credential:") or Path(spec).is_absolute():
+        return spec
+    return str((base or Path.cwd()) / spec)
+
+
+def load_key_file(path: Path) -> str:
+    """Only `gateway.key_file` (resolved as in `load_config`): what `keys init` / `keys rotate` need.
+
+    A typo in a device option must not stop an operator from creating the key; the rest of the file is
+    checked by `check-config` and `run`.
+    """
+    file = str(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(file, "-", "file not found (create it from config/vitalgate.example.toml)") from None
+    except PermissionError:
+        raise ConfigError(file, "-", "not readable by this user") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(file, "-", f"not valid TOML: {exc}") from None
+    g = _Section(file, "gateway", _table(file, doc, "gateway"))
+    return _key_file(g.get("key_file", str, "/etc/vitalgate/data.key"), Path(os.path.abspath(path)).parent)
