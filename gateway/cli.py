@@ -60,16 +60,62 @@ def _check_state(cfg: Config, *, create: bool) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-    KeyRing.load(cfg.key_file)
-    _check_state(cfg, create=False)
+    cfg = _config(args)  # every problem in the file at once (ConfigErrors)
     # The forwarder's section is validated when it is built (no network I/O): do it here too, or a typo in
     # [output.mqtt] / [output.https] or an unreadable secret only shows at `run`.
     from gateway.forwarders import ForwarderContext, build_forwarder
 
-    build_forwarder(cfg.forwarder, cfg.forwarder_options, ForwarderContext(cfg.file, cfg.gateway_id, cfg.state_dir))
+    checks: list[Callable[[], object]] = [
+        lambda: KeyRing.load(cfg.key_file),
+        lambda: _check_state(cfg, create=False),
+        lambda: _check_state_creatable(cfg),
+        lambda: build_forwarder(
+            cfg.forwarder, cfg.forwarder_options, ForwarderContext(cfg.file, cfg.gateway_id, cfg.state_dir)
+        ),
+    ]
+    problems: list[GatewayError] = []
+    for check in checks:  # report them all, not only the first
+        try:
+            check()
+        except GatewayError as exc:
+            problems.append(exc)
+    if len(problems) > 1:
+        for problem in problems:
+            kind = "config error: " if isinstance(problem, ConfigError) else ""
+            print(f"vitalgate: {kind}{problem}", file=sys.stderr)
+        return EXIT_CONFIG if any(isinstance(e, ConfigError) for e in problems) else EXIT_KEY
+    if problems:
+        raise problems[0]
+    if not cfg.devices:
+        print(
+            f"vitalgate: warning: {cfg.file}: no [[devices]] configured; the gateway would run but read nothing"
+            " (see the [[devices]] examples in config/vitalgate.example.toml)",
+            file=sys.stderr,
+        )
     print(f"{cfg.file}: ok ({len(cfg.devices)} devices, forwarder {cfg.forwarder}, queue {cfg.queue_path})")
     return 0
+
+
+# systemd's StateDirectory= creates folders under here itself, as root, before the service starts.
+SYSTEMD_STATE_ROOT = Path("/var/lib")
+
+
+def _check_state_creatable(cfg: Config) -> None:
+    """A state folder that does not exist yet must be creatable here: probe with a folder made and removed
+    at once (root passes every access() test, yet cannot create anything under /proc or a read-only mount).
+    One systemd's StateDirectory= will create (under /var/lib) is not judged by its parent."""
+    import tempfile
+
+    for key, folder in (("gateway.state_dir", cfg.state_dir), ("queue.path", cfg.queue_path.parent)):
+        if folder.exists() or folder.is_relative_to(SYSTEMD_STATE_ROOT):
+            continue
+        existing = next((p for p in folder.parents if p.exists()), Path("/"))
+        if not existing.is_dir():
+            continue  # reported by _check_state
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".vitalgate-check-", dir=existing))
+        except OSError as exc:
+            raise ConfigError(cfg.file, key, f"{folder}: cannot be created in {existing} ({exc.strerror})") from None
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
