@@ -249,9 +249,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
         return await q.devices(), await q.reload_bindings()
 
     devices, bindings = asyncio.run(_with_queue(args, go))
-    print(f"{'DEVICE':34} {'USER':4} {'DRIVER':18} {'MODEL':26} {'READINGS':>8}  PATIENT")
+    configured = _config(args).devices
+    print(f"{'DEVICE':34} {'USER':4} {'NAME':16} {'DRIVER':18} {'MODEL':26} {'READINGS':>8}  {'SYSTEM ID':16}  PATIENT")
     for d in devices:
-        ident = d["system_id"] or d["serial_number"] or d["address"] or d["key"]
+        ident = _device_label(d)
         names = identity_selectors(
             DeviceIdentity(
                 d["driver"],
@@ -263,8 +264,34 @@ def cmd_devices(args: argparse.Namespace) -> int:
         )
         patient = next((b.patient for b in bindings if b.device in names and b.user_slot == d["user"]), "(unassigned)")
         user = "-" if d["user"] is None else str(d["user"])
-        print(f"{ident:34} {user:4} {d['driver']:18} {(d['model'] or ''):26} {d['readings']:>8}  {patient}")
+        name = _configured_name(d, configured)
+        system_id = d["system_id"] or "-"
+        line = f"{ident:34} {user:4} {name:16} {d['driver']:18} {(d['model'] or ''):26} {d['readings']:>8}"
+        print(f"{line}  {system_id:16}  {patient}")
     return 0
+
+
+def _is_bluetooth_address(text: str | None) -> bool:
+    return bool(text) and len(text or "") == 17 and (text or "").count(":") == 5
+
+
+def _device_label(d: dict[str, Any]) -> str:
+    """The name the operator knows the device by: a BLE device by the address it was paired with, a serial
+    meter by its serial number (its 'address' is only the port); the System ID gets its own column."""
+    if _is_bluetooth_address(d["address"]):
+        return str(d["address"]).upper()
+    return str(d["serial_number"] or d["system_id"] or d["address"] or d["key"])
+
+
+def _configured_name(d: dict[str, Any], configured: Sequence[Any]) -> str:
+    """The `name` of the [[devices]] entry this slot came from (same driver and address, port or serial)."""
+    for dev in configured:
+        if dev.driver != d["driver"]:
+            continue
+        where = {str(dev.options.get(k, "")).upper() for k in ("address", "port", "serial")} - {""}
+        if {str(d["address"] or "").upper(), str(d["serial_number"] or "").upper()} & where:
+            return str(dev.name)
+    return "-"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -387,7 +414,9 @@ def _simulators(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--records", type=int, help="stored readings (default: serial 20, BLE 3)")
     p.add_argument("--link", type=Path, help="serial: also expose the pty under this symlink path")
     p.add_argument("--clock-offset", type=float, default=0.0, help="serial: meter clock minus real clock, s")
-    p.add_argument("--interval", type=float, default=10.0, help="serial scale: seconds between weigh-ins")
+    p.add_argument(
+        "--interval", type=float, default=10.0, help="serial scale: seconds between weigh-ins (each sent once)"
+    )
     add_ble_simulate_arguments(p)
 
     def run(args: argparse.Namespace) -> int:

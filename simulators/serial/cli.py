@@ -24,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--records", type=int, default=20, help="stored readings (default 20)")
     parser.add_argument("--link", type=Path, help="also expose the pty under this symlink path")
     parser.add_argument("--clock-offset", type=float, default=0.0, help="meter clock minus real clock, s")
-    parser.add_argument("--interval", type=float, default=10.0, help="scale: seconds between weigh-ins")
+    parser.add_argument(
+        "--interval", type=float, default=10.0, help="scale: seconds between weigh-ins (one new one each time)"
+    )
 
 
 def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         while not done.wait(args.interval if isinstance(sim, TanitaSimulator) else 3600):
-            if isinstance(sim, TanitaSimulator):
-                sim.send_all()
+            # The scale prints one new weigh-in per interval (it has no memory to dump again).
+            if isinstance(sim, TanitaSimulator) and not sim.weigh_next():
+                print(f"# all {len(sim.weigh_ins)} weigh-ins sent; Ctrl-C to stop", file=sys.stderr, flush=True)
+                done.wait()
     finally:
         sim.stop()
     return 0
