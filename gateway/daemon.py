@@ -181,6 +181,8 @@ class Gateway:
         failures = 0
         host_problem = ""  # the host setup error last logged with its hint (logged once, not every retry)
         bound = log.bind(device_name=dev.name, driver=dev.driver)
+        # Every line the driver logs from this task (its own module loggers) names the configured device too.
+        structlog.contextvars.bind_contextvars(device_name=dev.name)
         while True:
             try:
                 await driver.run(ctx)

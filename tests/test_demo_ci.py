@@ -32,6 +32,16 @@ def test_demo_with_the_broker_down_fails_with_a_sentence_and_delivers_on_the_nex
     assert sentence.startswith(f"vitalgate demo: nothing was delivered to MQTT mqtt://127.0.0.1:{port} ")
     assert f"they stay queued in {out}" in sentence and "Is the backend running and reachable?" in sentence
     assert "Traceback" not in down.stderr
+    # One warning per failed reconnect (not three), and the plaintext warning once per process.
+    warnings = [
+        line
+        for line in down.stderr.splitlines()
+        if "warning" in line and "library_log" not in line and not line.startswith("vitalgate demo:")
+    ]
+    assert sum("mqtt_plaintext" in line for line in warnings) == 1
+    assert not any("mqtt_connect_failed" in line for line in warnings)
+    reconnects = sum("forwarder_unavailable" in line for line in warnings)
+    assert reconnects >= 2 and len(warnings) == reconnects + 1, warnings
 
     # Same folder, a backend that works (files): what was held goes out as well, and the exit status is 0.
     up = demo("--out", str(out))
