@@ -334,11 +334,12 @@ def cmd_drivers(args: argparse.Namespace) -> int:
     from drivers import registry
 
     for name in sorted(registry.available()):
+        source = f"[{registry.origin(name)}]"  # which package it comes from: built in, or name + version
         try:
             cls = registry.load(name)
-            print(f"{name:24} {cls.transport:7} {cls.description}")
+            print(f"{name:24} {cls.transport:7} {cls.description} {source}")
         except Exception as exc:
-            print(f"{name:24} (cannot load: {type(exc).__name__})")
+            print(f"{name:24} (cannot load: {type(exc).__name__}) {source}")
     return 0
 
 
