@@ -418,6 +418,9 @@ def _simulators(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument(
         "--interval", type=float, default=10.0, help="serial scale: seconds between weigh-ins (each sent once)"
     )
+    from simulators.serial.cli import FAULT_HELP
+
+    p.add_argument("--fault", action="append", default=[], metavar="RECORD:KIND", help=f"serial: {FAULT_HELP}")
     add_ble_simulate_arguments(p)
 
     def run(args: argparse.Namespace) -> int:

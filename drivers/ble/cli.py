@@ -95,7 +95,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from simulators.ble.run import simulate
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(simulate(args.kinds, port=args.port, records=args.records, users=args.users, every=args.every))
+        asyncio.run(
+            simulate(
+                args.kinds,
+                port=args.port,
+                records=args.records,
+                users=args.users,
+                every=args.every,
+                fail_after=getattr(args, "fail_after", None),
+            )
+        )
     return 0
 
 
@@ -104,6 +113,13 @@ def add_ble_simulate_arguments(m: argparse.ArgumentParser) -> None:
     m.add_argument("--port", type=int, default=7770, help="BLE: loopback TCP port of the served adapter (7770)")
     m.add_argument("--users", type=int, default=2, help="BLE: user slots on the cuff and scale (default 2)")
     m.add_argument("--every", type=float, default=None, help="BLE: take a new measurement every N seconds")
+    m.add_argument(
+        "--fail-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="BLE glucose: drop the link after N records of the next transfer (once), to test resuming",
+    )
 
 
 def register(sub: SubParsers) -> None:

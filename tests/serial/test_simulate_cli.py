@@ -79,3 +79,47 @@ def line_within(stream: Any, seconds: float) -> bytes:
             break
         data += byte
     return data
+
+
+def test_simulate_exposes_the_simulators_fault_injection() -> None:
+    """`--fault RECORD:KIND` reaches the simulator: the record is damaged the first time only."""
+    from drivers.errors import ChecksumError
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "simulate", "onetouch-ultra2", "--records", "4", "--fault", "2:bad-checksum"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        path = line_within(proc.stdout, 30).decode().strip()
+        with serial.Serial(path, 9600, timeout=5) as port:
+            port.write(p.encode_command("DMP"))
+            assert p.parse_dump_header(port.readline()).count == 4
+            lines = [port.readline() for _ in range(4)]
+            p.parse_record(lines[0]), p.parse_record(lines[1]), p.parse_record(lines[3])
+            try:
+                p.parse_record(lines[2])
+            except ChecksumError as exc:
+                assert exc.raw == lines[2]
+            else:
+                raise AssertionError("record 2 was not damaged")
+            port.write(p.encode_command("DMP"))  # the fault fires once: the next dump is clean
+            port.readline()
+            assert p.parse_record(port.readline()) and [p.parse_record(port.readline()) for _ in range(3)]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+
+
+def test_simulate_refuses_a_wrong_fault() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "simulate", "onetouch-ultra2", "--fault", "2:gremlins"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "vitalgate: config error: <command line>: --fault: use RECORD:KIND, RECORD >= 0, "
+        "KIND one of bad-checksum, truncated, garbage, close"
+    )
