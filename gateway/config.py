@@ -251,7 +251,7 @@ def _device(file: str, i: int, entry: Any, names: set[str]) -> DeviceConfig:
 
 
 def load_config(path: Path) -> Config:
-    file = str(path)
+    file = os.path.abspath(path)  # named absolutely in every message, whatever the working directory
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -280,7 +280,7 @@ def load_key_file(path: Path) -> str:
     A typo in a device option must not stop an operator from creating the key; the rest of the file is
     checked by `check-config` and `run`.
     """
-    file = str(path)
+    file = os.path.abspath(path)  # named absolutely in every message, whatever the working directory
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -45,10 +45,14 @@ def test_relative_key_file_is_next_to_the_config_like_state_dir(tmp_path: Path) 
     check = vitalgate("check-config", "--config", str(cfg), cwd=tmp_path)
     assert check.returncode == 0, check.stderr
 
-    # A missing key is named by its absolute path, whatever the working directory.
+    # A missing key is named by its absolute path, whatever the working directory; so is the config file.
     (folder / "data.key").unlink()
     check = vitalgate("check-config", "--config", "etc/vg.toml", cwd=tmp_path)
     assert (check.returncode, check.stderr.strip()) == (3, f"vitalgate: {folder / 'data.key'}: does not exist")
+    cfg.write_text(cfg.read_text() + "typo = 1\n")
+    check = vitalgate("check-config", "--config", "etc/vg.toml", cwd=tmp_path)
+    expected = f"vitalgate: config error: {cfg}: gateway.typo: unknown key (typo?)"
+    assert (check.returncode, check.stderr.strip()) == (2, expected)
 
 
 def test_keys_init_needs_only_the_key_file(tmp_path: Path) -> None:
