@@ -6,6 +6,7 @@ __all__ = [
     "ChecksumError",
     "DeviceProtocolError",
     "DriverError",
+    "HostSetupError",
     "LocalProtocolError",
     "MalformedFrameError",
     "UnsupportedError",
@@ -43,3 +44,14 @@ class UnsupportedError(DeviceProtocolError):
 
 class LocalProtocolError(DriverError):
     """We tried to do something the protocol does not allow (a bug on our side)."""
+
+
+class HostSetupError(DriverError):
+    """The host lacks what the driver needs (a Bluetooth stack, D-Bus, a permission): not the device's fault.
+
+    `hint` is a sentence an operator can act on; the daemon logs it once, then retries quietly.
+    """
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint

@@ -12,7 +12,7 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
-__all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "UnknownDriverError", "available", "load"]
+__all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "UnknownDriverError", "available", "load", "origin"]
 
 ENTRY_POINT_GROUP = "vitalgate.drivers"
 
@@ -51,3 +51,14 @@ def load(name: str) -> Any:
     module_name, _, attr = target.partition(":")
     module = importlib.import_module(module_name)
     return getattr(module, attr)
+
+
+def origin(name: str) -> str:
+    """Which package a driver comes from: "built in", or the distribution's name and version."""
+    if name in BUILTIN:
+        return "built in"
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            dist = ep.dist
+            return f"{dist.name} {dist.version}" if dist is not None else ep.value.partition(":")[0]
+    raise UnknownDriverError(name)

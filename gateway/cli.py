@@ -61,20 +61,69 @@ def _check_state(cfg: Config, *, create: bool) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-    KeyRing.load(cfg.key_file)
-    _check_state(cfg, create=False)
+    cfg = _config(args)  # every problem in the file at once (ConfigErrors)
     # The forwarder's section is validated when it is built (no network I/O): do it here too, or a typo in
     # [output.mqtt] / [output.https] or an unreadable secret only shows at `run`.
     from gateway.forwarders import ForwarderContext, build_forwarder
 
-    build_forwarder(cfg.forwarder, cfg.forwarder_options, ForwarderContext(cfg.file, cfg.gateway_id, cfg.state_dir))
+    checks: list[Callable[[], object]] = [
+        lambda: KeyRing.load(cfg.key_file),
+        lambda: _check_state(cfg, create=False),
+        lambda: _check_state_creatable(cfg),
+        lambda: build_forwarder(
+            cfg.forwarder, cfg.forwarder_options, ForwarderContext(cfg.file, cfg.gateway_id, cfg.state_dir)
+        ),
+    ]
+    problems: list[GatewayError] = []
+    for check in checks:  # report them all, not only the first
+        try:
+            check()
+        except GatewayError as exc:
+            problems.append(exc)
+    if len(problems) > 1:
+        for problem in problems:
+            kind = "config error: " if isinstance(problem, ConfigError) else ""
+            print(f"vitalgate: {kind}{problem}", file=sys.stderr)
+        return EXIT_CONFIG if any(isinstance(e, ConfigError) for e in problems) else EXIT_KEY
+    if problems:
+        raise problems[0]
+    if not cfg.devices:
+        print(
+            f"vitalgate: warning: {cfg.file}: no [[devices]] configured; the gateway would run but read nothing"
+            " (see the [[devices]] examples in config/vitalgate.example.toml)",
+            file=sys.stderr,
+        )
     print(f"{cfg.file}: ok ({len(cfg.devices)} devices, forwarder {cfg.forwarder}, queue {cfg.queue_path})")
     return 0
 
 
+# systemd's StateDirectory= creates folders under here itself, as root, before the service starts.
+SYSTEMD_STATE_ROOT = Path("/var/lib")
+
+
+def _check_state_creatable(cfg: Config) -> None:
+    """A state folder that does not exist yet must be creatable here: probe with a folder made and removed
+    at once (root passes every access() test, yet cannot create anything under /proc or a read-only mount).
+    One systemd's StateDirectory= will create (under /var/lib) is not judged by its parent."""
+    import tempfile
+
+    for key, folder in (("gateway.state_dir", cfg.state_dir), ("queue.path", cfg.queue_path.parent)):
+        if folder.exists() or folder.is_relative_to(SYSTEMD_STATE_ROOT):
+            continue
+        existing = next((p for p in folder.parents if p.exists()), Path("/"))
+        if not existing.is_dir():
+            continue  # reported by _check_state
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".vitalgate-check-", dir=existing))
+        except OSError as exc:
+            raise ConfigError(cfg.file, key, f"{folder}: cannot be created in {existing} ({exc.strerror})") from None
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
-    path = Path(args.path) if args.path else resolve_secret_path(_config(args).key_file)
+    from gateway.config import load_key_file
+
+    # Only the key_file line is read: a typo elsewhere (a device option) must not block creating the key.
+    path = Path(os.path.abspath(args.path)) if args.path else resolve_secret_path(load_key_file(Path(args.config)))
     if args.action == "init":
         if path.exists():
             print(f"vitalgate: {path} exists already; use `vitalgate keys rotate` for a new key", file=sys.stderr)
@@ -144,24 +193,47 @@ async def _with_queue(
         await q.close()
 
 
-def _patient_ref(patient: str) -> str:
-    if "|" in patient or patient.startswith("Patient/"):
-        return patient
-    if patient and all(c.isalnum() or c in "-." for c in patient) and len(patient) <= 64:
-        return f"Patient/{patient}"
-    raise ConfigError("<command line>", "PATIENT", "use a FHIR id (Patient/123 or 123) or an identifier system|value")
-
-
 def cmd_bind(args: argparse.Namespace) -> int:
-    patient = _patient_ref(args.patient)
+    from gateway.patients import binding_patient
 
-    async def go(q: ReadingQueue) -> None:
+    patient = binding_patient(args.patient)  # the FHIR mapping's own rule: never store what it will refuse
+
+    async def go(q: ReadingQueue) -> bool:
+        seen = await _slot_seen(q, args.device, args.user)
         await q.bind(args.device, args.user, patient)
+        return seen
 
-    asyncio.run(_with_queue(args, go, lambda q: f"binding {q.reference_tag(args.device, args.user)}"))
+    seen = asyncio.run(_with_queue(args, go, lambda q: f"binding {q.reference_tag(args.device, args.user)}"))
     slot = f" user {args.user}" if args.user is not None else ""
-    print(f"bound {args.device}{slot}; its readings now flow to the backend")
+    if seen:
+        print(f"bound {args.device}{slot}; its readings now flow to the backend")
+    else:
+        # Accepted on purpose: staff may bind a new device before its first use. But say so, so a typo shows.
+        print(f"bound {args.device}{slot}; its readings will flow once the gateway has seen it")
+        print(
+            f"vitalgate: notice: this gateway has not seen {args.device!r}{slot} yet; if it should have, check the"
+            " name and user slot against `vitalgate devices` (`vitalgate unbind` removes the binding)",
+            file=sys.stderr,
+        )
     return 0
+
+
+async def _slot_seen(q: ReadingQueue, device: str, user: int | None) -> bool:
+    """Whether any device slot seen so far answers to this name (and user slot)."""
+    from gateway.queue import normalize_selector
+
+    name = normalize_selector(device)
+    for d in await q.devices():
+        ident = DeviceIdentity(
+            d["driver"],
+            address=d["address"],
+            serial_number=d["serial_number"],
+            system_id=d["system_id"],
+            manufacturer=d["manufacturer"],
+        )
+        if name in identity_selectors(ident) and d["user"] == user:
+            return True
+    return False
 
 
 def cmd_unbind(args: argparse.Namespace) -> int:
@@ -178,9 +250,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
         return await q.devices(), await q.reload_bindings()
 
     devices, bindings = asyncio.run(_with_queue(args, go))
-    print(f"{'DEVICE':34} {'USER':4} {'DRIVER':18} {'MODEL':26} {'READINGS':>8}  PATIENT")
+    configured = _config(args).devices
+    print(f"{'DEVICE':34} {'USER':4} {'NAME':16} {'DRIVER':18} {'MODEL':26} {'READINGS':>8}  {'SYSTEM ID':16}  PATIENT")
     for d in devices:
-        ident = d["system_id"] or d["serial_number"] or d["address"] or d["key"]
+        ident = _device_label(d)
         names = identity_selectors(
             DeviceIdentity(
                 d["driver"],
@@ -192,8 +265,34 @@ def cmd_devices(args: argparse.Namespace) -> int:
         )
         patient = next((b.patient for b in bindings if b.device in names and b.user_slot == d["user"]), "(unassigned)")
         user = "-" if d["user"] is None else str(d["user"])
-        print(f"{ident:34} {user:4} {d['driver']:18} {(d['model'] or ''):26} {d['readings']:>8}  {patient}")
+        name = _configured_name(d, configured)
+        system_id = d["system_id"] or "-"
+        line = f"{ident:34} {user:4} {name:16} {d['driver']:18} {(d['model'] or ''):26} {d['readings']:>8}"
+        print(f"{line}  {system_id:16}  {patient}")
     return 0
+
+
+def _is_bluetooth_address(text: str | None) -> bool:
+    return bool(text) and len(text or "") == 17 and (text or "").count(":") == 5
+
+
+def _device_label(d: dict[str, Any]) -> str:
+    """The name the operator knows the device by: a BLE device by the address it was paired with, a serial
+    meter by its serial number (its 'address' is only the port); the System ID gets its own column."""
+    if _is_bluetooth_address(d["address"]):
+        return str(d["address"]).upper()
+    return str(d["serial_number"] or d["system_id"] or d["address"] or d["key"])
+
+
+def _configured_name(d: dict[str, Any], configured: Sequence[Any]) -> str:
+    """The `name` of the [[devices]] entry this slot came from (same driver and address, port or serial)."""
+    for dev in configured:
+        if dev.driver != d["driver"]:
+            continue
+        where = {str(dev.options.get(k, "")).upper() for k in ("address", "port", "serial")} - {""}
+        if {str(d["address"] or "").upper(), str(d["serial_number"] or "").upper()} & where:
+            return str(dev.name)
+    return "-"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -236,11 +335,12 @@ def cmd_drivers(args: argparse.Namespace) -> int:
     from drivers import registry
 
     for name in sorted(registry.available()):
+        source = f"[{registry.origin(name)}]"  # which package it comes from: built in, or name + version
         try:
             cls = registry.load(name)
-            print(f"{name:24} {cls.transport:7} {cls.description}")
+            print(f"{name:24} {cls.transport:7} {cls.description} {source}")
         except Exception as exc:
-            print(f"{name:24} (cannot load: {type(exc).__name__})")
+            print(f"{name:24} (cannot load: {type(exc).__name__}) {source}")
     return 0
 
 
@@ -323,7 +423,12 @@ def _simulators(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--records", type=int, help="stored readings (default: serial 20, BLE 3)")
     p.add_argument("--link", type=Path, help="serial: also expose the pty under this symlink path")
     p.add_argument("--clock-offset", type=float, default=0.0, help="serial: meter clock minus real clock, s")
-    p.add_argument("--interval", type=float, default=10.0, help="serial scale: seconds between weigh-ins")
+    p.add_argument(
+        "--interval", type=float, default=10.0, help="serial scale: seconds between weigh-ins (each sent once)"
+    )
+    from simulators.serial.cli import FAULT_HELP
+
+    p.add_argument("--fault", action="append", default=[], metavar="RECORD:KIND", help=f"serial: {FAULT_HELP}")
     add_ble_simulate_arguments(p)
 
     def run(args: argparse.Namespace) -> int:

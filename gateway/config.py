@@ -7,6 +7,7 @@ setting must not silently fall back to a default.
 
 from __future__ import annotations
 
+import os
 import tomllib
 import zoneinfo
 from collections.abc import Mapping
@@ -15,9 +16,9 @@ from datetime import timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ConfigErrors
 
-__all__ = ["DEFAULT_PATH", "Config", "DeviceConfig", "load_config", "parse_config"]
+__all__ = ["DEFAULT_PATH", "Config", "DeviceConfig", "load_config", "load_key_file", "parse_config"]
 
 DEFAULT_PATH = Path("/etc/vitalgate/vitalgate.toml")
 MAX_POLL_SECONDS = 86400
@@ -57,9 +58,19 @@ class Config:
 class _Section:
     """Typed access to one table that remembers which keys were read, so leftovers can be reported."""
 
-    def __init__(self, file: str, prefix: str, table: Mapping[str, Any]) -> None:
+    def __init__(
+        self, file: str, prefix: str, table: Mapping[str, Any], errors: list[ConfigError] | None = None
+    ) -> None:
         self.file, self.prefix, self.table = file, prefix, table
         self.used: set[str] = set()
+        self.errors = errors  # when given, problems are collected here (and defaults used) instead of raised
+
+    def fail(self, key: str, problem: str) -> None:
+        """Raise, or note the problem and let parsing go on so every problem is reported at once."""
+        error = self.error(key, problem)
+        if self.errors is None:
+            raise error
+        self.errors.append(error)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}.{key}" if self.prefix else key
@@ -73,70 +84,88 @@ class _Section:
             return default
         value = self.table[key]
         if isinstance(value, bool) and kind in (int, float, (int, float)):
-            raise self.error(key, f"expected a number, got {value!r}")
+            self.fail(key, f"expected a number, got {value!r}")
+            return default
         if not isinstance(value, kind):
             names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-            raise self.error(key, f"expected {names}, got {type(value).__name__} {value!r}")
+            self.fail(key, f"expected {names}, got {type(value).__name__} {value!r}")
+            return default
         return value
 
     def number(self, key: str, default: float, *, minimum: float, maximum: float | None = None) -> float:
         value = float(self.get(key, (int, float), default))
         if value < minimum or (maximum is not None and value > maximum):
             span = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-            raise self.error(key, f"must be {span}, got {value}")
+            self.fail(key, f"must be {span}, got {value}")
+            return float(default)
         return value
+
+    def integer(self, key: str, default: int, *, minimum: int, maximum: int) -> int:
+        """A count: 100.5 is refused, not silently cut to 100."""
+        value = self.get(key, int, default)
+        if not minimum <= value <= maximum:
+            self.fail(key, f"must be a whole number between {minimum} and {maximum}, got {value}")
+            return default
+        return int(value)
 
     def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
         value = str(self.get(key, str, default))
         if value not in choices:
-            raise self.error(key, f"must be one of {', '.join(choices)}; got {value!r}")
+            self.fail(key, f"must be one of {', '.join(choices)}; got {value!r}")
+            return default
         return value
 
     def finish(self, allowed_tables: tuple[str, ...] = ()) -> None:
         for key in self.table:
             if key not in self.used and key not in allowed_tables:
-                raise self.error(key, "unknown key (typo?)")
+                self.fail(key, "unknown key (typo?)")
 
 
-def _table(file: str, doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+def _table(file: str, doc: Mapping[str, Any], name: str, errors: list[ConfigError] | None = None) -> Mapping[str, Any]:
     value = doc.get(name, {})
     if not isinstance(value, Mapping):
-        raise ConfigError(file, name, f"expected a table [{name}], got {type(value).__name__}")
+        error = ConfigError(file, name, f"expected a table [{name}], got {type(value).__name__}")
+        if errors is None:
+            raise error
+        errors.append(error)
+        return {}
     return value
 
 
 def parse_config(doc: Mapping[str, Any], file: str = "<config>", base: Path | None = None) -> Config:
     """`base` resolves a relative state_dir (the config file's folder), so examples run from a checkout."""
-    top = _Section(file, "", doc)
+    errors: list[ConfigError] = []  # every problem in the file, reported together at the end
+    top = _Section(file, "", doc, errors)
     top.finish(allowed_tables=("gateway", "queue", "output", "logging", "devices"))
 
-    g = _Section(file, "gateway", _table(file, doc, "gateway"))
+    g = _Section(file, "gateway", _table(file, doc, "gateway", errors), errors)
     gateway_id = g.get("id", str, "vitalgate")
     if not gateway_id or not all(c.isalnum() or c in "-_." for c in gateway_id):
-        raise g.error("id", "use letters, digits, '-', '_' or '.' (it appears in topics and FHIR ids)")
+        g.fail("id", "use letters, digits, '-', '_' or '.' (it appears in topics and FHIR ids)")
     state_dir = Path(g.get("state_dir", str, "/var/lib/vitalgate"))
     if not state_dir.is_absolute():
         state_dir = (base or Path.cwd()) / state_dir
-    key_file = g.get("key_file", str, "/etc/vitalgate/data.key")
+    key_file = _key_file(g.get("key_file", str, "/etc/vitalgate/data.key"), base)
     tz_name = g.get("timezone", str, "local")
+    tz: tzinfo | None = None
     try:
         tz = None if tz_name == "local" else zoneinfo.ZoneInfo(tz_name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise g.error("timezone", f"unknown time zone {tz_name!r} (use an IANA name such as America/Chicago)") from None
+        g.fail("timezone", f"unknown time zone {tz_name!r} (use an IANA name such as America/Chicago)")
     tolerance = g.number("clock_tolerance_seconds", 60, minimum=1)
     test_data = g.get("test_data", bool, False)
     g.finish()
 
-    q = _Section(file, "queue", _table(file, doc, "queue"))
+    q = _Section(file, "queue", _table(file, doc, "queue", errors), errors)
     queue_path = Path(q.get("path", str, "queue.db"))
     retention_days = q.number("retention_days", 7, minimum=0)
-    batch_size = int(q.number("batch_size", 100, minimum=1, maximum=10_000))
+    batch_size = q.integer("batch_size", 100, minimum=1, maximum=10_000)
     retry_initial = q.number("retry_initial_seconds", 1, minimum=0.01)
     retry_max = q.number("retry_max_seconds", 300, minimum=retry_initial)
     retry_permanent = q.number("retry_permanent_seconds", 600, minimum=1)
     q.finish()
 
-    o = _Section(file, "output", _table(file, doc, "output"))
+    o = _Section(file, "output", _table(file, doc, "output", errors), errors)
     from gateway.forwarders import FORWARDERS
 
     forwarder = o.choice("forwarder", "file", tuple(FORWARDERS))
@@ -144,12 +173,14 @@ def parse_config(doc: Mapping[str, Any], file: str = "<config>", base: Path | No
     forwarder_options = o.get(forwarder, dict, {})
     o.finish(allowed_tables=tuple(FORWARDERS))
 
-    lg = _Section(file, "logging", _table(file, doc, "logging"))
+    lg = _Section(file, "logging", _table(file, doc, "logging", errors), errors)
     level = lg.choice("level", "info", ("debug", "info", "warning", "error"))
     fmt = lg.choice("format", "auto", ("auto", "json", "console"))
     lg.finish()
 
-    devices = _devices(file, doc.get("devices", []))
+    devices = _devices(file, doc.get("devices", []), errors)
+    if errors:
+        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
 
     return Config(
         file=file,
@@ -174,44 +205,53 @@ def parse_config(doc: Mapping[str, Any], file: str = "<config>", base: Path | No
     )
 
 
-def _devices(file: str, entries: Any) -> tuple[DeviceConfig, ...]:
-    from drivers import registry
-
+def _devices(file: str, entries: Any, errors: list[ConfigError]) -> tuple[DeviceConfig, ...]:
+    """Each entry checked on its own: one entry's first problem is collected and the next entry is checked."""
     if not isinstance(entries, list):
-        raise ConfigError(file, "devices", "expected an array of tables [[devices]]")
+        errors.append(ConfigError(file, "devices", "expected an array of tables [[devices]]"))
+        return ()
     out: list[DeviceConfig] = []
     names: set[str] = set()
     for i, entry in enumerate(entries):
-        where = f"devices[{i}]"
-        if not isinstance(entry, Mapping):
-            raise ConfigError(file, where, "expected a table")
-        driver_name = entry.get("driver")
-        if not isinstance(driver_name, str):
-            raise ConfigError(file, f"{where}.driver", "missing: name the driver (see `vitalgate drivers`)")
         try:
-            driver = registry.load(driver_name)
-        except registry.UnknownDriverError as exc:
-            raise ConfigError(file, f"{where}.driver", str(exc)) from None
-        name = entry.get("name", f"{driver_name}-{i}")
-        if not isinstance(name, str) or name in names:
-            raise ConfigError(file, f"{where}.name", "must be a unique string")
-        names.add(name)
-        options = {k: v for k, v in entry.items() if k not in ("driver", "name")}
-        # The core, not the driver, reads poll_seconds (gateway.daemon), so the core checks it for every driver.
-        poll = options.get("poll_seconds", 0)
-        if isinstance(poll, bool) or not isinstance(poll, int | float) or not 0 <= poll <= MAX_POLL_SECONDS:
-            raise ConfigError(file, f"{where}.poll_seconds", f"must be seconds between 0 and {MAX_POLL_SECONDS}")
-        try:
-            driver.validate(options, where)
+            out.append(_device(file, i, entry, names))
         except ConfigError as exc:
-            key = exc.key if exc.key.startswith(where) else f"{where}.{exc.key}"
-            raise ConfigError(file, key, exc.problem) from None
-        out.append(DeviceConfig(driver_name, name, options, where))
+            errors.append(exc)
     return tuple(out)
 
 
+def _device(file: str, i: int, entry: Any, names: set[str]) -> DeviceConfig:
+    from drivers import registry
+
+    where = f"devices[{i}]"
+    if not isinstance(entry, Mapping):
+        raise ConfigError(file, where, "expected a table")
+    driver_name = entry.get("driver")
+    if not isinstance(driver_name, str):
+        raise ConfigError(file, f"{where}.driver", "missing: name the driver (see `vitalgate drivers`)")
+    try:
+        driver = registry.load(driver_name)
+    except registry.UnknownDriverError as exc:
+        raise ConfigError(file, f"{where}.driver", str(exc)) from None
+    name = entry.get("name", f"{driver_name}-{i}")
+    if not isinstance(name, str) or name in names:
+        raise ConfigError(file, f"{where}.name", "must be a unique string")
+    names.add(name)
+    options = {k: v for k, v in entry.items() if k not in ("driver", "name")}
+    # The core, not the driver, reads poll_seconds (gateway.daemon), so the core checks it for every driver.
+    poll = options.get("poll_seconds", 0)
+    if isinstance(poll, bool) or not isinstance(poll, int | float) or not 0 <= poll <= MAX_POLL_SECONDS:
+        raise ConfigError(file, f"{where}.poll_seconds", f"must be seconds between 0 and {MAX_POLL_SECONDS}")
+    try:
+        driver.validate(options, where)
+    except ConfigError as exc:
+        key = exc.key if exc.key.startswith(where) else f"{where}.{exc.key}"
+        raise ConfigError(file, key, exc.problem) from None
+    return DeviceConfig(driver_name, name, options, where)
+
+
 def load_config(path: Path) -> Config:
-    file = str(path)
+    file = os.path.abspath(path)  # named absolutely in every message, whatever the working directory
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -224,4 +264,30 @@ def load_config(path: Path) -> Config:
         raise ConfigError(file, "-", "not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "-", f"not valid TOML: {exc}") from None
-    return parse_config(doc, file, path.parent)
+    return parse_config(doc, file, Path(os.path.abspath(path)).parent)
+
+
+def _key_file(spec: str, base: Path | None) -> str:
+    """A relative key_file is next to the config file, like state_dir (not wherever the command ran)."""
+    if spec.startswith("credential:") or Path(spec).is_absolute():
+        return spec
+    return str((base or Path.cwd()) / spec)
+
+
+def load_key_file(path: Path) -> str:
+    """Only `gateway.key_file` (resolved as in `load_config`): what `keys init` / `keys rotate` need.
+
+    A typo in a device option must not stop an operator from creating the key; the rest of the file is
+    checked by `check-config` and `run`.
+    """
+    file = os.path.abspath(path)  # named absolutely in every message, whatever the working directory
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(file, "-", "file not found (create it from config/vitalgate.example.toml)") from None
+    except PermissionError:
+        raise ConfigError(file, "-", "not readable by this user") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(file, "-", f"not valid TOML: {exc}") from None
+    g = _Section(file, "gateway", _table(file, doc, "gateway"))
+    return _key_file(g.get("key_file", str, "/etc/vitalgate/data.key"), Path(os.path.abspath(path)).parent)

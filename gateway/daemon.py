@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from drivers import registry
+from drivers.errors import HostSetupError
 from gateway import __version__
 from gateway.config import Config, DeviceConfig
 from gateway.crypto import KeyRing
@@ -178,11 +179,15 @@ class Gateway:
         driver = registry.load(dev.driver)()
         backoff = Backoff(initial=1.0, maximum=60.0)
         failures = 0
+        host_problem = ""  # the host setup error last logged with its hint (logged once, not every retry)
         bound = log.bind(device_name=dev.name, driver=dev.driver)
+        # Every line the driver logs from this task (its own module loggers) names the configured device too.
+        structlog.contextvars.bind_contextvars(device_name=dev.name)
         while True:
             try:
                 await driver.run(ctx)
                 failures = 0
+                host_problem = ""
                 # Meters that are downloaded (not listened to) say how often in `poll_seconds`.
                 await asyncio.sleep(float(dev.options.get("poll_seconds", getattr(driver, "poll_seconds", 1.0))))
             except asyncio.CancelledError:
@@ -190,9 +195,17 @@ class Gateway:
             except Exception as exc:  # a device must never take the daemon down
                 delay = backoff.delay(failures)
                 failures += 1
-                bound.warning(
-                    "device_session_failed", error=type(exc).__name__, detail=_safe(exc), retry_in=round(delay, 1)
-                )
+                fields = {"error": type(exc).__name__, "detail": _safe(exc), "retry_in": round(delay, 1)}
+                if isinstance(exc, HostSetupError):
+                    # The host's setup (no Bluetooth stack, no D-Bus): say what to check once, then retry
+                    # quietly until a session works again; repeating the same hint helps nobody.
+                    if host_problem != str(exc):
+                        bound.error("device_host_unavailable", **fields, hint=exc.hint)
+                    else:
+                        bound.debug("device_session_failed", **fields)
+                    host_problem = str(exc)
+                else:
+                    bound.warning("device_session_failed", **fields)
                 await asyncio.sleep(delay)
 
     async def _watchdog(self) -> None:

@@ -24,7 +24,9 @@ from gateway.errors import ConfigError
 from gateway.logging import configure_logging
 from gateway.reading import Metric, Reading
 
-__all__ = ["demo_config", "run_demo"]
+__all__ = ["EXIT_UNDELIVERED", "demo_config", "run_demo"]
+
+EXIT_UNDELIVERED = 4  # the demo ran, but the backend did not confirm everything (for CI jobs)
 
 # `--until-each-device` without `--seconds`: a bound for a hang, not a target (a slow Pi takes a minute).
 UNTIL_LIMIT_SECONDS = 600.0
@@ -99,13 +101,13 @@ class _Tally:
         return "\n".join(lines)
 
 
-async def _demo(cfg: Config, seconds: float, tally: _Tally, extra_bindings: Sequence[tuple[str, str]] = ()) -> None:
+async def _demo(cfg: Config, seconds: float, tally: _Tally, extra_bindings: Sequence[tuple[str, str]] = ()) -> int:
     """The cuff, scale and glucose meter are Bluetooth LE simulators (Bumble) read through the real BLE
     stack: our sessions, bleak's API and Bumble's link, GATT and SMP (the meter is bonded first). They join
     the devices already in `cfg` (the serial meter)."""
     from gateway.cli import install_signals
     from gateway.daemon import Gateway
-    from gateway.queue import ReadingQueue
+    from gateway.queue import ReadingQueue, State
     from simulators.ble.demo import start_demo_ble
 
     key_path = Path(cfg.key_file)
@@ -134,6 +136,8 @@ async def _demo(cfg: Config, seconds: float, tally: _Tally, extra_bindings: Sequ
             await gw.run(stop)
         finally:
             timer.cancel()
+        async with await ReadingQueue.open(cfg.queue_path, keyring) as q:
+            return (await q.counts())[State.PENDING]  # committed, bound and still not delivered
     finally:
         await ble.stop()
 
@@ -173,13 +177,15 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"VitalGate demo: simulated BLE cuff (2 users), scale (2 users) and glucose meter {how_long}")
     print(f"  plus a OneTouch Ultra 2 on serial port {meter.path} (ASCII protocol over a pty)")
     print(f"  state in {out} (queue.db encrypted); FHIR Bundles to {destination}\n")
+    undelivered: int | None = None
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_demo(cfg, seconds, tally, [(meter.serial_number, "Patient/demo-patient-1")]))
+            undelivered = asyncio.run(
+                _demo(cfg, seconds, tally, [(meter.serial_number, "Patient/demo-patient-1")])
+            )
     finally:
         meter.stop()
     print("\n" + tally.summary())
-    print(f"\nFHIR Bundles went to {destination}")
     if until and not tally.complete():
         print(
             f"vitalgate demo: not every device had {until} readings forwarded within {seconds:g} s "
@@ -187,7 +193,25 @@ def run_demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    return 0
+    return _verdict(tally, undelivered, destination, out)
+
+
+def _verdict(tally: _Tally, undelivered: int | None, destination: str, out: Path) -> int:
+    """Exit status for CI: 0 only when something was delivered and nothing committed is left undelivered."""
+    forwarded = sum(tally.forwarded.values())
+    if undelivered is None:  # interrupted before the queue could be looked at
+        print(f"\nstopped; {forwarded} readings went to {destination}")
+        return 130
+    if forwarded and not undelivered:
+        print(f"\nFHIR Bundles went to {destination}")
+        return 0
+    what = "nothing was delivered" if not forwarded else f"{undelivered} committed readings were not delivered"
+    print(
+        f"\nvitalgate demo: {what} to {destination}; they stay queued in {out} and go out on the next run. "
+        "Is the backend running and reachable? The warnings above say why it refused or could not be reached.",
+        file=sys.stderr,
+    )
+    return EXIT_UNDELIVERED
 
 
 def https_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "GatewayError", "KeyFileError"]
+__all__ = ["ConfigError", "ConfigErrors", "GatewayError", "KeyFileError"]
 
 
 class GatewayError(Exception):
@@ -17,6 +17,20 @@ class ConfigError(GatewayError):
         self.file = file
         self.key = key
         self.problem = problem
+
+
+class ConfigErrors(ConfigError):
+    """Several problems in one file, all reported at once (fix them in one pass, not one per run).
+
+    Keeps the first problem's file/key/problem, so code that handles one ConfigError still works.
+    """
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        first = errors[0]
+        super().__init__(first.file, first.key, first.problem)
+        self.errors = errors
+        lines = "\n".join(f"  {e.key}: {e.problem}" for e in errors)
+        self.args = (f"{first.file}: {len(errors)} problems:\n{lines}",)
 
 
 class KeyFileError(GatewayError):

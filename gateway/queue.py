@@ -287,6 +287,7 @@ class ReadingQueue:
         now = time.time()
         rows = []
         latest: dict[bytes, tuple[Reading, int]] = {}  # per device slot: its newest reading and a count
+        slot_of: dict[bytes, bytes] = {}  # reading dedup tag -> device slot tag (repeats in a batch once)
         version = self._bindings_version  # the bindings the states below are decided with
         for r in readings:
             dedup = self.keyring.tag("reading|" + r.idempotency_key)
@@ -297,10 +298,18 @@ class ReadingQueue:
             rows.append((dedup, int(state), sealed.key_id, sealed.nonce, sealed.ciphertext, now))
             slot_tag = self.keyring.tag(f"slot|{r.device.key}|{r.user_slot}")
             latest[slot_tag] = (r, latest[slot_tag][1] + 1 if slot_tag in latest else 1)
+            slot_of[dedup] = slot_tag
         # One sealed device record per slot and batch, not per reading.
         slots = {t: (self._seal(b"slots", t, _slot_doc(r)), n) for t, (r, n) in latest.items()}
 
         async def op(db: aiosqlite.Connection) -> int:
+            # A slot counts unique readings, not every download of them (a meter re-sends its whole memory):
+            # find which are new inside this transaction (the writer is the only one), then insert in order.
+            known = await _existing(db, list(slot_of))
+            fresh: dict[bytes, int] = dict.fromkeys(slots, 0)
+            for dedup, tag in slot_of.items():
+                if dedup not in known:
+                    fresh[tag] += 1
             before = db.total_changes
             await db.executemany(
                 "INSERT OR IGNORE INTO readings (dedup, state, key_id, nonce, payload, created_at) "
@@ -313,7 +322,7 @@ class ReadingQueue:
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tag) DO UPDATE SET key_id = excluded.key_id, "
                 "nonce = excluded.nonce, payload = excluded.payload, last_seen = excluded.last_seen, "
                 "readings = readings + excluded.readings",
-                [(t, s.key_id, s.nonce, s.ciphertext, now, now, n) for t, (s, n) in slots.items()],
+                [(t, s.key_id, s.nonce, s.ciphertext, now, now, fresh[t]) for t, (s, _) in slots.items()],
             )
             return inserted
 
@@ -611,6 +620,17 @@ class ReadingQueue:
 
 def _withheld(r: Reading) -> bool:
     return bool(r.status & {Status.CONTROL_SOLUTION, Status.SENSOR_FAULT})
+
+
+async def _existing(db: aiosqlite.Connection, dedups: list[bytes]) -> set[bytes]:
+    """Which of these reading tags are already stored (looked up in chunks under SQLite's variable limit)."""
+    found: set[bytes] = set()
+    for start in range(0, len(dedups), 500):
+        chunk = dedups[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        async with db.execute(f"SELECT dedup FROM readings WHERE dedup IN ({marks})", chunk) as cur:
+            found.update(bytes(row[0]) for row in await cur.fetchall())
+    return found
 
 
 def _slot_doc(r: Reading) -> bytes:

@@ -429,21 +429,35 @@ def _pairs(values: list[str], flag: str) -> Iterator[tuple[str, Path]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m simulators.fhir_receiver", description=__doc__.split("\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8443)
-    parser.add_argument("--cert", type=Path, required=True)
-    parser.add_argument("--key", type=Path, required=True)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8443, help="TCP port; 0 picks a free one (default 8443)")
+    parser.add_argument("--cert", type=Path, required=True, help="server certificate (PEM); see the README recipe")
+    parser.add_argument("--key", type=Path, required=True, help="its private key (PEM)")
     parser.add_argument("--client-ca", type=Path, help="demand client certificates signed by this CA")
     parser.add_argument("--client-secret", action="append", default=[], help="CLIENT_ID=SECRET_FILE")
     parser.add_argument("--client-key", action="append", default=[], help="CLIENT_ID=PUBLIC_KEY_PEM")
     parser.add_argument("--no-auth", action="store_true", help="accept FHIR requests without a token")
     parser.add_argument("--ndjson", type=Path, help="append every stored resource here")
     parser.add_argument("--no-validate", action="store_true", help="skip fhir.resources validation (benchmarks)")
-    parser.add_argument("--token-lifetime", type=int, default=3600)
+    parser.add_argument("--token-lifetime", type=int, default=3600, help="seconds a token is valid (default 3600)")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each FHIR answer")
-    parser.add_argument("--fail", action="append", default=[], help="STATUS[:RETRY_AFTER], queued, once each")
-    parser.add_argument("--drop-after-commit", type=int, default=0)
-    parser.add_argument("--revoked", action="append", default=[])
+    parser.add_argument(
+        "--fail",
+        action="append",
+        default=[],
+        metavar="STATUS[:RETRY_AFTER]",
+        help="answer the next FHIR request with this status (e.g. 503, 429:30), once each, in order; repeatable",
+    )
+    parser.add_argument(
+        "--drop-after-commit",
+        type=int,
+        default=0,
+        metavar="N",
+        help="for the next N accepted Bundles: store, then drop the connection unanswered (tests redelivery)",
+    )
+    parser.add_argument(
+        "--revoked", action="append", default=[], metavar="CLIENT_ID", help="refuse this client's tokens; repeatable"
+    )
     args = parser.parse_args(argv)
 
     clients = [Client(cid, secret=p.read_text().strip()) for cid, p in _pairs(args.client_secret, "--client-secret")]

@@ -111,8 +111,10 @@ def test_current_time_parse_and_encode() -> None:
 def test_current_time_unknown_and_reserved() -> None:
     # year 0: clock not set; day of week 0 unknown; adjust reason 0xF0 only reserved bits (ignored)
     assert parse_current_time(bytes.fromhex("00000B180E1E000000F0")) == CurrentTime(None, None, 0)
-    with pytest.raises(MalformedFrameError):
-        parse_current_time(bytes.fromhex("EA070B180E1E00080000"))  # day of week 8: reserved
+    # day of week 8: reserved (CTS 1.1 §3.1 / GSS Day of Week: 8-255 RFU): the day is unknown, the time is good
+    assert parse_current_time(bytes.fromhex("EA070B180E1E00080000")) == CurrentTime(
+        datetime(2026, 11, 24, 14, 30, 0), None, 0
+    )
     with pytest.raises(MalformedFrameError):
         parse_current_time(CURRENT_TIME[:-1])
     with pytest.raises(MalformedFrameError):

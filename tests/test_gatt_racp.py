@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from drivers.errors import DeviceProtocolError, LocalProtocolError, MalformedFrameError
+from drivers.errors import DeviceProtocolError, LocalProtocolError, MalformedFrameError, UnsupportedError
 from drivers.gatt.glucose import parse_glucose_context, parse_glucose_measurement
 from drivers.gatt.racp import (
     NumberOfRecords,
@@ -55,7 +55,7 @@ def test_every_response_code(code: ResponseCode) -> None:
         ("06000100", DeviceProtocolError),  # response code 0: reserved
         ("0600010A", DeviceProtocolError),  # response code 10: reserved
         ("06000501", MalformedFrameError),  # "response" to a response op code
-        ("06000701", MalformedFrameError),  # request op code 7: reserved
+        ("06000701", UnsupportedError),  # request op code 7: reserved for future use, a well-formed frame
         ("06010101", MalformedFrameError),  # operator must be null
         ("0101", MalformedFrameError),  # a request, not a response
         ("06", MalformedFrameError),

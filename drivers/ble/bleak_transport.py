@@ -24,6 +24,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakDeviceNotFoundError, BleakError
 
+from drivers.ble.stack import stack_error
 from drivers.ble.transport import (
     ANY_DEVICE,
     DEFAULT_TIMEOUT,
@@ -193,8 +194,10 @@ class BleakTransport:
         scanner_backend: type[BaseBleakScanner] | None = None,
         client_backend: type[BaseBleakClient] | None = None,
         op_timeout: float = DEFAULT_TIMEOUT,
+        stack_hint: str | None = None,
         **backend_kwargs: Any,
     ) -> None:
+        self._stack_hint = stack_hint  # what to check when the stack cannot be reached (default: BlueZ's)
         self._scanner_backend = scanner_backend
         self._client_backend = client_backend
         self._op_timeout = op_timeout
@@ -202,6 +205,18 @@ class BleakTransport:
 
     def _scanner(self, callback: Callable[[BLEDevice, AdvertisementData], None]) -> BleakScanner:
         return BleakScanner(callback, backend=self._scanner_backend, **self._kwargs)
+
+    async def _start(self, on_advert: Callable[[BLEDevice, AdvertisementData], None], operation: str) -> BleakScanner:
+        """Start a scanner; failing here means the stack is unreachable (see drivers.ble.stack)."""
+        scanner = self._scanner(on_advert)
+        try:
+            await scanner.start()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            _cancel_if_cancelling()
+            raise stack_error(operation, exc, self._stack_hint) from exc
+        return scanner
 
     async def adverts(self, scan_filter: ScanFilter = ANY_DEVICE) -> AsyncIterator[Advert]:
         queue: asyncio.Queue[Advert] = asyncio.Queue()
@@ -211,11 +226,7 @@ class BleakTransport:
             if scan_filter.matches(advert):
                 queue.put_nowait(advert)
 
-        scanner = self._scanner(on_advert)
-        try:
-            await scanner.start()
-        except Exception as exc:
-            raise BleError(f"scan failed to start: {type(exc).__name__}") from exc
+        scanner = await self._start(on_advert, "scan")
         try:
             while True:
                 yield await queue.get()
@@ -239,8 +250,7 @@ class BleakTransport:
             if device.address.upper() == wanted and not found.done():
                 found.set_result(device)
 
-        scanner = self._scanner(on_advert)
-        await scanner.start()
+        scanner = await self._start(on_advert, "the scan for the device")
         try:
             async with asyncio.timeout(timeout):
                 return await found

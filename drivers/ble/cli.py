@@ -39,9 +39,19 @@ def cmd_scan(args: argparse.Namespace) -> int:
     async def go() -> list[Advert]:
         return await runtime.get_transport().scan(args.seconds, ScanFilter(services=wanted))
 
-    adverts = asyncio.run(go())
+    try:
+        adverts = asyncio.run(go())
+    except BleError as exc:
+        print(f"vitalgate: {_sentence(exc)}", file=sys.stderr)
+        return 1
     print(format_adverts(adverts))
     return 0 if adverts else 1
+
+
+def _sentence(exc: BleError) -> str:
+    """One line for the operator: the error, and for a stack that cannot be reached what to check."""
+    hint = getattr(exc, "hint", None)
+    return f"{exc}: {hint}" if hint else str(exc)
 
 
 async def _ask_passkey() -> int | None:
@@ -51,6 +61,10 @@ async def _ask_passkey() -> int | None:
 
 def cmd_pair(args: argparse.Namespace) -> int:
     passkey: int | None = args.passkey
+    if args.patient:
+        from gateway.patients import binding_patient
+
+        binding_patient(args.patient, key="--patient")  # refuse a bad patient before bonding, not after
 
     async def provider() -> int | None:
         return passkey if passkey is not None else await _ask_passkey()
@@ -64,7 +78,7 @@ def cmd_pair(args: argparse.Namespace) -> int:
     try:
         asyncio.run(go())
     except BleError as exc:
-        print(f"vitalgate: pairing failed: {exc}", file=sys.stderr)
+        print(f"vitalgate: pairing failed: {_sentence(exc)}", file=sys.stderr)
         return 1
     print(f"bonded with {args.address.upper()}")
     if args.patient:
@@ -81,7 +95,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from simulators.ble.run import simulate
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(simulate(args.kinds, port=args.port, records=args.records, users=args.users, every=args.every))
+        asyncio.run(
+            simulate(
+                args.kinds,
+                port=args.port,
+                records=args.records,
+                users=args.users,
+                every=args.every,
+                fail_after=getattr(args, "fail_after", None),
+            )
+        )
     return 0
 
 
@@ -90,6 +113,13 @@ def add_ble_simulate_arguments(m: argparse.ArgumentParser) -> None:
     m.add_argument("--port", type=int, default=7770, help="BLE: loopback TCP port of the served adapter (7770)")
     m.add_argument("--users", type=int, default=2, help="BLE: user slots on the cuff and scale (default 2)")
     m.add_argument("--every", type=float, default=None, help="BLE: take a new measurement every N seconds")
+    m.add_argument(
+        "--fail-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="BLE glucose: drop the link after N records of the next transfer (once), to test resuming",
+    )
 
 
 def register(sub: SubParsers) -> None:

@@ -118,7 +118,7 @@ async def log_battery(session: BleSession, driver: str) -> int | None:
     except (DeviceProtocolError, BleError) as exc:
         log.warning("ble_battery_unreadable", driver=driver, error=type(exc).__name__)
         return None
-    log.info("ble_battery", driver=driver, percent=level)
+    log.debug("ble_battery", driver=driver, percent=level)  # every poll: detail, not news
     return level
 
 

@@ -86,7 +86,9 @@ class GlucoseDriver(BleDriver):
         committed += await self._commit(ctx, sync, identity, offset, opts.simulated)
         if sync.failure is not None:
             log.warning("glucose_racp_failed", code=sync.failure.code.name)
-        log.info("glucose_sync_done", state=sync.state.value, committed=committed, duplicates=sync.duplicates)
+        (log.info if committed else log.debug)(  # nothing new on a poll is routine
+            "glucose_sync_done", state=sync.state.value, committed=committed, duplicates=sync.duplicates
+        )
 
     @staticmethod
     async def _abort(session: BleSession, sync: racp.RacpSync) -> None:

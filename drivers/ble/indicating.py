@@ -65,7 +65,8 @@ class IndicatingDriver(BleDriver):
         count = await collect_frames(
             session, ctx, self.measurement, to_reading, idle_timeout=opts.idle_timeout, source=source
         )
-        log.info("ble_session_done", driver=self.name, readings=count)
+        # A poll that found nothing new is routine (about once a second per device): debug, not info.
+        (log.info if count else log.debug)("ble_session_done", driver=self.name, readings=count)
 
 
 class BloodPressureDriver(IndicatingDriver):

@@ -62,8 +62,13 @@ def get_transport() -> BleTransport:
                 keystore_path=os.environ.get(KEYSTORE_ENV, "vitalgate-ble-bonds.json"),
                 passkey=_provide_passkey,
             )
+            from drivers.ble.stack import hci_hint
+
             _transport = BleakTransport(
-                scanner_backend=backend.BleakScannerBumble, client_backend=backend.BleakClientBumble, hub=hub
+                scanner_backend=backend.BleakScannerBumble,
+                client_backend=backend.BleakClientBumble,
+                stack_hint=hci_hint(hci),
+                hub=hub,
             )
         else:
             _transport = BleakTransport()

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from drivers.errors import DriverError
+from drivers.errors import DriverError, HostSetupError
 
 __all__ = [
     "ANY_DEVICE",
@@ -25,6 +25,7 @@ __all__ = [
     "BleNotFoundError",
     "BlePairingError",
     "BleSession",
+    "BleStackError",
     "BleTimeoutError",
     "BleTransport",
     "NotifyHandler",
@@ -51,6 +52,10 @@ def normalize_uuid(uuid: int | str) -> str:
 
 class BleError(DriverError):
     """Base of transport failures (the link, not the payload)."""
+
+
+class BleStackError(HostSetupError, BleError):
+    """The Bluetooth stack itself is not reachable (no BlueZ / D-Bus, no permission, HCI transport down)."""
 
 
 class BleTimeoutError(BleError):

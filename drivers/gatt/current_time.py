@@ -2,9 +2,10 @@
 
 CTS 1.1 §3.1 / GSS "Current Time": Exact Time 256 (Day Date Time = Date Time 7 bytes + Day of Week
 uint8, then Fractions256 uint8) + Adjust Reason uint8, 10 bytes.
-Day of week 1 = Monday .. 7 = Sunday, 0 = unknown,
-8-255 reserved (MalformedFrameError). Adjust Reason bits: 0 manual time update, 1 external reference time
-update, 2 change of time zone, 3 change of DST; 4-7 reserved (ignored). Device time is naive local time.
+Day of week 1 = Monday .. 7 = Sunday, 0 = unknown, 8-255 reserved: read as unknown (None), since the date
+already says which day it is and refusing the frame would leave the device's clock unknown. Adjust Reason
+bits: 0 manual time update, 1 external reference time update, 2 change of time zone, 3 change of DST; 4-7
+reserved (ignored). Device time is naive local time.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ def parse_current_time(data: bytes) -> CurrentTime:
         raise MalformedFrameError(f"current time: {len(raw)} bytes, expected {CURRENT_TIME_SIZE}", raw)
     time = parse_date_time(raw[:DATE_TIME_SIZE], raw=raw)
     day_of_week, fractions, reason = _TAIL.unpack_from(raw, DATE_TIME_SIZE)
-    if day_of_week > 7:
-        raise MalformedFrameError("current time: reserved day of week", raw)
+    if day_of_week > 7:  # reserved value: unknown, the frame is still good
+        day_of_week = 0
     if time is not None:
         time = time.replace(microsecond=fractions * 1_000_000 // 256)
     return CurrentTime(time, day_of_week or None, fractions, bits_set(reason, AdjustReason))

@@ -309,7 +309,8 @@ def parse_glucose_context(data: bytes) -> GlucoseContext:
         med_unit = MedicationUnit.LITERS if flags & _C_MEDICATION_LITERS else MedicationUnit.KILOGRAMS
     if flags & _C_HBA1C:
         hba1c = r.sfloat()
-    r.end()
+    # Bytes after the last field the flags announce are ignored, not refused: GLS 1.0 §3.2 leaves room for
+    # fields a later version adds (reserved flag bit 7), and a newer meter must not lose its context.
     return GlucoseContext(
         sequence,
         extended,

@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 
-from drivers.errors import DeviceProtocolError, LocalProtocolError, MalformedFrameError
+from drivers.errors import DeviceProtocolError, LocalProtocolError, MalformedFrameError, UnsupportedError
 from drivers.gatt.glucose import (
     GlucoseRecord,
     GlucoseRecordJoiner,
@@ -160,7 +160,8 @@ def parse_racp(data: bytes) -> NumberOfRecords | RacpResponse:
         try:
             request = OpCode(raw[2])
         except ValueError:
-            raise MalformedFrameError("racp: response to an unknown request op code", raw) from None
+            # Well formed, naming an op code the spec reserves (0, 7-255): a later feature, not a broken frame.
+            raise UnsupportedError("racp: response to an unsupported op code", raw) from None
         if request not in _REQUESTS:
             raise MalformedFrameError("racp: response to a response op code", raw)
         try:

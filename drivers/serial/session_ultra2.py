@@ -99,6 +99,7 @@ class OneTouchUltra2Driver(GlucoseMeterDriver):
                             break
                         await batch.add(self._reading(record, device, offset, simulated))
                     if reached_checkpoint:
+                        await self._drain(port, header.count - slots)
                         break
             except ReadTimeoutError as exc:
                 clean = False
@@ -124,6 +125,20 @@ class OneTouchUltra2Driver(GlucoseMeterDriver):
                 incremental=reached_checkpoint,
                 clean=clean,
             )
+
+    async def _drain(self, port: SerialPort, remaining: int) -> None:
+        """Read past the older records the meter still sends after the checkpoint (it cannot be stopped).
+
+        Without this, the next command's reply (`DMT`) would be read from a leftover record line. These
+        records are already in the queue, so they are not parsed; a meter that goes quiet early ends it.
+        """
+        try:
+            while remaining > 0:
+                pieces = split_restarts(await port.read_until(b"\n"), _RECORD_START)
+                remaining -= sum(1 for piece in pieces if piece.startswith(b"P "))
+        except ReadTimeoutError:
+            pass
+        port.discard_input()
 
     async def _record(self, ctx: DeviceContext, line: bytes) -> proto.Ultra2Record | None:
         try:

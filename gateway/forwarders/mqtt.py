@@ -101,6 +101,7 @@ class MqttForwarder:
         self._client: AckingClient | None = None
         self._tls_context: ssl.SSLContext | None = None
         self._stale = False  # set by reload(): reconnect before the next send
+        self._plaintext_warned = False  # said once per forwarder (per config), not on every reconnect
 
     @property
     def window(self) -> int:
@@ -190,8 +191,9 @@ class MqttForwarder:
             self._client = None
         s = self.settings
         where = f"{s.host}:{s.port}"
-        if not s.tls:
+        if not s.tls and not self._plaintext_warned:
             log.warning("mqtt_plaintext", broker=where)
+            self._plaintext_warned = True
         try:
             client = self._new_client()
         except (ssl.SSLError, OSError, ValueError) as exc:  # TLS files changed since start-up (reload)
@@ -215,7 +217,8 @@ class MqttForwarder:
                     detail = f"handshake refused: {tls.reason}"
                 log.error("mqtt_tls_failed", broker=where, detail=detail)
                 raise PermanentError(f"TLS with {where} failed: {detail}") from None
-            log.warning("mqtt_connect_failed", broker=where, error=str(exc))
+            # debug: the drainer's one `forwarder_unavailable` warning carries this same sentence.
+            log.debug("mqtt_connect_failed", broker=where, error=str(exc))
             raise RetryableError(f"cannot connect to {where}: {exc}") from None
         client.watch_connection()
         try:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from bleak.args import SizedBuffer
 from bleak.assigned_numbers import CHARACTERISTIC_PROPERTIES, CharacteristicPropertyName
@@ -46,6 +46,7 @@ from bumble.transport.common import AsyncPipeSink, Transport
 __all__ = ["BleakClientBumble", "BleakScannerBumble", "BumbleHub", "PasskeyProvider", "bumble_uuid"]
 
 PasskeyProvider = Callable[[], Awaitable[int | None]]
+T = TypeVar("T")
 
 CENTRAL_ADDRESS = "F0:47:57:00:00:01"  # static random (two top bits set): the gateway's own address
 
@@ -278,8 +279,11 @@ class BleakClientBumble(BaseBleakClient):
             # scan running across the connect avoids both the hang and the stolen scan.
             await self._hub.start_scanning()
             try:
-                async with asyncio.timeout(self._timeout):
-                    connection = await device.connect(self._peer_address, timeout=self._timeout)
+                # Bumble's own timeout cancels the attempt at the controller; an outer timeout or a task
+                # cancelled while connecting must do the same (see `_connect_or_cancel`).
+                connection = await _connect_or_cancel(device, self._peer_address, self._timeout)
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:
                 raise BleakDeviceNotFoundError(self.address, f"connect failed: {type(exc).__name__}") from exc
             finally:
@@ -292,7 +296,7 @@ class BleakClientBumble(BaseBleakClient):
             elif await self._hub.is_bonded(connection.peer_address):
                 await connection.encrypt()  # what BlueZ does for a bonded device
             self._peer = Peer(connection)
-            self.services = await self._discover()
+            self.services = await _att(self._discover())
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.disconnect()
@@ -354,18 +358,18 @@ class BleakClientBumble(BaseBleakClient):
     async def read_gatt_char(
         self, characteristic: BleakGATTCharacteristic, *, use_cached: bool = False, **kwargs: Any
     ) -> bytearray:
-        return bytearray(await self._require_peer().read_value(characteristic.obj))
+        return bytearray(await _att(self._require_peer().read_value(characteristic.obj)))
 
     async def read_gatt_descriptor(
         self, descriptor: BleakGATTDescriptor, *, use_cached: bool = False, **kwargs: Any
     ) -> bytearray:
-        return bytearray(await self._require_peer().read_value(descriptor.obj))
+        return bytearray(await _att(self._require_peer().read_value(descriptor.obj)))
 
     async def write_gatt_char(self, characteristic: BleakGATTCharacteristic, data: SizedBuffer, response: bool) -> None:
-        await self._require_peer().write_value(characteristic.obj, bytes(data), with_response=response)
+        await _att(self._require_peer().write_value(characteristic.obj, bytes(data), with_response=response))
 
     async def write_gatt_descriptor(self, descriptor: BleakGATTDescriptor, data: SizedBuffer) -> None:
-        await self._require_peer().write_value(descriptor.obj, bytes(data), with_response=True)
+        await _att(self._require_peer().write_value(descriptor.obj, bytes(data), with_response=True))
 
     async def start_notify(
         self, characteristic: BleakGATTCharacteristic, callback: NotifyCallback, **kwargs: Any
@@ -374,11 +378,59 @@ class BleakClientBumble(BaseBleakClient):
             callback(bytearray(value))
 
         characteristic.obj.vg_subscriber = deliver  # kept so stop_notify removes the same one
-        await self._require_peer().subscribe(characteristic.obj, deliver, prefer_notify=True)
+        await _att(self._require_peer().subscribe(characteristic.obj, deliver, prefer_notify=True))
 
     async def stop_notify(self, characteristic: BleakGATTCharacteristic) -> None:
         subscriber = getattr(characteristic.obj, "vg_subscriber", None)
-        await self._require_peer().unsubscribe(characteristic.obj, subscriber)
+        await _att(self._require_peer().unsubscribe(characteristic.obj, subscriber))
+
+
+# How long a cancelled caller still waits for the ATT transaction or connection attempt it started to end.
+_SETTLE_SECONDS = 2.0
+
+
+async def _att(operation: Awaitable[T]) -> T:
+    """Run one ATT request; if the caller is cancelled, let the request finish before giving up.
+
+    ATT allows one request at a time per bearer. Cancelling Bumble's wait clears its pending request while
+    the peer's response is still coming: Bumble then logs `!!! unexpected response, there is no pending
+    request`, and a request sent next could meet the old response. Finishing the transaction (bounded by
+    the link's own 30 s ATT timeout and our settle time) keeps the bearer in step.
+    """
+    task = asyncio.ensure_future(operation)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(asyncio.shield(task), _SETTLE_SECONDS)
+        if not task.done():
+            task.cancel()
+        raise
+
+
+async def _connect_or_cancel(device: Device, address: hci.Address, seconds: float) -> Connection:
+    """`device.connect`, and when the caller is cancelled, cancel the attempt at the controller too.
+
+    Cancelling `device.connect` from outside skips Bumble's own clean-up (it sends LE Create Connection
+    Cancel only on its own timeout), so the controller went on connecting; the late LE Connection Complete
+    then met no pending connection (`Exception in callback Host.on_packet(...)`), leaving a connection
+    nobody owned. So: cancel it ourselves, wait for the attempt to end, and drop a link made in the race.
+    """
+    attempt = asyncio.ensure_future(device.connect(address, timeout=seconds))
+    try:
+        return await asyncio.shield(attempt)
+    except asyncio.CancelledError:
+        if not attempt.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(device.send_command(hci.HCI_LE_Create_Connection_Cancel_Command()))
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(attempt), _SETTLE_SECONDS)
+        if attempt.done() and not attempt.cancelled() and attempt.exception() is None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(attempt.result().disconnect())
+        elif not attempt.done():
+            attempt.cancel()
+        raise
 
 
 def _parse_address(text: str) -> hci.Address:

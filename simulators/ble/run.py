@@ -132,10 +132,15 @@ async def serve_hci(link: LocalLink, spec: str) -> tuple[Controller, Transport]:
     return controller, transport
 
 
-async def simulate(kinds: Sequence[str], *, port: int, records: int, users: int, every: float | None) -> None:
+async def simulate(
+    kinds: Sequence[str], *, port: int, records: int, users: int, every: float | None, fail_after: int | None = None
+) -> None:
     """Run until cancelled: `vitalgate simulate`."""
     sims = SimulatorSet()
     await sims.start(kinds, records=records, users=users)
+    for sim in sims.simulators:
+        if isinstance(sim, GlucoseMeter) and fail_after is not None:
+            sim.fail_after = fail_after  # the meter's own fault injection, once
     _controller, transport = await serve_hci(sims.link, f"tcp-server:127.0.0.1:{port}")
     if every:
         sims.measure_every(every)

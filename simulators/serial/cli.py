@@ -13,10 +13,11 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from simulators.serial.base import Fault
 from simulators.serial.registry import SIMULATORS, create
 from simulators.serial.tanita import TanitaSimulator
 
-__all__ = ["add_arguments", "add_subcommand", "main", "run"]
+__all__ = ["add_arguments", "add_subcommand", "main", "parse_faults", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +25,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--records", type=int, default=20, help="stored readings (default 20)")
     parser.add_argument("--link", type=Path, help="also expose the pty under this symlink path")
     parser.add_argument("--clock-offset", type=float, default=0.0, help="meter clock minus real clock, s")
-    parser.add_argument("--interval", type=float, default=10.0, help="scale: seconds between weigh-ins")
+    parser.add_argument(
+        "--interval", type=float, default=10.0, help="scale: seconds between weigh-ins (one new one each time)"
+    )
+    parser.add_argument("--fault", action="append", default=[], metavar="RECORD:KIND", help=FAULT_HELP)
+
+
+FAULT_HELP = (
+    "inject a fault the first time record RECORD (0 = the first sent: a meter's newest, the scale's first) "
+    "goes out: bad-checksum, truncated, garbage (noise before it) or close (the port goes away mid-record, "
+    "as a pulled cable); repeatable"
+)
 
 
 def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,8 +46,27 @@ def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.set_defaults(fn=run)
 
 
+def parse_faults(specs: Sequence[str]) -> dict[int, Fault]:
+    """`--fault 3:bad-checksum` -> {3: Fault.BAD_CHECKSUM}; a wrong spec is a config error naming --fault."""
+    from gateway.errors import ConfigError
+
+    out: dict[int, Fault] = {}
+    problem = f"use RECORD:KIND, RECORD >= 0, KIND one of {', '.join(f.value for f in Fault)}"
+    for spec in specs:
+        index, _, kind = spec.partition(":")
+        try:
+            record, fault = int(index), Fault(kind)
+        except ValueError:
+            raise ConfigError("<command line>", "--fault", problem) from None
+        if record < 0:
+            raise ConfigError("<command line>", "--fault", problem)
+        out[record] = fault
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
-    sim = create(args.device, args.records, link=args.link, clock_offset_s=args.clock_offset).start()
+    faults = parse_faults(getattr(args, "fault", None) or [])
+    sim = create(args.device, args.records, link=args.link, clock_offset_s=args.clock_offset, faults=faults).start()
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: done.set())
     signal.signal(signal.SIGTERM, lambda *_: done.set())
@@ -48,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         while not done.wait(args.interval if isinstance(sim, TanitaSimulator) else 3600):
-            if isinstance(sim, TanitaSimulator):
-                sim.send_all()
+            # The scale prints one new weigh-in per interval (it has no memory to dump again).
+            if isinstance(sim, TanitaSimulator) and not sim.weigh_next():
+                print(f"# all {len(sim.weigh_ins)} weigh-ins sent; Ctrl-C to stop", file=sys.stderr, flush=True)
+                done.wait()
     finally:
         sim.stop()
     return 0

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from simulators.serial.base import PtyDevice
+from simulators.serial.base import Fault, PtyDevice
 from simulators.serial.records import glucose_records, weigh_ins
 from simulators.serial.tanita import TanitaSimulator
 from simulators.serial.ultra2 import Ultra2Simulator
@@ -35,10 +35,17 @@ SIMULATORS: dict[str, Callable[..., PtyDevice]] = {
 }
 
 
-def create(name: str, records: int, *, link: Path | None = None, clock_offset_s: float = 0.0) -> PtyDevice:
-    """A configured (not yet started) simulator."""
+def create(
+    name: str,
+    records: int,
+    *,
+    link: Path | None = None,
+    clock_offset_s: float = 0.0,
+    faults: Mapping[int, Fault] | None = None,
+) -> PtyDevice:
+    """A configured (not yet started) simulator; `faults` maps a record index to a fault injected once."""
     factory = SIMULATORS[name]
-    kw: dict[str, Any] = {}
+    kw: dict[str, Any] = {"faults": dict(faults or {})}
     if name != "tanita-bc":
         kw["clock_offset"] = timedelta(seconds=clock_offset_s)
     return factory(records, link, **kw)

@@ -31,7 +31,11 @@ def result_line(w: WeighIn, *, model: str = "SC-330", serial_number: str = "0000
 
 
 class TanitaSimulator(PtyDevice):
-    """Sends its weigh-ins once a gateway has the port open (`send_all`), or one by one (`weigh`)."""
+    """Sends its weigh-ins all at once (`send_all`, for tests and the demo), or one by one (`weigh_next`).
+
+    The scale has no memory to download: it prints one result line when someone steps off it. So
+    `vitalgate simulate tanita-bc --interval N` sends the next weigh-in every N seconds, each once.
+    """
 
     def __init__(
         self,
@@ -49,6 +53,17 @@ class TanitaSimulator(PtyDevice):
         self.faults = dict(faults or {})
         self.sent = 0
         self._go = threading.Event()
+        self._next = 0  # the weigh-in `weigh_next` sends next
+        self._asked = 0  # weigh-ins asked for by `weigh_next` and not yet printed
+        self._asked_lock = threading.Lock()
+
+    def weigh_next(self) -> bool:
+        """Print the next stored weigh-in (from the serving thread); False once all have been asked for."""
+        with self._asked_lock:
+            if self._next + self._asked >= len(self.weigh_ins):
+                return False
+            self._asked += 1
+            return True
 
     def send_all(self) -> None:
         """Ask the serving thread to print every stored weigh-in (call once the gateway listens)."""
@@ -58,24 +73,38 @@ class TanitaSimulator(PtyDevice):
         pass  # the scale does not listen
 
     def on_idle(self) -> None:
+        while True:
+            with self._asked_lock:
+                if not self._asked:
+                    break
+                self._asked -= 1
+                index, self._next = self._next, self._next + 1
+            if not self._send(index, self.weigh_ins[index]):
+                return
         if not self._go.is_set():
             return
         self._go.clear()
         for index, w in enumerate(self.weigh_ins):
-            data = result_line(w, model=self.model, serial_number=self.serial_number)
-            fault = self.faults.pop(index, None)
-            if fault is Fault.BAD_CHECKSUM:
-                data = _break_cs(data)
-            elif fault is Fault.TRUNCATED:
-                data = data[: len(data) // 2]
-            elif fault is Fault.GARBAGE:
-                data = b"\x00\x13\xffnoise\r\n" + data
-            elif fault is Fault.CLOSE:
-                self.write(data[:10])
-                self.unplug()
+            if not self._send(index, w):
                 return
-            self.write(data)
-            self.sent += 1
+
+    def _send(self, index: int, w: WeighIn) -> bool:
+        """One result line, with the fault set for this index (once); False when the port went away."""
+        data = result_line(w, model=self.model, serial_number=self.serial_number)
+        fault = self.faults.pop(index, None)
+        if fault is Fault.BAD_CHECKSUM:
+            data = _break_cs(data)
+        elif fault is Fault.TRUNCATED:
+            data = data[: len(data) // 2]
+        elif fault is Fault.GARBAGE:
+            data = b"\x00\x13\xffnoise\r\n" + data
+        elif fault is Fault.CLOSE:
+            self.write(data[:10])
+            self.unplug()
+            return False
+        self.write(data)
+        self.sent += 1
+        return True
 
 
 def _break_cs(data: bytes) -> bytes:

@@ -90,6 +90,30 @@ def newest_key(kind: str) -> str:
 
 
 @pytest.mark.parametrize("kind", METERS)
+async def test_clock_set_after_an_incremental_download(
+    kind: str, queue: ReadingQueue, started: list[PtyDevice]
+) -> None:
+    """Issue 12: the dump stops at the checkpoint, but the meter keeps sending the older records.
+
+    The session must drain them before `DMT`, or it reads a leftover record line as the clock reply
+    (`not a clock reply`) and keeps a valid record as rejected input.
+    """
+    sim = meter(kind).start()
+    started.append(sim)
+    ctx = ctx_for(queue, kind, {"port": sim.path, "set_clock": False, **OPTIONS})
+    await driver(kind).run(ctx)  # full download, clock left 90 s off, checkpoint at the newest record
+    assert (await rows(queue), sim.clock_sets) == (8, 0)
+    sim.records.insert(0, GlucoseRecord(datetime(2026, 11, 24, 8, 45, 0), 99))
+    ctx = ctx_for(queue, kind, {"port": sim.path, **OPTIONS})
+    await driver(kind).run(ctx)  # incremental: one new record, then the clock is set
+    assert await queue.rejects() == []
+    assert (await rows(queue), sim.clock_sets) == (9, 1)
+    assert await ctx.checkpoint(newest_key(kind)) == "2026-11-24T08:45:00|99"
+    await driver(kind).run(ctx)  # and the link is in a clean state for the next session
+    assert (await rows(queue), sim.clock_sets, await queue.rejects()) == (9, 1, [])
+
+
+@pytest.mark.parametrize("kind", METERS)
 async def test_set_clock_false_leaves_the_meter_alone(kind: str, queue: ReadingQueue, started: list[PtyDevice]) -> None:
     sim = meter(kind).start()
     started.append(sim)

@@ -1,0 +1,46 @@
+"""`vitalgate devices` (issue 12): unique readings, BLE devices by the address they were paired with, the
+configured name. A real queue file and the real command, in process."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from gateway.cli import main
+from gateway.crypto import KeyRing
+from gateway.queue import ReadingQueue
+from tests.conftest import bp
+
+
+async def test_readings_are_counted_once_however_often_they_are_downloaded(queue: ReadingQueue) -> None:
+    first = [bp(user=1, minute=m) for m in range(3)]
+    await queue.put(first)
+    await queue.put(first)  # a meter re-sends its memory on each download
+    await queue.put([*first, bp(user=1, minute=3), bp(user=1, minute=3)])  # one new, sent twice in one batch
+    assert [(d["user"], d["readings"]) for d in await queue.devices()] == [(1, 4)]
+    assert sum((await queue.counts()).values()) == 4
+
+
+async def test_devices_shows_address_name_system_id_and_unique_count(
+    tmp_path: Path, key_file: Path, capsys: Any
+) -> None:
+    cfg = tmp_path / "vg.toml"
+    cfg.write_text(
+        f'[gateway]\nstate_dir = "{tmp_path}"\nkey_file = "{key_file}"\n'
+        '[[devices]]\ndriver = "ble-blood-pressure"\nname = "bedroom-cuff"\naddress = "c0:ff:ee:00:00:01"\n'
+    )
+    q = await ReadingQueue.open(tmp_path / "queue.db", KeyRing.load(str(key_file)))
+    try:
+        for _ in range(5):
+            await q.put([bp(user=1), bp(user=1, minute=1)])
+        await q.bind("C0:FF:EE:00:00:01", 1, "Patient/p1")
+    finally:
+        await q.close()
+    assert await asyncio.to_thread(main, ["devices", "--config", str(cfg)]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["DEVICE", "USER", "NAME", "DRIVER", "MODEL", "READINGS", "SYSTEM", "ID", "PATIENT"]
+    assert row.split() == [
+        "C0:FF:EE:00:00:01", "1", "bedroom-cuff", "ble-blood-pressure", "Cuff", "9", "2", "0123456789abcdef",
+        "Patient/p1",
+    ]  # fmt: skip
