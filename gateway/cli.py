@@ -59,10 +59,19 @@ def _check_state(cfg: Config, *, create: bool) -> None:
         raise ConfigError(cfg.file, "queue.path", f"{cfg.queue_path}: not readable and writable by this user")
 
 
+def _check_plaintext_output(cfg: Config) -> None:
+    """`run` writes readable FHIR files only when the config asks for it, with a retention period."""
+    if cfg.forwarder == "file":
+        from gateway.forwarders.file import require_opt_in
+
+        require_opt_in(cfg.forwarder_options, cfg.file)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _config(args)
     KeyRing.load(cfg.key_file)
     _check_state(cfg, create=False)
+    _check_plaintext_output(cfg)
     # The forwarder's section is validated when it is built (no network I/O): do it here too, or a typo in
     # [output.mqtt] / [output.https] or an unreadable secret only shows at `run`.
     from gateway.forwarders import ForwarderContext, build_forwarder
@@ -110,6 +119,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(cfg.log_level, cfg.log_format)
     keyring = KeyRing.load(cfg.key_file)
     _check_state(cfg, create=True)
+    _check_plaintext_output(cfg)
+    from drivers.ble import runtime as ble_runtime
+
+    ble_runtime.set_state_dir(cfg.state_dir)  # a relative BLE bond store lives in the state folder
     asyncio.run(_run(cfg, keyring))
     return 0
 

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.errors import KeyFileError
-from gateway.secrets import check_private, resolve_secret_path
+from gateway.safefiles import UnsafeFileError, write_atomic
+from gateway.secrets import read_private_secret, resolve_secret_path
 
 __all__ = ["DecryptError", "KeyRing", "Sealed", "create_key_file", "rotate_key_file"]
 
@@ -98,6 +99,13 @@ class KeyRing:
         except InvalidTag:
             raise DecryptError("authentication failed (tampered, or bound to another row)") from None
 
+    def subkey(self, label: str) -> bytes:
+        """A key for one purpose (audit MACs, row-state MACs), derived from the look-up key so it rotates
+        with it."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"vitalgate {label}".encode()).derive(
+            self._index_key
+        )
+
     def tag(self, value: str) -> bytes:
         """Keyed hash: equal values give equal tags, but the tag reveals nothing without the key."""
         return hmac.new(self._index_key, value.encode(), hashlib.sha256).digest()
@@ -109,8 +117,7 @@ def _index_key(first_key: bytes) -> bytes:
 
 def _read(spec: str) -> list[tuple[str, bytes]]:
     path = resolve_secret_path(spec)
-    check_private(path)
-    return _parse(path, path.read_text(encoding="ascii", errors="replace"))
+    return _parse(path, read_private_secret(path).decode("ascii", errors="replace"))
 
 
 def _new_key_id() -> str:
@@ -155,21 +162,13 @@ def create_key_file(path: Path) -> str:
 
 def rotate_key_file(path: Path) -> str:
     """Append a new current key, atomically (write a copy, fsync, rename); returns its id."""
-    check_private(path)
-    old = path.read_text(encoding="ascii")
+    old = read_private_secret(path).decode("ascii", errors="replace")
     _parse(path, old)
     kid = _new_key_id()
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(old if old.endswith("\n") else old + "\n")
-        f.write(_line(kid, secrets.token_bytes(KEY_BYTES)))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    text = (old if old.endswith("\n") else old + "\n") + _line(kid, secrets.token_bytes(KEY_BYTES))
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        # mkstemp beside it + rename: a planted `<key>.tmp` or a symlink at the key's name is never written through.
+        write_atomic(path, text.encode("ascii"))
+    except UnsafeFileError as exc:
+        raise KeyFileError(str(exc)) from None
     return kid

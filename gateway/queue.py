@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,15 +26,18 @@ import aiosqlite
 import orjson
 import structlog
 
+from gateway import audit as audit_trail
 from gateway.codec import CodecError, decode_reading, encode_reading
 from gateway.crypto import DecryptError, KeyRing, Sealed
 from gateway.reading import DeviceIdentity, Reading, Status
+from gateway.safefiles import check_no_symlink, open_folder
 
 __all__ = ["Binding", "Leased", "PutResult", "ReadingQueue", "State", "identity_selectors"]
 
 log = structlog.get_logger(__name__)
 
 SCHEMA_VERSION = 1
+AUDIT_KEY_LABEL = "audit v1"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -183,7 +187,11 @@ class ReadingQueue:
 
     @classmethod
     async def open(cls, path: Path, keyring: KeyRing) -> ReadingQueue:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # The folder must be ours and closed to others (then nobody can plant a link in it later), and the
+        # database, its journal and the audit trail in it must not be links to somewhere else.
+        os.close(open_folder(path.parent, create=True))
+        for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            check_no_symlink(name)
         writer = await aiosqlite.connect(path, isolation_level=None)
         reader = await aiosqlite.connect(path, isolation_level=None)
         for conn in (writer, reader):
@@ -192,6 +200,7 @@ class ReadingQueue:
         for conn in (writer, reader):
             await conn.execute("PRAGMA synchronous = FULL")
         await writer.executescript(_SCHEMA)
+        await audit_trail.ensure_schema(writer, keyring.subkey(AUDIT_KEY_LABEL))
         await writer.execute(
             "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', ?), ('bindings_version', '0')",
             (str(SCHEMA_VERSION),),
@@ -583,15 +592,18 @@ class ReadingQueue:
         """Record who looked at or changed PHI-bearing state (bindings, device lists, queue contents).
 
         `detail` must carry no PHI: callers pass counts or keyed tags, never patient ids or serials.
+        Entries are hash-chained and MAC-ed (gateway.audit) and copied to syslog.
         """
+        key = self.keyring.subkey(AUDIT_KEY_LABEL)
 
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.execute(
-                "INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
-                (time.time(), actor, action, detail),
-            )
+        async def op(db: aiosqlite.Connection) -> bytes:
+            return await audit_trail.append(db, key, actor, action, detail)
 
-        await self._write(op)
+        audit_trail.forward(actor, action, detail, await self._write(op))
+
+    async def verify_audit(self) -> list[str]:
+        """Breaks in the audit trail (edited, deleted or inserted entries); empty when intact."""
+        return await audit_trail.verify(self._r, self.keyring.subkey(AUDIT_KEY_LABEL))
 
     async def audit_trail(self, limit: int = 100) -> list[tuple[float, str, str, str]]:
         async with self._r.execute(

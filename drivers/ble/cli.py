@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from pathlib import Path
 from typing import Any
 
 from drivers.ble import runtime
@@ -56,6 +57,11 @@ def cmd_pair(args: argparse.Namespace) -> int:
         return passkey if passkey is not None else await _ask_passkey()
 
     runtime.set_passkey_provider(provider)
+    from gateway.config import load_config
+    from gateway.errors import ConfigError
+
+    with contextlib.suppress(ConfigError):  # no config yet: bonds go beside the working directory
+        runtime.set_state_dir(load_config(Path(args.config)).state_dir)
 
     async def go() -> None:
         session = await runtime.get_transport().connect(args.address, timeout=args.timeout, pair=True)
