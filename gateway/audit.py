@@ -169,7 +169,9 @@ async def verify(db: aiosqlite.Connection, key: bytes) -> list[str]:
         if not hmac.compare_digest(_head_mac(key, int(n), bytes.fromhex(last)).hex(), mac):
             problems.append("the trail's head record was altered")
         elif int(n) != count or bytes.fromhex(last) != prev:
-            problems.append(f"the trail should hold {n} entries ending in {last[:12]}; found {count} (entries removed)")
+            problems.append(
+                f"the trail should hold {n} entries ending in {last[:12]}; found {count} (entries removed or added)"
+            )
     return problems
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import pwd
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -88,11 +87,13 @@ def cmd_keys(args: argparse.Namespace) -> int:
             print(f"vitalgate: {path} exists already; use `vitalgate keys rotate` for a new key", file=sys.stderr)
             return EXIT_KEY
         kid = create_key_file(path)
+        _audit_command(args, f"key {kid} created")
         print(
             f"wrote a new 256-bit data key {kid} to {path} (mode 0600). Back it up: without it the queue is unreadable."
         )
     else:
         kid = rotate_key_file(path)
+        _audit_command(args, f"key {kid} made current")
         print(f"key {kid} is now current in {path}; older keys still open older rows")
     return 0
 
@@ -128,14 +129,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _actor() -> str:
-    """Who ran the command, for the audit trail (sudo keeps the invoking user in SUDO_USER)."""
-    user = os.environ.get("SUDO_USER")
-    if not user:
-        try:
-            user = pwd.getpwuid(os.getuid()).pw_name
-        except KeyError:  # a container's arbitrary uid has no passwd entry: the uid alone must do
-            user = "?"
-    return f"{user} (uid {os.getuid()})"
+    """Who ran the command, for the audit trail: real and login uid from the kernel, SUDO_USER as a claim."""
+    from gateway.audit import current_actor
+
+    return current_actor()
 
 
 async def _with_queue(
@@ -236,6 +233,17 @@ def cmd_requeue(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    if args.verify:
+
+        async def check(q: ReadingQueue) -> list[str]:
+            return await q.verify_audit()
+
+        problems = asyncio.run(_with_queue(args, check, lambda q: "verify"))
+        for problem in problems:
+            print(f"audit trail: {problem}")
+        print("audit trail intact" if not problems else f"audit trail BROKEN: {len(problems)} problems")
+        return 0 if not problems else 1
+
     async def go(q: ReadingQueue) -> list[tuple[float, str, str, str]]:
         return await q.audit_trail(args.limit)
 
@@ -295,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     rq.add_argument("--all", action="store_true", help="every quarantined reading")
     a = add("audit", cmd_audit, "who ran which operator command when (bindings, listings)")
     a.add_argument("--limit", type=int, default=100)
+    a.add_argument("--verify", action="store_true", help="check the hash chain and MACs; exit 1 if broken")
     add("drivers", cmd_drivers, "list available device drivers", config=False)
     d = add("demo", cmd_demo, "run simulated devices through the whole pipeline (no config, no root)", config=False)
     d.add_argument("--seconds", type=float, default=10.0, help="how long to run (default 10)")
@@ -360,15 +369,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.umask(0o077)
     args = build_parser().parse_args(argv)
     try:
-        return int(args.fn(args))
+        rc = int(args.fn(args))
     except ConfigError as exc:
         print(f"vitalgate: config error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        rc, failure = EXIT_CONFIG, "config error"
     except GatewayError as exc:
         print(f"vitalgate: {exc}", file=sys.stderr)
-        return EXIT_KEY
+        rc, failure = EXIT_KEY, type(exc).__name__
     except KeyboardInterrupt:
         return 130
+    else:
+        failure = f"exit status {rc}" if rc else ""
+    if failure and args.command not in _UNAUDITED:
+        _audit_command(args, f"failed: {failure}")
+    return rc
+
+
+# Commands that touch no PHI-bearing state; `run` records its own start and stop (gateway.daemon).
+_UNAUDITED = {"drivers", "scan", "simulate"}
+
+
+def _audit_command(args: argparse.Namespace, outcome: str) -> None:
+    """Best effort, for commands that do not audit themselves (failures, key operations): an entry in the
+    queue's trail when config, key and queue can be opened, else only the syslog copy."""
+    from gateway import audit
+
+    actor, action = _actor(), str(args.command)
+
+    async def go(cfg: Config) -> None:
+        q = await ReadingQueue.open(cfg.queue_path, KeyRing.load(cfg.key_file))
+        try:
+            await q.audit(actor, action, outcome)
+        finally:
+            await q.close()
+
+    try:
+        cfg = load_config(Path(args.config))
+        asyncio.run(go(cfg))
+    except Exception:
+        audit.forward(actor, action, outcome, b"")
 
 
 if __name__ == "__main__":

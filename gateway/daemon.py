@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta, tzinfo
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from drivers import registry
 from gateway import __version__
+from gateway.audit import current_actor
 from gateway.config import Config, DeviceConfig
 from gateway.crypto import KeyRing
 from gateway.drainer import Backoff, Delivered, Drainer
@@ -111,6 +114,7 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config
         self.queue = await ReadingQueue.open(cfg.queue_path, self.keyring)
+        await self._audit_start()
         try:
             self.drainer = Drainer(
                 self.queue,
@@ -160,8 +164,23 @@ class Gateway:
                     await self._drain_pending(self.drain_timeout)
                 drainer.cancel()
         finally:
+            with contextlib.suppress(Exception):
+                await self.queue.audit(current_actor(), "daemon stop", f"config {self.config.file}")
             await self.queue.close()
             log.info("gateway_stopped")
+
+    async def _audit_start(self) -> None:
+        """Daemon start in the audit trail, and a config file that changed since the last start."""
+        assert self.queue is not None
+        digest = config_digest(self.config.file)
+        previous = await self.queue.swap_meta("config_sha256", digest)
+        actor = current_actor()
+        await self.queue.audit(actor, "daemon start", f"version {__version__}, config {self.config.file}")
+        if previous is not None and previous != digest:
+            await self.queue.audit(
+                actor, "config changed", f"{self.config.file} sha256 {previous[:12]} -> {digest[:12]}"
+            )
+            log.warning("config_changed_since_last_start", config=self.config.file, sha256=digest[:12])
 
     async def _drain_pending(self, seconds: float) -> None:
         assert self.queue is not None
@@ -224,6 +243,15 @@ class Gateway:
         if callable(reload):
             reload()
             log.info("secrets_reloaded", forwarder=self.forwarder.name)
+
+
+def config_digest(file: str) -> str:
+    """SHA-256 of the config file's bytes (`<demo>` and other non-files hash their name)."""
+    try:
+        data = Path(file).read_bytes()
+    except OSError:
+        data = file.encode()
+    return hashlib.sha256(data).hexdigest()
 
 
 def _safe(exc: BaseException) -> str:

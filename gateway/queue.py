@@ -191,7 +191,7 @@ class ReadingQueue:
         # database, its journal and the audit trail in it must not be links to somewhere else.
         os.close(open_folder(path.parent, create=True))
         for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            check_no_symlink(name)
+            check_no_symlink(name, private=False)  # ours, in our private folder: a loose mode is fixed below
         writer = await aiosqlite.connect(path, isolation_level=None)
         reader = await aiosqlite.connect(path, isolation_level=None)
         for conn in (writer, reader):
@@ -600,6 +600,17 @@ class ReadingQueue:
             return await audit_trail.append(db, key, actor, action, detail)
 
         audit_trail.forward(actor, action, detail, await self._write(op))
+
+    async def swap_meta(self, key: str, value: str) -> str | None:
+        """Store `value` under `key` in the meta table; returns what was there (e.g. the last config hash)."""
+
+        async def op(db: aiosqlite.Connection) -> str | None:
+            async with db.execute("SELECT v FROM meta WHERE k = ?", (key,)) as cur:
+                row = await cur.fetchone()
+            await db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (key, value))
+            return None if row is None else str(row[0])
+
+        return await self._write(op)  # type: ignore[no-any-return]
 
     async def verify_audit(self) -> list[str]:
         """Breaks in the audit trail (edited, deleted or inserted entries); empty when intact."""
