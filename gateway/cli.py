@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from gateway import __version__
 from gateway.config import DEFAULT_PATH, Config, load_config
-from gateway.crypto import KeyRing, create_key_file, rotate_key_file
+from gateway.crypto import KeyRing, create_key_file, rotate_key_source
 from gateway.errors import ConfigError, GatewayError
 from gateway.logging import configure_logging
 from gateway.queue import Binding, ReadingQueue, State, identity_selectors
@@ -91,10 +91,15 @@ def cmd_keys(args: argparse.Namespace) -> int:
         print(
             f"wrote a new 256-bit data key {kid} to {path} (mode 0600). Back it up: without it the queue is unreadable."
         )
+    elif args.retire:
+        from gateway.keycli import retire_key
+
+        return retire_key(args, _config(args), _actor())
     else:
-        kid = rotate_key_file(path)
+        kid = rotate_key_source(args.path or _config(args).key_file)
         _audit_command(args, f"key {kid} made current")
         print(f"key {kid} is now current in {path}; older keys still open older rows")
+        print("a running gateway picks it up on SIGHUP (systemctl reload vitalgate); a systemd credential: restart")
     return 0
 
 
@@ -289,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     k = add("keys", cmd_keys, "create or rotate the data key")
     k.add_argument("action", choices=("init", "rotate"))
     k.add_argument("--path", help="key file (default: gateway.key_file from the config)")
+    k.add_argument("--retire", metavar="OLD", help="rotate: re-encrypt every row off key OLD, then delete it")
     b = add("bind", cmd_bind, "bind a device (and user slot) to a patient")
     b.add_argument("device", help="Bluetooth address, serial number or System ID (see `vitalgate devices`)")
     b.add_argument("patient", help="Patient/123, 123, or an identifier system|value")

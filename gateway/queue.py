@@ -38,6 +38,7 @@ log = structlog.get_logger(__name__)
 
 SCHEMA_VERSION = 1
 AUDIT_KEY_LABEL = "audit v1"
+CHECKPOINT_V2 = b"\x01"  # sealed checkpoint payload: 0x01 + {"d": device key, "n": name, "v": value}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -200,6 +201,7 @@ class ReadingQueue:
         for conn in (writer, reader):
             await conn.execute("PRAGMA synchronous = FULL")
         await writer.executescript(_SCHEMA)
+        await _use_index_key(writer, keyring)
         await audit_trail.ensure_schema(writer, keyring.subkey(AUDIT_KEY_LABEL))
         await writer.execute(
             "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', ?), ('bindings_version', '0')",
@@ -272,6 +274,13 @@ class ReadingQueue:
                     else:
                         fut.set_result(results[i])
                 self._ops.task_done()
+
+    async def transaction(self, op: _Op) -> Any:
+        """Run `op` alone in one write transaction of the single writer (maintenance: gateway.rekey)."""
+        return await self._write(op)
+
+    async def rekey_hooks(self, db: aiosqlite.Connection, new: KeyRing) -> None:
+        """Inside a retire's transaction, after rows were re-tagged: recompute what is keyed by the look-up key."""
 
     async def ping(self) -> None:
         """An empty write transaction: returns only if the writer takes the database's write lock."""
@@ -542,11 +551,14 @@ class ReadingQueue:
             row = await cur.fetchone()
         if row is None:
             return None
-        return self._open(b"checkpoints", tag, row[0], row[1], row[2]).decode()
+        plain = self._open(b"checkpoints", tag, row[0], row[1], row[2])
+        return str(orjson.loads(plain[1:])["v"]) if plain[:1] == CHECKPOINT_V2 else plain.decode()
 
     async def set_checkpoint(self, device_key: str, name: str, value: str) -> None:
         tag = self.keyring.tag(f"checkpoint|{device_key}|{name}")
-        sealed = self._seal(b"checkpoints", tag, value.encode())
+        # The names ride inside the sealed payload, so `keys rotate --retire` can compute the tag again.
+        doc = CHECKPOINT_V2 + orjson.dumps({"d": device_key, "n": name, "v": value})
+        sealed = self._seal(b"checkpoints", tag, doc)
 
         async def op(db: aiosqlite.Connection) -> None:
             await db.execute(
@@ -650,6 +662,16 @@ def _slot_doc(r: Reading) -> bytes:
             "user": r.user_slot,
         }
     )
+
+
+async def _use_index_key(db: aiosqlite.Connection, keyring: KeyRing) -> None:
+    """The queue names the key its look-up tags derive from (the key file's first, until a retire)."""
+    async with db.execute("SELECT v FROM meta WHERE k = 'index_key'") as cur:
+        row = await cur.fetchone()
+    if row is None:
+        await db.execute("INSERT OR IGNORE INTO meta (k, v) VALUES ('index_key', ?)", (keyring.index_id,))
+    else:
+        keyring.use_index(str(row[0]))
 
 
 async def _bump_bindings_version(db: aiosqlite.Connection) -> None:
