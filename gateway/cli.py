@@ -211,13 +211,15 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    async def go(q: ReadingQueue) -> tuple[dict[State, int], list[tuple[int, str]], int]:
-        return await q.counts(), await q.quarantined(), len(await q.rejects())
+    async def go(q: ReadingQueue) -> tuple[dict[State, int], list[tuple[int, str]], int, dict[str, str]]:
+        return await q.counts(), await q.quarantined(), await q.reject_count(), dict(q.integrity_problems)
 
-    counts, quarantined, rejects = asyncio.run(_with_queue(args, go))
+    counts, quarantined, rejects, integrity = asyncio.run(_with_queue(args, go))
     for state, n in counts.items():
         print(f"{state.name.lower():12} {n}")
     print(f"{'rejected input':12} {rejects} frames kept for review")
+    for sentence in integrity.values():
+        print(f"ALARM: {sentence}")
     for item_id, reason in quarantined[:20]:
         print(f"  quarantined #{item_id}: {reason}")
     return 0

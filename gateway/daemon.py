@@ -114,6 +114,7 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config
         self.queue = await ReadingQueue.open(cfg.queue_path, self.keyring)
+        self._integrity_alarms(self.queue)
         await self._audit_start()
         try:
             self.drainer = Drainer(
@@ -168,6 +169,20 @@ class Gateway:
                 await self.queue.audit(current_actor(), "daemon stop", f"config {self.config.file}")
             await self.queue.close()
             log.info("gateway_stopped")
+
+    def _integrity_alarms(self, queue: ReadingQueue) -> None:
+        """Rows or bindings changed outside vitalgate (gateway.rowguard) become critical alarms."""
+        from gateway.alarms import SNAPSHOT_NAME, AlarmBoard, Severity
+
+        board = getattr(self, "alarms", None) or AlarmBoard(self.config.state_dir / SNAPSHOT_NAME)
+        self.alarms = board
+
+        def raise_(code: str, sentence: str) -> None:
+            board.raise_(code, sentence, Severity.CRITICAL)
+
+        for code, sentence in queue.integrity_problems.items():
+            raise_(code, sentence)
+        queue.on_integrity = raise_
 
     async def _audit_start(self) -> None:
         """Daemon start in the audit trail, and a config file that changed since the last start."""

@@ -27,6 +27,7 @@ import orjson
 import structlog
 
 from gateway import audit as audit_trail
+from gateway import rowguard
 from gateway.codec import CodecError, decode_reading, encode_reading
 from gateway.crypto import DecryptError, KeyRing, Sealed
 from gateway.reading import DeviceIdentity, Reading, Status
@@ -105,6 +106,7 @@ class State(IntEnum):
     QUARANTINED = 2
     UNASSIGNED = 3
     WITHHELD = 4  # kept but never sent as patient data (control solution, sensor fault)
+    TAMPERED = 5  # its state was changed outside vitalgate (gateway.rowguard): never sent, never requeued
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +185,10 @@ class ReadingQueue:
         self._bindings_version = ""
         self.commits = 0
         self.new_data = asyncio.Event()  # set when rows become due: the drainer sleeps on it
+        self.guard = rowguard.Guard(b"")
+        # Integrity findings (code -> sentence, no PHI); the daemon turns them into alarms (gateway.alarms).
+        self.integrity_problems: dict[str, str] = {}
+        self.on_integrity: Callable[[str, str], None] | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -208,10 +214,35 @@ class ReadingQueue:
             (str(SCHEMA_VERSION),),
         )
         path.chmod(0o600)
+        guard = await rowguard.install(writer, reader, keyring)
         q = cls(path, keyring, writer, reader)
-        await q.reload_bindings()
+        q.guard = guard
         q._writer_task = asyncio.create_task(q._writer(), name="queue-writer")
+        await q.sweep_tampered()
+        await q.reload_bindings()
         return q
+
+    def _integrity(self, code: str, sentence: str) -> None:
+        self.integrity_problems[code] = sentence
+        log.error("queue_integrity", code=code, problem=sentence)
+        if self.on_integrity is not None:
+            self.on_integrity(code, sentence)
+
+    async def sweep_tampered(self) -> int:
+        """Rows whose state was edited outside vitalgate go to TAMPERED (never sent), with an alarm."""
+
+        async def op(db: aiosqlite.Connection) -> int:
+            return await rowguard.sweep(db, self.guard)
+
+        found = int(await self._write(op))
+        if found:
+            self._integrity(
+                "queue_rows_tampered",
+                f"{found} queued readings had their state changed outside vitalgate (e.g. a withheld reading "
+                "flipped to pending); they are kept but never sent. Find out who had access to the gateway "
+                "(vitalgate audit --verify).",
+            )
+        return found
 
     async def close(self) -> None:
         """Finish every write already submitted, then close."""
@@ -281,6 +312,9 @@ class ReadingQueue:
 
     async def rekey_hooks(self, db: aiosqlite.Connection, new: KeyRing) -> None:
         """Inside a retire's transaction, after rows were re-tagged: recompute what is keyed by the look-up key."""
+        self.guard.key = new.subkey(rowguard.STATE_KEY_LABEL)
+        await db.execute("UPDATE readings SET mac = vg_state_mac(dedup, state)")
+        await rowguard.write_manifest(db, new)
 
     async def ping(self) -> None:
         """An empty write transaction: returns only if the writer takes the database's write lock."""
@@ -312,7 +346,17 @@ class ReadingQueue:
             state = State.PENDING if self.binding_for(r) else State.UNASSIGNED
             if _withheld(r):
                 state = State.WITHHELD
-            rows.append((dedup, int(state), sealed.key_id, sealed.nonce, sealed.ciphertext, now))
+            rows.append(
+                (
+                    dedup,
+                    int(state),
+                    sealed.key_id,
+                    sealed.nonce,
+                    sealed.ciphertext,
+                    now,
+                    self.guard.mac(dedup, int(state)),
+                )
+            )
             slot_tag = self.keyring.tag(f"slot|{r.device.key}|{r.user_slot}")
             latest[slot_tag] = (r, latest[slot_tag][1] + 1 if slot_tag in latest else 1)
         # One sealed device record per slot and batch, not per reading.
@@ -321,8 +365,8 @@ class ReadingQueue:
         async def op(db: aiosqlite.Connection) -> int:
             before = db.total_changes
             await db.executemany(
-                "INSERT OR IGNORE INTO readings (dedup, state, key_id, nonce, payload, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO readings (dedup, state, key_id, nonce, payload, created_at, mac) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             inserted = db.total_changes - before
@@ -353,7 +397,7 @@ class ReadingQueue:
         skip = set(exclude)
         async with self._r.execute(
             "SELECT id, attempts, key_id, nonce, payload, dedup FROM readings "
-            "WHERE state = 0 AND next_at <= ? ORDER BY id LIMIT ?",
+            "WHERE state = 0 AND next_at <= ? AND mac = vg_state_mac(dedup, state) ORDER BY id LIMIT ?",
             (time.time(), limit + len(skip)),
         ) as cur:
             rows = await cur.fetchall()
@@ -491,8 +535,25 @@ class ReadingQueue:
         bindings = []
         if any(key_id not in self.keyring for _, key_id, _, _ in rows) and self.keyring.reload():
             log.info("data_keys_reloaded", current=self.keyring.current_id)  # rotated by `vitalgate keys rotate`
-        for tag, key_id, nonce, payload in rows:
-            doc = orjson.loads(self._open(b"bindings", tag, key_id, nonce, payload))
+        vouched, refused = await rowguard.manifest_check(self._r, self.keyring, [tuple(r) for r in rows])
+        if refused:
+            self._integrity(
+                "bindings_tampered",
+                f"{refused} binding rows were put into the database outside vitalgate (e.g. an old binding "
+                "restored from a copy) and are ignored; check `vitalgate devices` and bind again as intended.",
+            )
+        for tag, key_id, nonce, payload in vouched:
+            try:
+                doc = orjson.loads(self._open(b"bindings", tag, key_id, nonce, payload))
+            except DecryptError as exc:
+                # E.g. bound with a key rotated after start while the key is a systemd credential (a copy made
+                # at start): never loop on it; its readings wait as unassigned until the restart.
+                self._integrity(
+                    "binding_unreadable",
+                    f"a binding cannot be opened ({exc}); if the data key was rotated, restart the gateway "
+                    "(systemctl restart vitalgate) so it loads the new key",
+                )
+                continue
             bindings.append(Binding(doc["device"], doc["user"], doc["patient"]))
         self._bindings = bindings
         self._bindings_version = row[0] if row else ""
@@ -510,6 +571,7 @@ class ReadingQueue:
                 (tag, sealed.key_id, sealed.nonce, sealed.ciphertext, time.time()),
             )
             await _bump_bindings_version(db)
+            await rowguard.write_manifest(db, self.keyring)
 
         await self._write(op)
         await self.reload_bindings()
@@ -525,6 +587,7 @@ class ReadingQueue:
             await db.executemany("DELETE FROM bindings WHERE tag = ?", tags)
             removed = db.total_changes - before
             await _bump_bindings_version(db)
+            await rowguard.write_manifest(db, self.keyring)
             return removed
 
         removed = int(await self._write(op)) > 0
@@ -581,6 +644,12 @@ class ReadingQueue:
             )
 
         await self._write(op)
+
+    async def reject_count(self) -> int:
+        """How many bad frames are kept, without decrypting any (for `status`)."""
+        async with self._r.execute("SELECT count(*) FROM rejects") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def rejects(self) -> list[tuple[int, str, str, bytes]]:
         """(id, source, error type, raw bytes) of every kept bad frame."""
