@@ -102,14 +102,17 @@ def _strings(value: Any) -> list[str]:
 
 
 def outcome_summary(outcome: Any, fallback: str) -> str:
-    """`severity code: diagnostics [at expression]` for the first issues, scrubbed of PHI."""
+    """`severity code [at expression]` for the first issues, scrubbed of PHI.
+
+    The server's free text (`diagnostics`, `details.text`) is never kept: it can echo anything, a
+    patient's name included, and no scrubber can tell a name from a word. It would land in the log, in
+    `vitalgate status` and in the quarantine reason, which is stored in the clear."""
     parts: list[str] = []
     for issue in _issues(outcome)[:3]:
         text = f"{_scrub(str(issue.get('severity', '?')), 16)} {_scrub(str(issue.get('code', '?')), 24)}"
         details = issue.get("details")
-        detail = issue.get("diagnostics") or (details.get("text") if isinstance(details, Mapping) else None)
-        if isinstance(detail, str) and detail:
-            text += ": " + _scrub(detail)
+        if issue.get("diagnostics") or (isinstance(details, Mapping) and details.get("text")):
+            text += " (server text not kept)"
         where = _strings(issue.get("expression")) or _strings(issue.get("location"))
         if where:
             text += f" at {_scrub(where[0], 60)}"
