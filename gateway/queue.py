@@ -39,6 +39,7 @@ log = structlog.get_logger(__name__)
 
 SCHEMA_VERSION = 1
 AUDIT_KEY_LABEL = "audit v1"
+MAX_REJECTS = 10_000  # kept bad frames beyond this are purged oldest first (a flooding device)
 CHECKPOINT_V2 = b"\x01"  # sealed checkpoint payload: 0x01 + {"d": device key, "n": name, "v": value}
 
 _SCHEMA = """
@@ -651,10 +652,24 @@ class ReadingQueue:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
-    async def rejects(self) -> list[tuple[int, str, str, bytes]]:
-        """(id, source, error type, raw bytes) of every kept bad frame."""
+    async def purge_rejects(self, older_than_seconds: float, keep_at_most: int = MAX_REJECTS) -> int:
+        """Delete kept bad frames past retention, and the oldest beyond `keep_at_most` (a flooding device)."""
+        cutoff = time.time() - older_than_seconds
+
+        async def op(db: aiosqlite.Connection) -> int:
+            cur = await db.execute("DELETE FROM rejects WHERE created_at < ?", (cutoff,))
+            removed = cur.rowcount
+            cur = await db.execute("DELETE FROM rejects WHERE id <= (SELECT max(id) FROM rejects) - ?", (keep_at_most,))
+            return int(removed + cur.rowcount)
+
+        return int(await self._write(op))
+
+    async def rejects(self, limit: int = 1000, after_id: int = 0) -> list[tuple[int, str, str, bytes]]:
+        """(id, source, error type, raw bytes) of kept bad frames, a page of `limit` after `after_id`."""
         async with self._r.execute(
-            "SELECT id, created_at, source, error, key_id, nonce, payload FROM rejects ORDER BY id"
+            "SELECT id, created_at, source, error, key_id, nonce, payload FROM rejects WHERE id > ? "
+            "ORDER BY id LIMIT ?",
+            (after_id, limit),
         ) as cur:
             rows = await cur.fetchall()
         return [

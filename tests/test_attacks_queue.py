@@ -117,3 +117,19 @@ async def test_tampered_rows_raise_a_critical_alarm_in_the_daemon(tmp_path: Path
     snapshot = json.loads((tmp_path / SNAPSHOT_NAME).read_text())
     alarm = next(a for a in snapshot["alarms"] if a["code"] == "queue_rows_tampered")
     assert alarm["severity"] == "critical" and "never sent" in alarm["sentence"]
+
+
+async def test_attack_reject_flood_is_paged_and_purged(tmp_path: Path, keyring: KeyRing) -> None:
+    """A device sending only garbage: `status` counts rejects without decrypting them, review pages
+    through them, and the table is cut to the newest MAX_REJECTS and to the retention period."""
+    async with await ReadingQueue.open(tmp_path / "q.db", keyring) as q:
+        for i in range(30):
+            await q.reject(bytes([i]) * 8, ValueError("bad"), source="flood")
+        assert await q.reject_count() == 30
+        first = await q.rejects(limit=10)
+        second = await q.rejects(limit=10, after_id=first[-1][0])
+        assert [raw for *_, raw in first + second] == [bytes([i]) * 8 for i in range(20)]
+        assert await q.purge_rejects(older_than_seconds=3600, keep_at_most=5) == 25
+        assert [raw for *_, raw in await q.rejects()] == [bytes([i]) * 8 for i in range(25, 30)]
+        assert await q.purge_rejects(older_than_seconds=0) == 5
+        assert await q.reject_count() == 0
