@@ -249,6 +249,13 @@ class Gateway:
 
     def reload_secrets(self) -> None:
         """SIGHUP: new data keys (after `keys rotate`) and the forwarder's secrets, without a restart."""
+        if (self.keyring.source or "").startswith("credential:"):
+            # systemd copied (and decrypted) the credential at start: a key rotated since is not in that copy.
+            log.warning(
+                "data_key_reload_needs_restart",
+                detail="the data key is a systemd credential read at start; after `vitalgate keys rotate` "
+                "restart the service (systemctl restart vitalgate) to load the new key",
+            )
         try:
             if self.keyring.reload():
                 log.info("data_keys_reloaded", current=self.keyring.current_id)

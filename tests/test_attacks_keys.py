@@ -277,3 +277,21 @@ def test_data_key_bound_to_tang_refuses_to_open_when_tang_is_away(tmp_path: Path
         key.unlink()  # the Tang server no longer holds the key (as good as unreachable, without waiting on timeouts)
     with pytest.raises(KeyFileError, match="clevis decrypt failed"):
         KeyRing.load(f"clevis:{bound}")
+
+
+def test_sighup_with_a_credential_key_says_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key rotated while the key is a systemd credential is not in systemd's copy: the daemon says so."""
+    from structlog.testing import capture_logs
+
+    from gateway.config import Config
+    from gateway.daemon import Gateway
+
+    creds = tmp_path / "creds"
+    creds.mkdir(mode=0o700)
+    create_key_file(creds / "data.key")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    gw = Gateway(Config(file="<t>", state_dir=tmp_path), KeyRing.load("credential:data.key"))
+    with capture_logs() as logs:
+        gw.reload_secrets()
+    warning = next(e for e in logs if e["event"] == "data_key_reload_needs_restart")
+    assert "systemctl restart vitalgate" in warning["detail"]

@@ -63,8 +63,8 @@ class PortLostError(SerialTransportError):
 
 
 class LineTooLongError(DriverError):
-    """The device sent `MAX_LINE` bytes without the separator (a flood, or the wrong baud rate); `head`
-    holds the first bytes for review (kept encrypted as a reject by the session)."""
+    """The device sent `MAX_LINE` bytes without the separator (a flood, or the wrong baud rate); those
+    bytes are discarded, `head` holds the first of them. The session ends; the core reconnects with backoff."""
 
     def __init__(self, message: str, head: bytes = b"") -> None:
         super().__init__(message)
