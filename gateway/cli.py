@@ -376,6 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # systemd's UMask=0077, also when run by hand.
     os.umask(0o077)
     args = build_parser().parse_args(argv)
+    # The PHI guard (gateway.logging.scrub_phi) for every command, not only `run` and `demo` (which set
+    # their own level and format): `pair`, `bind` and the rest log through it to stderr.
+    configure_logging("info", "auto", sys.stderr)
     try:
         rc = int(args.fn(args))
     except ConfigError as exc:

@@ -52,6 +52,14 @@ async def _ask_passkey() -> int | None:
 
 def cmd_pair(args: argparse.Namespace) -> int:
     passkey: int | None = args.passkey
+    if passkey is not None:
+        print("vitalgate: --passkey is visible to other users (ps); prefer --passkey-file FILE or -", file=sys.stderr)
+    if args.passkey_file:
+        text = sys.stdin.readline() if args.passkey_file == "-" else Path(args.passkey_file).read_text()
+        if not text.strip().isdigit():
+            print("vitalgate: the passkey file must hold the 6-digit passkey", file=sys.stderr)
+            return 2
+        passkey = int(text.strip())
 
     async def provider() -> int | None:
         return passkey if passkey is not None else await _ask_passkey()
@@ -112,6 +120,7 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--patient", help="bind the device (and --user slot) to this patient after bonding")
     p.add_argument("--user", type=int, help="user slot on a multi-user device")
     p.add_argument("--passkey", type=int, help="passkey shown on the device (asked for when needed)")
+    p.add_argument("--passkey-file", metavar="FILE", help="read the passkey from FILE, or from stdin with -")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the device (default 30)")
     p.add_argument("--config", default=str(DEFAULT_PATH), help=f"config file (default {DEFAULT_PATH})")
     p.set_defaults(fn=cmd_pair)

@@ -22,6 +22,7 @@ accepts that.
 
 from __future__ import annotations
 
+import os
 import re
 import ssl
 from collections.abc import Mapping, Sequence
@@ -260,9 +261,13 @@ class HttpsForwarder:
             timeout=httpx.Timeout(self.settings.timeout_seconds),
             follow_redirects=False,  # a redirect could carry the bearer token elsewhere
             headers={"Accept": FHIR_JSON},
+            trust_env=False,  # no HTTPS_PROXY / .netrc from the environment: PHI goes where the config says
         )
 
     async def __aenter__(self) -> Self:
+        proxies = sorted(k for k in os.environ if k.lower() in ("https_proxy", "http_proxy", "all_proxy"))
+        if proxies:
+            log.warning("https_proxy_ignored", variables=proxies, detail="VitalGate connects directly to base_url")
         self._client = self._new_client()
         if self._token_ssl is not None:
             self._token_client = self._new_client(self._token_ssl)
@@ -510,6 +515,8 @@ def _auth_settings(data: Any, file: str) -> OAuthSettings | None:
         credential_expires=expires,
         expiry_warning_days=int(sec.number("expiry_warning_days", 14, 0, 365)),
     )
+    if settings.method == "private_key_jwt" and not settings.key_id:
+        raise sec.error("key_id", "required with private_key_jwt (SMART Backend Services: the registered key's kid)")
     try:
         TokenSource(settings)  # reads and checks the secret now: fail at startup, not at the first send
     except GatewayError as exc:
