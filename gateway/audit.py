@@ -103,8 +103,17 @@ async def _rows(db: aiosqlite.Connection) -> list[tuple[Entry, bytes | None, byt
 
 
 async def _set_head(db: aiosqlite.Connection, key: bytes, count: int, last: bytes) -> None:
-    value = f"{count}|{last.hex()}|{_head_mac(key, count, last).hex()}"
+    # Raw bytes, not hex text: the database must not hold digit strings that look like values.
+    value = count.to_bytes(8, "big") + last + _head_mac(key, count, last)
     await db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('audit_head', ?)", (value,))
+
+
+def _head(value: object) -> tuple[int, bytes, bytes]:
+    """(count, last hash, MAC) from the head record; a malformed one reads as a count of -1."""
+    raw = value if isinstance(value, bytes) else b""
+    if len(raw) != 72:
+        return -1, b"", b""
+    return int.from_bytes(raw[:8], "big"), raw[8:40], raw[40:]
 
 
 async def remac(db: aiosqlite.Connection, key: bytes, *, rechain: bool = False) -> int:
@@ -128,8 +137,7 @@ async def append(db: aiosqlite.Connection, key: bytes, actor: str, action: str, 
         row = await cur.fetchone()
     count, prev = (0, GENESIS)
     if row is not None:
-        n, last, _ = str(row[0]).split("|")
-        count, prev = int(n), bytes.fromhex(last)
+        count, prev, _ = _head(row[0])
     at = time.time()
     cur2 = await db.execute(
         "INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)", (at, actor, action, detail)
@@ -165,12 +173,13 @@ async def verify(db: aiosqlite.Connection, key: bytes) -> list[str]:
     if row is None:
         problems.append("the trail's head record is missing")
     else:
-        n, last, mac = str(row[0]).split("|")
-        if not hmac.compare_digest(_head_mac(key, int(n), bytes.fromhex(last)).hex(), mac):
+        n, last, mac = _head(row[0])
+        if n < 0 or not hmac.compare_digest(_head_mac(key, n, last), mac):
             problems.append("the trail's head record was altered")
-        elif int(n) != count or bytes.fromhex(last) != prev:
+        elif n != count or last != prev:
             problems.append(
-                f"the trail should hold {n} entries ending in {last[:12]}; found {count} (entries removed or added)"
+                f"the trail should hold {n} entries ending in {last.hex()[:12]}; found {count} "
+                "(entries removed or added)"
             )
     return problems
 

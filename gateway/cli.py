@@ -14,7 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar, cast
 
 from gateway import __version__
 from gateway.config import DEFAULT_PATH, Config, load_config
@@ -378,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # The PHI guard (gateway.logging.scrub_phi) for every command, not only `run` and `demo` (which set
     # their own level and format): `pair`, `bind` and the rest log through it to stderr.
-    configure_logging("info", "auto", sys.stderr)
+    configure_logging("info", "auto", cast(TextIO, _Stderr()))
     try:
         rc = int(args.fn(args))
     except ConfigError as exc:
@@ -394,6 +394,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if failure and args.command not in _UNAUDITED:
         _audit_command(args, f"failed: {failure}")
     return rc
+
+
+class _Stderr:
+    """Whatever `sys.stderr` is when a line is written (not when logging was configured)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
 
 
 # Commands that touch no PHI-bearing state; `run` records its own start and stop (gateway.daemon).

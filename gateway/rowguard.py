@@ -82,7 +82,7 @@ async def write_manifest(db: aiosqlite.Connection, keyring: KeyRing) -> None:
         version = await cur.fetchone()
     doc = orjson.dumps({"version": version[0] if version else "0", "rows": rows})
     sealed = keyring.seal(doc, _MANIFEST_AAD)
-    value = f"{sealed.key_id}|{sealed.nonce.hex()}|{sealed.ciphertext.hex()}"
+    value = sealed.key_id.encode() + b"\0" + sealed.nonce + sealed.ciphertext  # bytes: no digit strings in the file
     await db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('bindings_manifest', ?)", (value,))
 
 
@@ -95,10 +95,10 @@ async def manifest_check(
     listed: dict[str, str] = {}
     if row is not None:
         try:
-            kid, nonce, ct = str(row[0]).split("|")
-            doc = orjson.loads(keyring.open(Sealed(kid, bytes.fromhex(nonce), bytes.fromhex(ct)), _MANIFEST_AAD))
+            kid, _, rest = bytes(row[0]).partition(b"\0")
+            doc = orjson.loads(keyring.open(Sealed(kid.decode(), rest[:12], rest[12:]), _MANIFEST_AAD))
             listed = doc["rows"]
-        except (ValueError, KeyError, DecryptError):
+        except (ValueError, KeyError, TypeError, DecryptError):
             listed = {}
     ok = [r for r in rows if listed.get(bytes(r[0]).hex()) == bytes(r[2]).hex()]
     return ok, len(rows) - len(ok)

@@ -89,7 +89,10 @@ def test_attack_rewritten_head_record_is_detected(tmp_path: Path, keyring: KeyRi
     path = tmp_path / "q.db"
     asyncio.run(_trail(path, keyring))
     _sql(path, "DELETE FROM audit WHERE id = 4")
-    _sql(path, "UPDATE meta SET v = '3' || substr(v, 2) WHERE k = 'audit_head'")
+    db = sqlite3.connect(path)
+    (head,) = db.execute("SELECT v FROM meta WHERE k = 'audit_head'").fetchone()
+    db.close()
+    _sql(path, "UPDATE meta SET v = ? WHERE k = 'audit_head'", (3).to_bytes(8, "big") + head[8:])  # count 4 -> 3
     assert "the trail's head record was altered" in asyncio.run(_verify(path, keyring))
 
 
