@@ -29,9 +29,9 @@ OTHER = "AA:BB:CC:DD:EE:01"
 
 
 def _readings() -> list[Reading]:
-    # Float values, as drivers produce them: an int value's repr changes across the codec round trip, and
-    # the retire computes each look-up tag again from the decoded reading.
-    return [bp(128.0, 82.0, 71.0, minute=i % 60, user=1 + i // 60) for i in range(N)]
+    # Whole-number values (as serial meters report them): the retire computes each look-up tag again from
+    # the decoded reading, which must give the tag `put` gave it.
+    return [bp(128, 82, 71, minute=i % 60, user=1 + i // 60) for i in range(N)]
 
 
 def _key_ids(path: Path) -> list[str]:
