@@ -166,7 +166,7 @@ class Gateway:
                 drainer.cancel()
         finally:
             with contextlib.suppress(Exception):
-                await self.queue.audit(current_actor(), "daemon stop", f"config {self.config.file}")
+                await self.queue.audit(current_actor(), f"{self._role} stop", f"config {self.config.file}")
             await self.queue.close()
             log.info("gateway_stopped")
 
@@ -184,13 +184,18 @@ class Gateway:
             raise_(code, sentence)
         queue.on_integrity = raise_
 
+    @property
+    def _role(self) -> str:
+        """How the audit trail names this run: `vitalgate demo` builds its config in memory as `<demo>`."""
+        return "demo" if self.config.file == "<demo>" else "daemon"
+
     async def _audit_start(self) -> None:
         """Daemon start in the audit trail, and a config file that changed since the last start."""
         assert self.queue is not None
         digest = config_digest(self.config.file)
         previous = await self.queue.swap_meta("config_sha256", digest)
         actor = current_actor()
-        await self.queue.audit(actor, "daemon start", f"version {__version__}, config {self.config.file}")
+        await self.queue.audit(actor, f"{self._role} start", f"version {__version__}, config {self.config.file}")
         if previous is not None and previous != digest:
             await self.queue.audit(
                 actor, "config changed", f"{self.config.file} sha256 {previous[:12]} -> {digest[:12]}"

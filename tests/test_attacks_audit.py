@@ -172,3 +172,20 @@ def test_daemon_start_stop_and_config_change_are_recorded(tmp_path: Path, keyrin
 
     actions = [line.split(":")[0] for line in asyncio.run(trail())]
     assert actions == ["daemon start", "daemon stop", "daemon start", "config changed", "daemon stop"]
+
+
+def test_demo_runs_are_recorded_as_demo(tmp_path: Path, keyring: KeyRing) -> None:
+    cfg = Config(file="<demo>", state_dir=tmp_path, queue_path=tmp_path / "q.db")
+
+    async def run_once() -> list[str]:
+        gw = Gateway(cfg, keyring)
+        stop = asyncio.Event()
+        task = asyncio.create_task(gw.run(stop))
+        async with asyncio.timeout(20):
+            await gw.ready.wait()
+        stop.set()
+        await asyncio.wait_for(task, 20)
+        async with await ReadingQueue.open(tmp_path / "q.db", keyring) as q:
+            return [action for _, _, action, _ in reversed(await q.audit_trail())]
+
+    assert asyncio.run(run_once()) == ["demo start", "demo stop"]
