@@ -77,6 +77,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     build_forwarder(cfg.forwarder, cfg.forwarder_options, ForwarderContext(cfg.file, cfg.gateway_id, cfg.state_dir))
     print(f"{cfg.file}: ok ({len(cfg.devices)} devices, forwarder {cfg.forwarder}, queue {cfg.queue_path})")
+    for dev in cfg.devices:
+        if dev.options.get("allow_unbonded") is True:
+            print(
+                f"  {dev.where} ({dev.name}): allow_unbonded = true: readings are taken without a bond, so any "
+                "device answering at its address is believed"
+            )
     return 0
 
 

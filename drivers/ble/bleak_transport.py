@@ -160,6 +160,19 @@ class BleakSession:
         except BleError as exc:
             raise BlePairingError("pairing failed") from exc
 
+    async def bonded_and_encrypted(self) -> bool:
+        """Asked of the client backend: our Bumble backend knows the link's encryption and the bond store.
+        BlueZ (bleak's Linux backend) exposes the bond as the device's `Paired`/`Bonded` properties and
+        encrypts links to bonded LE devices; bleak has no public call for either, so its properties are read."""
+        backend: Any = getattr(self._client, "_backend", None)
+        probe = getattr(backend, "bonded_and_encrypted", None)
+        if callable(probe):
+            return bool(await probe())
+        props = getattr(backend, "_properties", None)
+        if isinstance(props, dict):
+            return bool(props.get("Bonded", props.get("Paired", False)))
+        return False
+
     async def wait_disconnected(self, timeout: float | None = None) -> bool:
         try:
             async with asyncio.timeout(timeout):

@@ -21,7 +21,14 @@ import structlog
 
 from drivers.base import DeviceContext
 from drivers.ble.runtime import get_transport
-from drivers.ble.transport import BleError, BleNotFoundError, BleSession, BleTimeoutError, BleTransport
+from drivers.ble.transport import (
+    BleError,
+    BleNotFoundError,
+    BlePairingError,
+    BleSession,
+    BleTimeoutError,
+    BleTransport,
+)
 from drivers.errors import DeviceProtocolError
 from drivers.gatt import battery, device_info, uuids
 from drivers.gatt import current_time as gatt_time
@@ -84,6 +91,7 @@ class BleOptions:
     idle_timeout: float = 5.0  # how long a quiet link stays open before the session ends
     simulated: bool = False  # readings come from a simulator: marked as test data
     max_readings_per_session: int = DEFAULT_MAX_READINGS  # then the session ends (a flooding device)
+    allow_unbonded: bool = False  # take readings over a link not encrypted with a bond (devices that cannot bond)
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> BleOptions:
@@ -93,6 +101,7 @@ class BleOptions:
             idle_timeout=float(options.get("idle_timeout", 5.0)),
             simulated=bool(options.get("simulated", False)),
             max_readings_per_session=int(options.get("max_readings_per_session", DEFAULT_MAX_READINGS)),
+            allow_unbonded=bool(options.get("allow_unbonded", False)),
         )
 
 
@@ -105,6 +114,7 @@ _KNOWN = {
     "idle_timeout",
     "simulated",
     "max_readings_per_session",
+    "allow_unbonded",
 }
 
 
@@ -116,8 +126,9 @@ def validate_options(options: Mapping[str, Any], where: str, extra: frozenset[st
         value = options.get(key, 1.0)
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
             raise ConfigError(where, key, "must be a number of seconds in (0, 3600]")
-    if not isinstance(options.get("simulated", False), bool):
-        raise ConfigError(where, "simulated", "must be true or false")
+    for key in ("simulated", "allow_unbonded"):
+        if not isinstance(options.get(key, False), bool):
+            raise ConfigError(where, key, "must be true or false")
     cap = options.get("max_readings_per_session", DEFAULT_MAX_READINGS)
     if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 100_000:
         raise ConfigError(where, "max_readings_per_session", "must be a whole number between 1 and 100000")
@@ -300,6 +311,14 @@ class BleDriver:
         except BleNotFoundError:
             return  # not advertising: nothing measured since last time
         try:
+            if not opts.allow_unbonded and not await session.bonded_and_encrypted():
+                # Anyone can answer at a bound address; a bond (its keys, made by `vitalgate pair`) cannot be
+                # spoofed. Nothing is read from this device in this session.
+                log.warning("ble_device_not_bonded", driver=self.name)
+                raise BlePairingError(
+                    "device is not bonded or the link is not encrypted: run `vitalgate pair ADDRESS`, "
+                    "or set allow_unbonded = true for a device that cannot bond"
+                )
             identity = await read_identity(session, self.name)
             offset = await check_clock(session, ctx.clock_tolerance, tz=ctx.local_tz)
             await log_battery(session, self.name)

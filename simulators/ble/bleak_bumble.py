@@ -343,6 +343,11 @@ class BleakClientBumble(BaseBleakClient):
             raise BleakError("Not connected")
         await self._connection.pair()
 
+    async def bonded_and_encrypted(self) -> bool:
+        """The gateway's device-authentication check (drivers.ble.common.BleDriver.run)."""
+        conn = self._connection
+        return conn is not None and bool(conn.is_encrypted) and await self._hub.is_bonded(conn.peer_address)
+
     async def unpair(self) -> None:
         device = await self._hub.device()
         if device.keystore is not None:
