@@ -112,6 +112,12 @@ class Gateway:
         return self.health.healthy()
 
     async def run(self, stop: asyncio.Event) -> None:
+        from gateway.runlock import held_while_running
+
+        with held_while_running(self.config.queue_path):  # `keys rotate --retire` waits for us to stop
+            await self._run(stop)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         cfg = self.config
         self.queue = await ReadingQueue.open(cfg.queue_path, self.keyring)
         self._integrity_alarms(self.queue)

@@ -123,7 +123,7 @@ def test_attack_kill_during_keys_retire_leaves_every_row_readable(tmp_path: Path
 def test_retire_without_a_kill_records_itself_and_refuses_an_unknown_key(tmp_path: Path) -> None:
     key, cfg, old = _setup(tmp_path)
     done = _retire(cfg, old)
-    assert done.returncode == 0 and f"key {old} retired" in done.stdout and "restart the gateway" in done.stdout
+    assert done.returncode == 0 and f"key {old} retired" in done.stdout and "start the gateway again" in done.stdout
     assert _key_ids(key) != [old] and old not in _key_ids(key)
     trail = subprocess.run(
         [sys.executable, "-m", "gateway", "audit", "--config", str(cfg)], capture_output=True, text=True, cwd=ROOT
@@ -295,3 +295,15 @@ def test_sighup_with_a_credential_key_says_restart(tmp_path: Path, monkeypatch: 
         gw.reload_secrets()
     warning = next(e for e in logs if e["event"] == "data_key_reload_needs_restart")
     assert "systemctl restart vitalgate" in warning["detail"]
+
+
+def test_retire_refuses_while_the_gateway_runs(tmp_path: Path) -> None:
+    """The running daemon holds the old look-up key in memory: a retire beside it is refused."""
+    from gateway.runlock import held_while_running
+
+    _key, cfg, old = _setup(tmp_path)
+    with held_while_running(tmp_path / "state/queue.db"):  # what Gateway.run holds
+        busy = _retire(cfg, old)
+    assert busy.returncode == 3 and "the gateway is running" in busy.stderr
+    assert old in _key_ids(_key)
+    assert _retire(cfg, old).returncode == 0
