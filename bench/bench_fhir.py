@@ -117,17 +117,13 @@ def main() -> None:
     mapped = [map_reading(r, p, GATEWAY, local_tz=TZ) for r, p in zip(readings, patients, strict=True)]
     observations = sum(e["resource"]["resourceType"] == "Observation" for m in mapped for e in m.entries)
 
-    map_rate = rate(
-        lambda i: map_reading(readings[i], patients[i], GATEWAY, local_tz=TZ), len(readings), args.seconds
-    )
+    map_rate = rate(lambda i: map_reading(readings[i], patients[i], GATEWAY, local_tz=TZ), len(readings), args.seconds)
     validate_rate = rate(lambda i: validate_bundle(mapped[i].bundle), min(len(mapped), 400), args.seconds)
     per = observations / len(mapped)
     print(f"{'step':<34}{'readings/s':>12}{'observations/s':>16}")
     print(f"{'map_reading (dicts + orjson)':<34}{map_rate:>12,.0f}{map_rate * per:>16,.0f}")
     print(f"{'validate_bundle (fhir.resources)':<34}{validate_rate:>12,.0f}{validate_rate * per:>16,.0f}")
-    print(
-        f"ratio map/validate: {map_rate / validate_rate:.1f}x ({per:.2f} observations, 2 devices a reading)"
-    )
+    print(f"ratio map/validate: {map_rate / validate_rate:.1f}x ({per:.2f} observations, 2 devices a reading)")
 
 
 if __name__ == "__main__":

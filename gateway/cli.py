@@ -10,17 +10,16 @@ import argparse
 import asyncio
 import io
 import os
-import pwd
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar, cast
 
 from gateway import __version__
 from gateway.config import DEFAULT_PATH, Config, load_config
-from gateway.crypto import KeyRing, create_key_file, rotate_key_file
+from gateway.crypto import KeyRing, create_key_file, rotate_key_source
 from gateway.errors import ConfigError, GatewayError
 from gateway.logging import configure_logging
 from gateway.queue import Binding, ReadingQueue, State, identity_selectors
@@ -60,6 +59,14 @@ def _check_state(cfg: Config, *, create: bool) -> None:
         raise ConfigError(cfg.file, "queue.path", f"{cfg.queue_path}: not readable and writable by this user")
 
 
+def _check_plaintext_output(cfg: Config) -> None:
+    """`run` writes readable FHIR files only when the config asks for it, with a retention period."""
+    if cfg.forwarder == "file":
+        from gateway.forwarders.file import require_opt_in
+
+        require_opt_in(cfg.forwarder_options, cfg.file)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _config(args)  # every problem in the file at once (ConfigErrors)
     # The forwarder's section is validated when it is built (no network I/O): do it here too, or a typo in
@@ -70,6 +77,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         lambda: KeyRing.load(cfg.key_file),
         lambda: _check_state(cfg, create=False),
         lambda: _check_state_creatable(cfg),
+        lambda: _check_plaintext_output(cfg),
         lambda: build_forwarder(
             cfg.forwarder, cfg.forwarder_options, ForwarderContext(cfg.file, cfg.gateway_id, cfg.state_dir)
         ),
@@ -94,6 +102,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(f"{cfg.file}: ok ({len(cfg.devices)} devices, forwarder {cfg.forwarder}, queue {cfg.queue_path})")
+    for dev in cfg.devices:
+        if dev.options.get("allow_unbonded") is True:
+            print(
+                f"  {dev.where} ({dev.name}): allow_unbonded = true: readings are taken without a bond, so any "
+                "device answering at its address is believed"
+            )
     return 0
 
 
@@ -129,12 +143,19 @@ def cmd_keys(args: argparse.Namespace) -> int:
             print(f"vitalgate: {path} exists already; use `vitalgate keys rotate` for a new key", file=sys.stderr)
             return EXIT_KEY
         kid = create_key_file(path)
+        _audit_command(args, f"key {kid} created")
         print(
             f"wrote a new 256-bit data key {kid} to {path} (mode 0600). Back it up: without it the queue is unreadable."
         )
+    elif args.retire:
+        from gateway.keycli import retire_key
+
+        return retire_key(args, _config(args), _actor())
     else:
-        kid = rotate_key_file(path)
+        kid = rotate_key_source(args.path or _config(args).key_file)
+        _audit_command(args, f"key {kid} made current")
         print(f"key {kid} is now current in {path}; older keys still open older rows")
+        print("a running gateway picks it up on SIGHUP (systemctl reload vitalgate); a systemd credential: restart")
     return 0
 
 
@@ -160,19 +181,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(cfg.log_level, cfg.log_format)
     keyring = KeyRing.load(cfg.key_file)
     _check_state(cfg, create=True)
+    _check_plaintext_output(cfg)
+    from drivers.ble import runtime as ble_runtime
+
+    ble_runtime.set_state_dir(cfg.state_dir)  # a relative BLE bond store lives in the state folder
     asyncio.run(_run(cfg, keyring))
     return 0
 
 
 def _actor() -> str:
-    """Who ran the command, for the audit trail (sudo keeps the invoking user in SUDO_USER)."""
-    user = os.environ.get("SUDO_USER")
-    if not user:
-        try:
-            user = pwd.getpwuid(os.getuid()).pw_name
-        except KeyError:  # a container's arbitrary uid has no passwd entry: the uid alone must do
-            user = "?"
-    return f"{user} (uid {os.getuid()})"
+    """Who ran the command, for the audit trail: real and login uid from the kernel, SUDO_USER as a claim."""
+    from gateway.audit import current_actor
+
+    return current_actor()
 
 
 async def _with_queue(
@@ -296,13 +317,15 @@ def _configured_name(d: dict[str, Any], configured: Sequence[Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    async def go(q: ReadingQueue) -> tuple[dict[State, int], list[tuple[int, str]], int]:
-        return await q.counts(), await q.quarantined(), len(await q.rejects())
+    async def go(q: ReadingQueue) -> tuple[dict[State, int], list[tuple[int, str]], int, dict[str, str]]:
+        return await q.counts(), await q.quarantined(), await q.reject_count(), dict(q.integrity_problems)
 
-    counts, quarantined, rejects = asyncio.run(_with_queue(args, go))
+    counts, quarantined, rejects, integrity = asyncio.run(_with_queue(args, go))
     for state, n in counts.items():
         print(f"{state.name.lower():12} {n}")
     print(f"{'rejected input':12} {rejects} frames kept for review")
+    for sentence in integrity.values():
+        print(f"ALARM: {sentence}")
     for item_id, reason in quarantined[:20]:
         print(f"  quarantined #{item_id}: {reason}")
     return 0
@@ -323,6 +346,17 @@ def cmd_requeue(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    if args.verify:
+
+        async def check(q: ReadingQueue) -> list[str]:
+            return await q.verify_audit()
+
+        problems = asyncio.run(_with_queue(args, check, lambda q: "verify"))
+        for problem in problems:
+            print(f"audit trail: {problem}")
+        print("audit trail intact" if not problems else f"audit trail BROKEN: {len(problems)} problems")
+        return 0 if not problems else 1
+
     async def go(q: ReadingQueue) -> list[tuple[float, str, str, str]]:
         return await q.audit_trail(args.limit)
 
@@ -369,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     k = add("keys", cmd_keys, "create or rotate the data key")
     k.add_argument("action", choices=("init", "rotate"))
     k.add_argument("--path", help="key file (default: gateway.key_file from the config)")
+    k.add_argument("--retire", metavar="OLD", help="rotate: re-encrypt every row off key OLD, then delete it")
     b = add("bind", cmd_bind, "bind a device (and user slot) to a patient")
     b.add_argument("device", help="Bluetooth address, serial number or System ID (see `vitalgate devices`)")
     b.add_argument("patient", help="Patient/123, 123, or an identifier system|value")
@@ -383,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     rq.add_argument("--all", action="store_true", help="every quarantined reading")
     a = add("audit", cmd_audit, "who ran which operator command when (bindings, listings)")
     a.add_argument("--limit", type=int, default=100)
+    a.add_argument("--verify", action="store_true", help="check the hash chain and MACs; exit 1 if broken")
     add("drivers", cmd_drivers, "list available device drivers", config=False)
     d = add("demo", cmd_demo, "run simulated devices through the whole pipeline (no config, no root)", config=False)
     d.add_argument("--seconds", type=float, help="how long to run (default 10; with --until-each-device: at most 600)")
@@ -476,16 +512,62 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.umask(0o077)
     _line_buffered_stdout()
     args = build_parser().parse_args(argv)
+    # The PHI guard (gateway.logging.scrub_phi) for every command, not only `run` and `demo` (which set
+    # their own level and format): `pair`, `bind` and the rest log through it to stderr.
+    configure_logging("info", "auto", cast(TextIO, _Stderr()))
     try:
-        return int(args.fn(args))
+        rc = int(args.fn(args))
     except ConfigError as exc:
         print(f"vitalgate: config error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        rc, failure = EXIT_CONFIG, "config error"
     except GatewayError as exc:
         print(f"vitalgate: {exc}", file=sys.stderr)
-        return EXIT_KEY
+        rc, failure = EXIT_KEY, type(exc).__name__
     except KeyboardInterrupt:
         return 130
+    else:
+        failure = f"exit status {rc}" if rc else ""
+    if failure and args.command not in _UNAUDITED:
+        _audit_command(args, f"failed: {failure}")
+    return rc
+
+
+class _Stderr:
+    """Whatever `sys.stderr` is when a line is written (not when logging was configured)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
+# Commands that touch no PHI-bearing state; `run` records its own start and stop (gateway.daemon).
+_UNAUDITED = {"drivers", "scan", "simulate"}
+
+
+def _audit_command(args: argparse.Namespace, outcome: str) -> None:
+    """Best effort, for commands that do not audit themselves (failures, key operations): an entry in the
+    queue's trail when config, key and queue can be opened, else only the syslog copy."""
+    from gateway import audit
+
+    actor, action = _actor(), str(args.command)
+
+    async def go(cfg: Config) -> None:
+        q = await ReadingQueue.open(cfg.queue_path, KeyRing.load(cfg.key_file))
+        try:
+            await q.audit(actor, action, outcome)
+        finally:
+            await q.close()
+
+    try:
+        cfg = load_config(Path(args.config))
+        asyncio.run(go(cfg))
+    except Exception:
+        audit.forward(actor, action, outcome, b"")
 
 
 if __name__ == "__main__":

@@ -140,8 +140,8 @@ def parse_config(doc: Mapping[str, Any], file: str = "<config>", base: Path | No
 
     g = _Section(file, "gateway", _table(file, doc, "gateway", errors), errors)
     gateway_id = g.get("id", str, "vitalgate")
-    if not gateway_id or not all(c.isalnum() or c in "-_." for c in gateway_id):
-        g.fail("id", "use letters, digits, '-', '_' or '.' (it appears in topics and FHIR ids)")
+    if not gateway_id or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in gateway_id):
+        g.fail("id", "use ASCII letters, digits, '-', '_' or '.' (it appears in topics and FHIR ids)")
     state_dir = Path(g.get("state_dir", str, "/var/lib/vitalgate"))
     if not state_dir.is_absolute():
         state_dir = (base or Path.cwd()) / state_dir

@@ -2,8 +2,10 @@
 
 The key file holds one key per line, `<key id> <base64 key>`, oldest first; the last line is current.
 Rotation appends, so every key that ever sealed a row can still open it. An index key for keyed hashes
-(duplicate detection, binding look-up) is derived from the first key with HKDF, so it survives rotation
-and the database holds no plaintext identifiers.
+(duplicate detection, binding look-up) is derived with HKDF from one key of the file: the first, unless
+the queue names another (meta `index_key`, changed by `vitalgate keys rotate --retire`, gateway.rekey).
+The file may be plain (mode 0600), a systemd credential (`credential:NAME`) or a Clevis JWE
+(`clevis:PATH`, gateway.keysource) decrypted at start with a key held off the device.
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.errors import KeyFileError
-from gateway.secrets import check_private, resolve_secret_path
 
-__all__ = ["DecryptError", "KeyRing", "Sealed", "create_key_file", "rotate_key_file"]
+__all__ = ["DecryptError", "KeyRing", "Sealed", "create_key_file", "rotate_key_file", "rotate_key_source"]
 
 NONCE_BYTES = 12
 KEY_BYTES = 32
@@ -46,15 +47,42 @@ class KeyRing:
 
     def __init__(self, keys: list[tuple[str, bytes]], source: str | None = None) -> None:
         self.source = source
+        self.index_id = keys[0][0] if keys else ""
         self._set(keys)
 
     def _set(self, keys: list[tuple[str, bytes]]) -> None:
         if not keys:
             raise KeyFileError("no keys")
+        self._raw = dict(keys)
         self._aead = {kid: AESGCM(key) for kid, key in keys}
         self.current_id = keys[-1][0]
         self._current = self._aead[self.current_id]
-        self._index_key = _index_key(keys[0][1])
+        if self.index_id not in self._raw:
+            raise KeyFileError(
+                f"{self.source or 'key file'}: the look-up key {self.index_id} is not in it any more "
+                "(retired while running?): restart the gateway"
+            )
+        self._index_key = _index_key(self._raw[self.index_id])
+
+    @property
+    def key_ids(self) -> list[str]:
+        return list(self._raw)
+
+    def with_index(self, key_id: str) -> KeyRing:
+        """A copy of this ring whose look-up key derives from `key_id` (for re-tagging rows)."""
+        ring = KeyRing(list(self._raw.items()), source=self.source)
+        ring.use_index(key_id)
+        return ring
+
+    def use_index(self, key_id: str) -> None:
+        """Derive look-up tags and MAC keys from this key (the queue says which: meta `index_key`)."""
+        if key_id not in self._raw:
+            raise KeyFileError(
+                f"{self.source or 'key file'}: the queue's look-up key {key_id} is missing from the key file; "
+                "restore the key file from its backup"
+            )
+        self.index_id = key_id
+        self._index_key = _index_key(self._raw[key_id])
 
     @classmethod
     def load(cls, spec: str) -> KeyRing:
@@ -64,15 +92,16 @@ class KeyRing:
     def reload(self) -> bool:
         """Pick up keys added by `vitalgate keys rotate` while running; False if nothing new was there.
 
-        The first key must be unchanged (it derives the index key): a file that is not an extension of the
-        loaded one is refused rather than half-applied.
+        The look-up key must be unchanged: a file that is not an extension of the loaded one is refused
+        rather than half-applied (after `keys rotate --retire` the gateway is restarted instead).
         """
         if self.source is None:
             return False
         keys = _read(self.source)
-        if keys[0][0] not in self._aead or _index_key(keys[0][1]) != self._index_key:
-            raise KeyFileError(f"{self.source}: its first key changed; restore the original key file")
-        if {kid for kid, _ in keys} == set(self._aead):
+        new = dict(keys)
+        if new.get(self.index_id) != self._raw[self.index_id]:
+            raise KeyFileError(f"{self.source}: the look-up key {self.index_id} changed or went; restart the gateway")
+        if set(new) == set(self._raw):
             return False
         self._set(keys)
         return True
@@ -98,6 +127,13 @@ class KeyRing:
         except InvalidTag:
             raise DecryptError("authentication failed (tampered, or bound to another row)") from None
 
+    def subkey(self, label: str) -> bytes:
+        """A key for one purpose (audit MACs, row-state MACs), derived from the look-up key so it rotates
+        with it."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"vitalgate {label}".encode()).derive(
+            self._index_key
+        )
+
     def tag(self, value: str) -> bytes:
         """Keyed hash: equal values give equal tags, but the tag reveals nothing without the key."""
         return hmac.new(self._index_key, value.encode(), hashlib.sha256).digest()
@@ -108,13 +144,26 @@ def _index_key(first_key: bytes) -> bytes:
 
 
 def _read(spec: str) -> list[tuple[str, bytes]]:
-    path = resolve_secret_path(spec)
-    check_private(path)
-    return _parse(path, path.read_text(encoding="ascii", errors="replace"))
+    from gateway.keysource import source_for
+
+    source = source_for(spec)
+    return _parse(source.path, source.read())
 
 
 def _new_key_id() -> str:
     return secrets.token_hex(4)
+
+
+def parse_keys(path: Path, text: str) -> list[tuple[str, bytes]]:
+    return _parse(path, text)
+
+
+def key_line(kid: str, key: bytes) -> str:
+    return _line(kid, key)
+
+
+def new_key() -> tuple[str, bytes]:
+    return _new_key_id(), secrets.token_bytes(KEY_BYTES)
 
 
 def _parse(path: Path, text: str) -> list[tuple[str, bytes]]:
@@ -155,21 +204,17 @@ def create_key_file(path: Path) -> str:
 
 def rotate_key_file(path: Path) -> str:
     """Append a new current key, atomically (write a copy, fsync, rename); returns its id."""
-    check_private(path)
-    old = path.read_text(encoding="ascii")
-    _parse(path, old)
+    return rotate_key_source(str(path))
+
+
+def rotate_key_source(spec: str) -> str:
+    """`rotate_key_file` for any key source (plain file, Clevis JWE); returns the new key's id."""
+    from gateway.keysource import source_for
+
+    source = source_for(spec)
+    old = source.read()
+    _parse(source.path, old)
     kid = _new_key_id()
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(old if old.endswith("\n") else old + "\n")
-        f.write(_line(kid, secrets.token_bytes(KEY_BYTES)))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # Written via mkstemp beside it + rename: a planted `<key>.tmp` or a symlink at its name is never followed.
+    source.write((old if old.endswith("\n") else old + "\n") + _line(kid, secrets.token_bytes(KEY_BYTES)))
     return kid

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta, tzinfo
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -20,6 +22,7 @@ import structlog
 from drivers import registry
 from drivers.errors import HostSetupError
 from gateway import __version__
+from gateway.audit import current_actor
 from gateway.config import Config, DeviceConfig
 from gateway.crypto import KeyRing
 from gateway.drainer import Backoff, Delivered, Drainer
@@ -110,8 +113,16 @@ class Gateway:
         return self.health.healthy()
 
     async def run(self, stop: asyncio.Event) -> None:
+        from gateway.runlock import held_while_running
+
+        with held_while_running(self.config.queue_path):  # `keys rotate --retire` waits for us to stop
+            await self._run(stop)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         cfg = self.config
         self.queue = await ReadingQueue.open(cfg.queue_path, self.keyring)
+        self._integrity_alarms(self.queue)
+        await self._audit_start()
         try:
             self.drainer = Drainer(
                 self.queue,
@@ -161,8 +172,42 @@ class Gateway:
                     await self._drain_pending(self.drain_timeout)
                 drainer.cancel()
         finally:
+            with contextlib.suppress(Exception):
+                await self.queue.audit(current_actor(), f"{self._role} stop", f"config {self.config.file}")
             await self.queue.close()
             log.info("gateway_stopped")
+
+    def _integrity_alarms(self, queue: ReadingQueue) -> None:
+        """Rows or bindings changed outside vitalgate (gateway.rowguard) become critical alarms."""
+        from gateway.alarms import SNAPSHOT_NAME, AlarmBoard, Severity
+
+        board = getattr(self, "alarms", None) or AlarmBoard(self.config.state_dir / SNAPSHOT_NAME)
+        self.alarms = board
+
+        def raise_(code: str, sentence: str) -> None:
+            board.raise_(code, sentence, Severity.CRITICAL)
+
+        for code, sentence in queue.integrity_problems.items():
+            raise_(code, sentence)
+        queue.on_integrity = raise_
+
+    @property
+    def _role(self) -> str:
+        """How the audit trail names this run: `vitalgate demo` builds its config in memory as `<demo>`."""
+        return "demo" if self.config.file == "<demo>" else "daemon"
+
+    async def _audit_start(self) -> None:
+        """Daemon start in the audit trail, and a config file that changed since the last start."""
+        assert self.queue is not None
+        digest = config_digest(self.config.file)
+        previous = await self.queue.swap_meta("config_sha256", digest)
+        actor = current_actor()
+        await self.queue.audit(actor, f"{self._role} start", f"version {__version__}, config {self.config.file}")
+        if previous is not None and previous != digest:
+            await self.queue.audit(
+                actor, "config changed", f"{self.config.file} sha256 {previous[:12]} -> {digest[:12]}"
+            )
+            log.warning("config_changed_since_last_start", config=self.config.file, sha256=digest[:12])
 
     async def _drain_pending(self, seconds: float) -> None:
         assert self.queue is not None
@@ -228,6 +273,13 @@ class Gateway:
 
     def reload_secrets(self) -> None:
         """SIGHUP: new data keys (after `keys rotate`) and the forwarder's secrets, without a restart."""
+        if (self.keyring.source or "").startswith("credential:"):
+            # systemd copied (and decrypted) the credential at start: a key rotated since is not in that copy.
+            log.warning(
+                "data_key_reload_needs_restart",
+                detail="the data key is a systemd credential read at start; after `vitalgate keys rotate` "
+                "restart the service (systemctl restart vitalgate) to load the new key",
+            )
         try:
             if self.keyring.reload():
                 log.info("data_keys_reloaded", current=self.keyring.current_id)
@@ -237,6 +289,15 @@ class Gateway:
         if callable(reload):
             reload()
             log.info("secrets_reloaded", forwarder=self.forwarder.name)
+
+
+def config_digest(file: str) -> str:
+    """SHA-256 of the config file's bytes (`<demo>` and other non-files hash their name)."""
+    try:
+        data = Path(file).read_bytes()
+    except OSError:
+        data = file.encode()
+    return hashlib.sha256(data).hexdigest()
 
 
 def _safe(exc: BaseException) -> str:

@@ -102,6 +102,9 @@ class Drainer:
                             purged = await self.queue.purge_delivered(self.retention_seconds)
                             if purged:
                                 log.info("delivered_purged", rows=purged)
+                            dropped = await self.queue.purge_rejects(self.retention_seconds)
+                            if dropped:
+                                log.info("rejects_purged", rows=dropped)
                             next_purge = time.monotonic() + 3600
                         if not await self.drain_once():
                             await self._idle()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,15 +26,21 @@ import aiosqlite
 import orjson
 import structlog
 
+from gateway import audit as audit_trail
+from gateway import rowguard
 from gateway.codec import CodecError, decode_reading, encode_reading
 from gateway.crypto import DecryptError, KeyRing, Sealed
 from gateway.reading import DeviceIdentity, Reading, Status
+from gateway.safefiles import check_no_symlink, open_folder
 
 __all__ = ["Binding", "Leased", "PutResult", "ReadingQueue", "State", "identity_selectors"]
 
 log = structlog.get_logger(__name__)
 
 SCHEMA_VERSION = 1
+AUDIT_KEY_LABEL = "audit v1"
+MAX_REJECTS = 10_000  # kept bad frames beyond this are purged oldest first (a flooding device)
+CHECKPOINT_V2 = b"\x01"  # sealed checkpoint payload: 0x01 + {"d": device key, "n": name, "v": value}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -100,6 +107,7 @@ class State(IntEnum):
     QUARANTINED = 2
     UNASSIGNED = 3
     WITHHELD = 4  # kept but never sent as patient data (control solution, sensor fault)
+    TAMPERED = 5  # its state was changed outside vitalgate (gateway.rowguard): never sent, never requeued
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,12 +186,20 @@ class ReadingQueue:
         self._bindings_version = ""
         self.commits = 0
         self.new_data = asyncio.Event()  # set when rows become due: the drainer sleeps on it
+        self.guard = rowguard.Guard(b"")
+        # Integrity findings (code -> sentence, no PHI); the daemon turns them into alarms (gateway.alarms).
+        self.integrity_problems: dict[str, str] = {}
+        self.on_integrity: Callable[[str, str], None] | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
     @classmethod
     async def open(cls, path: Path, keyring: KeyRing) -> ReadingQueue:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # The folder must be ours and closed to others (then nobody can plant a link in it later), and the
+        # database, its journal and the audit trail in it must not be links to somewhere else.
+        os.close(open_folder(path.parent, create=True))
+        for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            check_no_symlink(name, private=False)  # ours, in our private folder: a loose mode is fixed below
         writer = await aiosqlite.connect(path, isolation_level=None)
         reader = await aiosqlite.connect(path, isolation_level=None)
         for conn in (writer, reader):
@@ -192,15 +208,42 @@ class ReadingQueue:
         for conn in (writer, reader):
             await conn.execute("PRAGMA synchronous = FULL")
         await writer.executescript(_SCHEMA)
+        await _use_index_key(writer, keyring)
+        await audit_trail.ensure_schema(writer, keyring.subkey(AUDIT_KEY_LABEL))
         await writer.execute(
             "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', ?), ('bindings_version', '0')",
             (str(SCHEMA_VERSION),),
         )
         path.chmod(0o600)
+        guard = await rowguard.install(writer, reader, keyring)
         q = cls(path, keyring, writer, reader)
-        await q.reload_bindings()
+        q.guard = guard
         q._writer_task = asyncio.create_task(q._writer(), name="queue-writer")
+        await q.sweep_tampered()
+        await q.reload_bindings()
         return q
+
+    def _integrity(self, code: str, sentence: str) -> None:
+        self.integrity_problems[code] = sentence
+        log.error("queue_integrity", code=code, problem=sentence)
+        if self.on_integrity is not None:
+            self.on_integrity(code, sentence)
+
+    async def sweep_tampered(self) -> int:
+        """Rows whose state was edited outside vitalgate go to TAMPERED (never sent), with an alarm."""
+
+        async def op(db: aiosqlite.Connection) -> int:
+            return await rowguard.sweep(db, self.guard)
+
+        found = int(await self._write(op))
+        if found:
+            self._integrity(
+                "queue_rows_tampered",
+                f"{found} queued readings had their state changed outside vitalgate (e.g. a withheld reading "
+                "flipped to pending); they are kept but never sent. Find out who had access to the gateway "
+                "(vitalgate audit --verify).",
+            )
+        return found
 
     async def close(self) -> None:
         """Finish every write already submitted, then close."""
@@ -264,6 +307,16 @@ class ReadingQueue:
                         fut.set_result(results[i])
                 self._ops.task_done()
 
+    async def transaction(self, op: _Op) -> Any:
+        """Run `op` alone in one write transaction of the single writer (maintenance: gateway.rekey)."""
+        return await self._write(op)
+
+    async def rekey_hooks(self, db: aiosqlite.Connection, new: KeyRing) -> None:
+        """Inside a retire's transaction, after rows were re-tagged: recompute what is keyed by the look-up key."""
+        self.guard.key = new.subkey(rowguard.STATE_KEY_LABEL)
+        await db.execute("UPDATE readings SET mac = vg_state_mac(dedup, state)")
+        await rowguard.write_manifest(db, new)
+
     async def ping(self) -> None:
         """An empty write transaction: returns only if the writer takes the database's write lock."""
 
@@ -295,7 +348,17 @@ class ReadingQueue:
             state = State.PENDING if self.binding_for(r) else State.UNASSIGNED
             if _withheld(r):
                 state = State.WITHHELD
-            rows.append((dedup, int(state), sealed.key_id, sealed.nonce, sealed.ciphertext, now))
+            rows.append(
+                (
+                    dedup,
+                    int(state),
+                    sealed.key_id,
+                    sealed.nonce,
+                    sealed.ciphertext,
+                    now,
+                    self.guard.mac(dedup, int(state)),
+                )
+            )
             slot_tag = self.keyring.tag(f"slot|{r.device.key}|{r.user_slot}")
             latest[slot_tag] = (r, latest[slot_tag][1] + 1 if slot_tag in latest else 1)
             slot_of[dedup] = slot_tag
@@ -312,8 +375,8 @@ class ReadingQueue:
                     fresh[tag] += 1
             before = db.total_changes
             await db.executemany(
-                "INSERT OR IGNORE INTO readings (dedup, state, key_id, nonce, payload, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO readings (dedup, state, key_id, nonce, payload, created_at, mac) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             inserted = db.total_changes - before
@@ -344,7 +407,7 @@ class ReadingQueue:
         skip = set(exclude)
         async with self._r.execute(
             "SELECT id, attempts, key_id, nonce, payload, dedup FROM readings "
-            "WHERE state = 0 AND next_at <= ? ORDER BY id LIMIT ?",
+            "WHERE state = 0 AND next_at <= ? AND mac = vg_state_mac(dedup, state) ORDER BY id LIMIT ?",
             (time.time(), limit + len(skip)),
         ) as cur:
             rows = await cur.fetchall()
@@ -482,8 +545,25 @@ class ReadingQueue:
         bindings = []
         if any(key_id not in self.keyring for _, key_id, _, _ in rows) and self.keyring.reload():
             log.info("data_keys_reloaded", current=self.keyring.current_id)  # rotated by `vitalgate keys rotate`
-        for tag, key_id, nonce, payload in rows:
-            doc = orjson.loads(self._open(b"bindings", tag, key_id, nonce, payload))
+        vouched, refused = await rowguard.manifest_check(self._r, self.keyring, [tuple(r) for r in rows])
+        if refused:
+            self._integrity(
+                "bindings_tampered",
+                f"{refused} binding rows were put into the database outside vitalgate (e.g. an old binding "
+                "restored from a copy) and are ignored; check `vitalgate devices` and bind again as intended.",
+            )
+        for tag, key_id, nonce, payload in vouched:
+            try:
+                doc = orjson.loads(self._open(b"bindings", tag, key_id, nonce, payload))
+            except DecryptError as exc:
+                # E.g. bound with a key rotated after start while the key is a systemd credential (a copy made
+                # at start): never loop on it; its readings wait as unassigned until the restart.
+                self._integrity(
+                    "binding_unreadable",
+                    f"a binding cannot be opened ({exc}); if the data key was rotated, restart the gateway "
+                    "(systemctl restart vitalgate) so it loads the new key",
+                )
+                continue
             bindings.append(Binding(doc["device"], doc["user"], doc["patient"]))
         self._bindings = bindings
         self._bindings_version = row[0] if row else ""
@@ -501,6 +581,7 @@ class ReadingQueue:
                 (tag, sealed.key_id, sealed.nonce, sealed.ciphertext, time.time()),
             )
             await _bump_bindings_version(db)
+            await rowguard.write_manifest(db, self.keyring)
 
         await self._write(op)
         await self.reload_bindings()
@@ -516,6 +597,7 @@ class ReadingQueue:
             await db.executemany("DELETE FROM bindings WHERE tag = ?", tags)
             removed = db.total_changes - before
             await _bump_bindings_version(db)
+            await rowguard.write_manifest(db, self.keyring)
             return removed
 
         removed = int(await self._write(op)) > 0
@@ -542,11 +624,14 @@ class ReadingQueue:
             row = await cur.fetchone()
         if row is None:
             return None
-        return self._open(b"checkpoints", tag, row[0], row[1], row[2]).decode()
+        plain = self._open(b"checkpoints", tag, row[0], row[1], row[2])
+        return str(orjson.loads(plain[1:])["v"]) if plain[:1] == CHECKPOINT_V2 else plain.decode()
 
     async def set_checkpoint(self, device_key: str, name: str, value: str) -> None:
         tag = self.keyring.tag(f"checkpoint|{device_key}|{name}")
-        sealed = self._seal(b"checkpoints", tag, value.encode())
+        # The names ride inside the sealed payload, so `keys rotate --retire` can compute the tag again.
+        doc = CHECKPOINT_V2 + orjson.dumps({"d": device_key, "n": name, "v": value})
+        sealed = self._seal(b"checkpoints", tag, doc)
 
         async def op(db: aiosqlite.Connection) -> None:
             await db.execute(
@@ -570,10 +655,30 @@ class ReadingQueue:
 
         await self._write(op)
 
-    async def rejects(self) -> list[tuple[int, str, str, bytes]]:
-        """(id, source, error type, raw bytes) of every kept bad frame."""
+    async def reject_count(self) -> int:
+        """How many bad frames are kept, without decrypting any (for `status`)."""
+        async with self._r.execute("SELECT count(*) FROM rejects") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def purge_rejects(self, older_than_seconds: float, keep_at_most: int = MAX_REJECTS) -> int:
+        """Delete kept bad frames past retention, and the oldest beyond `keep_at_most` (a flooding device)."""
+        cutoff = time.time() - older_than_seconds
+
+        async def op(db: aiosqlite.Connection) -> int:
+            cur = await db.execute("DELETE FROM rejects WHERE created_at < ?", (cutoff,))
+            removed = cur.rowcount
+            cur = await db.execute("DELETE FROM rejects WHERE id <= (SELECT max(id) FROM rejects) - ?", (keep_at_most,))
+            return int(removed + cur.rowcount)
+
+        return int(await self._write(op))
+
+    async def rejects(self, limit: int = 1000, after_id: int = 0) -> list[tuple[int, str, str, bytes]]:
+        """(id, source, error type, raw bytes) of kept bad frames, a page of `limit` after `after_id`."""
         async with self._r.execute(
-            "SELECT id, created_at, source, error, key_id, nonce, payload FROM rejects ORDER BY id"
+            "SELECT id, created_at, source, error, key_id, nonce, payload FROM rejects WHERE id > ? "
+            "ORDER BY id LIMIT ?",
+            (after_id, limit),
         ) as cur:
             rows = await cur.fetchall()
         return [
@@ -592,15 +697,29 @@ class ReadingQueue:
         """Record who looked at or changed PHI-bearing state (bindings, device lists, queue contents).
 
         `detail` must carry no PHI: callers pass counts or keyed tags, never patient ids or serials.
+        Entries are hash-chained and MAC-ed (gateway.audit) and copied to syslog.
         """
+        key = self.keyring.subkey(AUDIT_KEY_LABEL)
 
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.execute(
-                "INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
-                (time.time(), actor, action, detail),
-            )
+        async def op(db: aiosqlite.Connection) -> bytes:
+            return await audit_trail.append(db, key, actor, action, detail)
 
-        await self._write(op)
+        audit_trail.forward(actor, action, detail, await self._write(op))
+
+    async def swap_meta(self, key: str, value: str) -> str | None:
+        """Store `value` under `key` in the meta table; returns what was there (e.g. the last config hash)."""
+
+        async def op(db: aiosqlite.Connection) -> str | None:
+            async with db.execute("SELECT v FROM meta WHERE k = ?", (key,)) as cur:
+                row = await cur.fetchone()
+            await db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (key, value))
+            return None if row is None else str(row[0])
+
+        return await self._write(op)  # type: ignore[no-any-return]
+
+    async def verify_audit(self) -> list[str]:
+        """Breaks in the audit trail (edited, deleted or inserted entries); empty when intact."""
+        return await audit_trail.verify(self._r, self.keyring.subkey(AUDIT_KEY_LABEL))
 
     async def audit_trail(self, limit: int = 100) -> list[tuple[float, str, str, str]]:
         async with self._r.execute(
@@ -647,6 +766,16 @@ def _slot_doc(r: Reading) -> bytes:
             "user": r.user_slot,
         }
     )
+
+
+async def _use_index_key(db: aiosqlite.Connection, keyring: KeyRing) -> None:
+    """The queue names the key its look-up tags derive from (the key file's first, until a retire)."""
+    async with db.execute("SELECT v FROM meta WHERE k = 'index_key'") as cur:
+        row = await cur.fetchone()
+    if row is None:
+        await db.execute("INSERT OR IGNORE INTO meta (k, v) VALUES ('index_key', ?)", (keyring.index_id,))
+    else:
+        keyring.use_index(str(row[0]))
 
 
 async def _bump_bindings_version(db: aiosqlite.Connection) -> None:

@@ -192,7 +192,9 @@ class Reading:
             parts.append(f"t={self.device_time.isoformat()}")
         if self.sequence is None and self.device_time is None:
             parts.append(f"rx={self.received_at.astimezone(UTC).isoformat()}")
-        parts.extend(f"{m.metric.value}={m.reported_value!r}{m.reported_unit.value}" for m in self.measurements)
+        # float(): 104 and 104.0 are one value; the queue's codec stores floats, and the key must be the same
+        # before and after a round trip through it (duplicate look-up, `keys rotate --retire` re-tagging).
+        parts.extend(f"{m.metric.value}={float(m.reported_value)!r}{m.reported_unit.value}" for m in self.measurements)
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
     def effective_time(self, local_tz: tzinfo | None = None) -> datetime:

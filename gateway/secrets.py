@@ -12,6 +12,7 @@ import stat
 from pathlib import Path
 
 from gateway.errors import KeyFileError
+from gateway.safefiles import UnsafeFileError, read_private
 
 __all__ = ["check_private", "read_secret", "resolve_secret_path"]
 
@@ -53,10 +54,17 @@ def check_private(path: Path) -> None:
 
 def read_secret(spec: str) -> bytes:
     """The secret's bytes, trailing newline removed, after the permission check."""
-    path = resolve_secret_path(spec)
-    check_private(path)
+    return read_private_secret(resolve_secret_path(spec)).rstrip(b"\r\n")
+
+
+def read_private_secret(path: Path) -> bytes:
+    """Read a secret through `gateway.safefiles` (no symlink, owner and mode checked on the descriptor).
+
+    A systemd credential is served read-only by systemd in its own folder, so only its owner is judged.
+    """
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    private = not (directory and path.parent == Path(directory))
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise KeyFileError(f"{path}: cannot read ({exc.strerror})") from None
-    return data.rstrip(b"\r\n")
+        return read_private(path, private=private)
+    except UnsafeFileError as exc:
+        raise KeyFileError(str(exc)) from None

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -29,7 +30,7 @@ UNIT = "vitalgate.service"
 # The executable named in systemd/vitalgate.service; replaced by the one this package is installed with.
 UNIT_EXECUTABLE = "/opt/vitalgate/.venv/bin/vitalgate"
 KEY_CREDENTIAL = 'key_file = "credential:data.key"'
-CHECK_CREDENTIAL = "-p LoadCredential=data.key:/etc/vitalgate/credentials/data.key"
+CHECK_CREDENTIAL = "-p LoadCredentialEncrypted=data.key:/etc/vitalgate/credentials/data.key.cred"
 
 
 class SetupError(GatewayError):
@@ -91,7 +92,7 @@ def _parents(path: Path) -> None:
 def _run(*cmd: str) -> None:
     if shutil.which(cmd[0]) is None:
         raise SetupError(f"{cmd[0]} is not installed: this step needs systemd (Debian: apt-get install systemd)")
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
     if result.returncode != 0:
         raise SetupError(f"`{' '.join(cmd)}` failed: {(result.stderr or result.stdout).strip()}")
 
@@ -115,7 +116,8 @@ def plan(root: Path, executable: Path) -> list[Step]:
     state = root / "var/lib/vitalgate"
     sysusers = root / "etc/sysusers.d/vitalgate.conf"
     config = etc / "vitalgate.toml"
-    key = creds / "data.key"
+    key = creds / "data.key.cred"  # sealed by systemd-creds; the unit's LoadCredentialEncrypted= opens it
+    plain_key = creds / "data.key"  # an operator's own (older) set-up: kept as it is
     unit = root / "etc/systemd/system" / UNIT
     wants = root / "etc/systemd/system/multi-user.target.wants" / UNIT
     on_host = root == Path("/")
@@ -147,7 +149,7 @@ def plan(root: Path, executable: Path) -> list[Step]:
 
     def new_key() -> None:
         _parents(key)
-        create_key_file(key)  # mode 0600, never over an existing file
+        seal_new_key(key)
         _set_mode(key, 0o600, (0, 0))
 
     def enable() -> None:
@@ -180,9 +182,10 @@ def plan(root: Path, executable: Path) -> list[Step]:
             write(config, _config_text(), 0o640, "root", USER),
         ),
         Step(
-            f"{key} is the AES-256 data key that seals every queued reading (back it up)",
-            "create it (mode 0600, root's)",
-            key.exists,
+            f"{key} is the AES-256 data key that seals every queued reading, itself encrypted by systemd-creds "
+            "(bound to the TPM2 where the box has one, else to this machine's host key), never in the clear on disk",
+            "create it (mode 0600, root's); back the key up off the box (README: Threat model)",
+            lambda: key.exists() or plain_key.exists(),
             new_key,
         ),
         Step(
@@ -199,6 +202,28 @@ def plan(root: Path, executable: Path) -> list[Step]:
         ),
     ]
     return steps
+
+
+def seal_new_key(out: Path) -> None:
+    """A new data key, sealed with `systemd-creds encrypt` into `out`; the plain key exists only on a tmpfs
+    (/dev/shm or /run) for the moment it takes, so it never reaches the data disk."""
+    if shutil.which("systemd-creds") is None:
+        raise SetupError(
+            "systemd-creds is missing (systemd 250 or newer, e.g. Debian 12 / Raspberry Pi OS bookworm): the data "
+            "key is stored only encrypted; install systemd, or create and seal the key by hand (README: key custody)"
+        )
+    ram = next((d for d in ("/dev/shm", "/run") if os.access(d, os.W_OK)), None)
+    with tempfile.TemporaryDirectory(prefix="vitalgate-key.", dir=ram) as tmp:
+        plain = Path(tmp) / "data.key"
+        create_key_file(plain)
+        try:
+            _run("systemd-creds", "encrypt", "--name=data.key", str(plain), str(out))
+        finally:
+            size = plain.stat().st_size
+            with open(plain, "r+b") as f:  # overwrite before unlinking, in case the folder is not a tmpfs
+                f.write(b"\0" * size)
+                f.flush()
+                os.fsync(f.fileno())
 
 
 def notes(root: Path) -> list[str]:

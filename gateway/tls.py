@@ -10,7 +10,9 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-__all__ = ["tls_client_context"]
+__all__ = ["TLS12_CIPHERS", "tls_client_context"]
+
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
 
 
 def tls_client_context(
@@ -19,6 +21,8 @@ def tls_client_context(
     """A verifying client context, TLS >= 1.2; `cert_file` (+ `key_file`) for a client certificate."""
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file) if ca_file else None)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # TLS 1.2 suites: forward-secret ECDHE with AEAD only (no CBC, no finite-field DHE); TLS 1.3's are all AEAD.
+    ctx.set_ciphers(TLS12_CIPHERS)
     ctx.check_hostname = True
     ctx.verify_mode = ssl.CERT_REQUIRED
     if cert_file is not None:

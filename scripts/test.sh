@@ -13,7 +13,7 @@ fi
 cd "$root"
 # systemd: systemd-analyze, for the unit file tests (verify, security exposure); procps: /bin/kill, which the
 # unit's ExecReload= names and `systemd-analyze verify` checks (every full Debian has it, a minimal root not)
-"$root/scripts/bootstrap.sh" test mosquitto mosquitto-clients systemd procps
+"$root/scripts/bootstrap.sh" test mosquitto mosquitto-clients systemd procps clevis tang
 .venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest -q "$@"

@@ -31,7 +31,7 @@ def test_relative_key_file_is_next_to_the_config_like_state_dir(tmp_path: Path) 
     folder = tmp_path / "etc"
     folder.mkdir()
     cfg = folder / "vg.toml"
-    cfg.write_text('[gateway]\nstate_dir = "state"\nkey_file = "data.key"\n')
+    cfg.write_text('[gateway]\nstate_dir = "state"\nkey_file = "data.key"\n[output.file]\nallow_plaintext = true\nretention_days = 7\n')
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     assert load_config(cfg).key_file == str(folder / "data.key")
@@ -49,7 +49,7 @@ def test_relative_key_file_is_next_to_the_config_like_state_dir(tmp_path: Path) 
     (folder / "data.key").unlink()
     check = vitalgate("check-config", "--config", "etc/vg.toml", cwd=tmp_path)
     assert (check.returncode, check.stderr.strip()) == (3, f"vitalgate: {folder / 'data.key'}: does not exist")
-    cfg.write_text(cfg.read_text() + "typo = 1\n")
+    cfg.write_text(cfg.read_text().replace('key_file = "data.key"\n', 'key_file = "data.key"\ntypo = 1\n'))
     check = vitalgate("check-config", "--config", "etc/vg.toml", cwd=tmp_path)
     expected = f"vitalgate: config error: {cfg}: gateway.typo: unknown key (typo?)"
     assert (check.returncode, check.stderr.strip()) == (2, expected)
@@ -83,7 +83,7 @@ def test_check_config_reports_every_problem_at_once(tmp_path: Path) -> None:
     assert lines[6].startswith("  devices[0].driver: unknown driver 'nope'; available: ")  # the list grows
     assert lines[:6] + lines[7:] == [
         f"vitalgate: config error: {cfg}: 7 problems:",
-        "  gateway.id: use letters, digits, '-', '_' or '.' (it appears in topics and FHIR ids)",
+        "  gateway.id: use ASCII letters, digits, '-', '_' or '.' (it appears in topics and FHIR ids)",
         "  gateway.timezone: unknown time zone 'Mars/Olympus' (use an IANA name such as America/Chicago)",
         "  queue.batch_size: expected int, got float 100.5",
         "  queue.batchsize: unknown key (typo?)",
@@ -113,7 +113,7 @@ def test_batch_size_must_be_a_whole_number(tmp_path: Path) -> None:
 def key_and_config(tmp_path: Path, body: str) -> Path:
     create_key_file(tmp_path / "data.key")
     cfg = tmp_path / "vg.toml"
-    cfg.write_text(f'[gateway]\nkey_file = "data.key"\n{body}')
+    cfg.write_text(f'[gateway]\nkey_file = "data.key"\n{body}\n[output.file]\nallow_plaintext = true\nretention_days = 7\n')
     return cfg
 
 

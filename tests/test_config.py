@@ -48,7 +48,7 @@ def test_example_config_documents_every_key_and_parses() -> None:
 @pytest.mark.parametrize(
     ("toml", "key", "problem"),
     [
-        ('[gateway]\nid = "bad id!"', "gateway.id", "use letters"),
+        ('[gateway]\nid = "bad id!"', "gateway.id", "use ASCII letters"),
         ("[gateway]\nclock_tolerance_seconds = 0", "gateway.clock_tolerance_seconds", "at least 1"),
         ('[gateway]\ntimezone = "Mars/Olympus"', "gateway.timezone", "unknown time zone"),
         ("[gateway]\ntest_data = 1", "gateway.test_data", "expected bool"),

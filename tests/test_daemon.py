@@ -33,6 +33,9 @@ def write_config(tmp_path: Path, count: int, extra: str = "") -> Path:
 id = "gw-e2e"
 state_dir = "state"
 key_file = "{key}"
+[output.file]
+allow_plaintext = true
+retention_days = 1
 [queue]
 retry_initial_seconds = 0.05
 retry_max_seconds = 0.5

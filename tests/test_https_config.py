@@ -59,6 +59,7 @@ method = "private_key_jwt"
 token_url = "https://auth.example/token"
 client_id = "gw-1"
 private_key_file = "{pki.ec_key_file}"
+key_id = "gw-1-2026"
 algorithm = "ES384"
 credential_expires = 2027-02-01
 """
@@ -118,6 +119,7 @@ def test_secret_file_permissions_checked_at_startup(pki: Pki) -> None:
 
 def test_private_key_must_fit_algorithm(pki: Pki) -> None:
     auth = {"method": "private_key_jwt", "client_secret_file": None, "private_key_file": str(pki.rsa_key_file)}
+    auth["key_id"] = "k1"
     data = section(pki, auth=auth)
     data["auth"] = {k: v for k, v in data["auth"].items() if v is not None} | {"algorithm": "ES384"}
     with pytest.raises(ConfigError) as info:

@@ -31,8 +31,7 @@ def test_outcome_summary_literal() -> None:
         ],
     }
     assert outcome_summary(outcome, "HTTP 422") == (
-        "HTTP 422: error invalid: Observation.subject: '…' not found; value # out of range"
-        " at Bundle.entry[#].resource.subject"
+        "HTTP 422: error invalid (server text not kept) at Bundle.entry[#].resource.subject"
     )
 
 
@@ -80,6 +79,26 @@ def test_outcome_summary_drops_unquoted_references_and_identifiers() -> None:
         ],
     }
     assert outcome_summary(outcome, "HTTP 400") == (
-        "HTTP 400: error not-found: Resource Patient/… not found, specified in path: Observation.subject; "
-        "error duplicate: Multiple matches for identifier …"
+        "HTTP 400: error not-found (server text not kept); error duplicate (server text not kept)"
     )
+
+
+def test_attack_server_echoing_a_patient_name_in_diagnostics_keeps_none_of_it() -> None:
+    """A compromised or careless server echoes PHI in words (issue 11): a name passes any scrubber, so
+    only the structured parts (severity, code, expression) are kept."""
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error",
+                "code": "business-rule",
+                "diagnostics": "Jane Margaret Doe born in March has no active enrolment at Riverside clinic",
+                "details": {"text": "Doe, Jane: enrolment ended"},
+                "expression": ["Observation.subject"],
+            }
+        ],
+    }
+    summary = outcome_summary(outcome, "HTTP 422")
+    assert summary == "HTTP 422: error business-rule (server text not kept) at Observation.subject"
+    for word in ("Jane", "Doe", "Margaret", "March", "Riverside", "enrolment"):
+        assert word not in summary

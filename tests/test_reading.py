@@ -72,3 +72,12 @@ def test_reading_needs_aware_receive_time_and_a_measurement() -> None:
     with pytest.raises(ValueError, match="at least one"):
         replace(bp(), measurements=())
     assert bp().received_at.tzinfo is UTC
+
+
+def test_idempotency_key_survives_the_queue_codec_for_whole_number_values() -> None:
+    """A meter's 104 mg/dL (int) comes back from the queue as 104.0: same key, or duplicate look-up and the
+    re-tagging of `keys rotate --retire` would miss it."""
+    from gateway.codec import decode_reading, encode_reading
+
+    r = bp(systolic=128, diastolic=82, pulse=71)
+    assert decode_reading(encode_reading(r)).idempotency_key == r.idempotency_key

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -78,7 +79,7 @@ def test_setup_creates_user_folders_config_key_unit_then_a_second_run_changes_no
         "etc/vitalgate": (0o750, "root:svc"),
         "etc/vitalgate/vitalgate.toml": (0o640, "root:svc"),
         "etc/vitalgate/credentials": (0o700, "root"),
-        "etc/vitalgate/credentials/data.key": (0o600, "root"),
+        "etc/vitalgate/credentials/data.key.cred": (0o600, "root"),
         "var/lib/vitalgate": (0o700, "svc"),
     }
     for rel, (mode, who) in expected.items():
@@ -95,7 +96,18 @@ def test_setup_creates_user_folders_config_key_unit_then_a_second_run_changes_no
         config.replace('key_file = "credential:data.key"', 'key_file = "/etc/vitalgate/data.key"')
         == (ROOT / "config/vitalgate.example.toml").read_text()
     )
-    assert len(KeyRing.load(str(tmp_path / "etc/vitalgate/credentials/data.key")).tag("x")) > 0
+    # The key is stored only sealed (systemd-creds); what systemd hands the service at start is a working key.
+    sealed = tmp_path / "etc/vitalgate/credentials/data.key.cred"
+    assert not (tmp_path / "etc/vitalgate/credentials/data.key").exists()
+    opened = tmp_path / "opened"
+    opened.mkdir(mode=0o700)
+    subprocess.run(
+        ["systemd-creds", "decrypt", "--name=data.key", str(sealed), str(opened / "data.key")], check=True, timeout=60
+    )
+    ring = KeyRing.load(str(opened / "data.key"))
+    secret = (opened / "data.key").read_text().splitlines()[-1].split()[1]
+    assert secret.encode() not in sealed.read_bytes() and len(ring.tag("x")) > 0
+    shutil.rmtree(opened)
     unit = (tmp_path / "etc/systemd/system/vitalgate.service").read_text()
     assert f"ExecStart={EXE} run --config /etc/vitalgate/vitalgate.toml" in unit
     wants = tmp_path / "etc/systemd/system/multi-user.target.wants/vitalgate.service"
@@ -114,7 +126,7 @@ def test_setup_keeps_the_operators_files_and_corrects_a_loose_folder(
     setup(tmp_path, capsys)
     config = tmp_path / "etc/vitalgate/vitalgate.toml"
     config.write_text("# edited by the operator\n")
-    key = tmp_path / "etc/vitalgate/credentials/data.key"
+    key = tmp_path / "etc/vitalgate/credentials/data.key.cred"
     key_before = key.read_bytes()
     os.chmod(tmp_path / "etc/vitalgate/credentials", 0o755)
     out = setup(tmp_path, capsys)

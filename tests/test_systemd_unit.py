@@ -69,5 +69,7 @@ def test_required_settings_present() -> None:
     ):
         assert required in lines, required
     assert any(line.startswith("WatchdogSec=") for line in lines)
-    assert any(line.startswith("LoadCredential=data.key:") for line in lines)
+    assert any(line.startswith("LoadCredentialEncrypted=data.key:") for line in lines)  # never plain on disk
+    assert any(line.startswith("MemoryMax=") for line in lines)
+    assert any(line.startswith("TasksMax=") for line in lines)
     assert "PrivateDevices=yes" not in lines  # it would hide the serial ports

@@ -161,6 +161,25 @@ class BleakSession:
         except BleError as exc:
             raise BlePairingError("pairing failed") from exc
 
+    async def bonded_and_encrypted(self) -> bool:
+        """Asked of the client backend: our Bumble backend knows the link's encryption and the bond store.
+        BlueZ (bleak's Linux backend) exposes the bond as the device's `Paired` property (read through bleak's
+        BlueZ manager) and encrypts links to bonded LE devices; bleak has no public call for link encryption."""
+        backend: Any = getattr(self._client, "_backend", None)
+        probe = getattr(backend, "bonded_and_encrypted", None)
+        if callable(probe):
+            return bool(await probe())
+        path = getattr(backend, "_device_path", None)
+        if isinstance(path, str):  # BlueZ (not testable on this machine: no BlueZ daemon here)
+            try:
+                from bleak.backends.bluezdbus.manager import get_global_bluez_manager
+
+                manager = await get_global_bluez_manager()
+                return bool(manager.is_paired(path))
+            except Exception:  # no BlueZ after all: not proven bonded
+                return False
+        return False
+
     async def wait_disconnected(self, timeout: float | None = None) -> bool:
         try:
             async with asyncio.timeout(timeout):

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from pathlib import Path
 from typing import Any
 
 from drivers.ble import runtime
@@ -65,11 +66,24 @@ def cmd_pair(args: argparse.Namespace) -> int:
         from gateway.patients import binding_patient
 
         binding_patient(args.patient, key="--patient")  # refuse a bad patient before bonding, not after
+    if passkey is not None:
+        print("vitalgate: --passkey is visible to other users (ps); prefer --passkey-file FILE or -", file=sys.stderr)
+    if args.passkey_file:
+        text = sys.stdin.readline() if args.passkey_file == "-" else Path(args.passkey_file).read_text()
+        if not text.strip().isdigit():
+            print("vitalgate: the passkey file must hold the 6-digit passkey", file=sys.stderr)
+            return 2
+        passkey = int(text.strip())
 
     async def provider() -> int | None:
         return passkey if passkey is not None else await _ask_passkey()
 
     runtime.set_passkey_provider(provider)
+    from gateway.config import load_config
+    from gateway.errors import ConfigError
+
+    with contextlib.suppress(ConfigError):  # no config yet: bonds go beside the working directory
+        runtime.set_state_dir(load_config(Path(args.config)).state_dir)
 
     async def go() -> None:
         session = await runtime.get_transport().connect(args.address, timeout=args.timeout, pair=True)
@@ -136,6 +150,7 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--patient", help="bind the device (and --user slot) to this patient after bonding")
     p.add_argument("--user", type=int, help="user slot on a multi-user device")
     p.add_argument("--passkey", type=int, help="passkey shown on the device (asked for when needed)")
+    p.add_argument("--passkey-file", metavar="FILE", help="read the passkey from FILE, or from stdin with -")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the device (default 30)")
     p.add_argument("--config", default=str(DEFAULT_PATH), help=f"config file (default {DEFAULT_PATH})")
     p.set_defaults(fn=cmd_pair)

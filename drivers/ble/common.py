@@ -15,13 +15,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import partial
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import structlog
 
 from drivers.base import DeviceContext
 from drivers.ble.runtime import get_transport
-from drivers.ble.transport import BleError, BleNotFoundError, BleSession, BleTimeoutError, BleTransport
+from drivers.ble.transport import (
+    BleError,
+    BleNotFoundError,
+    BlePairingError,
+    BleSession,
+    BleTimeoutError,
+    BleTransport,
+)
 from drivers.errors import DeviceProtocolError
 from drivers.gatt import battery, device_info, uuids
 from drivers.gatt import current_time as gatt_time
@@ -31,6 +38,7 @@ from gateway.reading import DeviceIdentity, Reading
 __all__ = [
     "BleDriver",
     "BleOptions",
+    "BoundedFrames",
     "FrameSink",
     "check_clock",
     "collect_frames",
@@ -44,6 +52,33 @@ __all__ = [
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
+# Bounds on what a device can make us hold (issue 11): frames waiting for the session (a notification flood
+# from a spoofed or broken device) and readings taken in one session.
+MAX_QUEUED_FRAMES = 512
+DEFAULT_MAX_READINGS = 500
+
+
+class BoundedFrames(Generic[T]):
+    """The notification callback's side: queue a frame unless `MAX_QUEUED_FRAMES` are already waiting;
+    frames beyond that are dropped and counted (a flood must not grow memory)."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit or MAX_QUEUED_FRAMES
+        self.frames: asyncio.Queue[T] = asyncio.Queue(self.limit)
+        self.dropped = 0
+        self.high_water = 0
+
+    def __call__(self, frame: T) -> None:
+        try:
+            self.frames.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            if self.dropped == 1:
+                log.warning("ble_frame_queue_full", limit=self.limit)
+            return
+        self.high_water = max(self.high_water, self.frames.qsize())
+
+
 _ADDRESS = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}(/[PR])?$")
 
 
@@ -55,6 +90,8 @@ class BleOptions:
     connect_timeout: float = 30.0  # how long one run waits for the device to advertise
     idle_timeout: float = 5.0  # how long a quiet link stays open before the session ends
     simulated: bool = False  # readings come from a simulator: marked as test data
+    max_readings_per_session: int = DEFAULT_MAX_READINGS  # then the session ends (a flooding device)
+    allow_unbonded: bool = False  # take readings over a link not encrypted with a bond (devices that cannot bond)
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> BleOptions:
@@ -63,10 +100,22 @@ class BleOptions:
             connect_timeout=float(options.get("connect_timeout", 30.0)),
             idle_timeout=float(options.get("idle_timeout", 5.0)),
             simulated=bool(options.get("simulated", False)),
+            max_readings_per_session=int(options.get("max_readings_per_session", DEFAULT_MAX_READINGS)),
+            allow_unbonded=bool(options.get("allow_unbonded", False)),
         )
 
 
-_KNOWN = {"driver", "name", "poll_seconds", "address", "connect_timeout", "idle_timeout", "simulated"}
+_KNOWN = {
+    "driver",
+    "name",
+    "poll_seconds",
+    "address",
+    "connect_timeout",
+    "idle_timeout",
+    "simulated",
+    "max_readings_per_session",
+    "allow_unbonded",
+}
 
 
 def validate_options(options: Mapping[str, Any], where: str, extra: frozenset[str] = frozenset()) -> None:
@@ -77,8 +126,12 @@ def validate_options(options: Mapping[str, Any], where: str, extra: frozenset[st
         value = options.get(key, 1.0)
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
             raise ConfigError(where, key, "must be a number of seconds in (0, 3600]")
-    if not isinstance(options.get("simulated", False), bool):
-        raise ConfigError(where, "simulated", "must be true or false")
+    for key in ("simulated", "allow_unbonded"):
+        if not isinstance(options.get(key, False), bool):
+            raise ConfigError(where, key, "must be true or false")
+    cap = options.get("max_readings_per_session", DEFAULT_MAX_READINGS)
+    if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 100_000:
+        raise ConfigError(where, "max_readings_per_session", "must be a whole number between 1 and 100000")
     unknown = set(options) - _KNOWN - extra
     if unknown:
         raise ConfigError(where, sorted(unknown)[0], "unknown option for a BLE device")
@@ -187,19 +240,24 @@ async def collect_frames(
     *,
     idle_timeout: float,
     source: str,
+    max_readings: int = DEFAULT_MAX_READINGS,
 ) -> int:
-    """Subscribe to `uuid` and commit every frame until the device disconnects or goes quiet."""
-    frames: asyncio.Queue[bytes] = asyncio.Queue()
-    await session.subscribe(uuid, frames.put_nowait)
+    """Subscribe to `uuid` and commit every frame until the device disconnects, goes quiet, or has sent
+    `max_readings` in this session (then the caller disconnects: a flooding device gets no more)."""
+    sink: BoundedFrames[bytes] = BoundedFrames()
+    await session.subscribe(uuid, sink)
     accepted = 0
-    while True:
+    while accepted < max_readings:
         try:
-            raw = await next_frame(session, frames, idle_timeout, "measurement")
+            raw = await next_frame(session, sink.frames, idle_timeout, "measurement")
         except BleTimeoutError:
             break  # quiet: the device has nothing more
         if raw is None:
             break
         accepted += await handle_frame(ctx, raw, to_reading, source)
+    else:
+        log.warning("ble_session_reading_cap", source=source, limit=max_readings)
+    log.info("ble_frame_queue", source=source, high_water=sink.high_water, dropped=sink.dropped, limit=sink.limit)
     return accepted
 
 
@@ -253,6 +311,14 @@ class BleDriver:
         except BleNotFoundError:
             return  # not advertising: nothing measured since last time
         try:
+            if not opts.allow_unbonded and not await session.bonded_and_encrypted():
+                # Anyone can answer at a bound address; a bond (its keys, made by `vitalgate pair`) cannot be
+                # spoofed. Nothing is read from this device in this session.
+                log.warning("ble_device_not_bonded", driver=self.name)
+                raise BlePairingError(
+                    "device is not bonded or the link is not encrypted: run `vitalgate pair ADDRESS`, "
+                    "or set allow_unbonded = true for a device that cannot bond"
+                )
             identity = await read_identity(session, self.name)
             offset = await check_clock(session, ctx.clock_tolerance, tz=ctx.local_tz)
             await log_battery(session, self.name)

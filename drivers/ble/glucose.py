@@ -20,7 +20,7 @@ from typing import ClassVar, Literal
 import structlog
 
 from drivers.base import DeviceContext
-from drivers.ble.common import BleDriver, BleOptions, next_frame, received_now
+from drivers.ble.common import BleDriver, BleOptions, BoundedFrames, next_frame, received_now
 from drivers.ble.transport import BleSession, BleTimeoutError
 from drivers.errors import DeviceProtocolError
 from drivers.gatt import glucose, racp, uuids
@@ -43,6 +43,9 @@ def checkpoint_name(identity: DeviceIdentity) -> str:
     return f"{CHECKPOINT}:{identity.key}"
 
 
+GLUCOSE_MAX_QUEUED_FRAMES = 8192
+
+
 class GlucoseDriver(BleDriver):
     name: ClassVar[str] = "ble-glucose"
     description: ClassVar[str] = "Bluetooth LE glucose meter (Glucose Service 0x1808, RACP record sync, bonded)"
@@ -55,11 +58,14 @@ class GlucoseDriver(BleDriver):
         offset: timedelta | None,
         opts: BleOptions,
     ) -> None:
-        frames: asyncio.Queue[Frame] = asyncio.Queue()
-        await session.subscribe(uuids.GLUCOSE_MEASUREMENT, lambda b: frames.put_nowait(("measurement", b)))
+        # Bounded, but above what a meter stores (records + contexts: a few thousand frames of < 20 bytes):
+        # a flooding meter cannot grow memory, an honest one loses nothing.
+        sink: BoundedFrames[Frame] = BoundedFrames(GLUCOSE_MAX_QUEUED_FRAMES)
+        frames = sink.frames
+        await session.subscribe(uuids.GLUCOSE_MEASUREMENT, lambda b: sink(("measurement", b)))
         if session.has(uuids.GLUCOSE_MEASUREMENT_CONTEXT):
-            await session.subscribe(uuids.GLUCOSE_MEASUREMENT_CONTEXT, lambda b: frames.put_nowait(("context", b)))
-        await session.subscribe(uuids.RECORD_ACCESS_CONTROL_POINT, lambda b: frames.put_nowait(("racp", b)))
+            await session.subscribe(uuids.GLUCOSE_MEASUREMENT_CONTEXT, lambda b: sink(("context", b)))
+        await session.subscribe(uuids.RECORD_ACCESS_CONTROL_POINT, lambda b: sink(("racp", b)))
 
         sync = racp.RacpSync(racp.parse_checkpoint(await ctx.checkpoint(checkpoint_name(identity))))
         await session.write(uuids.RECORD_ACCESS_CONTROL_POINT, sync.request())

@@ -63,7 +63,13 @@ class IndicatingDriver(BleDriver):
             return parse(raw, identity, received_now(), offset, opts.simulated)
 
         count = await collect_frames(
-            session, ctx, self.measurement, to_reading, idle_timeout=opts.idle_timeout, source=source
+            session,
+            ctx,
+            self.measurement,
+            to_reading,
+            idle_timeout=opts.idle_timeout,
+            source=source,
+            max_readings=opts.max_readings_per_session,
         )
         # A poll that found nothing new is routine (about once a second per device): debug, not info.
         (log.info if count else log.debug)("ble_session_done", driver=self.name, readings=count)

@@ -4,7 +4,8 @@ One adapter serves every device, so the transport is process-wide. By default th
 platform backend (BlueZ on the Pi). Tests and `vitalgate demo` install a `BleakTransport` over our Bumble
 backend with `use_transport`. Setting `VITALGATE_BLE_HCI` (a Bumble transport name such as
 `tcp-client:127.0.0.1:7770`, `usb:0` or `serial:/dev/ttyACM0`) makes the default the Bumble backend over
-that HCI instead, with bonds kept in `VITALGATE_BLE_KEYSTORE` (default `./vitalgate-ble-bonds.json`).
+that HCI instead, with bonds kept in `VITALGATE_BLE_KEYSTORE` (default `ble-bonds.json`; a relative name
+resolves against the gateway's state folder set with `set_state_dir`, not the working directory).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from drivers.ble.transport import BleTransport
@@ -25,6 +27,21 @@ PasskeyProvider = Callable[[], Awaitable[int | None]]
 
 _transport: BleTransport | None = None
 _passkey: PasskeyProvider | None = None
+_state_dir: Path | None = None
+
+
+def set_state_dir(path: Path) -> None:
+    """The gateway's state folder (config `gateway.state_dir`): where a relative bond store lives."""
+    global _state_dir
+    _state_dir = path
+
+
+def keystore_path() -> Path:
+    """The Bumble backend's bond store: `VITALGATE_BLE_KEYSTORE`, relative names under the state folder."""
+    path = Path(os.environ.get(KEYSTORE_ENV, "ble-bonds.json"))
+    if path.is_absolute():
+        return path
+    return (_state_dir or Path.cwd()) / path
 
 
 def use_transport(transport: BleTransport) -> None:
@@ -59,7 +76,7 @@ def get_transport() -> BleTransport:
             backend: Any = importlib.import_module("simulators.ble.bleak_bumble")
             hub = backend.BumbleHub(
                 hci_transport=hci,
-                keystore_path=os.environ.get(KEYSTORE_ENV, "vitalgate-ble-bonds.json"),
+                keystore_path=str(keystore_path()),
                 passkey=_provide_passkey,
             )
             from drivers.ble.stack import hci_hint

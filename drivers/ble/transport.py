@@ -140,6 +140,10 @@ class BleSession(Protocol):
 
     async def pair(self, *, timeout: float | None = None) -> None: ...
 
+    async def bonded_and_encrypted(self) -> bool:
+        """True when the peer is bonded with this adapter and the link is encrypted with the bond's keys."""
+        ...
+
     async def wait_disconnected(self, timeout: float | None = None) -> bool:
         """True once the link is down; False when `timeout` passed first."""
         ...

@@ -27,6 +27,7 @@ from drivers.errors import DriverError
 from gateway.errors import ConfigError
 
 __all__ = [
+    "LineTooLongError",
     "PortLostError",
     "PortSettings",
     "PortUnavailableError",
@@ -43,6 +44,10 @@ _STOPBITS = {1: serial.STOPBITS_ONE, 1.5: serial.STOPBITS_ONE_POINT_FIVE, 2: ser
 _BYTESIZE = (7, 8)
 _BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 PORT_KEYS = ("port", "baudrate", "parity", "stopbits", "bytesize", "timeout_seconds")
+# Bounds on what a device can make us hold (issue 11): the longest line any supported meter sends is far
+# below MAX_LINE; input beyond MAX_BUFFER while nobody reads is dropped and counted.
+MAX_LINE = 4096
+MAX_BUFFER = 64 * 1024
 
 
 class SerialTransportError(DriverError):
@@ -55,6 +60,15 @@ class PortUnavailableError(SerialTransportError):
 
 class PortLostError(SerialTransportError):
     """The port went away while in use (EIO / end of file)."""
+
+
+class LineTooLongError(DriverError):
+    """The device sent `MAX_LINE` bytes without the separator (a flood, or the wrong baud rate); those
+    bytes are discarded, `head` holds the first of them. The session ends; the core reconnects with backoff."""
+
+    def __init__(self, message: str, head: bytes = b"") -> None:
+        super().__init__(message)
+        self.head = head
 
 
 class ReadTimeoutError(SerialTransportError):
@@ -122,6 +136,8 @@ class SerialPort:
         self._serial = handle
         self._fd: int = handle.fileno()
         self._buffer = bytearray()
+        self.dropped = 0  # bytes that arrived while MAX_BUFFER were already waiting
+        self.high_water = 0  # the most bytes ever buffered
         self._readable = asyncio.Event()
         self._lost: BaseException | None = None
         self._loop = asyncio.get_running_loop()
@@ -175,7 +191,14 @@ class SerialPort:
         if not data:
             self._lost = self._lost or EOFError()
             self._loop.remove_reader(self._fd)
+        room = MAX_BUFFER - len(self._buffer)
+        if len(data) > room:
+            if not self.dropped:
+                log.warning("serial_input_dropped", port=self.settings.path, limit=MAX_BUFFER)
+            self.dropped += len(data) - max(room, 0)
+            data = data[: max(room, 0)]
         self._buffer += data
+        self.high_water = max(self.high_water, len(self._buffer))
         self._readable.set()
 
     async def _wait(self, deadline: float) -> None:
@@ -194,15 +217,23 @@ class SerialPort:
     def _deadline(self, idle: float | None) -> float:
         return self._loop.time() + (self.settings.timeout if idle is None else idle)
 
-    async def read_until(self, separator: bytes = b"\n", idle: float | None = None) -> bytes:
-        """Bytes up to and including `separator`; the deadline restarts with every byte received."""
+    async def read_until(self, separator: bytes = b"\n", idle: float | None = None, max_line: int = MAX_LINE) -> bytes:
+        """Bytes up to and including `separator`; the deadline restarts with every byte received.
+
+        `LineTooLongError` after `max_line` bytes without one: those bytes are discarded, so a device that
+        never sends a newline cannot grow memory, and the next line is read normally.
+        """
         while True:
             cut = self._buffer.find(separator)
-            if cut >= 0:
+            if 0 <= cut < max_line:
                 end = cut + len(separator)
                 line = bytes(self._buffer[:end])
                 del self._buffer[:end]
                 return line
+            if len(self._buffer) >= max_line:
+                head = bytes(self._buffer[:256])
+                del self._buffer[:max_line]
+                raise LineTooLongError(f"no line end in {max_line} bytes", head)
             await self._wait(self._deadline(idle))
 
     async def read_exactly(self, count: int, idle: float | None = None) -> bytes:

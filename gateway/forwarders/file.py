@@ -4,11 +4,17 @@ The built-in default when no backend is configured, and the demo's output. One f
 FHIR server with conditional create, it skips a bundle whose identifier it already wrote, so redelivery
 after a crash (written, not yet acked) leaves no duplicate line. Only the newest file can hold such a
 bundle, so only it is scanned at start.
+
+The files are readable FHIR with patient references and values, so the folder and its files are opened
+through `gateway.safefiles` (no symlinks, owner and mode checked on the descriptor), and `vitalgate run`
+accepts this forwarder only with `allow_plaintext = true` and a `retention_days` after which day files are
+deleted (`require_opt_in`). The demo writes readable files on purpose and is not held to that.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,8 +26,11 @@ import orjson
 from gateway.errors import ConfigError
 from gateway.forwarders import ForwarderContext
 from gateway.forwarders.base import Outgoing, PermanentError, RetryableError, SendReport
+from gateway.safefiles import UnsafeFileError, open_folder, open_in
 
-__all__ = ["FileForwarder", "build", "bundle_identifiers"]
+__all__ = ["FileForwarder", "build", "bundle_identifiers", "require_opt_in"]
+
+_KEYS = {"directory", "window", "allow_plaintext", "retention_days"}
 
 
 def bundle_identifiers(bundle: Mapping[str, Any]) -> Iterable[str]:
@@ -37,11 +46,14 @@ def bundle_identifiers(bundle: Mapping[str, Any]) -> Iterable[str]:
 class FileForwarder:
     name = "file"
 
-    def __init__(self, directory: Path, window: int = 500) -> None:
+    def __init__(self, directory: Path, window: int = 500, retention_days: float | None = None) -> None:
         self.directory = directory
         self._window = window
+        self.retention_days = retention_days  # None: keep files (demo, tests); else purge older day files
         self._seen: set[str] = set()
         self._current: Path | None = None
+        self._dir_fd: int | None = None
+        self.purged = 0
 
     @property
     def window(self) -> int:
@@ -49,21 +61,47 @@ class FileForwarder:
 
     async def __aenter__(self) -> Self:
         try:
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise PermanentError(f"cannot create output directory {self.directory}: {exc.strerror}") from None
-        files = sorted(self.directory.glob("bundles-*.ndjson"))
+            self._dir_fd = open_folder(self.directory, create=True)
+        except UnsafeFileError as exc:
+            raise PermanentError(str(exc)) from None
+        self.purge()
+        files = sorted(n for n in os.listdir(self._dir_fd) if _is_day_file(n))
         if files:
-            self._scan(files[-1])
+            self._scan(self.directory / files[-1])
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        return None
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
+
+    def purge(self, now: float | None = None) -> int:
+        """Delete day files older than the retention period; returns how many went."""
+        if self.retention_days is None or self._dir_fd is None:
+            return 0
+        cutoff = time.strftime("%Y%m%d", time.gmtime((now or time.time()) - self.retention_days * 86400))
+        removed = 0
+        for name in os.listdir(self._dir_fd):
+            if _is_day_file(name) and name[8:16] < cutoff:
+                os.unlink(name, dir_fd=self._dir_fd)
+                removed += 1
+        if removed:
+            os.fsync(self._dir_fd)
+            self.purged += removed
+        return removed
+
+    def _open(self, name: str, flags: int) -> int:
+        assert self._dir_fd is not None, "use `async with FileForwarder(...)`"
+        try:
+            return open_in(self._dir_fd, self.directory, name, flags)
+        except UnsafeFileError as exc:
+            raise PermanentError(str(exc)) from None
 
     def _scan(self, path: Path) -> None:
-        with path.open("rb") as f:
+        fd = self._open(path.name, os.O_RDONLY)
+        with os.fdopen(fd, "rb") as f:
             for line in f:
                 try:
                     self._seen.update(bundle_identifiers(orjson.loads(line)))
@@ -75,7 +113,8 @@ class FileForwarder:
         if path != self._current:
             self._current = path
             self._seen.clear()
-            if path.exists():
+            self.purge()
+            if self._dir_fd is not None and path.name in os.listdir(self._dir_fd):
                 self._scan(path)
         return path
 
@@ -86,41 +125,31 @@ class FileForwarder:
             if item.identifier in self._seen:
                 continue
             lines.append(item.body.rstrip(b"\n") + b"\n")
+        fd = self._open(path.name, os.O_RDWR | os.O_CREAT | os.O_APPEND)
         try:
-            created = not path.exists()
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                # A torn line from a crash would glue onto ours: start on a fresh line.
-                if not created and os.fstat(fd).st_size and _last_byte(path) != b"\n":
-                    os.write(fd, b"\n")
-                os.write(fd, b"".join(lines))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if created:
-                _fsync_dir(self.directory)
+            size = os.fstat(fd).st_size
+            # A torn line from a crash would glue onto ours: start on a fresh line.
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                os.write(fd, b"\n")
+            os.write(fd, b"".join(lines))
+            os.fsync(fd)
+            if not size:
+                assert self._dir_fd is not None
+                os.fsync(self._dir_fd)
         except OSError as exc:
             raise RetryableError(f"cannot write {path.name}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
         self._seen.update(item.identifier for item in batch)
         return SendReport(confirmed=frozenset(item.item_id for item in batch))
 
 
-def _last_byte(path: Path) -> bytes:
-    with path.open("rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _is_day_file(name: str) -> bool:
+    return name.startswith("bundles-") and name.endswith(".ndjson") and name[8:16].isdigit()
 
 
 def build(section: Mapping[str, Any], ctx: ForwarderContext) -> FileForwarder:
-    unknown = set(section) - {"directory", "window"}
+    unknown = set(section) - _KEYS
     if unknown:
         raise ConfigError(ctx.config_file, f"output.file.{sorted(unknown)[0]}", "unknown key (typo?)")
     directory = section.get("directory", "outbox")
@@ -129,5 +158,34 @@ def build(section: Mapping[str, Any], ctx: ForwarderContext) -> FileForwarder:
     window = section.get("window", 500)
     if not isinstance(window, int) or isinstance(window, bool) or window < 1:
         raise ConfigError(ctx.config_file, "output.file.window", "expected a positive integer")
+    allow = section.get("allow_plaintext", False)
+    if not isinstance(allow, bool):
+        raise ConfigError(ctx.config_file, "output.file.allow_plaintext", "expected true or false")
+    retention = section.get("retention_days")
+    if retention is not None and (
+        isinstance(retention, bool) or not isinstance(retention, int | float) or not 0 < retention <= 3650
+    ):
+        raise ConfigError(ctx.config_file, "output.file.retention_days", "expected days between 0 and 3650")
     path = Path(directory)
-    return FileForwarder(path if path.is_absolute() else ctx.state_dir / path, window)
+    return FileForwarder(
+        path if path.is_absolute() else ctx.state_dir / path,
+        window,
+        None if retention is None else float(retention),
+    )
+
+
+def require_opt_in(section: Mapping[str, Any], config_file: str) -> None:
+    """`vitalgate run` with the file forwarder: readable PHI on the gateway's disk only when asked for, and
+    never kept forever."""
+    if section.get("allow_plaintext") is not True:
+        raise ConfigError(
+            config_file,
+            "output.file.allow_plaintext",
+            "the file forwarder writes readable FHIR (patient references, values) to the gateway's disk; "
+            'configure a backend ([output] forwarder = "mqtt" or "https"), or set allow_plaintext = true '
+            "with retention_days in [output.file] if local files are really wanted",
+        )
+    if section.get("retention_days") is None:
+        raise ConfigError(
+            config_file, "output.file.retention_days", "required with allow_plaintext: days before files are deleted"
+        )

@@ -22,6 +22,7 @@ accepts that.
 
 from __future__ import annotations
 
+import os
 import re
 import ssl
 from collections.abc import Mapping, Sequence
@@ -102,14 +103,17 @@ def _strings(value: Any) -> list[str]:
 
 
 def outcome_summary(outcome: Any, fallback: str) -> str:
-    """`severity code: diagnostics [at expression]` for the first issues, scrubbed of PHI."""
+    """`severity code [at expression]` for the first issues, scrubbed of PHI.
+
+    The server's free text (`diagnostics`, `details.text`) is never kept: it can echo anything, a
+    patient's name included, and no scrubber can tell a name from a word. It would land in the log, in
+    `vitalgate status` and in the quarantine reason, which is stored in the clear."""
     parts: list[str] = []
     for issue in _issues(outcome)[:3]:
         text = f"{_scrub(str(issue.get('severity', '?')), 16)} {_scrub(str(issue.get('code', '?')), 24)}"
         details = issue.get("details")
-        detail = issue.get("diagnostics") or (details.get("text") if isinstance(details, Mapping) else None)
-        if isinstance(detail, str) and detail:
-            text += ": " + _scrub(detail)
+        if issue.get("diagnostics") or (isinstance(details, Mapping) and details.get("text")):
+            text += " (server text not kept)"
         where = _strings(issue.get("expression")) or _strings(issue.get("location"))
         if where:
             text += f" at {_scrub(where[0], 60)}"
@@ -257,9 +261,13 @@ class HttpsForwarder:
             timeout=httpx.Timeout(self.settings.timeout_seconds),
             follow_redirects=False,  # a redirect could carry the bearer token elsewhere
             headers={"Accept": FHIR_JSON},
+            trust_env=False,  # no HTTPS_PROXY / .netrc from the environment: PHI goes where the config says
         )
 
     async def __aenter__(self) -> Self:
+        proxies = sorted(k for k in os.environ if k.lower() in ("https_proxy", "http_proxy", "all_proxy"))
+        if proxies:
+            log.warning("https_proxy_ignored", variables=proxies, detail="VitalGate connects directly to base_url")
         self._client = self._new_client()
         if self._token_ssl is not None:
             self._token_client = self._new_client(self._token_ssl)
@@ -507,6 +515,8 @@ def _auth_settings(data: Any, file: str) -> OAuthSettings | None:
         credential_expires=expires,
         expiry_warning_days=int(sec.number("expiry_warning_days", 14, 0, 365)),
     )
+    if settings.method == "private_key_jwt" and not settings.key_id:
+        raise sec.error("key_id", "required with private_key_jwt (SMART Backend Services: the registered key's kid)")
     try:
         TokenSource(settings)  # reads and checks the secret now: fail at startup, not at the first send
     except GatewayError as exc:

@@ -140,6 +140,8 @@ def _topic(section: _Section, key: str, default: str, gateway_id: str) -> str:
         raise section.fail(key, f"bad template ({exc})") from None
     if not topic or any(c in topic for c in "+#\0") or len(topic.encode()) > 65535:
         raise section.fail(key, "topic must be non-empty, without wildcards (+ #) or NUL")
+    if topic.startswith("$"):
+        raise section.fail(key, "topics starting with $ are the broker's own ($SYS/...); choose another")
     return topic
 
 

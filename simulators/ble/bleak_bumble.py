@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from bleak.args import SizedBuffer
@@ -132,7 +135,7 @@ class BumbleHub:
     def _make_keystore(self, device: Device) -> KeyStore:
         if self._keystore_path is None:
             return MemoryKeyStore()
-        return JsonKeyStore(namespace=str(self._address), filename=self._keystore_path)
+        return SafeJsonKeyStore(namespace=str(self._address), filename=self._keystore_path)
 
     async def start_scanning(self) -> Device:
         device = await self.device()
@@ -344,6 +347,11 @@ class BleakClientBumble(BaseBleakClient):
             raise BleakError("Not connected")
         await self._connection.pair()
 
+    async def bonded_and_encrypted(self) -> bool:
+        """The gateway's device-authentication check (drivers.ble.common.BleDriver.run)."""
+        conn = self._connection
+        return conn is not None and bool(conn.is_encrypted) and await self._hub.is_bonded(conn.peer_address)
+
     async def unpair(self) -> None:
         device = await self._hub.device()
         if device.keystore is not None:
@@ -438,3 +446,34 @@ def _parse_address(text: str) -> hci.Address:
     if text.endswith("/P"):
         return hci.Address(text[:-2], hci.Address.PUBLIC_DEVICE_ADDRESS)
     return hci.Address(text, hci.Address.RANDOM_DEVICE_ADDRESS)
+
+
+class SafeJsonKeyStore(JsonKeyStore):
+    """Bumble's JSON bond store, read and written through `gateway.safefiles`: the LTKs and IRKs in it are
+    secrets, so a symlink at its name or at Bumble's fixed `<name>.tmp` is refused, never written through."""
+
+    def __init__(self, namespace: str, filename: str) -> None:
+        super().__init__(namespace, filename)
+        self.filename = Path(os.path.abspath(filename))  # Bumble resolves links here: keep the name itself
+        self.directory_name = self.filename.parent
+
+    async def load(self) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, dict[str, Any]]]:
+        from gateway.safefiles import open_folder, read_private
+
+        path = Path(self.filename)
+        os.close(open_folder(path.parent, create=True))
+        db = json.loads(read_private(path)) if os.path.lexists(path) else {}
+        if self.namespace in db:
+            return (db, db[self.namespace])
+        if self.namespace == self.DEFAULT_NAMESPACE and len(db) == 1:
+            return next(iter(db.items()))
+        key_map: dict[str, dict[str, Any]] = {}
+        db[self.namespace] = key_map
+        return (db, key_map)
+
+    async def save(self, db: dict[str, dict[str, dict[str, Any]]]) -> None:
+        from gateway.safefiles import open_folder, write_atomic
+
+        path = Path(self.filename)
+        os.close(open_folder(path.parent, create=True))
+        write_atomic(path, json.dumps(db, sort_keys=True, indent=4).encode(), private_folder=True)

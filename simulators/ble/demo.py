@@ -59,10 +59,13 @@ async def start_demo_ble(*, measure_every: float | None = 1.5, records: int = 2)
             demo.devices.append(("demo-glucose", "ble-glucose", _options(sim), [(None, "Patient/demo-patient-2")]))
         elif isinstance(sim, BloodPressureCuff):
             bindings: list[tuple[int | None, str]] = [(1, "Patient/demo-patient-1"), (2, "Patient/demo-patient-2")]
-            demo.devices.append(("demo-cuff", "ble-blood-pressure", _options(sim), bindings))
+            # The simulated cuff and scale, like many real ones, cannot bond: accepted explicitly.
+            demo.devices.append(
+                ("demo-cuff", "ble-blood-pressure", {**_options(sim), "allow_unbonded": True}, bindings)
+            )
         else:
             bindings = [(1, "Patient/demo-patient-1"), (2, "Patient/demo-patient-2")]
-            demo.devices.append(("demo-scale", "ble-weight-scale", _options(sim), bindings))
+            demo.devices.append(("demo-scale", "ble-weight-scale", {**_options(sim), "allow_unbonded": True}, bindings))
     if measure_every:
         sims.measure_every(measure_every)
     return demo

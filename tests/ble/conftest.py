@@ -70,6 +70,10 @@ def make_ctx(
         if reached is not None and len(rec.readings) >= reached[0]:
             reached[1].set()
 
+    # The cuff and scale simulators do not bond: accepted explicitly (tests/ble/test_device_auth.py checks
+    # the refusal); the glucose meter is bonded by its fixtures and checked as production does.
+    if driver != "ble-glucose":
+        options.setdefault("allow_unbonded", True)
     dev = DeviceConfig(driver, name, {"driver": driver, **options}, "devices[0]")
     ctx = QueueDeviceContext(queue, dev, timedelta(seconds=tolerance), on_submitted)
     rec = Recorded(ctx)

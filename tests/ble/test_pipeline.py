@@ -76,6 +76,8 @@ def _config(tmp_path: Path, key_file: Path, devices: tuple[DeviceConfig, ...]) -
 
 def _ble_device(driver: str, name: str, address: str) -> DeviceConfig:
     options = {"driver": driver, "address": address, "idle_timeout": 1.0, "connect_timeout": 1.0, "poll_seconds": 0.1}
+    if driver != "ble-glucose":
+        options["allow_unbonded"] = True  # the cuff and scale simulators do not bond; the meter is bonded
     return DeviceConfig(driver, name, options, "devices[0]")
 
 

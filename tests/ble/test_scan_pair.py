@@ -89,6 +89,9 @@ def _write_config(tmp_path: Path, glucose_address: str) -> Path:
 id = "gw-ble-cli"
 state_dir = "state"
 key_file = "{key}"
+[output.file]
+allow_plaintext = true
+retention_days = 1
 [logging]
 format = "json"
 [[devices]]

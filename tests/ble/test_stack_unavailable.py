@@ -72,6 +72,9 @@ def test_run_logs_the_hint_once_then_retries_quietly(tmp_path: Path) -> None:
 id = "gw-nostack"
 state_dir = "state"
 key_file = "{tmp_path / "data.key"}"
+[output.file]
+allow_plaintext = true
+retention_days = 7
 [logging]
 level = "debug"
 format = "json"
