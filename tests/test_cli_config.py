@@ -19,6 +19,10 @@ from gateway.errors import ConfigError
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Local NDJSON output is an explicit opt-in with a retention period (no plaintext PHI left behind by default).
+FILE_OUTPUT = "[output.file]\nallow_plaintext = true\nretention_days = 7\n"
+
+
 def vitalgate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     env["PYTHONPATH"] = str(ROOT)
@@ -31,7 +35,7 @@ def test_relative_key_file_is_next_to_the_config_like_state_dir(tmp_path: Path) 
     folder = tmp_path / "etc"
     folder.mkdir()
     cfg = folder / "vg.toml"
-    cfg.write_text('[gateway]\nstate_dir = "state"\nkey_file = "data.key"\n[output.file]\nallow_plaintext = true\nretention_days = 7\n')
+    cfg.write_text('[gateway]\nstate_dir = "state"\nkey_file = "data.key"\n' + FILE_OUTPUT)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     assert load_config(cfg).key_file == str(folder / "data.key")
@@ -113,7 +117,7 @@ def test_batch_size_must_be_a_whole_number(tmp_path: Path) -> None:
 def key_and_config(tmp_path: Path, body: str) -> Path:
     create_key_file(tmp_path / "data.key")
     cfg = tmp_path / "vg.toml"
-    cfg.write_text(f'[gateway]\nkey_file = "data.key"\n{body}\n[output.file]\nallow_plaintext = true\nretention_days = 7\n')
+    cfg.write_text(f'[gateway]\nkey_file = "data.key"\n{body}\n{FILE_OUTPUT}')
     return cfg
 
 
