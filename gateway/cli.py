@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway import __version__
+from gateway import cli_args as arg
 from gateway.config import DEFAULT_PATH, Config, load_config
 from gateway.crypto import KeyRing, create_key_file, rotate_key_file
 from gateway.errors import ConfigError, GatewayError
@@ -31,8 +32,15 @@ __all__ = ["main"]
 
 T = TypeVar("T")
 
+# Exit codes (README "Exit codes"): 1 a command found nothing to do, 2 config or usage error, 3 key error,
+# 4 queue file damaged or unusable, 5 another daemon holds the state folder, 6 the queue file was replaced or
+# deleted while running, 7 a file or folder could not be read or written, 130 interrupted.
 EXIT_CONFIG = 2
 EXIT_KEY = 3
+EXIT_QUEUE = 4
+EXIT_LOCKED = 5
+EXIT_REPLACED = 6
+EXIT_IO = 7
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -61,14 +69,18 @@ def _check_state(cfg: Config, *, create: bool) -> None:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    KeyRing.load(cfg.key_file)
+    keyring = KeyRing.load(cfg.key_file)
     _check_state(cfg, create=False)
+    from gateway.keycheck import check_queue_file
+
+    queue_summary = check_queue_file(cfg.queue_path, keyring)  # proves the key opens this queue
     # The forwarder's section is validated when it is built (no network I/O): do it here too, or a typo in
     # [output.mqtt] / [output.https] or an unreadable secret only shows at `run`.
     from gateway.forwarders import ForwarderContext, build_forwarder
 
     build_forwarder(cfg.forwarder, cfg.forwarder_options, ForwarderContext(cfg.file, cfg.gateway_id, cfg.state_dir))
     print(f"{cfg.file}: ok ({len(cfg.devices)} devices, forwarder {cfg.forwarder}, queue {cfg.queue_path})")
+    print(f"{cfg.queue_path}: {queue_summary}")
     return 0
 
 
@@ -110,7 +122,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(cfg.log_level, cfg.log_format)
     keyring = KeyRing.load(cfg.key_file)
     _check_state(cfg, create=True)
-    asyncio.run(_run(cfg, keyring))
+    from gateway.statelock import StateLock
+
+    with StateLock(cfg.state_dir):  # one daemon per state folder, for the daemon's whole life
+        asyncio.run(_run(cfg, keyring))
     return 0
 
 
@@ -131,16 +146,19 @@ async def _with_queue(
     audit: Callable[[ReadingQueue], str] | None = None,
 ) -> T:
     """Run `fn` on the queue; operator commands that touch PHI leave an audit entry (no PHI in it)."""
+    from gateway.statelock import admin_lock
+
     cfg = _config(args)
     keyring = KeyRing.load(cfg.key_file)
     _check_state(cfg, create=True)
-    q = await ReadingQueue.open(cfg.queue_path, keyring)
-    try:
-        result = await fn(q)
-        await q.audit(_actor(), args.command, audit(q) if audit else "")
-        return result
-    finally:
-        await q.close()
+    with admin_lock(cfg.state_dir):  # operator commands never interleave; the daemon runs beside them
+        q = await ReadingQueue.open(cfg.queue_path, keyring)
+        try:
+            result = await fn(q)
+            await q.audit(_actor(), args.command, audit(q) if audit else "")
+            return result
+        finally:
+            await q.close()
 
 
 def _patient_ref(patient: str) -> str:
@@ -205,7 +223,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"{'rejected input':12} {rejects} frames kept for review")
     for item_id, reason in quarantined[:20]:
         print(f"  quarantined #{item_id}: {reason}")
+    _print_alarms(_config(args))
     return 0
+
+
+def _print_alarms(cfg: Config) -> None:
+    """The running daemon's alarms, from the snapshot its board keeps in the state folder."""
+    from gateway.alarms import SNAPSHOT_NAME, read_snapshot
+    from gateway.statelock import StateLock
+
+    running = StateLock(cfg.state_dir).held_by_other()
+    alarms = read_snapshot(cfg.state_dir / SNAPSHOT_NAME)
+    print(f"{'daemon':12} {'running' if running else 'not running'}")
+    if alarms and not running:
+        print("  alarms as the daemon left them when it stopped:")
+    for alarm in alarms:
+        print(f"  ALARM {alarm.severity.value} {alarm.code}: {alarm.sentence}")
 
 
 def cmd_requeue(args: argparse.Namespace) -> int:
@@ -269,23 +302,29 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("action", choices=("init", "rotate"))
     k.add_argument("--path", help="key file (default: gateway.key_file from the config)")
     b = add("bind", cmd_bind, "bind a device (and user slot) to a patient")
-    b.add_argument("device", help="Bluetooth address, serial number or System ID (see `vitalgate devices`)")
+    b.add_argument(
+        "device", type=arg.name(), help="Bluetooth address, serial number or System ID (see `vitalgate devices`)"
+    )
     b.add_argument("patient", help="Patient/123, 123, or an identifier system|value")
-    b.add_argument("--user", type=int, help="user slot on a multi-user device")
+    b.add_argument("--user", type=arg.USER_SLOT, help="user slot on a multi-user device (0-254)")
     u = add("unbind", cmd_unbind, "remove a binding")
-    u.add_argument("device")
-    u.add_argument("--user", type=int)
+    u.add_argument("device", type=arg.name())
+    u.add_argument("--user", type=arg.USER_SLOT)
     add("devices", cmd_devices, "list device slots seen and their bindings")
     add("status", cmd_status, "queue counts by state, quarantined rows, rejected input")
     rq = add("requeue", cmd_requeue, "send quarantined readings again (after fixing the backend or config)")
-    rq.add_argument("ids", nargs="*", type=int, help="row ids from `vitalgate status`")
+    rq.add_argument("ids", nargs="*", type=arg.ROW_ID, help="row ids from `vitalgate status`")
     rq.add_argument("--all", action="store_true", help="every quarantined reading")
     a = add("audit", cmd_audit, "who ran which operator command when (bindings, listings)")
-    a.add_argument("--limit", type=int, default=100)
+    a.add_argument("--limit", type=arg.AUDIT_LIMIT, default=100, help="entries to show (1-1000000)")
     add("drivers", cmd_drivers, "list available device drivers", config=False)
     d = add("demo", cmd_demo, "run simulated devices through the whole pipeline (no config, no root)", config=False)
-    d.add_argument("--seconds", type=float, default=10.0, help="how long to run (default 10)")
-    d.add_argument("--out", default="vitalgate-demo", help="state and output folder (default ./vitalgate-demo)")
+    d.add_argument(
+        "--seconds", type=arg.seconds(0, 86400, exclusive_low=True), default=10.0, help="how long to run (default 10)"
+    )
+    d.add_argument(
+        "--out", type=arg.folder, default="vitalgate-demo", help="state and output folder (default ./vitalgate-demo)"
+    )
     d.add_argument("--mqtt", metavar="URL", help="publish to a broker: mqtts://host[:port] (TLS) or mqtt://...")
     d.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate for the broker (default: system CAs)")
     d.add_argument("--mqtt-user", metavar="NAME", help="MQTT user name")
@@ -312,10 +351,20 @@ def _simulators(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     text = "run simulated devices: a serial one on a pty, or BLE ones (ble-*) on an adapter served over TCP"
     p = sub.add_parser("simulate", help=text, description=text)
     p.add_argument("device", nargs="+", choices=[*sorted(SIMULATORS), *BLE_SIMULATORS], help="what to simulate")
-    p.add_argument("--records", type=int, help="stored readings (default: serial 20, BLE 3)")
+    p.add_argument("--records", type=arg.integer(0, 100_000), help="stored readings (default: serial 20, BLE 3)")
     p.add_argument("--link", type=Path, help="serial: also expose the pty under this symlink path")
-    p.add_argument("--clock-offset", type=float, default=0.0, help="serial: meter clock minus real clock, s")
-    p.add_argument("--interval", type=float, default=10.0, help="serial scale: seconds between weigh-ins")
+    p.add_argument(
+        "--clock-offset",
+        type=arg.signed_seconds(10 * 366 * 86400),
+        default=0.0,
+        help="serial: meter clock minus real clock, s",
+    )
+    p.add_argument(
+        "--interval",
+        type=arg.seconds(0, 86400, exclusive_low=True),
+        default=10.0,
+        help="serial scale: seconds between weigh-ins",
+    )
     add_ble_simulate_arguments(p)
 
     def run(args: argparse.Namespace) -> int:
@@ -353,9 +402,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except GatewayError as exc:
         print(f"vitalgate: {exc}", file=sys.stderr)
-        return EXIT_KEY
+        return _exit_code(exc)
+    except OSError as exc:  # e.g. `keys init --path /proc/vg.key`: the file system said no
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"vitalgate: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_IO
     except KeyboardInterrupt:
         return 130
+
+
+def _exit_code(exc: GatewayError) -> int:
+    from gateway.keycheck import QueueFileError
+    from gateway.statelock import QueueReplacedError, StateLockedError
+
+    codes: tuple[tuple[type[GatewayError], int], ...] = (
+        (QueueFileError, EXIT_QUEUE),
+        (StateLockedError, EXIT_LOCKED),
+        (QueueReplacedError, EXIT_REPLACED),
+    )
+    return next((code for kind, code in codes if isinstance(exc, kind)), EXIT_KEY)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ setting must not silently fall back to a default.
 
 from __future__ import annotations
 
+import math
 import tomllib
 import zoneinfo
 from collections.abc import Mapping
@@ -17,10 +18,28 @@ from typing import Any
 
 from gateway.errors import ConfigError
 
-__all__ = ["DEFAULT_PATH", "Config", "DeviceConfig", "load_config", "parse_config"]
+__all__ = ["DEFAULT_PATH", "Config", "DeviceConfig", "check_number", "load_config", "parse_config"]
 
 DEFAULT_PATH = Path("/etc/vitalgate/vitalgate.toml")
 MAX_POLL_SECONDS = 86400
+
+
+def check_number(value: object, minimum: float, maximum: float, *, integer: bool = False) -> float:
+    """The one rule for numbers from config files and command lines: finite, in [minimum, maximum].
+
+    NaN passes every `<` comparison and 1e300 seconds overflows datetime arithmetic, so both are refused here
+    rather than deep inside the daemon. Raises ValueError with a sentence naming the allowed range.
+    """
+    span = f"between {minimum:g} and {maximum:g}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number {span}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number {span}, got {value!r}")
+    if integer and not (isinstance(value, int) or float(value).is_integer()):
+        raise ValueError(f"must be a whole number {span}, got {value!r}")
+    if not minimum <= value <= maximum:  # compare before float(): a 10**400 int is not a float
+        raise ValueError(f"must be {span}, got {value if abs(value) < 1e15 else 'a number that large'}")
+    return float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +98,12 @@ class _Section:
             raise self.error(key, f"expected {names}, got {type(value).__name__} {value!r}")
         return value
 
-    def number(self, key: str, default: float, *, minimum: float, maximum: float | None = None) -> float:
-        value = float(self.get(key, (int, float), default))
-        if value < minimum or (maximum is not None and value > maximum):
-            span = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-            raise self.error(key, f"must be {span}, got {value}")
-        return value
+    def number(self, key: str, default: float, *, minimum: float, maximum: float) -> float:
+        value = self.get(key, (int, float), default)
+        try:
+            return check_number(value, minimum, maximum)
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None
 
     def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
         value = str(self.get(key, str, default))
@@ -123,17 +142,17 @@ def parse_config(doc: Mapping[str, Any], file: str = "<config>", base: Path | No
         tz = None if tz_name == "local" else zoneinfo.ZoneInfo(tz_name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise g.error("timezone", f"unknown time zone {tz_name!r} (use an IANA name such as America/Chicago)") from None
-    tolerance = g.number("clock_tolerance_seconds", 60, minimum=1)
+    tolerance = g.number("clock_tolerance_seconds", 60, minimum=1, maximum=86400)
     test_data = g.get("test_data", bool, False)
     g.finish()
 
     q = _Section(file, "queue", _table(file, doc, "queue"))
     queue_path = Path(q.get("path", str, "queue.db"))
-    retention_days = q.number("retention_days", 7, minimum=0)
+    retention_days = q.number("retention_days", 7, minimum=0, maximum=3650)
     batch_size = int(q.number("batch_size", 100, minimum=1, maximum=10_000))
-    retry_initial = q.number("retry_initial_seconds", 1, minimum=0.01)
-    retry_max = q.number("retry_max_seconds", 300, minimum=retry_initial)
-    retry_permanent = q.number("retry_permanent_seconds", 600, minimum=1)
+    retry_initial = q.number("retry_initial_seconds", 1, minimum=0.01, maximum=3600)
+    retry_max = q.number("retry_max_seconds", 300, minimum=retry_initial, maximum=86400)
+    retry_permanent = q.number("retry_permanent_seconds", 600, minimum=1, maximum=86400)
     q.finish()
 
     o = _Section(file, "output", _table(file, doc, "output"))
@@ -198,9 +217,10 @@ def _devices(file: str, entries: Any) -> tuple[DeviceConfig, ...]:
         names.add(name)
         options = {k: v for k, v in entry.items() if k not in ("driver", "name")}
         # The core, not the driver, reads poll_seconds (gateway.daemon), so the core checks it for every driver.
-        poll = options.get("poll_seconds", 0)
-        if isinstance(poll, bool) or not isinstance(poll, int | float) or not 0 <= poll <= MAX_POLL_SECONDS:
-            raise ConfigError(file, f"{where}.poll_seconds", f"must be seconds between 0 and {MAX_POLL_SECONDS}")
+        try:
+            check_number(options.get("poll_seconds", 0), 0, MAX_POLL_SECONDS)
+        except ValueError as exc:
+            raise ConfigError(file, f"{where}.poll_seconds", f"must be seconds: {exc}") from None
         try:
             driver.validate(options, where)
         except ConfigError as exc:

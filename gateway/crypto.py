@@ -97,6 +97,8 @@ class KeyRing:
             return aead.decrypt(sealed.nonce, sealed.ciphertext, aad)
         except InvalidTag:
             raise DecryptError("authentication failed (tampered, or bound to another row)") from None
+        except (ValueError, TypeError) as exc:  # a damaged row: nonce of the wrong length, not bytes
+            raise DecryptError(f"malformed sealed value ({exc})") from None
 
     def tag(self, value: str) -> bytes:
         """Keyed hash: equal values give equal tags, but the tag reveals nothing without the key."""

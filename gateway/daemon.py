@@ -19,6 +19,7 @@ import structlog
 
 from drivers import registry
 from gateway import __version__
+from gateway.alarms import SNAPSHOT_NAME, Alarm, AlarmBoard, Severity
 from gateway.config import Config, DeviceConfig
 from gateway.crypto import KeyRing
 from gateway.drainer import Backoff, Delivered, Drainer
@@ -29,6 +30,7 @@ from gateway.forwarders import ForwarderContext, build_forwarder
 from gateway.forwarders.base import Forwarder
 from gateway.queue import ReadingQueue, State
 from gateway.reading import Reading
+from gateway.statelock import QueueReplacedError, QueueWatch
 from gateway.systemd import Health, Notifier
 
 __all__ = ["Gateway", "QueueDeviceContext"]
@@ -36,6 +38,7 @@ __all__ = ["Gateway", "QueueDeviceContext"]
 log = structlog.get_logger(__name__)
 
 HEALTH_DEADLINE = 30.0  # seconds without a drainer heartbeat before the watchdog starves
+QUEUE_WATCH_SECONDS = 2.0  # how often the queue file's identity is checked between commits
 
 
 @dataclass
@@ -103,14 +106,26 @@ class Gateway:
         self.health = Health()
         self.health.register("queue_writer", HEALTH_DEADLINE)
         self.health.register("drainer", HEALTH_DEADLINE)
+        # The daemon's one alarm board; `vitalgate status` reads its snapshot from the state folder.
+        self.alarms = AlarmBoard(config.state_dir / SNAPSHOT_NAME)
+        self.alarms.subscribe(_log_alarm)
 
     def healthy(self) -> bool:
         """True while the queue writer commits and the drainer makes progress (for the systemd watchdog)."""
         return self.health.healthy()
 
     async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await self._run(stop)
+        except* QueueReplacedError as group:
+            raise group.exceptions[0] from None  # one sentence for the CLI, not an exception group
+
+    async def _run(self, stop: asyncio.Event) -> None:
         cfg = self.config
+        self.alarms.write_snapshot(cfg.state_dir / SNAPSHOT_NAME)  # no stale alarms from a previous run
         self.queue = await ReadingQueue.open(cfg.queue_path, self.keyring)
+        watch = QueueWatch(cfg.queue_path)
+        self.queue.guard = watch.check
         try:
             self.drainer = Drainer(
                 self.queue,
@@ -145,6 +160,7 @@ class Gateway:
                 tasks = [tg.create_task(self._device_loop(dev), name=f"device:{dev.name}") for dev in cfg.devices]
                 if self.notifier is not None:
                     tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
+                tasks.append(tg.create_task(self._watch_queue(watch), name="queue-watch"))
                 self.ready.set()
                 if self.notifier is not None:
                     self.notifier.ready()
@@ -162,6 +178,15 @@ class Gateway:
         finally:
             await self.queue.close()
             log.info("gateway_stopped")
+
+    async def _watch_queue(self, watch: QueueWatch) -> None:
+        """Stop the daemon (alarm first) when the queue file is deleted or replaced under it."""
+        while True:
+            problem = watch.problem()
+            if problem is not None:
+                self.alarms.raise_("queue_replaced", f"{problem}; the daemon stopped", Severity.CRITICAL)
+                watch.check()
+            await asyncio.sleep(QUEUE_WATCH_SECONDS)
 
     async def _drain_pending(self, seconds: float) -> None:
         assert self.queue is not None
@@ -224,6 +249,14 @@ class Gateway:
         if callable(reload):
             reload()
             log.info("secrets_reloaded", forwarder=self.forwarder.name)
+
+
+def _log_alarm(alarm: Alarm, raised: bool) -> None:
+    if raised:
+        level = log.error if alarm.severity == Severity.CRITICAL else log.warning
+        level("alarm_raised", code=alarm.code, alarm=alarm.sentence)
+    else:
+        log.info("alarm_cleared", code=alarm.code)
 
 
 def _safe(exc: BaseException) -> str:

@@ -238,6 +238,9 @@ class Drainer:
             except MappingError as exc:
                 unmappable[item.item_id] = f"mapping: {exc}"
                 continue
+            except Exception as exc:  # a bug or a damaged reading: this row only, the rest flow
+                unmappable[item.item_id] = f"mapping: {type(exc).__name__}"
+                continue
             by_id[item.item_id] = item
             batch.append(Outgoing(item.item_id, mapped.identifier, mapped.bundle, mapped.body, mapped.entries))
         if unbound:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import structlog
 
 from gateway.codec import CodecError, decode_reading, encode_reading
 from gateway.crypto import DecryptError, KeyRing, Sealed
+from gateway.keycheck import QueueFileError, judge, known_answer, sniff, used_key_ids_sql
 from gateway.reading import DeviceIdentity, Reading, Status
 
 __all__ = ["Binding", "Leased", "PutResult", "ReadingQueue", "State", "identity_selectors"]
@@ -176,6 +178,9 @@ class ReadingQueue:
         self._writer_task: asyncio.Task[None] | None = None
         self._bindings: list[Binding] = []
         self._bindings_version = ""
+        self.damaged_bindings = 0  # binding rows that no longer open (shown by `status`)
+        # Called before every commit; raises when the file on disk is no longer ours (gateway.statelock).
+        self.guard: Callable[[], None] | None = None
         self.commits = 0
         self.new_data = asyncio.Event()  # set when rows become due: the drainer sleeps on it
 
@@ -183,22 +188,38 @@ class ReadingQueue:
 
     @classmethod
     async def open(cls, path: Path, keyring: KeyRing) -> ReadingQueue:
+        """Open (or create) the queue; a damaged file or a key that does not fit it fails here, clearly
+        (gateway.keycheck), instead of as tracebacks and a hang later."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        writer = await aiosqlite.connect(path, isolation_level=None)
-        reader = await aiosqlite.connect(path, isolation_level=None)
-        for conn in (writer, reader):
-            await conn.execute("PRAGMA busy_timeout = 10000")
-        await writer.execute("PRAGMA journal_mode = WAL")
-        for conn in (writer, reader):
-            await conn.execute("PRAGMA synchronous = FULL")
-        await writer.executescript(_SCHEMA)
-        await writer.execute(
-            "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', ?), ('bindings_version', '0')",
-            (str(SCHEMA_VERSION),),
-        )
-        path.chmod(0o600)
-        q = cls(path, keyring, writer, reader)
-        await q.reload_bindings()
+        sniff(path)
+        conns: list[aiosqlite.Connection] = []
+        try:
+            writer = await aiosqlite.connect(path, isolation_level=None)
+            conns.append(writer)
+            reader = await aiosqlite.connect(path, isolation_level=None)
+            conns.append(reader)
+            for conn in (writer, reader):
+                # A row edited to hold invalid UTF-8 text must fail that row, not every fetch of its table.
+                conn.text_factory = _lenient_text
+                await conn.execute("PRAGMA busy_timeout = 10000")
+            await writer.execute("PRAGMA journal_mode = WAL")
+            for conn in (writer, reader):
+                await conn.execute("PRAGMA synchronous = FULL")
+            await writer.executescript(_SCHEMA)
+            await writer.execute(
+                "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', ?), ('bindings_version', '0')",
+                (str(SCHEMA_VERSION),),
+            )
+            await _check_key(writer, path, keyring)
+            path.chmod(0o600)
+            q = cls(path, keyring, writer, reader)
+            await q.reload_bindings()
+        except sqlite3.DatabaseError as exc:
+            await _close_all(conns)
+            raise QueueFileError(f"{path}: the queue file cannot be used ({exc}); restore it from a backup") from None
+        except BaseException:
+            await _close_all(conns)  # an open connection's thread would keep the process from exiting
+            raise
         q._writer_task = asyncio.create_task(q._writer(), name="queue-writer")
         return q
 
@@ -237,6 +258,8 @@ class ReadingQueue:
             results: list[Any] = []
             error: BaseException | None = None
             try:
+                if self.guard is not None:
+                    self.guard()
                 await self._w.execute("BEGIN IMMEDIATE")
                 try:
                     for op, _ in batch:
@@ -348,8 +371,8 @@ class ReadingQueue:
                 break
             try:
                 reading = decode_reading(self._open(b"readings", dedup, key_id, nonce, payload))
-            except (DecryptError, CodecError) as exc:
-                broken.append((item_id, f"{type(exc).__name__}: {exc}"))
+            except Exception as exc:  # one damaged row (any way) must not hold up the rest
+                broken.append((item_id, _why(exc)))
                 continue
             leased.append(Leased(item_id, attempts, reading))
         return leased, broken
@@ -424,20 +447,23 @@ class ReadingQueue:
         return int(await self._write(op))
 
     async def unassigned(self) -> list[Leased]:
+        """Unassigned rows that open; one that does not is quarantined with its reason, not skipped forever."""
         async with self._r.execute(
             "SELECT id, attempts, key_id, nonce, payload, dedup FROM readings WHERE state = 3 ORDER BY id"
         ) as cur:
             rows = await cur.fetchall()
         out = []
+        broken: dict[int, str | None] = {}
         for item_id, attempts, key_id, nonce, payload, dedup in rows:
-            with contextlib.suppress(DecryptError, CodecError):
-                out.append(
-                    Leased(
-                        item_id,
-                        attempts,
-                        decode_reading(self._open(b"readings", dedup, key_id, nonce, payload)),
-                    )
-                )
+            try:
+                reading = decode_reading(self._open(b"readings", dedup, key_id, nonce, payload))
+            except Exception as exc:
+                broken[item_id] = _why(exc)
+                continue
+            out.append(Leased(item_id, attempts, reading))
+        if broken:
+            log.error("rows_quarantined", rows=len(broken), reason="cannot open payload", state="unassigned")
+            await self.set_state(broken, State.QUARANTINED)
         return out
 
     async def assign_unassigned(self) -> int:
@@ -473,9 +499,15 @@ class ReadingQueue:
         bindings = []
         if any(key_id not in self.keyring for _, key_id, _, _ in rows) and self.keyring.reload():
             log.info("data_keys_reloaded", current=self.keyring.current_id)  # rotated by `vitalgate keys rotate`
+        damaged = 0
         for tag, key_id, nonce, payload in rows:
-            doc = orjson.loads(self._open(b"bindings", tag, key_id, nonce, payload))
-            bindings.append(Binding(doc["device"], doc["user"], doc["patient"]))
+            try:
+                doc = orjson.loads(self._open(b"bindings", tag, key_id, nonce, payload))
+                bindings.append(Binding(doc["device"], doc["user"], doc["patient"]))
+            except Exception as exc:  # its readings stay unassigned (kept) until the device is bound again
+                damaged += 1
+                log.error("binding_unreadable", error=_why(exc), hint="bind the device again")
+        self.damaged_bindings = damaged
         self._bindings = bindings
         self._bindings_version = row[0] if row else ""
         return bindings
@@ -521,7 +553,11 @@ class ReadingQueue:
             rows = await cur.fetchall()
         out = []
         for tag, key_id, nonce, payload, first, last, n in rows:
-            doc = orjson.loads(self._open(b"slots", tag, key_id, nonce, payload))
+            try:
+                doc = orjson.loads(self._open(b"slots", tag, key_id, nonce, payload))
+            except Exception as exc:
+                log.error("device_record_unreadable", error=_why(exc))
+                continue
             out.append({**doc, "first_seen": first, "last_seen": last, "readings": n})
         return out
 
@@ -609,6 +645,13 @@ class ReadingQueue:
         return str(row[0]) if row else "no answer"
 
 
+def _why(exc: Exception) -> str:
+    """A row's quarantine reason: the fault's type and text (crypto and codec errors carry no values)."""
+    if isinstance(exc, DecryptError | CodecError):
+        return f"{type(exc).__name__}: {exc}"[:200]
+    return f"{type(exc).__name__}: cannot open or decode this row"
+
+
 def _withheld(r: Reading) -> bool:
     return bool(r.status & {Status.CONTROL_SOLUTION, Status.SENSOR_FAULT})
 
@@ -627,6 +670,29 @@ def _slot_doc(r: Reading) -> bytes:
             "user": r.user_slot,
         }
     )
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
+
+
+async def _close_all(conns: list[aiosqlite.Connection]) -> None:
+    for conn in conns:
+        with contextlib.suppress(Exception):
+            await conn.close()
+
+
+async def _check_key(db: aiosqlite.Connection, path: Path, keyring: KeyRing) -> None:
+    """Judge the key against the known-answer row; seal one into a queue that has none yet."""
+    async with db.execute("SELECT k, v FROM meta WHERE k LIKE 'kat_%'") as cur:
+        meta = {k: v for k, v in await cur.fetchall()}
+    async with db.execute(used_key_ids_sql()) as cur:
+        ids = [r[0] for r in await cur.fetchall()]
+    if any(k not in keyring for k in ids):
+        keyring.reload()  # rotated by `vitalgate keys rotate` since this ring was loaded?
+    judge(path, keyring, meta, ids)
+    if not meta:
+        await db.executemany("INSERT OR IGNORE INTO meta (k, v) VALUES (?, ?)", list(known_answer(keyring).items()))
 
 
 async def _bump_bindings_version(db: aiosqlite.Connection) -> None:
