@@ -110,7 +110,9 @@ def install_signals(stop: asyncio.Event, on_hup: Callable[[], None] | None = Non
 
 async def _run(cfg: Config, keyring: KeyRing) -> None:
     from gateway.daemon import Gateway
+    from gateway.executor import DaemonThreadExecutor
 
+    asyncio.get_running_loop().set_default_executor(DaemonThreadExecutor())  # SIGTERM never waits on a connect
     gw = Gateway(cfg, keyring, notifier=Notifier.from_environment())
     stop = asyncio.Event()
     install_signals(stop, gw.reload_secrets)

@@ -168,13 +168,10 @@ class Gateway:
                 log.info("gateway_stopping")
                 if self.notifier is not None:
                     self.notifier.stopping()
-                for task in tasks:
-                    task.cancel()
-                if tasks:
-                    await asyncio.wait(tasks)
+                await _cancel_and_wait(tasks)
                 if self.drain_timeout:
                     await self._drain_pending(self.drain_timeout)
-                drainer.cancel()
+                await _cancel_and_wait([drainer])
         finally:
             await self.queue.close()
             log.info("gateway_stopped")
@@ -249,6 +246,20 @@ class Gateway:
         if callable(reload):
             reload()
             log.info("secrets_reloaded", forwarder=self.forwarder.name)
+
+
+async def _cancel_and_wait(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel, and cancel again until they end.
+
+    Python 3.11's `asyncio.wait_for` (used inside aiomqtt's connect) swallows a cancellation that lands as
+    its future completes: the task then runs on, and a stop that landed just after `mqtt_connected` hung
+    until something else woke it. Repeating the cancellation closes that window.
+    """
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.1)
 
 
 def _log_alarm(alarm: Alarm, raised: bool) -> None:

@@ -124,3 +124,30 @@ def child_env(**extra: str) -> dict[str, str]:
     env.pop("PYTHONUNBUFFERED", None)
     env.update(extra)
     return env
+
+
+class Lines:
+    """Collects a child's output lines on a thread, so a test can wait for one without blocking on a pipe."""
+
+    def __init__(self, stream: object) -> None:
+        import threading
+
+        self.lines: list[bytes] = []
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: object) -> None:
+        for line in iter(stream.readline, b""):  # type: ignore[attr-defined]
+            self.lines.append(line)
+
+    def has(self, needle: bytes) -> bool:
+        return any(needle in line for line in list(self.lines))
+
+    def count(self, needle: bytes) -> int:
+        return sum(needle in line for line in list(self.lines))
+
+    def text(self) -> bytes:
+        return b"".join(self.lines)
+
+    def join(self, seconds: float = 5) -> None:
+        self._thread.join(seconds)
