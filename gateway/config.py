@@ -65,6 +65,7 @@ class Config:
     retry_initial: float = 1.0
     retry_max: float = 300.0
     retry_permanent: float = 600.0
+    min_free_bytes: int = 64 * 1024 * 1024
     send_timeout: float = 300.0
     forwarder: str = "file"
     forwarder_options: Mapping[str, Any] = field(default_factory=dict)
@@ -153,6 +154,7 @@ def parse_config(doc: Mapping[str, Any], file: str = "<config>", base: Path | No
     retry_initial = q.number("retry_initial_seconds", 1, minimum=0.01, maximum=3600)
     retry_max = q.number("retry_max_seconds", 300, minimum=retry_initial, maximum=86400)
     retry_permanent = q.number("retry_permanent_seconds", 600, minimum=1, maximum=86400)
+    min_free_mb = q.number("min_free_mb", 64, minimum=0, maximum=1_000_000)
     q.finish()
 
     o = _Section(file, "output", _table(file, doc, "output"))
@@ -184,6 +186,7 @@ def parse_config(doc: Mapping[str, Any], file: str = "<config>", base: Path | No
         retry_initial=retry_initial,
         retry_max=retry_max,
         retry_permanent=retry_permanent,
+        min_free_bytes=int(min_free_mb * 1024 * 1024),
         send_timeout=send_timeout,
         forwarder=forwarder,
         forwarder_options=forwarder_options,

@@ -22,13 +22,14 @@ from gateway import __version__
 from gateway.alarms import SNAPSHOT_NAME, Alarm, AlarmBoard, Severity
 from gateway.config import Config, DeviceConfig
 from gateway.crypto import KeyRing
+from gateway.diskguard import DiskGuard
 from gateway.drainer import Backoff, Delivered, Drainer
 from gateway.errors import GatewayError
 from gateway.fhir import GatewayInfo
 from gateway.fhir.selfcheck import self_check
 from gateway.forwarders import ForwarderContext, build_forwarder
 from gateway.forwarders.base import Forwarder
-from gateway.queue import ReadingQueue, State
+from gateway.queue import PutResult, ReadingQueue, State
 from gateway.reading import Reading
 from gateway.statelock import QueueReplacedError, QueueWatch
 from gateway.systemd import Health, Notifier
@@ -52,17 +53,53 @@ class QueueDeviceContext:
     local_tz: tzinfo | None = None  # config `gateway.timezone`; None: the system's zone
     rejected: int = 0
     submitted: int = 0
+    # The device deletes what it sent (BLE indications): a reading whose commit fails is held here, in
+    # memory, and retried until it commits, instead of being lost. One batch per session at a time.
+    hold_on_failure: bool = False
+    disk: DiskGuard | None = None
 
     @property
     def options(self) -> Mapping[str, Any]:
         return self.device.options
 
     async def submit(self, readings: Sequence[Reading]) -> int:
-        result = await self.queue.put(readings)
+        if not self.hold_on_failure:
+            result = await self.queue.put(readings)
+        else:
+            result = await self._put_holding(readings)
         self.submitted += len(readings)
         if self.on_submitted:
             self.on_submitted(readings, result.new)
         return result.new
+
+    async def _put_holding(self, readings: Sequence[Reading]) -> PutResult:
+        delay = 0.2
+        held = False
+        try:
+            while True:
+                try:
+                    return await self.queue.put(readings)
+                except QueueReplacedError:
+                    raise
+                except Exception as exc:  # the commit failed (disk full, I/O error): keep them, try again
+                    if not held:
+                        held = True
+                        if self.disk is not None:
+                            self.disk.holding(len(readings))
+                        log.error(
+                            "readings_held",
+                            device_name=self.device.name,
+                            readings=len(readings),
+                            error=type(exc).__name__,
+                            hint="the queue cannot commit; free disk space",
+                        )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+        finally:
+            if held:
+                if self.disk is not None:
+                    self.disk.holding(-len(readings))
+                log.info("held_readings_committed", device_name=self.device.name, readings=len(readings))
 
     async def reject(self, raw: bytes, error: Exception, *, source: str) -> None:
         self.rejected += 1
@@ -109,6 +146,7 @@ class Gateway:
         # The daemon's one alarm board; `vitalgate status` reads its snapshot from the state folder.
         self.alarms = AlarmBoard(config.state_dir / SNAPSHOT_NAME)
         self.alarms.subscribe(_log_alarm)
+        self.disk = DiskGuard(config.queue_path.parent, config.min_free_bytes, self.alarms)
 
     def healthy(self) -> bool:
         """True while the queue writer commits and the drainer makes progress (for the systemd watchdog)."""
@@ -126,6 +164,7 @@ class Gateway:
         self.queue = await ReadingQueue.open(cfg.queue_path, self.keyring)
         watch = QueueWatch(cfg.queue_path)
         self.queue.guard = watch.check
+        self.queue.on_commit = self.disk.commit_result
         try:
             self.drainer = Drainer(
                 self.queue,
@@ -193,15 +232,26 @@ class Gateway:
 
     async def _device_loop(self, dev: DeviceConfig) -> None:
         assert self.queue is not None
+        driver = registry.load(dev.driver)()
+        # Drivers of devices that delete what they sent say `rereadable = False` (drivers.base).
+        rereadable = bool(getattr(driver, "rereadable", True))
         ctx = QueueDeviceContext(
-            self.queue, dev, self.config.clock_tolerance, self.on_submitted, local_tz=self.config.timezone
+            self.queue,
+            dev,
+            self.config.clock_tolerance,
+            self.on_submitted,
+            local_tz=self.config.timezone,
+            hold_on_failure=not rereadable,
+            disk=self.disk,
         )
         self.contexts[dev.name] = ctx
-        driver = registry.load(dev.driver)()
         backoff = Backoff(initial=1.0, maximum=60.0)
         failures = 0
         bound = log.bind(device_name=dev.name, driver=dev.driver)
         while True:
+            if not rereadable and not self.disk.can_take_readings():
+                await asyncio.sleep(1.0)  # the device keeps its readings; ask again in a second
+                continue
             try:
                 await driver.run(ctx)
                 failures = 0

@@ -10,6 +10,7 @@ be quarantined one by one. `check-config` runs the same judgement on a read-only
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,6 +26,7 @@ __all__ = [
     "check_queue_file",
     "judge",
     "known_answer",
+    "open_failure",
     "sniff",
 ]
 
@@ -59,6 +61,18 @@ def sniff(path: Path) -> None:
             f"{path}: not a VitalGate queue (no SQLite header: damaged or another file); "
             "move it aside and restore the queue from a backup"
         )
+
+
+def open_failure(path: Path, exc: sqlite3.DatabaseError) -> str:
+    """What to tell the operator when SQLite refuses the queue: a full disk is not a damaged file."""
+    try:
+        st = os.statvfs(path.parent)
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        free = None
+    if isinstance(exc, sqlite3.OperationalError) and free is not None and free < 1024 * 1024:
+        return f"{path}: the disk holding the queue is full ({free // 1024} KB free); free space, then start again"
+    return f"{path}: the queue file cannot be used ({exc}); restore it from a backup"
 
 
 def known_answer(keyring: KeyRing) -> dict[str, str]:

@@ -28,7 +28,7 @@ import structlog
 
 from gateway.codec import CodecError, decode_reading, encode_reading
 from gateway.crypto import DecryptError, KeyRing, Sealed
-from gateway.keycheck import QueueFileError, judge, known_answer, sniff, used_key_ids_sql
+from gateway.keycheck import QueueFileError, judge, known_answer, open_failure, sniff, used_key_ids_sql
 from gateway.reading import DeviceIdentity, Reading, Status
 
 __all__ = ["Binding", "Leased", "PutResult", "ReadingQueue", "State", "identity_selectors"]
@@ -181,6 +181,7 @@ class ReadingQueue:
         self.damaged_bindings = 0  # binding rows that no longer open (shown by `status`)
         # Called before every commit; raises when the file on disk is no longer ours (gateway.statelock).
         self.guard: Callable[[], None] | None = None
+        self.on_commit: Callable[[BaseException | None], None] | None = None  # each commit's outcome (DiskGuard)
         self.commits = 0
         self.new_data = asyncio.Event()  # set when rows become due: the drainer sleeps on it
 
@@ -216,7 +217,7 @@ class ReadingQueue:
             await q.reload_bindings()
         except sqlite3.DatabaseError as exc:
             await _close_all(conns)
-            raise QueueFileError(f"{path}: the queue file cannot be used ({exc}); restore it from a backup") from None
+            raise QueueFileError(open_failure(path, exc)) from None
         except BaseException:
             await _close_all(conns)  # an open connection's thread would keep the process from exiting
             raise
@@ -278,6 +279,8 @@ class ReadingQueue:
             except Exception as exc:
                 error = exc
                 log.error("queue_commit_failed", error=type(exc).__name__, detail=str(exc), ops=len(batch))
+            if self.on_commit is not None:
+                self.on_commit(error)
             self.commits += 1
             for i, (_, fut) in enumerate(batch):
                 if not fut.done():

@@ -36,6 +36,7 @@ def test_example_config_documents_every_key_and_parses() -> None:
         "retry_initial_seconds",
         "retry_max_seconds",
         "retry_permanent_seconds",
+        "min_free_mb",
         "forwarder",
         "send_timeout_seconds",
         "level",
