@@ -20,6 +20,7 @@ import structlog
 from drivers import registry
 from gateway import __version__
 from gateway.alarms import SNAPSHOT_NAME, Alarm, AlarmBoard, Severity
+from gateway.clock import BUILD_EPOCH, ClockWatch
 from gateway.config import Config, DeviceConfig
 from gateway.crypto import KeyRing
 from gateway.diskguard import DiskGuard
@@ -147,6 +148,7 @@ class Gateway:
         self.alarms = AlarmBoard(config.state_dir / SNAPSHOT_NAME)
         self.alarms.subscribe(_log_alarm)
         self.disk = DiskGuard(config.queue_path.parent, config.min_free_bytes, self.alarms)
+        self.clock = ClockWatch(self.alarms)
 
     def healthy(self) -> bool:
         """True while the queue writer commits and the drainer makes progress (for the systemd watchdog)."""
@@ -165,6 +167,11 @@ class Gateway:
         watch = QueueWatch(cfg.queue_path)
         self.queue.guard = watch.check
         self.queue.on_commit = self.disk.commit_result
+        self.clock.check()
+        if self.clock.trusted:  # stamps a wrong clock left in earlier runs: retries in 2040, deliveries in 2001
+            repaired = await self.queue.clamp_times(time.time(), cfg.retry_max, BUILD_EPOCH)
+            if repaired:
+                log.warning("clock_stamps_repaired", rows=repaired)
         try:
             self.drainer = Drainer(
                 self.queue,
@@ -179,6 +186,8 @@ class Gateway:
                 on_delivered=self.on_delivered,
                 heartbeat=lambda: self.health.beat("drainer"),
                 send_timeout=cfg.send_timeout,
+                may_send=self.clock.may_send,
+                may_purge=self.clock.may_purge,
             )
             # Prove at start-up that the template-built hot path still yields valid FHIR on this install.
             checked = self_check(self.drainer.gateway, local_tz=cfg.timezone)
@@ -200,6 +209,7 @@ class Gateway:
                 if self.notifier is not None:
                     tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
                 tasks.append(tg.create_task(self._watch_queue(watch), name="queue-watch"))
+                tasks.append(tg.create_task(self._watch_clock(), name="clock-watch"))
                 self.ready.set()
                 if self.notifier is not None:
                     self.notifier.ready()
@@ -223,6 +233,22 @@ class Gateway:
                 self.alarms.raise_("queue_replaced", f"{problem}; the daemon stopped", Severity.CRITICAL)
                 watch.check()
             await asyncio.sleep(QUEUE_WATCH_SECONDS)
+
+    async def _watch_clock(self) -> None:
+        """Every second: judge the wall clock; after a jump clamp the retries, once trusted fix the stamps."""
+        assert self.queue is not None
+        while True:
+            await asyncio.sleep(1.0)
+            jump, corrections = self.clock.check()
+            for segment, delta in corrections:
+                # + the check interval's slack: rows committed after the last check of the wrong clock
+                moved = await self.queue.shift_times(segment.low, segment.high + 2.0, delta)
+                log.warning("receive_times_corrected", rows=moved, seconds=round(delta, 1))
+            if self.clock.trusted and (jump is not None or corrections):
+                clamped = await self.queue.clamp_times(time.time(), self.config.retry_max, BUILD_EPOCH)
+                if clamped:
+                    log.warning("clock_stamps_repaired", rows=clamped)
+            self.clock.corrected()
 
     async def _drain_pending(self, seconds: float) -> None:
         assert self.queue is not None

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
@@ -448,6 +450,54 @@ class ReadingQueue:
             return cur.rowcount
 
         return int(await self._write(op))
+
+    # ---------------------------------------------------------------- times stamped by a wrong clock
+
+    async def clamp_times(self, now: float, max_delay: float, floor: float) -> int:
+        """After a wall-clock jump or at start: no retry later than `max_delay` from now, no delivered row
+        stamped in the future or before `floor` (the build date: a wrong clock's stamp; it then keeps a
+        full retention from now instead of being purged at once). Returns the rows changed."""
+
+        async def op(db: aiosqlite.Connection) -> int:
+            before = db.total_changes
+            await db.execute("UPDATE readings SET next_at = ? WHERE state = 0 AND next_at > ?", (now, now + max_delay))
+            await db.execute(
+                "UPDATE readings SET done_at = ? WHERE done_at IS NOT NULL AND (done_at > ? OR done_at < ?)",
+                (now, now + 60, floor),
+            )
+            return db.total_changes - before
+
+        changed = int(await self._write(op))
+        if changed:
+            self.new_data.set()
+        return changed
+
+    async def shift_times(self, low: float, high: float, delta: float) -> int:
+        """Move the receive times of rows committed while the wall clock read [low, high] by `delta`:
+        the clock was wrong then and is right now (gateway.clock). Re-sealed under the same identity."""
+        async with self._r.execute(
+            "SELECT id, key_id, nonce, payload, dedup FROM readings WHERE created_at BETWEEN ? AND ?", (low, high)
+        ) as cur:
+            rows = await cur.fetchall()
+        updates = []
+        for item_id, key_id, nonce, payload, dedup in rows:
+            try:
+                reading = decode_reading(self._open(b"readings", dedup, key_id, nonce, payload))
+            except Exception:
+                continue  # a row that does not open is quarantined by the drainer with its reason
+            fixed = dataclasses.replace(reading, received_at=reading.received_at + timedelta(seconds=delta))
+            sealed = self._seal(b"readings", dedup, encode_reading(fixed))
+            updates.append((sealed.key_id, sealed.nonce, sealed.ciphertext, delta, item_id))
+
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.executemany(
+                "UPDATE readings SET key_id = ?, nonce = ?, payload = ?, created_at = created_at + ? WHERE id = ?",
+                updates,
+            )
+
+        if updates:
+            await self._write(op)
+        return len(updates)
 
     async def unassigned(self) -> list[Leased]:
         """Unassigned rows that open; one that does not is quarantined with its reason, not skipped forever."""

@@ -93,6 +93,7 @@ def outbox(folder: Path) -> list[dict[str, object]]:
     return [
         orjson.loads(line)
         for f in sorted((folder / "state/outbox").glob("*.ndjson"))
+        if f.is_file()
         for line in f.read_bytes().splitlines()
     ]
 

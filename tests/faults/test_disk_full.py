@@ -162,7 +162,7 @@ async def test_cuff_is_not_read_below_the_reserve_and_loses_nothing(
         gw = await running_gateway(cfg, keyring)
         await until(lambda: gw.alarms.is_active("disk_reserve"), "the disk_reserve alarm")
         snapshot = orjson.loads((small_disk / "alarms.json").read_bytes())
-        assert [a["code"] for a in snapshot["alarms"]] == ["disk_reserve"]
+        assert "disk_reserve" in [a["code"] for a in snapshot["alarms"]]
         await asyncio.sleep(1.5)  # the supervisor asks again every second: still no connection
         assert cuff.connections == 0 and len(cuff.pending) == 12  # the cuff keeps all 12
         filler.unlink()
