@@ -49,7 +49,7 @@ class QueueDeviceContext:
 
     queue: ReadingQueue
     device: DeviceConfig
-    clock_tolerance: timedelta
+    tolerance: timedelta  # config `gateway.clock_tolerance_seconds`; drivers read `clock_tolerance`
     on_submitted: Callable[[Sequence[Reading], int], None] | None = None
     local_tz: tzinfo | None = None  # config `gateway.timezone`; None: the system's zone
     rejected: int = 0
@@ -58,6 +58,14 @@ class QueueDeviceContext:
     # memory, and retried until it commits, instead of being lost. One batch per session at a time.
     hold_on_failure: bool = False
     disk: DiskGuard | None = None
+    clock_trusted: Callable[[], bool] | None = None  # gateway.clock: False while the wall clock is implausible
+
+    @property
+    def clock_tolerance(self) -> timedelta:
+        """How far a device clock may be off before a driver sets it; never set from an implausible clock."""
+        if self.clock_trusted is not None and not self.clock_trusted():
+            return timedelta.max
+        return self.tolerance
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -269,6 +277,7 @@ class Gateway:
             local_tz=self.config.timezone,
             hold_on_failure=not rereadable,
             disk=self.disk,
+            clock_trusted=lambda: self.clock.trusted,
         )
         self.contexts[dev.name] = ctx
         backoff = Backoff(initial=1.0, maximum=60.0)

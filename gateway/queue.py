@@ -485,7 +485,10 @@ class ReadingQueue:
                 reading = decode_reading(self._open(b"readings", dedup, key_id, nonce, payload))
             except Exception:
                 continue  # a row that does not open is quarantined by the drainer with its reason
-            fixed = dataclasses.replace(reading, received_at=reading.received_at + timedelta(seconds=delta))
+            shift = timedelta(seconds=delta)
+            # The device clock's offset was measured against the wrong gateway clock too.
+            offset = reading.clock_offset - shift if reading.clock_offset is not None else None
+            fixed = dataclasses.replace(reading, received_at=reading.received_at + shift, clock_offset=offset)
             sealed = self._seal(b"readings", dedup, encode_reading(fixed))
             updates.append((sealed.key_id, sealed.nonce, sealed.ciphertext, delta, item_id))
 

@@ -66,7 +66,7 @@ def issued(folder: Path) -> list[datetime]:
         datetime.fromisoformat(e["resource"]["issued"])
         for b in outbox(folder)
         for e in b["entry"]  # type: ignore[attr-defined]
-        if e["resource"]["resourceType"] == "Observation"
+        if e["resource"]["resourceType"] == "Observation" and "issued" in e["resource"]
     ]
 
 
@@ -169,3 +169,35 @@ def test_stamps_left_by_a_wrong_clock_are_repaired_at_start(tmp_path: Path) -> N
     assert b'"delivered_purged"' not in text and b'"clock_stamps_repaired"' in text
     events = [orjson.loads(line) for line in text.splitlines() if line.startswith(b"{")]
     assert next(e for e in events if e["event"] == "clock_stamps_repaired")["rows"] == 4
+
+
+def test_a_meter_clock_is_never_set_from_an_implausible_gateway_clock(tmp_path: Path) -> None:
+    """Under a 2001 clock the gateway would have set a correct meter to 2001 (and every later reading with it)."""
+    from simulators.serial.ultra2 import Ultra2Simulator
+    from tests.serial.conftest import RECORDS
+
+    link = tmp_path / "ttyMeter"
+    sim = Ultra2Simulator(RECORDS, link=link).start()  # the meter's clock is right (the test's real clock)
+    try:
+        cfg = write_config(tmp_path)
+        cfg.write_text(
+            cfg.read_text()
+            + f'[[devices]]\ndriver = "onetouch-ultra2"\nname = "meter"\nport = "{link}"\npoll_seconds = 0.2\n'
+        )
+        assert vitalgate("bind", "AB123456Y", "p1", "--config", str(cfg)).returncode == 0
+        before = datetime.now(UTC)
+        proc, out = run(cfg, faked(tmp_path, "-9100d"))
+        try:
+            n = len(RECORDS)
+            wait_for(lambda: f"pending      {n}" in vitalgate("status", "--config", str(cfg)).stdout, 30, "committed")
+            wait_for(lambda: out.count(b'"meter_identified"') >= 2, 30, "a second download under the wrong clock")
+            assert sim.clock_sets == 0 and outbox(tmp_path) == []
+            set_clock(tmp_path, "+0")
+            wait_for(lambda: len(outbox(tmp_path)) >= n, 30, "all delivered once the clock is right")
+        finally:
+            text = finish(proc, out)
+    finally:
+        sim.stop()
+    assert sim.clock_sets == 0 and b'"meter_clock_set"' not in text
+    stamps = issued(tmp_path)
+    assert len(outbox(tmp_path)) == len(RECORDS) and stamps and all(before <= t <= datetime.now(UTC) for t in stamps)
