@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from gateway import __version__
 from gateway import cli_args as arg
 from gateway.config import DEFAULT_PATH, Config, load_config
-from gateway.crypto import KeyRing, create_key_file, rotate_key_file
+from gateway.crypto import DecryptError, KeyRing, create_key_file, rotate_key_file
 from gateway.errors import ConfigError, GatewayError
 from gateway.logging import configure_logging
 from gateway.queue import Binding, ReadingQueue, State, identity_selectors
@@ -216,10 +216,16 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    damaged = 0
+
     async def go(q: ReadingQueue) -> tuple[dict[State, int], list[tuple[int, str]], int]:
-        return await q.counts(), await q.quarantined(), len(await q.rejects())
+        nonlocal damaged
+        damaged = q.damaged_bindings
+        return await q.counts(), await q.quarantined(), await q.reject_count()
 
     counts, quarantined, rejects = asyncio.run(_with_queue(args, go))
+    if damaged:
+        print(f"{'bindings':12} {damaged} do not open (damaged or edited): bind those devices again")
     for state, n in counts.items():
         print(f"{state.name.lower():12} {n}")
     print(f"{'rejected input':12} {rejects} frames kept for review")
@@ -405,6 +411,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GatewayError as exc:
         print(f"vitalgate: {exc}", file=sys.stderr)
         return _exit_code(exc)
+    except DecryptError as exc:  # a value in the queue that does not open where no row can be set aside
+        print(f"vitalgate: a sealed value in the queue does not open ({exc}); check the key file", file=sys.stderr)
+        return EXIT_KEY
     except OSError as exc:  # e.g. `keys init --path /proc/vg.key`: the file system said no
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"vitalgate: {where}{exc.strerror or exc}", file=sys.stderr)

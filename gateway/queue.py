@@ -625,7 +625,11 @@ class ReadingQueue:
             row = await cur.fetchone()
         if row is None:
             return None
-        return self._open(b"checkpoints", tag, row[0], row[1], row[2]).decode()
+        try:
+            return self._open(b"checkpoints", tag, row[0], row[1], row[2]).decode()
+        except Exception as exc:  # read the device from its first record again: duplicates are dropped on put
+            log.error("checkpoint_unreadable", error=_why(exc), hint="the device is read from its first record")
+            return None
 
     async def set_checkpoint(self, device_key: str, name: str, value: str) -> None:
         tag = self.keyring.tag(f"checkpoint|{device_key}|{name}")
@@ -652,6 +656,11 @@ class ReadingQueue:
             )
 
         await self._write(op)
+
+    async def reject_count(self) -> int:
+        async with self._r.execute("SELECT count(*) FROM rejects") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def rejects(self) -> list[tuple[int, str, str, bytes]]:
         """(id, source, error type, raw bytes) of every kept bad frame."""

@@ -204,6 +204,13 @@ def test_config_numbers_out_of_range_stop_check_config_and_run(tmp_path: Path, b
         ["demo", "--seconds", "inf"],
         ["simulate", "ultra2", "--records", "-5"],
         ["simulate", "ultra2", "--interval", "nan"],
+        ["simulate", "ble-cuff", "--port", "70000"],
+        ["simulate", "ble-cuff", "--users", "0"],
+        ["simulate", "ble-cuff", "--every", "-1"],
+        ["scan", "--seconds", "nan"],
+        ["pair", "AA:BB:CC:DD:EE:FF", "--passkey", "1234567"],
+        ["pair", "AA:BB:CC:DD:EE:FF", "--user", "300"],
+        ["pair", "AA:BB:CC:DD:EE:FF", "--timeout", "inf"],
     ],
 )
 def test_cli_arguments_out_of_range_are_usage_errors(tmp_path: Path, argv: list[str]) -> None:
@@ -221,3 +228,32 @@ def test_demo_out_naming_a_file_and_key_in_proc_are_one_sentence(tmp_path: Path)
     assert proc.returncode == EXIT_CONFIG and "is not a folder" in proc.stderr and "Traceback" not in proc.stderr
     line = one_clear_line(vitalgate("keys", "init", "--path", "/proc/vg.key", timeout=30), EXIT_IO)
     assert line.startswith("vitalgate: /proc/vg.key: ")
+
+
+def test_damaged_binding_checkpoint_and_reject_rows_do_not_stop_status_or_the_meter(tmp_path: Path) -> None:
+    """Rows edited in the other tables: status still answers (and names the binding), a damaged download
+    checkpoint makes the meter be read from its first record (duplicates dropped), nothing crashes."""
+
+    async def go() -> None:
+        key = tmp_path / "k"
+        create_key_file(key)
+        q = await ReadingQueue.open(tmp_path / "q.db", KeyRing.load(str(key)))
+        try:
+            await q.bind("BP123456", 1, "Patient/p1")
+            await q.set_checkpoint("meter", "last", "41")
+            await q.reject(b"\x01\x02", ValueError("bad frame"), source="test")
+        finally:
+            await q.close()
+        with sqlite3.connect(tmp_path / "q.db") as con:
+            for table in ("bindings", "checkpoints", "rejects"):
+                con.execute(f"UPDATE {table} SET payload = x'00' || payload")
+        con.close()
+        q = await ReadingQueue.open(tmp_path / "q.db", KeyRing.load(str(key)))
+        try:
+            assert q.damaged_bindings == 1 and q.binding_for(bp()) is None
+            assert await q.checkpoint("meter", "last") is None
+            assert await q.reject_count() == 1
+        finally:
+            await q.close()
+
+    asyncio.run(go())
