@@ -135,3 +135,46 @@ def test_sigterm_mid_connect_to_a_frozen_broker(tmp_path: Path, broker: Mosquitt
     time.sleep(0.5)  # inside the connect attempt
     took = _terminate(proc, out)
     assert took < STOP_DEADLINE, took
+
+
+def test_sigterm_mid_https_handshake_with_a_server_that_never_answers(tmp_path: Path, pki: Pki) -> None:
+    """The FHIR REST output: TCP is accepted by the kernel (listen backlog), TLS never answers."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # never accept(): the handshake hangs
+    try:
+        key = tmp_path / "data.key"
+        create_key_file(key)
+        cfg = tmp_path / "vitalgate.toml"
+        cfg.write_text(f"""
+[gateway]
+state_dir = "state"
+key_file = "{key}"
+[logging]
+format = "json"
+[output]
+forwarder = "https"
+[output.https]
+base_url = "https://localhost:{silent.getsockname()[1]}/fhir"
+ca_file = "{pki.ca.cert_file}"
+[output.https.auth]
+method = "none"
+[[devices]]
+driver = "simulated"
+name = "cuff"
+kind = "blood-pressure"
+serial = "SIM-HTTPS"
+interval_seconds = 0.05
+count = 0
+""")
+        assert vitalgate("bind", "SIM-HTTPS", "p1", "--config", str(cfg)).returncode == 0
+        proc, out = _spawn(cfg)
+        wait_for(lambda: out.has(b'"gateway_started"') or proc.poll() is not None, 30, "the daemon starting")
+        assert proc.poll() is None, out.text()
+        time.sleep(1.0)  # a send is waiting on the handshake
+        took = _terminate(proc, out)
+    finally:
+        silent.close()
+    assert took < STOP_DEADLINE, took
