@@ -10,6 +10,7 @@ be quarantined one by one. `check-config` runs the same judgement on a read-only
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Iterable
@@ -75,24 +76,25 @@ def open_failure(path: Path, exc: sqlite3.DatabaseError) -> str:
     return f"{path}: the queue file cannot be used ({exc}); restore it from a backup"
 
 
-def known_answer(keyring: KeyRing) -> dict[str, str]:
-    """The meta rows of a known-answer check, sealed with the current key."""
+def known_answer(keyring: KeyRing) -> dict[str, str | bytes]:
+    """The meta rows of a known-answer check, sealed with the current key (raw bytes, not hex text: the
+    file must not show digit runs a reader could mistake for values)."""
     sealed = keyring.seal(KAT_PLAINTEXT, KAT_AAD)
     return {
-        "kat_tag": keyring.tag("known answer").hex(),
+        "kat_tag": keyring.tag("known answer"),
         "kat_key": sealed.key_id,
-        "kat_nonce": sealed.nonce.hex(),
-        "kat_payload": sealed.ciphertext.hex(),
+        "kat_nonce": sealed.nonce,
+        "kat_payload": sealed.ciphertext,
     }
 
 
-def judge(path: Path, keyring: KeyRing, meta: dict[str, str], key_ids: Iterable[str]) -> None:
+def judge(path: Path, keyring: KeyRing, meta: dict[str, object], key_ids: Iterable[str]) -> None:
     """Raise KeyMismatchError with a sentence an operator can act on, or return when the key fits."""
     hint = "use the key file this queue was created with (restore it from your backup)"
     source = keyring.source or "the key file"
-    if "kat_tag" in meta and meta["kat_tag"] != keyring.tag("known answer").hex():
+    if "kat_tag" in meta and meta["kat_tag"] != keyring.tag("known answer"):
         raise KeyMismatchError(f"{source} does not match the queue {path}: its first key differs; {hint}")
-    used = set(key_ids) | ({meta["kat_key"]} if "kat_key" in meta else set())
+    used = set(key_ids) | ({str(meta["kat_key"])} if "kat_key" in meta else set())
     missing = sorted(k for k in used if k not in keyring)
     if missing:
         raise KeyMismatchError(
@@ -100,11 +102,11 @@ def judge(path: Path, keyring: KeyRing, meta: dict[str, str], key_ids: Iterable[
             f"({len(missing)} key(s) missing: a key line was removed, or this is another key file); {hint}"
         )
     if "kat_tag" in meta:
-        try:
-            sealed = Sealed(meta["kat_key"], bytes.fromhex(meta["kat_nonce"]), bytes.fromhex(meta["kat_payload"]))
-            ok = keyring.open(sealed, KAT_AAD) == KAT_PLAINTEXT
-        except (KeyError, ValueError, DecryptError):
-            ok = False
+        nonce, payload = meta.get("kat_nonce"), meta.get("kat_payload")
+        ok = False
+        if isinstance(nonce, bytes) and isinstance(payload, bytes):
+            with contextlib.suppress(DecryptError):
+                ok = keyring.open(Sealed(str(meta.get("kat_key")), nonce, payload), KAT_AAD) == KAT_PLAINTEXT
         if not ok:
             raise KeyMismatchError(f"{source} does not open the queue {path} (known-answer check failed); {hint}")
 

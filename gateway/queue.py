@@ -750,7 +750,7 @@ async def _close_all(conns: list[aiosqlite.Connection]) -> None:
 async def _check_key(db: aiosqlite.Connection, path: Path, keyring: KeyRing) -> None:
     """Judge the key against the known-answer row; seal one into a queue that has none yet."""
     async with db.execute("SELECT k, v FROM meta WHERE k LIKE 'kat_%'") as cur:
-        meta = {k: v for k, v in await cur.fetchall()}
+        meta: dict[str, object] = {k: v for k, v in await cur.fetchall()}
     async with db.execute(used_key_ids_sql()) as cur:
         ids = [r[0] for r in await cur.fetchall()]
     if any(k not in keyring for k in ids):
