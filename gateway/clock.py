@@ -17,8 +17,11 @@ holding all data for want of NTP would stop a clinic whose network blocks it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +42,22 @@ BUILD_EPOCH = BUILD_DATE.timestamp()
 FUTURE_LIMIT = 3653 * 86400.0  # ten years after the build: beyond that the clock is wrong, not the build old
 JUMP_SECONDS = 120.0  # a wall-clock step larger than this against the monotonic clock is a jump
 TIMESYNCD_FLAG = Path("/run/systemd/timesync/synchronized")
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+STATE_NAME = "clock.json"  # wrong-clock segments not yet corrected, kept across a daemon restart
+
+
+def boottime() -> float:
+    """Monotonic and shared by every process of this boot (it also counts suspend): a restart of the
+    daemon before the clock is right does not lose the link between wrong stamps and true time."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def _boot_id() -> str | None:
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return None
+
 
 STA_UNSYNC = 0x0040
 TIME_ERROR = 5
@@ -110,15 +129,58 @@ class Segment:
 class ClockWatch:
     alarms: AlarmBoard | None = None
     wall: Callable[[], float] = time.time
-    mono: Callable[[], float] = time.monotonic
+    mono: Callable[[], float] = boottime
     synchronised: Callable[[], bool | None] = kernel_synchronised
     trusted: bool = True
     problem: str | None = None
     last_jump: float | None = None  # monotonic time of the last jump
     untrusted: list[Segment] = field(default_factory=list)
     correcting: bool = False  # trusted again, but stamps from the wrong time are still being fixed
+    state_file: Path | None = None
     _offset: float | None = None
     _sync_checked: float = -1e18
+    _persisted: float = -1e18
+
+    def restore(self) -> None:
+        """Take over the wrong-clock segments a previous daemon of this boot could not correct yet."""
+        if self.state_file is None:
+            return
+        try:
+            doc = json.loads(self.state_file.read_text())
+            segments = [Segment(float(a), float(b), float(c)) for a, b, c in doc["segments"]]
+            same_boot = doc.get("boot_id") == _boot_id() and _boot_id() is not None
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        if not segments:
+            return
+        if not same_boot:
+            log.warning(
+                "clock_segments_lost",
+                segments=len(segments),
+                hint="readings received under a wrong clock before a reboot keep their receive times",
+            )
+            self._forget()
+            return
+        # Rows committed after the last save: a past segment reaches up to the build date, a future one on.
+        last = segments[-1]
+        last.high = BUILD_EPOCH if last.low < BUILD_EPOCH else float("inf")
+        self.untrusted, self.trusted, self._offset = segments, False, last.offset
+        log.info("clock_segments_restored", segments=len(segments))
+
+    def _persist(self, force: bool = False) -> None:
+        if self.state_file is None or (not force and self.mono() - self._persisted < 30):
+            return
+        self._persisted = self.mono()
+        body = json.dumps({"boot_id": _boot_id(), "segments": [[g.low, g.high, g.offset] for g in self.untrusted]})
+        with contextlib.suppress(OSError):
+            tmp = self.state_file.with_name(self.state_file.name + ".tmp")
+            tmp.write_text(body)
+            os.replace(tmp, self.state_file)
+
+    def _forget(self) -> None:
+        if self.state_file is not None:
+            with contextlib.suppress(OSError):
+                self.state_file.unlink()
 
     def check(self) -> tuple[float | None, list[tuple[Segment, float]]]:
         """Judge the clock now. Returns (the jump in seconds if one happened, segments to correct with the
@@ -137,9 +199,11 @@ class ClockWatch:
             if self.trusted or self.problem != problem:
                 log.error("clock_implausible", problem=problem)
             self.trusted, self.problem = False, problem
-            if not self.untrusted or jump is not None:
+            new = not self.untrusted or jump is not None
+            if new:
                 self.untrusted.append(Segment(wall, wall, offset))
-            self.untrusted[-1].high = wall
+            self.untrusted[-1].high = max(self.untrusted[-1].high, wall) if not new else wall
+            self._persist(force=new)
             if self.alarms is not None:
                 self.alarms.raise_(
                     "clock_implausible",
@@ -173,6 +237,8 @@ class ClockWatch:
             self.alarms.clear("clock_unsynchronised")
 
     def corrected(self) -> None:
+        if self.correcting:
+            self._forget()
         self.correcting = False
 
     def may_purge(self) -> bool:

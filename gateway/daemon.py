@@ -20,7 +20,8 @@ import structlog
 from drivers import registry
 from gateway import __version__
 from gateway.alarms import SNAPSHOT_NAME, Alarm, AlarmBoard, Severity
-from gateway.clock import BUILD_EPOCH, ClockWatch
+from gateway.clock import BUILD_EPOCH, ClockWatch, Segment
+from gateway.clock import STATE_NAME as CLOCK_STATE
 from gateway.config import Config, DeviceConfig
 from gateway.crypto import KeyRing
 from gateway.diskguard import DiskGuard
@@ -156,7 +157,7 @@ class Gateway:
         self.alarms = AlarmBoard(config.state_dir / SNAPSHOT_NAME)
         self.alarms.subscribe(_log_alarm)
         self.disk = DiskGuard(config.queue_path.parent, config.min_free_bytes, self.alarms)
-        self.clock = ClockWatch(self.alarms)
+        self.clock = ClockWatch(self.alarms, state_file=config.state_dir / CLOCK_STATE)
 
     def healthy(self) -> bool:
         """True while the queue writer commits and the drainer makes progress (for the systemd watchdog)."""
@@ -175,11 +176,10 @@ class Gateway:
         watch = QueueWatch(cfg.queue_path)
         self.queue.guard = watch.check
         self.queue.on_commit = self.disk.commit_result
-        self.clock.check()
-        if self.clock.trusted:  # stamps a wrong clock left in earlier runs: retries in 2040, deliveries in 2001
-            repaired = await self.queue.clamp_times(time.time(), cfg.retry_max, BUILD_EPOCH)
-            if repaired:
-                log.warning("clock_stamps_repaired", rows=repaired)
+        self.clock.restore()
+        jump, corrections = self.clock.check()
+        # Stamps a wrong clock left in earlier runs: retries in 2040, deliveries in 2001, receive times.
+        await self._apply_clock(jump, corrections, start=True)
         try:
             self.drainer = Drainer(
                 self.queue,
@@ -244,19 +244,24 @@ class Gateway:
 
     async def _watch_clock(self) -> None:
         """Every second: judge the wall clock; after a jump clamp the retries, once trusted fix the stamps."""
-        assert self.queue is not None
         while True:
             await asyncio.sleep(1.0)
             jump, corrections = self.clock.check()
-            for segment, delta in corrections:
-                # + the check interval's slack: rows committed after the last check of the wrong clock
-                moved = await self.queue.shift_times(segment.low, segment.high + 2.0, delta)
-                log.warning("receive_times_corrected", rows=moved, seconds=round(delta, 1))
-            if self.clock.trusted and (jump is not None or corrections):
-                clamped = await self.queue.clamp_times(time.time(), self.config.retry_max, BUILD_EPOCH)
-                if clamped:
-                    log.warning("clock_stamps_repaired", rows=clamped)
-            self.clock.corrected()
+            await self._apply_clock(jump, corrections)
+
+    async def _apply_clock(
+        self, jump: float | None, corrections: list[tuple[Segment, float]], *, start: bool = False
+    ) -> None:
+        assert self.queue is not None
+        for segment, delta in corrections:
+            # + the check interval's slack: rows committed after the last check of the wrong clock
+            moved = await self.queue.shift_times(segment.low, segment.high + 2.0, delta)
+            log.warning("receive_times_corrected", rows=moved, seconds=round(delta, 1))
+        if self.clock.trusted and (start or jump is not None or corrections):
+            clamped = await self.queue.clamp_times(time.time(), self.config.retry_max, BUILD_EPOCH)
+            if clamped:
+                log.warning("clock_stamps_repaired", rows=clamped)
+        self.clock.corrected()
 
     async def _drain_pending(self, seconds: float) -> None:
         assert self.queue is not None

@@ -201,3 +201,27 @@ def test_a_meter_clock_is_never_set_from_an_implausible_gateway_clock(tmp_path: 
     assert sim.clock_sets == 0 and b'"meter_clock_set"' not in text
     stamps = issued(tmp_path)
     assert len(outbox(tmp_path)) == len(RECORDS) and stamps and all(before <= t <= datetime.now(UTC) for t in stamps)
+
+
+def test_receive_times_are_corrected_after_a_restart_before_the_clock_was_right(tmp_path: Path) -> None:
+    """Stopped under the 2001 clock, started again once NTP answered (same boot): the wrong stamps are
+    still moved, through the boot-time clock the two runs share."""
+    cfg = write_config(tmp_path, devices=simulated("cuff", "S-RESTART", 5, interval=0.05))
+    assert vitalgate("bind", "S-RESTART", "p1", "--config", str(cfg)).returncode == 0
+    before = datetime.now(UTC)
+    proc, out = run(cfg, faked(tmp_path, "-9100d"))
+    try:
+        wait_for(lambda: "pending      5" in vitalgate("status", "--config", str(cfg)).stdout, 30, "5 committed")
+        wait_for((tmp_path / "state/clock.json").exists, 30, "the wrong-clock segment saved")
+    finally:
+        finish(proc, out)
+    assert outbox(tmp_path) == []
+    proc, out = run(cfg, child_env())  # the real clock now
+    try:
+        wait_for(lambda: len(outbox(tmp_path)) >= 5, 30, "all 5 delivered")
+    finally:
+        text = finish(proc, out)
+    stamps = issued(tmp_path)
+    assert len(outbox(tmp_path)) == 5 and stamps and all(before <= t <= datetime.now(UTC) for t in stamps), stamps
+    assert b'"clock_segments_restored"' in text and b'"receive_times_corrected"' in text
+    assert not (tmp_path / "state/clock.json").exists()
