@@ -64,7 +64,11 @@ class DriverInfo(Protocol):
 
 
 class Driver(DriverInfo, Protocol):
-    """One device session. `run` reads what the device has and returns; the core reconnects with backoff."""
+    """One device session. `run` reads what the device has and returns; the core reconnects with backoff.
+
+    A driver whose device deletes what it sent (BLE indications) sets the class attribute
+    `rereadable = False`; the core then starts its sessions only while the queue can commit.
+    """
 
     @classmethod
     def validate(cls, options: Mapping[str, Any], where: str) -> None:

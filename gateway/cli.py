@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar, cast
 
 from gateway import __version__
+from gateway import cli_args as arg
 from gateway.config import DEFAULT_PATH, Config, load_config
-from gateway.crypto import KeyRing, create_key_file, rotate_key_source
+from gateway.crypto import DecryptError, KeyRing, create_key_file, rotate_key_source
 from gateway.errors import ConfigError, GatewayError
 from gateway.logging import configure_logging
 from gateway.queue import Binding, ReadingQueue, State, identity_selectors
@@ -31,8 +32,15 @@ __all__ = ["main"]
 
 T = TypeVar("T")
 
+# Exit codes (README "Exit codes"): 1 a command found nothing to do, 2 config or usage error, 3 key error,
+# 4 queue file damaged or unusable, 5 another daemon holds the state folder, 6 the queue file was replaced or
+# deleted while running, 7 a file or folder could not be read or written, 130 interrupted.
 EXIT_CONFIG = 2
 EXIT_KEY = 3
+EXIT_QUEUE = 4
+EXIT_LOCKED = 5
+EXIT_REPLACED = 6
+EXIT_IO = 7
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -72,6 +80,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     # The forwarder's section is validated when it is built (no network I/O): do it here too, or a typo in
     # [output.mqtt] / [output.https] or an unreadable secret only shows at `run`.
     from gateway.forwarders import ForwarderContext, build_forwarder
+    from gateway.keycheck import check_queue_file
 
     checks: list[Callable[[], object]] = [
         lambda: KeyRing.load(cfg.key_file),
@@ -95,6 +104,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return EXIT_CONFIG if any(isinstance(e, ConfigError) for e in problems) else EXIT_KEY
     if problems:
         raise problems[0]
+    queue_summary = check_queue_file(cfg.queue_path, KeyRing.load(cfg.key_file))  # proves the key opens this queue
     if not cfg.devices:
         print(
             f"vitalgate: warning: {cfg.file}: no [[devices]] configured; the gateway would run but read nothing"
@@ -108,6 +118,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 f"  {dev.where} ({dev.name}): allow_unbonded = true: readings are taken without a bond, so any "
                 "device answering at its address is believed"
             )
+    print(f"{cfg.queue_path}: {queue_summary}")
     return 0
 
 
@@ -169,7 +180,9 @@ def install_signals(stop: asyncio.Event, on_hup: Callable[[], None] | None = Non
 
 async def _run(cfg: Config, keyring: KeyRing) -> None:
     from gateway.daemon import Gateway
+    from gateway.executor import DaemonThreadExecutor
 
+    asyncio.get_running_loop().set_default_executor(DaemonThreadExecutor())  # SIGTERM never waits on a connect
     gw = Gateway(cfg, keyring, notifier=Notifier.from_environment())
     stop = asyncio.Event()
     install_signals(stop, gw.reload_secrets)
@@ -183,9 +196,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_state(cfg, create=True)
     _check_plaintext_output(cfg)
     from drivers.ble import runtime as ble_runtime
+    from gateway.statelock import StateLock
 
     ble_runtime.set_state_dir(cfg.state_dir)  # a relative BLE bond store lives in the state folder
-    asyncio.run(_run(cfg, keyring))
+    with StateLock(cfg.state_dir):  # one daemon per state folder, for the daemon's whole life
+        asyncio.run(_run(cfg, keyring))
     return 0
 
 
@@ -202,16 +217,19 @@ async def _with_queue(
     audit: Callable[[ReadingQueue], str] | None = None,
 ) -> T:
     """Run `fn` on the queue; operator commands that touch PHI leave an audit entry (no PHI in it)."""
+    from gateway.statelock import admin_lock
+
     cfg = _config(args)
     keyring = KeyRing.load(cfg.key_file)
     _check_state(cfg, create=True)
-    q = await ReadingQueue.open(cfg.queue_path, keyring)
-    try:
-        result = await fn(q)
-        await q.audit(_actor(), args.command, audit(q) if audit else "")
-        return result
-    finally:
-        await q.close()
+    with admin_lock(cfg.state_dir):  # operator commands never interleave; the daemon runs beside them
+        q = await ReadingQueue.open(cfg.queue_path, keyring)
+        try:
+            result = await fn(q)
+            await q.audit(_actor(), args.command, audit(q) if audit else "")
+            return result
+        finally:
+            await q.close()
 
 
 def cmd_bind(args: argparse.Namespace) -> int:
@@ -317,10 +335,16 @@ def _configured_name(d: dict[str, Any], configured: Sequence[Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    damaged = 0
+
     async def go(q: ReadingQueue) -> tuple[dict[State, int], list[tuple[int, str]], int, dict[str, str]]:
+        nonlocal damaged
+        damaged = q.damaged_bindings
         return await q.counts(), await q.quarantined(), await q.reject_count(), dict(q.integrity_problems)
 
     counts, quarantined, rejects, integrity = asyncio.run(_with_queue(args, go))
+    if damaged:
+        print(f"{'bindings':12} {damaged} do not open (damaged or edited): bind those devices again")
     for state, n in counts.items():
         print(f"{state.name.lower():12} {n}")
     print(f"{'rejected input':12} {rejects} frames kept for review")
@@ -328,7 +352,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"ALARM: {sentence}")
     for item_id, reason in quarantined[:20]:
         print(f"  quarantined #{item_id}: {reason}")
+    _print_alarms(_config(args))
     return 0
+
+
+def _print_alarms(cfg: Config) -> None:
+    """The running daemon's alarms, from the snapshot its board keeps in the state folder."""
+    from gateway.alarms import SNAPSHOT_NAME, read_snapshot
+    from gateway.statelock import StateLock
+
+    running = StateLock(cfg.state_dir).held_by_other()
+    alarms = read_snapshot(cfg.state_dir / SNAPSHOT_NAME)
+    print(f"{'daemon':12} {'running' if running else 'not running'}")
+    if alarms and not running:
+        print("  alarms as the daemon left them when it stopped:")
+    for alarm in alarms:
+        print(f"  ALARM {alarm.severity.value} {alarm.code}: {alarm.sentence}")
 
 
 def cmd_requeue(args: argparse.Namespace) -> int:
@@ -405,31 +444,39 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--path", help="key file (default: gateway.key_file from the config)")
     k.add_argument("--retire", metavar="OLD", help="rotate: re-encrypt every row off key OLD, then delete it")
     b = add("bind", cmd_bind, "bind a device (and user slot) to a patient")
-    b.add_argument("device", help="Bluetooth address, serial number or System ID (see `vitalgate devices`)")
+    b.add_argument(
+        "device", type=arg.name(), help="Bluetooth address, serial number or System ID (see `vitalgate devices`)"
+    )
     b.add_argument("patient", help="Patient/123, 123, or an identifier system|value")
-    b.add_argument("--user", type=int, help="user slot on a multi-user device")
+    b.add_argument("--user", type=arg.USER_SLOT, help="user slot on a multi-user device (0-254)")
     u = add("unbind", cmd_unbind, "remove a binding")
-    u.add_argument("device")
-    u.add_argument("--user", type=int)
+    u.add_argument("device", type=arg.name())
+    u.add_argument("--user", type=arg.USER_SLOT)
     add("devices", cmd_devices, "list device slots seen and their bindings")
     add("status", cmd_status, "queue counts by state, quarantined rows, rejected input")
     rq = add("requeue", cmd_requeue, "send quarantined readings again (after fixing the backend or config)")
-    rq.add_argument("ids", nargs="*", type=int, help="row ids from `vitalgate status`")
+    rq.add_argument("ids", nargs="*", type=arg.ROW_ID, help="row ids from `vitalgate status`")
     rq.add_argument("--all", action="store_true", help="every quarantined reading")
     a = add("audit", cmd_audit, "who ran which operator command when (bindings, listings)")
-    a.add_argument("--limit", type=int, default=100)
+    a.add_argument("--limit", type=arg.AUDIT_LIMIT, default=100, help="entries to show (1-1000000)")
     a.add_argument("--verify", action="store_true", help="check the hash chain and MACs; exit 1 if broken")
     add("drivers", cmd_drivers, "list available device drivers", config=False)
     d = add("demo", cmd_demo, "run simulated devices through the whole pipeline (no config, no root)", config=False)
-    d.add_argument("--seconds", type=float, help="how long to run (default 10; with --until-each-device: at most 600)")
+    d.add_argument(
+        "--seconds",
+        type=arg.seconds(0, 86400, exclusive_low=True),
+        help="how long to run (default 10; with --until-each-device: at most 600)",
+    )
     d.add_argument(
         "--until-each-device",
-        type=int,
+        type=arg.integer(1, 1_000_000),
         metavar="N",
         help="stop as soon as every simulated device has had N readings forwarded (exit 1 if --seconds runs out "
         "first): for CI and slow machines, instead of a fixed time",
     )
-    d.add_argument("--out", default="vitalgate-demo", help="state and output folder (default ./vitalgate-demo)")
+    d.add_argument(
+        "--out", type=arg.folder, default="vitalgate-demo", help="state and output folder (default ./vitalgate-demo)"
+    )
     d.add_argument("--mqtt", metavar="URL", help="publish to a broker: mqtts://host[:port] (TLS) or mqtt://...")
     d.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate for the broker (default: system CAs)")
     d.add_argument("--mqtt-user", metavar="NAME", help="MQTT user name")
@@ -456,11 +503,19 @@ def _simulators(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     text = "run simulated devices: a serial one on a pty, or BLE ones (ble-*) on an adapter served over TCP"
     p = sub.add_parser("simulate", help=text, description=text)
     p.add_argument("device", nargs="+", choices=[*sorted(SIMULATORS), *BLE_SIMULATORS], help="what to simulate")
-    p.add_argument("--records", type=int, help="stored readings (default: serial 20, BLE 3)")
+    p.add_argument("--records", type=arg.integer(0, 100_000), help="stored readings (default: serial 20, BLE 3)")
     p.add_argument("--link", type=Path, help="serial: also expose the pty under this symlink path")
-    p.add_argument("--clock-offset", type=float, default=0.0, help="serial: meter clock minus real clock, s")
     p.add_argument(
-        "--interval", type=float, default=10.0, help="serial scale: seconds between weigh-ins (each sent once)"
+        "--clock-offset",
+        type=arg.signed_seconds(10 * 366 * 86400),
+        default=0.0,
+        help="serial: meter clock minus real clock, s",
+    )
+    p.add_argument(
+        "--interval",
+        type=arg.seconds(0, 86400, exclusive_low=True),
+        default=10.0,
+        help="serial scale: seconds between weigh-ins (each sent once)",
     )
     from simulators.serial.cli import FAULT_HELP
 
@@ -522,7 +577,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc, failure = EXIT_CONFIG, "config error"
     except GatewayError as exc:
         print(f"vitalgate: {exc}", file=sys.stderr)
-        rc, failure = EXIT_KEY, type(exc).__name__
+        rc, failure = _exit_code(exc), type(exc).__name__
+    except DecryptError as exc:  # a value in the queue that does not open where no row can be set aside
+        print(f"vitalgate: a sealed value in the queue does not open ({exc}); check the key file", file=sys.stderr)
+        rc, failure = EXIT_KEY, "DecryptError"
+    except OSError as exc:  # e.g. `keys init --path /proc/vg.key`: the file system said no
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"vitalgate: {where}{exc.strerror or exc}", file=sys.stderr)
+        rc, failure = EXIT_IO, "OSError"
     except KeyboardInterrupt:
         return 130
     else:
@@ -568,6 +630,18 @@ def _audit_command(args: argparse.Namespace, outcome: str) -> None:
         asyncio.run(go(cfg))
     except Exception:
         audit.forward(actor, action, outcome, b"")
+
+
+def _exit_code(exc: GatewayError) -> int:
+    from gateway.keycheck import QueueFileError
+    from gateway.statelock import QueueReplacedError, StateLockedError
+
+    codes: tuple[tuple[type[GatewayError], int], ...] = (
+        (QueueFileError, EXIT_QUEUE),
+        (StateLockedError, EXIT_LOCKED),
+        (QueueReplacedError, EXIT_REPLACED),
+    )
+    return next((code for kind, code in codes if isinstance(exc, kind)), EXIT_KEY)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ setting must not silently fall back to a default.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 import zoneinfo
@@ -18,10 +19,28 @@ from typing import Any
 
 from gateway.errors import ConfigError, ConfigErrors
 
-__all__ = ["DEFAULT_PATH", "Config", "DeviceConfig", "load_config", "load_key_file", "parse_config"]
+__all__ = ["DEFAULT_PATH", "Config", "DeviceConfig", "check_number", "load_config", "load_key_file", "parse_config"]
 
 DEFAULT_PATH = Path("/etc/vitalgate/vitalgate.toml")
 MAX_POLL_SECONDS = 86400
+
+
+def check_number(value: object, minimum: float, maximum: float, *, integer: bool = False) -> float:
+    """The one rule for numbers from config files and command lines: finite, in [minimum, maximum].
+
+    NaN passes every `<` comparison and 1e300 seconds overflows datetime arithmetic, so both are refused here
+    rather than deep inside the daemon. Raises ValueError with a sentence naming the allowed range.
+    """
+    span = f"between {minimum:g} and {maximum:g}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number {span}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number {span}, got {value!r}")
+    if integer and not (isinstance(value, int) or float(value).is_integer()):
+        raise ValueError(f"must be a whole number {span}, got {value!r}")
+    if not minimum <= value <= maximum:  # compare before float(): a 10**400 int is not a float
+        raise ValueError(f"must be {span}, got {value if abs(value) < 1e15 else 'a number that large'}")
+    return float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +66,7 @@ class Config:
     retry_initial: float = 1.0
     retry_max: float = 300.0
     retry_permanent: float = 600.0
+    min_free_bytes: int = 64 * 1024 * 1024
     send_timeout: float = 300.0
     forwarder: str = "file"
     forwarder_options: Mapping[str, Any] = field(default_factory=dict)
@@ -92,13 +112,13 @@ class _Section:
             return default
         return value
 
-    def number(self, key: str, default: float, *, minimum: float, maximum: float | None = None) -> float:
-        value = float(self.get(key, (int, float), default))
-        if value < minimum or (maximum is not None and value > maximum):
-            span = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-            self.fail(key, f"must be {span}, got {value}")
+    def number(self, key: str, default: float, *, minimum: float, maximum: float) -> float:
+        value = self.get(key, (int, float), default)
+        try:
+            return check_number(value, minimum, maximum)
+        except ValueError as exc:
+            self.fail(key, str(exc))
             return float(default)
-        return value
 
     def integer(self, key: str, default: int, *, minimum: int, maximum: int) -> int:
         """A count: 100.5 is refused, not silently cut to 100."""
@@ -152,17 +172,21 @@ def parse_config(doc: Mapping[str, Any], file: str = "<config>", base: Path | No
         tz = None if tz_name == "local" else zoneinfo.ZoneInfo(tz_name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         g.fail("timezone", f"unknown time zone {tz_name!r} (use an IANA name such as America/Chicago)")
-    tolerance = g.number("clock_tolerance_seconds", 60, minimum=1)
+    tolerance = g.number("clock_tolerance_seconds", 60, minimum=1, maximum=86400)
     test_data = g.get("test_data", bool, False)
     g.finish()
 
     q = _Section(file, "queue", _table(file, doc, "queue", errors), errors)
     queue_path = Path(q.get("path", str, "queue.db"))
-    retention_days = q.number("retention_days", 7, minimum=0)
+    retention_days = q.number("retention_days", 7, minimum=0, maximum=3650)
     batch_size = q.integer("batch_size", 100, minimum=1, maximum=10_000)
-    retry_initial = q.number("retry_initial_seconds", 1, minimum=0.01)
-    retry_max = q.number("retry_max_seconds", 300, minimum=retry_initial)
-    retry_permanent = q.number("retry_permanent_seconds", 600, minimum=1)
+    seen = len(errors)
+    retry_initial = q.number("retry_initial_seconds", 1, minimum=0.01, maximum=3600)
+    # Judged against retry_initial only when that one was valid: one wrong number is one problem, not two.
+    floor = retry_initial if len(errors) == seen else 0.01
+    retry_max = q.number("retry_max_seconds", 300, minimum=floor, maximum=86400)
+    retry_permanent = q.number("retry_permanent_seconds", 600, minimum=1, maximum=86400)
+    min_free_mb = q.number("min_free_mb", 64, minimum=0, maximum=1_000_000)
     q.finish()
 
     o = _Section(file, "output", _table(file, doc, "output", errors), errors)
@@ -196,6 +220,7 @@ def parse_config(doc: Mapping[str, Any], file: str = "<config>", base: Path | No
         retry_initial=retry_initial,
         retry_max=retry_max,
         retry_permanent=retry_permanent,
+        min_free_bytes=int(min_free_mb * 1024 * 1024),
         send_timeout=send_timeout,
         forwarder=forwarder,
         forwarder_options=forwarder_options,
@@ -239,9 +264,10 @@ def _device(file: str, i: int, entry: Any, names: set[str]) -> DeviceConfig:
     names.add(name)
     options = {k: v for k, v in entry.items() if k not in ("driver", "name")}
     # The core, not the driver, reads poll_seconds (gateway.daemon), so the core checks it for every driver.
-    poll = options.get("poll_seconds", 0)
-    if isinstance(poll, bool) or not isinstance(poll, int | float) or not 0 <= poll <= MAX_POLL_SECONDS:
-        raise ConfigError(file, f"{where}.poll_seconds", f"must be seconds between 0 and {MAX_POLL_SECONDS}")
+    try:
+        check_number(options.get("poll_seconds", 0), 0, MAX_POLL_SECONDS)
+    except ValueError as exc:
+        raise ConfigError(file, f"{where}.poll_seconds", f"must be seconds: {exc}") from None
     try:
         driver.validate(options, where)
     except ConfigError as exc:

@@ -126,6 +126,8 @@ class KeyRing:
             return aead.decrypt(sealed.nonce, sealed.ciphertext, aad)
         except InvalidTag:
             raise DecryptError("authentication failed (tampered, or bound to another row)") from None
+        except (ValueError, TypeError) as exc:  # a damaged row: nonce of the wrong length, not bytes
+            raise DecryptError(f"malformed sealed value ({exc})") from None
 
     def subkey(self, label: str) -> bytes:
         """A key for one purpose (audit MACs, row-state MACs), derived from the look-up key so it rotates

@@ -22,17 +22,22 @@ import structlog
 from drivers import registry
 from drivers.errors import HostSetupError
 from gateway import __version__
+from gateway.alarms import SNAPSHOT_NAME, Alarm, AlarmBoard, Severity
 from gateway.audit import current_actor
+from gateway.clock import BUILD_EPOCH, ClockWatch, Segment
+from gateway.clock import STATE_NAME as CLOCK_STATE
 from gateway.config import Config, DeviceConfig
 from gateway.crypto import KeyRing
+from gateway.diskguard import DiskGuard
 from gateway.drainer import Backoff, Delivered, Drainer
 from gateway.errors import GatewayError
 from gateway.fhir import GatewayInfo
 from gateway.fhir.selfcheck import self_check
 from gateway.forwarders import ForwarderContext, build_forwarder
 from gateway.forwarders.base import Forwarder
-from gateway.queue import ReadingQueue, State
+from gateway.queue import PutResult, ReadingQueue, State
 from gateway.reading import Reading
+from gateway.statelock import QueueReplacedError, QueueWatch
 from gateway.systemd import Health, Notifier
 
 __all__ = ["Gateway", "QueueDeviceContext"]
@@ -40,6 +45,7 @@ __all__ = ["Gateway", "QueueDeviceContext"]
 log = structlog.get_logger(__name__)
 
 HEALTH_DEADLINE = 30.0  # seconds without a drainer heartbeat before the watchdog starves
+QUEUE_WATCH_SECONDS = 2.0  # how often the queue file's identity is checked between commits
 
 
 @dataclass
@@ -48,22 +54,66 @@ class QueueDeviceContext:
 
     queue: ReadingQueue
     device: DeviceConfig
-    clock_tolerance: timedelta
+    tolerance: timedelta  # config `gateway.clock_tolerance_seconds`; drivers read `clock_tolerance`
     on_submitted: Callable[[Sequence[Reading], int], None] | None = None
     local_tz: tzinfo | None = None  # config `gateway.timezone`; None: the system's zone
     rejected: int = 0
     submitted: int = 0
+    # The device deletes what it sent (BLE indications): a reading whose commit fails is held here, in
+    # memory, and retried until it commits, instead of being lost. One batch per session at a time.
+    hold_on_failure: bool = False
+    disk: DiskGuard | None = None
+    clock_trusted: Callable[[], bool] | None = None  # gateway.clock: False while the wall clock is implausible
+
+    @property
+    def clock_tolerance(self) -> timedelta:
+        """How far a device clock may be off before a driver sets it; never set from an implausible clock."""
+        if self.clock_trusted is not None and not self.clock_trusted():
+            return timedelta.max
+        return self.tolerance
 
     @property
     def options(self) -> Mapping[str, Any]:
         return self.device.options
 
     async def submit(self, readings: Sequence[Reading]) -> int:
-        result = await self.queue.put(readings)
+        if not self.hold_on_failure:
+            result = await self.queue.put(readings)
+        else:
+            result = await self._put_holding(readings)
         self.submitted += len(readings)
         if self.on_submitted:
             self.on_submitted(readings, result.new)
         return result.new
+
+    async def _put_holding(self, readings: Sequence[Reading]) -> PutResult:
+        delay = 0.2
+        held = False
+        try:
+            while True:
+                try:
+                    return await self.queue.put(readings)
+                except QueueReplacedError:
+                    raise
+                except Exception as exc:  # the commit failed (disk full, I/O error): keep them, try again
+                    if not held:
+                        held = True
+                        if self.disk is not None:
+                            self.disk.holding(len(readings))
+                        log.error(
+                            "readings_held",
+                            device_name=self.device.name,
+                            readings=len(readings),
+                            error=type(exc).__name__,
+                            hint="the queue cannot commit; free disk space",
+                        )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+        finally:
+            if held:
+                if self.disk is not None:
+                    self.disk.holding(-len(readings))
+                log.info("held_readings_committed", device_name=self.device.name, readings=len(readings))
 
     async def reject(self, raw: bytes, error: Exception, *, source: str) -> None:
         self.rejected += 1
@@ -107,6 +157,11 @@ class Gateway:
         self.health = Health()
         self.health.register("queue_writer", HEALTH_DEADLINE)
         self.health.register("drainer", HEALTH_DEADLINE)
+        # The daemon's one alarm board; `vitalgate status` reads its snapshot from the state folder.
+        self.alarms = AlarmBoard(config.state_dir / SNAPSHOT_NAME)
+        self.alarms.subscribe(_log_alarm)
+        self.disk = DiskGuard(config.queue_path.parent, config.min_free_bytes, self.alarms)
+        self.clock = ClockWatch(self.alarms, state_file=config.state_dir / CLOCK_STATE)
 
     def healthy(self) -> bool:
         """True while the queue writer commits and the drainer makes progress (for the systemd watchdog)."""
@@ -116,13 +171,24 @@ class Gateway:
         from gateway.runlock import held_while_running
 
         with held_while_running(self.config.queue_path):  # `keys rotate --retire` waits for us to stop
-            await self._run(stop)
+            try:
+                await self._run(stop)
+            except* QueueReplacedError as group:
+                raise group.exceptions[0] from None  # one sentence for the CLI, not an exception group
 
     async def _run(self, stop: asyncio.Event) -> None:
         cfg = self.config
+        self.alarms.write_snapshot(cfg.state_dir / SNAPSHOT_NAME)  # no stale alarms from a previous run
         self.queue = await ReadingQueue.open(cfg.queue_path, self.keyring)
         self._integrity_alarms(self.queue)
         await self._audit_start()
+        watch = QueueWatch(cfg.queue_path)
+        self.queue.file_guard = watch.check
+        self.queue.on_commit = self.disk.commit_result
+        self.clock.restore()
+        jump, corrections = self.clock.check()
+        # Stamps a wrong clock left in earlier runs: retries in 2040, deliveries in 2001, receive times.
+        await self._apply_clock(jump, corrections, start=True)
         try:
             self.drainer = Drainer(
                 self.queue,
@@ -137,6 +203,8 @@ class Gateway:
                 on_delivered=self.on_delivered,
                 heartbeat=lambda: self.health.beat("drainer"),
                 send_timeout=cfg.send_timeout,
+                may_send=self.clock.may_send,
+                may_purge=self.clock.may_purge,
             )
             # Prove at start-up that the template-built hot path still yields valid FHIR on this install.
             checked = self_check(self.drainer.gateway, local_tz=cfg.timezone)
@@ -157,6 +225,8 @@ class Gateway:
                 tasks = [tg.create_task(self._device_loop(dev), name=f"device:{dev.name}") for dev in cfg.devices]
                 if self.notifier is not None:
                     tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
+                tasks.append(tg.create_task(self._watch_queue(watch), name="queue-watch"))
+                tasks.append(tg.create_task(self._watch_clock(), name="clock-watch"))
                 self.ready.set()
                 if self.notifier is not None:
                     self.notifier.ready()
@@ -164,13 +234,10 @@ class Gateway:
                 log.info("gateway_stopping")
                 if self.notifier is not None:
                     self.notifier.stopping()
-                for task in tasks:
-                    task.cancel()
-                if tasks:
-                    await asyncio.wait(tasks)
+                await _cancel_and_wait(tasks)
                 if self.drain_timeout:
                     await self._drain_pending(self.drain_timeout)
-                drainer.cancel()
+                await _cancel_and_wait([drainer])
         finally:
             with contextlib.suppress(Exception):
                 await self.queue.audit(current_actor(), f"{self._role} stop", f"config {self.config.file}")
@@ -208,6 +275,35 @@ class Gateway:
                 actor, "config changed", f"{self.config.file} sha256 {previous[:12]} -> {digest[:12]}"
             )
             log.warning("config_changed_since_last_start", config=self.config.file, sha256=digest[:12])
+    async def _watch_queue(self, watch: QueueWatch) -> None:
+        """Stop the daemon (alarm first) when the queue file is deleted or replaced under it."""
+        while True:
+            problem = watch.problem()
+            if problem is not None:
+                self.alarms.raise_("queue_replaced", f"{problem}; the daemon stopped", Severity.CRITICAL)
+                watch.check()
+            await asyncio.sleep(QUEUE_WATCH_SECONDS)
+
+    async def _watch_clock(self) -> None:
+        """Every second: judge the wall clock; after a jump clamp the retries, once trusted fix the stamps."""
+        while True:
+            await asyncio.sleep(1.0)
+            jump, corrections = self.clock.check()
+            await self._apply_clock(jump, corrections)
+
+    async def _apply_clock(
+        self, jump: float | None, corrections: list[tuple[Segment, float]], *, start: bool = False
+    ) -> None:
+        assert self.queue is not None
+        for segment, delta in corrections:
+            # + the check interval's slack: rows committed after the last check of the wrong clock
+            moved = await self.queue.shift_times(segment.low, segment.high + 2.0, delta)
+            log.warning("receive_times_corrected", rows=moved, seconds=round(delta, 1))
+        if self.clock.trusted and (start or jump is not None or corrections):
+            clamped = await self.queue.clamp_times(time.time(), self.config.retry_max, BUILD_EPOCH)
+            if clamped:
+                log.warning("clock_stamps_repaired", rows=clamped)
+        self.clock.corrected()
 
     async def _drain_pending(self, seconds: float) -> None:
         assert self.queue is not None
@@ -217,11 +313,20 @@ class Gateway:
 
     async def _device_loop(self, dev: DeviceConfig) -> None:
         assert self.queue is not None
+        driver = registry.load(dev.driver)()
+        # Drivers of devices that delete what they sent say `rereadable = False` (drivers.base).
+        rereadable = bool(getattr(driver, "rereadable", True))
         ctx = QueueDeviceContext(
-            self.queue, dev, self.config.clock_tolerance, self.on_submitted, local_tz=self.config.timezone
+            self.queue,
+            dev,
+            self.config.clock_tolerance,
+            self.on_submitted,
+            local_tz=self.config.timezone,
+            hold_on_failure=not rereadable,
+            disk=self.disk,
+            clock_trusted=lambda: self.clock.trusted,
         )
         self.contexts[dev.name] = ctx
-        driver = registry.load(dev.driver)()
         backoff = Backoff(initial=1.0, maximum=60.0)
         failures = 0
         host_problem = ""  # the host setup error last logged with its hint (logged once, not every retry)
@@ -229,6 +334,9 @@ class Gateway:
         # Every line the driver logs from this task (its own module loggers) names the configured device too.
         structlog.contextvars.bind_contextvars(device_name=dev.name)
         while True:
+            if not rereadable and not self.disk.can_take_readings():
+                await asyncio.sleep(1.0)  # the device keeps its readings; ask again in a second
+                continue
             try:
                 await driver.run(ctx)
                 failures = 0
@@ -298,6 +406,26 @@ def config_digest(file: str) -> str:
     except OSError:
         data = file.encode()
     return hashlib.sha256(data).hexdigest()
+async def _cancel_and_wait(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel, and cancel again until they end.
+
+    Python 3.11's `asyncio.wait_for` (used inside aiomqtt's connect) swallows a cancellation that lands as
+    its future completes: the task then runs on, and a stop that landed just after `mqtt_connected` hung
+    until something else woke it. Repeating the cancellation closes that window.
+    """
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.1)
+
+
+def _log_alarm(alarm: Alarm, raised: bool) -> None:
+    if raised:
+        level = log.error if alarm.severity == Severity.CRITICAL else log.warning
+        level("alarm_raised", code=alarm.code, alarm=alarm.sentence)
+    else:
+        log.info("alarm_cleared", code=alarm.code)
 
 
 def _safe(exc: BaseException) -> str:

@@ -68,6 +68,8 @@ class Drainer:
         on_delivered: Delivered | None = None,
         heartbeat: Callable[[], None] | None = None,
         send_timeout: float = 300.0,
+        may_send: Callable[[], bool] | None = None,
+        may_purge: Callable[[], bool] | None = None,
     ) -> None:
         self.queue = queue
         self.forwarder = forwarder
@@ -81,6 +83,9 @@ class Drainer:
         self.on_delivered = on_delivered
         self.heartbeat = heartbeat
         self.send_timeout = send_timeout
+        # gateway.clock: nothing is sent or purged while the wall clock is implausible.
+        self.may_send = may_send or (lambda: True)
+        self.may_purge = may_purge or (lambda: True)
         self.stats = DrainStats()
         self._failures = 0
 
@@ -98,7 +103,7 @@ class Drainer:
                     log.info("forwarder_connected", forwarder=self.forwarder.name)
                     while True:
                         self.beat()
-                        if time.monotonic() >= next_purge:
+                        if time.monotonic() >= next_purge and self.may_purge():
                             purged = await self.queue.purge_delivered(self.retention_seconds)
                             if purged:
                                 log.info("delivered_purged", rows=purged)
@@ -106,6 +111,9 @@ class Drainer:
                             if dropped:
                                 log.info("rejects_purged", rows=dropped)
                             next_purge = time.monotonic() + 3600
+                        if not self.may_send():
+                            await self._sleep_beating(1.0)  # the clock is wrong: keep, do not stamp
+                            continue
                         if not await self.drain_once():
                             await self._idle()
             except RetryableError as exc:
@@ -199,6 +207,10 @@ class Drainer:
             await self.queue.release({o.item_id: delay or self.backoff.delay(by_id[o.item_id].attempts) for o in batch})
             self.stats.retried += len(batch)
             raise
+        except Exception:  # a forwarder bug or an unexpected OS error: the rows back off too, never a tight loop
+            await self.queue.release({o.item_id: self.backoff.delay(by_id[o.item_id].attempts) for o in batch})
+            self.stats.retried += len(batch)
+            raise
         confirmed = [o.item_id for o in batch if o.item_id in report.confirmed]
         await self.queue.ack(confirmed)
         if report.rejected:
@@ -240,6 +252,9 @@ class Drainer:
                 )
             except MappingError as exc:
                 unmappable[item.item_id] = f"mapping: {exc}"
+                continue
+            except Exception as exc:  # a bug or a damaged reading: this row only, the rest flow
+                unmappable[item.item_id] = f"mapping: {type(exc).__name__}"
                 continue
             by_id[item.item_id] = item
             batch.append(Outgoing(item.item_id, mapped.identifier, mapped.bundle, mapped.body, mapped.entries))

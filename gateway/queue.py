@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ from gateway import audit as audit_trail
 from gateway import rowguard
 from gateway.codec import CodecError, decode_reading, encode_reading
 from gateway.crypto import DecryptError, KeyRing, Sealed
+from gateway.keycheck import QueueFileError, judge, known_answer, open_failure, sniff, used_key_ids_sql
 from gateway.reading import DeviceIdentity, Reading, Status
 from gateway.safefiles import check_no_symlink, open_folder
 
@@ -184,6 +188,10 @@ class ReadingQueue:
         self._writer_task: asyncio.Task[None] | None = None
         self._bindings: list[Binding] = []
         self._bindings_version = ""
+        self.damaged_bindings = 0  # binding rows that no longer open (shown by `status`)
+        # Called before every commit; raises when the file on disk is no longer ours (gateway.statelock).
+        self.file_guard: Callable[[], None] | None = None
+        self.on_commit: Callable[[BaseException | None], None] | None = None  # each commit's outcome (DiskGuard)
         self.commits = 0
         self.new_data = asyncio.Event()  # set when rows become due: the drainer sleeps on it
         self.guard = rowguard.Guard(b"")
@@ -195,29 +203,45 @@ class ReadingQueue:
 
     @classmethod
     async def open(cls, path: Path, keyring: KeyRing) -> ReadingQueue:
+        """Open (or create) the queue; a damaged file or a key that does not fit it fails here, clearly
+        (gateway.keycheck), instead of as tracebacks and a hang later."""
         # The folder must be ours and closed to others (then nobody can plant a link in it later), and the
         # database, its journal and the audit trail in it must not be links to somewhere else.
         os.close(open_folder(path.parent, create=True))
+        sniff(path)  # a folder or a damaged file where the queue should be: QueueFileError, exit 4
         for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             check_no_symlink(name, private=False)  # ours, in our private folder: a loose mode is fixed below
-        writer = await aiosqlite.connect(path, isolation_level=None)
-        reader = await aiosqlite.connect(path, isolation_level=None)
-        for conn in (writer, reader):
-            await conn.execute("PRAGMA busy_timeout = 10000")
-        await writer.execute("PRAGMA journal_mode = WAL")
-        for conn in (writer, reader):
-            await conn.execute("PRAGMA synchronous = FULL")
-        await writer.executescript(_SCHEMA)
-        await _use_index_key(writer, keyring)
-        await audit_trail.ensure_schema(writer, keyring.subkey(AUDIT_KEY_LABEL))
-        await writer.execute(
-            "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', ?), ('bindings_version', '0')",
-            (str(SCHEMA_VERSION),),
-        )
-        path.chmod(0o600)
-        guard = await rowguard.install(writer, reader, keyring)
-        q = cls(path, keyring, writer, reader)
-        q.guard = guard
+        conns: list[aiosqlite.Connection] = []
+        try:
+            writer = await aiosqlite.connect(path, isolation_level=None)
+            conns.append(writer)
+            reader = await aiosqlite.connect(path, isolation_level=None)
+            conns.append(reader)
+            for conn in (writer, reader):
+                # A row edited to hold invalid UTF-8 text must fail that row, not every fetch of its table.
+                conn.text_factory = _lenient_text
+                await conn.execute("PRAGMA busy_timeout = 10000")
+            await writer.execute("PRAGMA journal_mode = WAL")
+            for conn in (writer, reader):
+                await conn.execute("PRAGMA synchronous = FULL")
+            await writer.executescript(_SCHEMA)
+            await _use_index_key(writer, keyring)
+            await _check_key(writer, path, keyring)  # before anything derives keys from a key file that may not fit
+            await audit_trail.ensure_schema(writer, keyring.subkey(AUDIT_KEY_LABEL))
+            await writer.execute(
+                "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', ?), ('bindings_version', '0')",
+                (str(SCHEMA_VERSION),),
+            )
+            path.chmod(0o600)
+            guard = await rowguard.install(writer, reader, keyring)
+            q = cls(path, keyring, writer, reader)
+            q.guard = guard
+        except sqlite3.DatabaseError as exc:
+            await _close_all(conns)
+            raise QueueFileError(open_failure(path, exc)) from None
+        except BaseException:
+            await _close_all(conns)  # an open connection's thread would keep the process from exiting
+            raise
         q._writer_task = asyncio.create_task(q._writer(), name="queue-writer")
         await q.sweep_tampered()
         await q.reload_bindings()
@@ -280,6 +304,8 @@ class ReadingQueue:
             results: list[Any] = []
             error: BaseException | None = None
             try:
+                if self.file_guard is not None:
+                    self.file_guard()
                 await self._w.execute("BEGIN IMMEDIATE")
                 try:
                     for op, _ in batch:
@@ -298,6 +324,8 @@ class ReadingQueue:
             except Exception as exc:
                 error = exc
                 log.error("queue_commit_failed", error=type(exc).__name__, detail=str(exc), ops=len(batch))
+            if self.on_commit is not None:
+                self.on_commit(error)
             self.commits += 1
             for i, (_, fut) in enumerate(batch):
                 if not fut.done():
@@ -420,8 +448,8 @@ class ReadingQueue:
                 break
             try:
                 reading = decode_reading(self._open(b"readings", dedup, key_id, nonce, payload))
-            except (DecryptError, CodecError) as exc:
-                broken.append((item_id, f"{type(exc).__name__}: {exc}"))
+            except Exception as exc:  # one damaged row (any way) must not hold up the rest
+                broken.append((item_id, _why(exc)))
                 continue
             leased.append(Leased(item_id, attempts, reading))
         return leased, broken
@@ -495,21 +523,75 @@ class ReadingQueue:
 
         return int(await self._write(op))
 
+    # ---------------------------------------------------------------- times stamped by a wrong clock
+
+    async def clamp_times(self, now: float, max_delay: float, floor: float) -> int:
+        """After a wall-clock jump or at start: no retry later than `max_delay` from now, no delivered row
+        stamped in the future or before `floor` (the build date: a wrong clock's stamp; it then keeps a
+        full retention from now instead of being purged at once). Returns the rows changed."""
+
+        async def op(db: aiosqlite.Connection) -> int:
+            before = db.total_changes
+            await db.execute("UPDATE readings SET next_at = ? WHERE state = 0 AND next_at > ?", (now, now + max_delay))
+            await db.execute(
+                "UPDATE readings SET done_at = ? WHERE done_at IS NOT NULL AND (done_at > ? OR done_at < ?)",
+                (now, now + 60, floor),
+            )
+            return db.total_changes - before
+
+        changed = int(await self._write(op))
+        if changed:
+            self.new_data.set()
+        return changed
+
+    async def shift_times(self, low: float, high: float, delta: float) -> int:
+        """Move the receive times of rows committed while the wall clock read [low, high] by `delta`:
+        the clock was wrong then and is right now (gateway.clock). Re-sealed under the same identity."""
+        async with self._r.execute(
+            "SELECT id, key_id, nonce, payload, dedup FROM readings WHERE created_at BETWEEN ? AND ?", (low, high)
+        ) as cur:
+            rows = await cur.fetchall()
+        updates = []
+        for item_id, key_id, nonce, payload, dedup in rows:
+            try:
+                reading = decode_reading(self._open(b"readings", dedup, key_id, nonce, payload))
+            except Exception:
+                continue  # a row that does not open is quarantined by the drainer with its reason
+            shift = timedelta(seconds=delta)
+            # The device clock's offset was measured against the wrong gateway clock too.
+            offset = reading.clock_offset - shift if reading.clock_offset is not None else None
+            fixed = dataclasses.replace(reading, received_at=reading.received_at + shift, clock_offset=offset)
+            sealed = self._seal(b"readings", dedup, encode_reading(fixed))
+            updates.append((sealed.key_id, sealed.nonce, sealed.ciphertext, delta, item_id))
+
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.executemany(
+                "UPDATE readings SET key_id = ?, nonce = ?, payload = ?, created_at = created_at + ? WHERE id = ?",
+                updates,
+            )
+
+        if updates:
+            await self._write(op)
+        return len(updates)
+
     async def unassigned(self) -> list[Leased]:
+        """Unassigned rows that open; one that does not is quarantined with its reason, not skipped forever."""
         async with self._r.execute(
             "SELECT id, attempts, key_id, nonce, payload, dedup FROM readings WHERE state = 3 ORDER BY id"
         ) as cur:
             rows = await cur.fetchall()
         out = []
+        broken: dict[int, str | None] = {}
         for item_id, attempts, key_id, nonce, payload, dedup in rows:
-            with contextlib.suppress(DecryptError, CodecError):
-                out.append(
-                    Leased(
-                        item_id,
-                        attempts,
-                        decode_reading(self._open(b"readings", dedup, key_id, nonce, payload)),
-                    )
-                )
+            try:
+                reading = decode_reading(self._open(b"readings", dedup, key_id, nonce, payload))
+            except Exception as exc:
+                broken[item_id] = _why(exc)
+                continue
+            out.append(Leased(item_id, attempts, reading))
+        if broken:
+            log.error("rows_quarantined", rows=len(broken), reason="cannot open payload", state="unassigned")
+            await self.set_state(broken, State.QUARANTINED)
         return out
 
     async def assign_unassigned(self) -> int:
@@ -552,19 +634,24 @@ class ReadingQueue:
                 f"{refused} binding rows were put into the database outside vitalgate (e.g. an old binding "
                 "restored from a copy) and are ignored; check `vitalgate devices` and bind again as intended.",
             )
+        damaged = 0
         for tag, key_id, nonce, payload in vouched:
             try:
                 doc = orjson.loads(self._open(b"bindings", tag, key_id, nonce, payload))
+                bindings.append(Binding(doc["device"], doc["user"], doc["patient"]))
             except DecryptError as exc:
                 # E.g. bound with a key rotated after start while the key is a systemd credential (a copy made
                 # at start): never loop on it; its readings wait as unassigned until the restart.
+                damaged += 1
                 self._integrity(
                     "binding_unreadable",
                     f"a binding cannot be opened ({exc}); if the data key was rotated, restart the gateway "
                     "(systemctl restart vitalgate) so it loads the new key",
                 )
-                continue
-            bindings.append(Binding(doc["device"], doc["user"], doc["patient"]))
+            except Exception as exc:  # its readings stay unassigned (kept) until the device is bound again
+                damaged += 1
+                log.error("binding_unreadable", error=_why(exc), hint="bind the device again")
+        self.damaged_bindings = damaged
         self._bindings = bindings
         self._bindings_version = row[0] if row else ""
         return bindings
@@ -612,7 +699,11 @@ class ReadingQueue:
             rows = await cur.fetchall()
         out = []
         for tag, key_id, nonce, payload, first, last, n in rows:
-            doc = orjson.loads(self._open(b"slots", tag, key_id, nonce, payload))
+            try:
+                doc = orjson.loads(self._open(b"slots", tag, key_id, nonce, payload))
+            except Exception as exc:
+                log.error("device_record_unreadable", error=_why(exc))
+                continue
             out.append({**doc, "first_seen": first, "last_seen": last, "readings": n})
         return out
 
@@ -624,8 +715,12 @@ class ReadingQueue:
             row = await cur.fetchone()
         if row is None:
             return None
-        plain = self._open(b"checkpoints", tag, row[0], row[1], row[2])
-        return str(orjson.loads(plain[1:])["v"]) if plain[:1] == CHECKPOINT_V2 else plain.decode()
+        try:
+            plain = self._open(b"checkpoints", tag, row[0], row[1], row[2])
+            return str(orjson.loads(plain[1:])["v"]) if plain[:1] == CHECKPOINT_V2 else plain.decode()
+        except Exception as exc:  # read the device from its first record again: duplicates are dropped on put
+            log.error("checkpoint_unreadable", error=_why(exc), hint="the device is read from its first record")
+            return None
 
     async def set_checkpoint(self, device_key: str, name: str, value: str) -> None:
         tag = self.keyring.tag(f"checkpoint|{device_key}|{name}")
@@ -737,6 +832,13 @@ class ReadingQueue:
         return str(row[0]) if row else "no answer"
 
 
+def _why(exc: Exception) -> str:
+    """A row's quarantine reason: the fault's type and text (crypto and codec errors carry no values)."""
+    if isinstance(exc, DecryptError | CodecError):
+        return f"{type(exc).__name__}: {exc}"[:200]
+    return f"{type(exc).__name__}: cannot open or decode this row"
+
+
 def _withheld(r: Reading) -> bool:
     return bool(r.status & {Status.CONTROL_SOLUTION, Status.SENSOR_FAULT})
 
@@ -774,8 +876,32 @@ async def _use_index_key(db: aiosqlite.Connection, keyring: KeyRing) -> None:
         row = await cur.fetchone()
     if row is None:
         await db.execute("INSERT OR IGNORE INTO meta (k, v) VALUES ('index_key', ?)", (keyring.index_id,))
-    else:
+    elif str(row[0]) in keyring:
         keyring.use_index(str(row[0]))
+    # else: not this queue's key file; _check_key says so in the known-answer check's words
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
+
+
+async def _close_all(conns: list[aiosqlite.Connection]) -> None:
+    for conn in conns:
+        with contextlib.suppress(Exception):
+            await conn.close()
+
+
+async def _check_key(db: aiosqlite.Connection, path: Path, keyring: KeyRing) -> None:
+    """Judge the key against the known-answer row; seal one into a queue that has none yet."""
+    async with db.execute("SELECT k, v FROM meta WHERE k LIKE 'kat_%'") as cur:
+        meta: dict[str, object] = {k: v for k, v in await cur.fetchall()}
+    async with db.execute(f"{used_key_ids_sql()} UNION SELECT v FROM meta WHERE k = 'index_key'") as cur:
+        ids = [r[0] for r in await cur.fetchall()]
+    if any(k not in keyring for k in ids):
+        keyring.reload()  # rotated by `vitalgate keys rotate` since this ring was loaded?
+    judge(path, keyring, meta, ids)
+    if not meta:
+        await db.executemany("INSERT OR IGNORE INTO meta (k, v) VALUES (?, ?)", list(known_answer(keyring).items()))
 
 
 async def _bump_bindings_version(db: aiosqlite.Connection) -> None:

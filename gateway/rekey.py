@@ -25,6 +25,7 @@ from gateway import audit as audit_trail
 from gateway.codec import CodecError, decode_reading
 from gateway.crypto import DecryptError, Sealed
 from gateway.errors import KeyFileError
+from gateway.keycheck import known_answer
 from gateway.queue import AUDIT_KEY_LABEL, CHECKPOINT_V2, ReadingQueue
 
 __all__ = ["KILL_ENV", "RetireReport", "retire"]
@@ -143,6 +144,11 @@ async def retire(q: ReadingQueue, old: str) -> RetireReport:
             resealed += 1
 
         await db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('index_key', ?)", (new.index_id,))
+        # The known-answer row (gateway.keycheck) proves the key file fits this queue: seal it anew too, or
+        # the next open would find the retired key missing and refuse the queue.
+        await db.executemany(
+            "INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", list(known_answer(new).items())
+        )
         if await audit_trail.verify(db, old_audit_key):
             raise KeyFileError("the audit trail changed during the retire; nothing was changed")
         await audit_trail.remac(db, new.subkey(AUDIT_KEY_LABEL))

@@ -12,8 +12,9 @@ if [ "${1:-}" = "--slow" ]; then
 fi
 cd "$root"
 # systemd: systemd-analyze, for the unit file tests (verify, security exposure); procps: /bin/kill, which the
-# unit's ExecReload= names and `systemd-analyze verify` checks (every full Debian has it, a minimal root not)
-"$root/scripts/bootstrap.sh" test mosquitto mosquitto-clients systemd procps clevis tang
+# unit's ExecReload= names and `systemd-analyze verify` checks (every full Debian has it, a minimal root not);
+# clevis + tang: the data key bound to a Tang server; faketime: the wrong-clock fault tests
+"$root/scripts/bootstrap.sh" test mosquitto mosquitto-clients systemd procps clevis tang faketime
 .venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest -q "$@"

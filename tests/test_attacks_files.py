@@ -10,6 +10,8 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -130,6 +132,27 @@ def test_file_forwarder_purges_day_files_past_retention(tmp_path: Path) -> None:
     assert asyncio.run(go()) == 2
     names = sorted(p.name for p in out.iterdir())
     assert len(names) == 2 and names[1] == "notes.txt" and names[0] > "bundles-2020"
+
+
+def test_file_forwarder_never_purges_on_an_implausible_clock(tmp_path: Path) -> None:
+    """A clock set to 2040 (gateway.clock: more than ten years after the release) must not make every day
+    file look past its retention; nor may one before the release."""
+    out = tmp_path / "outbox"
+    out.mkdir(mode=0o700)
+    day = out / f"bundles-{time.strftime('%Y%m%d', time.gmtime(time.time() - 5 * 86400))}.ndjson"
+    day.write_text("{}\n")
+    day.chmod(0o600)
+
+    async def go(now: float) -> int:
+        async with FileForwarder(out, retention_days=30) as fwd:
+            return fwd.purge(now)
+
+    in_2040 = datetime(2040, 1, 1, tzinfo=UTC).timestamp()
+    in_2001 = datetime(2001, 1, 1, tzinfo=UTC).timestamp()
+    assert asyncio.run(go(in_2040)) == 0 and asyncio.run(go(in_2001)) == 0
+    assert day.exists()
+    assert asyncio.run(go(time.time() + 60 * 86400)) == 1  # a plausible clock: retention applies
+    assert not day.exists()
 
 
 def test_run_with_file_forwarder_needs_opt_in_and_retention(tmp_path: Path) -> None:

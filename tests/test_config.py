@@ -36,6 +36,7 @@ def test_example_config_documents_every_key_and_parses() -> None:
         "retry_initial_seconds",
         "retry_max_seconds",
         "retry_permanent_seconds",
+        "min_free_mb",
         "forwarder",
         "send_timeout_seconds",
         "level",
@@ -49,7 +50,18 @@ def test_example_config_documents_every_key_and_parses() -> None:
     ("toml", "key", "problem"),
     [
         ('[gateway]\nid = "bad id!"', "gateway.id", "use ASCII letters"),
-        ("[gateway]\nclock_tolerance_seconds = 0", "gateway.clock_tolerance_seconds", "at least 1"),
+        ("[gateway]\nclock_tolerance_seconds = 0", "gateway.clock_tolerance_seconds", "between 1 and 86400"),
+        # Issue 10: NaN passed every comparison, 1e300 overflowed timedelta, inf crashed later.
+        ("[gateway]\nclock_tolerance_seconds = nan", "gateway.clock_tolerance_seconds", "finite number"),
+        ("[gateway]\nclock_tolerance_seconds = 1e300", "gateway.clock_tolerance_seconds", "between 1 and 86400"),
+        ("[queue]\nretention_days = 1e9", "queue.retention_days", "between 0 and 3650"),
+        ("[queue]\nretention_days = inf", "queue.retention_days", "finite number"),
+        ("[queue]\nretention_days = nan", "queue.retention_days", "finite number"),
+        ("[queue]\nretry_initial_seconds = nan", "queue.retry_initial_seconds", "finite number"),
+        ("[queue]\nretry_max_seconds = -inf", "queue.retry_max_seconds", "finite number"),
+        ("[queue]\nretry_permanent_seconds = 1e300", "queue.retry_permanent_seconds", "between 1 and 86400"),
+        ("[queue]\nbatch_size = nan", "queue.batch_size", "expected int"),
+        ("[output]\nsend_timeout_seconds = nan", "output.send_timeout_seconds", "finite number"),
         ('[gateway]\ntimezone = "Mars/Olympus"', "gateway.timezone", "unknown time zone"),
         ("[gateway]\ntest_data = 1", "gateway.test_data", "expected bool"),
         ("[queue]\nbatch_size = true", "queue.batch_size", "expected a number"),
@@ -113,7 +125,8 @@ def test_cli_reports_config_error_without_traceback(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"vitalgate: config error: {path}: queue.retention_days: must be at least 0, got -3.0"
+    problem = "queue.retention_days: must be between 0 and 3650, got -3"
+    assert proc.stderr.strip() == f"vitalgate: config error: {path}: {problem}"
     assert "Traceback" not in proc.stderr
 
 

@@ -124,12 +124,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def add_ble_simulate_arguments(m: argparse.ArgumentParser) -> None:
     """BLE options of `vitalgate simulate` (gateway.cli builds the command, shared with serial devices)."""
-    m.add_argument("--port", type=int, default=7770, help="BLE: loopback TCP port of the served adapter (7770)")
-    m.add_argument("--users", type=int, default=2, help="BLE: user slots on the cuff and scale (default 2)")
-    m.add_argument("--every", type=float, default=None, help="BLE: take a new measurement every N seconds")
+    from gateway import cli_args as arg
+
+    m.add_argument(
+        "--port", type=arg.integer(1, 65535), default=7770, help="BLE: loopback TCP port of the served adapter (7770)"
+    )
+    m.add_argument(
+        "--users", type=arg.integer(1, 254), default=2, help="BLE: user slots on the cuff and scale (default 2)"
+    )
+    m.add_argument(
+        "--every",
+        type=arg.seconds(0, 86400, exclusive_low=True),
+        default=None,
+        help="BLE: take a new measurement every N seconds",
+    )
     m.add_argument(
         "--fail-after",
-        type=int,
+        type=arg.integer(0, 100_000),
         default=None,
         metavar="N",
         help="BLE glucose: drop the link after N records of the next transfer (once), to test resuming",
@@ -138,19 +149,30 @@ def add_ble_simulate_arguments(m: argparse.ArgumentParser) -> None:
 
 def register(sub: SubParsers) -> None:
     """`vitalgate scan` and `vitalgate pair`."""
+    from gateway import cli_args as arg
     from gateway.config import DEFAULT_PATH
 
     s = sub.add_parser("scan", help="list nearby health devices (name, address, services, RSSI)")
-    s.add_argument("--seconds", type=float, default=5.0, help="how long to listen (default 5)")
+    s.add_argument(
+        "--seconds", type=arg.seconds(0, 3600, exclusive_low=True), default=5.0, help="how long to listen (default 5)"
+    )
     s.add_argument("--all", action="store_true", help="show every advertiser, not only health devices")
     s.set_defaults(fn=cmd_scan)
 
     p = sub.add_parser("pair", help="bond with a BLE device (LE Secure Connections) and optionally bind it")
     p.add_argument("address", help="Bluetooth address from `vitalgate scan`")
     p.add_argument("--patient", help="bind the device (and --user slot) to this patient after bonding")
-    p.add_argument("--user", type=int, help="user slot on a multi-user device")
-    p.add_argument("--passkey", type=int, help="passkey shown on the device (asked for when needed)")
+    p.add_argument("--user", type=arg.USER_SLOT, help="user slot on a multi-user device (0-254)")
+    # LE Secure Connections passkeys are six decimal digits (Core Spec Vol 3 Part H 2.3.5.3).
+    p.add_argument(
+        "--passkey", type=arg.integer(0, 999_999), help="passkey shown on the device (asked for when needed)"
+    )
     p.add_argument("--passkey-file", metavar="FILE", help="read the passkey from FILE, or from stdin with -")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the device (default 30)")
+    p.add_argument(
+        "--timeout",
+        type=arg.seconds(0, 3600, exclusive_low=True),
+        default=30.0,
+        help="seconds to wait for the device (default 30)",
+    )
     p.add_argument("--config", default=str(DEFAULT_PATH), help=f"config file (default {DEFAULT_PATH})")
     p.set_defaults(fn=cmd_pair)

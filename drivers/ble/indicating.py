@@ -7,7 +7,9 @@ Multi-user devices put their user id on each reading (`user_slot`); the core map
 
 Durability note: the BLE stack confirms an indication before the session commits it (the stack, not the
 application, sends the ATT confirmation), so a crash in that window can lose the reading in flight; every
-committed one is safe. Cuffs and scales offer no record-access procedure to re-read it.
+committed one is safe. Cuffs and scales offer no record-access procedure to re-read it, so these drivers
+say `rereadable = False`: the core connects only while the queue can commit, and holds readings in memory
+while a commit fails (gateway.diskguard).
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ class IndicatingDriver(BleDriver):
 
     service: ClassVar[str]
     measurement: ClassVar[str]
+    # The device deletes a measurement once its indication is confirmed: the core starts a session only
+    # while the queue can commit and holds what it received if a commit then fails (gateway.diskguard).
+    rereadable: ClassVar[bool] = False
 
     @staticmethod
     def decode(raw: bytes, device: DeviceIdentity, at: datetime, offset: timedelta | None, sim: bool) -> Reading:

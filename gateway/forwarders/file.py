@@ -23,6 +23,7 @@ from typing import Any, Self
 
 import orjson
 
+from gateway.clock import implausible
 from gateway.errors import ConfigError
 from gateway.forwarders import ForwarderContext
 from gateway.forwarders.base import Outgoing, PermanentError, RetryableError, SendReport
@@ -81,7 +82,10 @@ class FileForwarder:
         """Delete day files older than the retention period; returns how many went."""
         if self.retention_days is None or self._dir_fd is None:
             return 0
-        cutoff = time.strftime("%Y%m%d", time.gmtime((now or time.time()) - self.retention_days * 86400))
+        now = now or time.time()
+        if implausible(now) is not None:  # a clock in 2040 would delete every day file (gateway.clock)
+            return 0
+        cutoff = time.strftime("%Y%m%d", time.gmtime(now - self.retention_days * 86400))
         removed = 0
         for name in os.listdir(self._dir_fd):
             if _is_day_file(name) and name[8:16] < cutoff:

@@ -57,6 +57,7 @@ __all__ = ["CONTENT_TYPE", "MqttForwarder", "PublishRefused", "build"]
 log = structlog.get_logger(__name__)
 
 BATCH_WINDOWS = 4  # a send takes up to this many in-flight windows' worth of items
+STOP_BUDGET = 1.0  # seconds the goodbye (offline presence + DISCONNECT) may take when the daemon stops
 
 
 class PublishRefused(PermanentError):
@@ -137,13 +138,17 @@ class MqttForwarder:
         client, self._client = self._client, None
         if client is None or client.lost:
             return
+        # Cancelled means the daemon is stopping: the whole goodbye must fit the stop budget (SIGTERM ends
+        # the process within 2 s), and a broker that does not answer gets its last will instead.
+        stopping = exc_type is not None and issubclass(exc_type, asyncio.CancelledError)
+        budget = min(self.settings.connect_timeout, STOP_BUDGET / 2) if stopping else self.settings.connect_timeout
         try:
             # A graceful DISCONNECT suppresses the will, so say "offline" ourselves.
-            async with asyncio.timeout(self.settings.connect_timeout):
+            async with asyncio.timeout(budget):
                 await self._publish_and_wait(client, self.settings.presence_topic, _presence("offline"), True)
         except (TimeoutError, ForwarderError, aiomqtt.MqttError):
             pass
-        await self._close(client)
+        await self._close(client, budget)
 
     # -- connection ------------------------------------------------------------------------------------
 
@@ -232,9 +237,9 @@ class MqttForwarder:
         log.info("mqtt_connected", broker=where, protocol=s.protocol, client_id=s.client_id)
         return client
 
-    async def _close(self, client: AckingClient) -> None:
+    async def _close(self, client: AckingClient, budget: float | None = None) -> None:
         try:
-            async with asyncio.timeout(self.settings.connect_timeout):
+            async with asyncio.timeout(self.settings.connect_timeout if budget is None else budget):
                 await client.__aexit__(None, None, None)
         except (TimeoutError, aiomqtt.MqttError, OSError):
             pass

@@ -22,11 +22,18 @@ __all__ = ["add_arguments", "add_subcommand", "main", "parse_faults", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("device", choices=sorted(SIMULATORS), help="which device to simulate")
-    parser.add_argument("--records", type=int, default=20, help="stored readings (default 20)")
+    from gateway import cli_args as arg
+
+    parser.add_argument("--records", type=arg.integer(0, 100_000), default=20, help="stored readings (default 20)")
     parser.add_argument("--link", type=Path, help="also expose the pty under this symlink path")
-    parser.add_argument("--clock-offset", type=float, default=0.0, help="meter clock minus real clock, s")
     parser.add_argument(
-        "--interval", type=float, default=10.0, help="scale: seconds between weigh-ins (one new one each time)"
+        "--clock-offset", type=arg.signed_seconds(10 * 366 * 86400), default=0.0, help="meter clock minus real clock, s"
+    )
+    parser.add_argument(
+        "--interval",
+        type=arg.seconds(0, 86400, exclusive_low=True),
+        default=10.0,
+        help="scale: seconds between weigh-ins (one new one each time)",
     )
     parser.add_argument("--fault", action="append", default=[], metavar="RECORD:KIND", help=FAULT_HELP)
 
