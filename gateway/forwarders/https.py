@@ -36,7 +36,7 @@ import orjson
 import structlog
 
 from gateway.errors import ConfigError, GatewayError, KeyFileError
-from gateway.fhir import transaction_bundle
+from gateway.fhir import merge_entries
 from gateway.forwarders import ForwarderContext
 from gateway.forwarders.base import Outgoing, PermanentError, RetryableError, SendReport
 from gateway.https_tls import client_context, transport_error
@@ -142,21 +142,27 @@ class _Packed:
     owners: tuple[tuple[int, ...], ...]  # per Bundle entry: positions in the batch that need it
 
 
+_PHD_PROFILE = "http://hl7.org/fhir/uv/phd/StructureDefinition/"
+
+
 def _logical_references(entries: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Batch entries are processed independently (R4 3.1.0.11.1), so a `urn:uuid` reference to another
-    entry cannot be resolved. Replace each with a logical reference by the target's identifier (R4
-    Reference.identifier), which needs no resolution; the originals are left untouched (read-only).
+    """Batch entries are processed independently (R4 3.1.0.11.1: no interdependencies in a batch), so a
+    `urn:uuid` reference to another entry cannot be resolved, and conditional references are a
+    transaction feature. Replace each with a logical reference by the target's identifier (R4
+    Reference.identifier), which needs no resolution. Without `Reference.reference` an Observation no
+    longer meets PhdBaseObservation (`device.reference` 1..1), so its PHD profile claims are dropped.
+    The originals are left untouched (read-only, shared).
     """
     targets: dict[str, dict[str, Any]] = {}
     for entry in entries:
         resource = entry.get("resource") or {}
-        identifiers = resource.get("identifier") or []
-        if isinstance(entry.get("fullUrl"), str) and identifiers:
-            ident = identifiers[0]
-            targets[entry["fullUrl"]] = {
-                "type": resource.get("resourceType"),
-                "identifier": {"system": ident.get("system"), "value": ident.get("value")},
-            }
+        for ident in resource.get("identifier") or ():
+            if isinstance(entry.get("fullUrl"), str) and ident.get("system") and ident.get("value"):
+                targets[entry["fullUrl"]] = {
+                    "type": resource.get("resourceType"),
+                    "identifier": {"system": ident["system"], "value": ident["value"]},
+                }
+                break
 
     def rewrite(node: Any) -> Any:
         if isinstance(node, Mapping):
@@ -169,33 +175,42 @@ def _logical_references(entries: Sequence[Mapping[str, Any]]) -> list[Mapping[st
             return [rewrite(v) for v in node]
         return node
 
-    return [{**entry, "resource": rewrite(entry.get("resource"))} for entry in entries]
+    def unclaim(resource: Any) -> Any:
+        meta = resource.get("meta") if isinstance(resource, Mapping) else None
+        if resource.get("resourceType") != "Observation" or not isinstance(meta, Mapping):
+            return resource
+        profiles = [p for p in meta.get("profile", ()) if not p.startswith(_PHD_PROFILE)]
+        rest = {k: v for k, v in meta.items() if k != "profile"}
+        new_meta = {**rest, "profile": profiles} if profiles else rest
+        return {**resource, "meta": new_meta} if new_meta else {k: v for k, v in resource.items() if k != "meta"}
+
+    return [{**entry, "resource": unclaim(rewrite(entry.get("resource")))} for entry in entries]
 
 
 def pack(batch: Sequence[Outgoing], bundle_type: BundleType) -> _Packed:
-    """One Bundle holding every item's entries (`gateway.fhir.transaction_bundle`'s rule: an entry whose
-    fullUrl was already seen is sent once, since equal fullUrl means equal deterministic identity), and
+    """One Bundle holding every item's entries, merged by `gateway.fhir.merge_entries` (an entry whose
+    conditional-create identity was already seen is sent once, references pointed at the one kept), and
     for each Bundle entry the items that depend on its outcome.
     """
     flat: list[Mapping[str, Any]] = []
-    owners: list[list[int]] = []
-    index_of: dict[str, int] = {}
+    positions: list[int] = []
     for pos, item in enumerate(batch):
-        for entry in item.entries:
-            url = entry.get("fullUrl")
-            if isinstance(url, str) and url in index_of:
-                if pos not in owners[index_of[url]]:
-                    owners[index_of[url]].append(pos)
-                continue
-            if isinstance(url, str):
-                index_of[url] = len(flat)
-            flat.append(entry)
-            owners.append([pos])
-    bundle = transaction_bundle(flat)
-    assert len(bundle["entry"]) == len(flat), "dedupe rule differs from gateway.fhir.transaction_bundle"
+        flat.extend(item.entries)
+        positions.extend([pos] * len(item.entries))
+    merged, where = merge_entries(flat)
+    owners: list[list[int]] = [[] for _ in merged]
+    for index, pos in zip(where, positions, strict=True):
+        if pos not in owners[index]:
+            owners[index].append(pos)
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "transaction", "entry": merged}
     if bundle_type == "batch":
-        bundle = {**bundle, "type": "batch", "entry": _logical_references(bundle["entry"])}
+        bundle = {**bundle, "type": "batch", "entry": _logical_references(merged)}
     return _Packed(orjson.dumps(bundle), tuple(tuple(o) for o in owners))
+
+
+def entry_count(batch: Sequence[Outgoing]) -> int:
+    """How many entries `pack(batch)` sends (shared Devices and repeats counted once)."""
+    return len(merge_entries([e for item in batch for e in item.entries])[0])
 
 
 # --- the forwarder -----------------------------------------------------------------------------------
