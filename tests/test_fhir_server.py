@@ -22,9 +22,7 @@ from gateway.cli import main
 from gateway.crypto import KeyRing
 from gateway.fhir import validate_bundle
 from gateway.queue import ReadingQueue, State
-from tests.fhir_server import FhirServer, medplum
-
-__all__ = ["medplum"]  # the session fixture, imported for pytest
+from tests.fhir_server import FhirServer
 
 PHD_ID = "http://hl7.org/fhir/uv/phd/StructureDefinition/PhdBaseObservation"
 LOINC = "http://loinc.org"
