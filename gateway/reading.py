@@ -14,6 +14,7 @@ from enum import StrEnum
 
 __all__ = [
     "CANONICAL_UNIT",
+    "Absent",
     "DeviceIdentity",
     "Kind",
     "Measurement",
@@ -93,22 +94,53 @@ class Status(StrEnum):
     BODY_MOVEMENT = "body-movement"
     CUFF_LOOSE = "cuff-loose"
     IRREGULAR_PULSE = "irregular-pulse"
-    PULSE_RATE_OUT_OF_RANGE = "pulse-rate-out-of-range"
+    PULSE_RATE_OUT_OF_RANGE = "pulse-rate-out-of-range"  # direction unknown (readings queued by 0.1)
+    PULSE_RATE_ABOVE_RANGE = "pulse-rate-above-range"
+    PULSE_RATE_BELOW_RANGE = "pulse-rate-below-range"
     IMPROPER_POSITION = "improper-position"
     CONTROL_SOLUTION = "control-solution"
     SENSOR_FAULT = "sensor-fault"
-    DEVICE_ANNUNCIATION = "device-annunciation"
+    DEVICE_ANNUNCIATION = "device-annunciation"  # one of the three below (readings queued by 0.1)
+    BATTERY_LOW = "battery-low"
+    DEVICE_FAULT = "device-fault"
+    TIME_FAULT = "time-fault"
     VALUE_ABOVE_RANGE = "value-above-range"
     VALUE_BELOW_RANGE = "value-below-range"
 
 
+_NAN = float("nan")
+
+
+class Absent(StrEnum):
+    """Why a measurement has no number: an IEEE 11073-20601 special value (§F.8) or a failed measurement.
+
+    Kept, not dropped: the FHIR layer writes it as `dataAbsentReason` (PHD IG PhdNumericObservation).
+    """
+
+    NOT_A_NUMBER = "nan"
+    NOT_AT_RESOLUTION = "nres"
+    POSITIVE_INFINITY = "+inf"
+    NEGATIVE_INFINITY = "-inf"
+    RESERVED = "reserved"
+    UNSUCCESSFUL = "unsuccessful"  # the device says the measurement failed (e.g. Weight 0xFFFF)
+
+
 @dataclass(frozen=True, slots=True)
 class Measurement:
-    """A value as the device reported it; `value` / `unit` give it in the canonical unit."""
+    """A value as the device reported it; `value` / `unit` give it in the canonical unit.
+
+    `absent` set: the device sent no number (`reported_value` is then NaN and means nothing).
+    """
 
     metric: Metric
     reported_value: float
     reported_unit: Unit
+    absent: Absent | None = None
+
+    @classmethod
+    def missing(cls, metric: Metric, unit: Unit, why: Absent) -> Measurement:
+        """No number: one shared NaN object, so equal measurements compare equal (NaN != NaN otherwise)."""
+        return cls(metric, _NAN, unit, why)
 
     @property
     def unit(self) -> Unit:
@@ -194,7 +226,12 @@ class Reading:
             parts.append(f"rx={self.received_at.astimezone(UTC).isoformat()}")
         # float(): 104 and 104.0 are one value; the queue's codec stores floats, and the key must be the same
         # before and after a round trip through it (duplicate look-up, `keys rotate --retire` re-tagging).
-        parts.extend(f"{m.metric.value}={float(m.reported_value)!r}{m.reported_unit.value}" for m in self.measurements)
+        parts.extend(
+            f"{m.metric.value}={float(m.reported_value)!r}{m.reported_unit.value}"
+            if m.absent is None
+            else f"{m.metric.value}=absent:{m.absent.value}{m.reported_unit.value}"
+            for m in self.measurements
+        )
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
     def effective_time(self, local_tz: tzinfo | None = None) -> datetime:
