@@ -25,6 +25,7 @@ BUILTIN: dict[str, str] = {
     "ble-blood-pressure": "drivers.ble.indicating:BloodPressureDriver",
     "ble-weight-scale": "drivers.ble.indicating:WeightScaleDriver",
     "ble-glucose": "drivers.ble.glucose:GlucoseDriver",
+    "ble-thermometer": "drivers.ble.thermometer:ThermometerDriver",
 }
 
 

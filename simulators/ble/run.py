@@ -31,12 +31,13 @@ from simulators.ble.encoding import BpRecord, GlucoseRecord, WeightRecord
 from simulators.ble.glucose import GlucoseMeter, make_records
 from simulators.ble.peripheral import SimulatedPeripheral
 from simulators.ble.scale import WeightScale
+from simulators.ble.thermometer import TemperatureRecord, Thermometer
 
 __all__ = ["KINDS", "SimulatorSet", "make_simulator", "serve_hci"]
 
 log = structlog.get_logger(__name__)
 
-KINDS = ("ble-cuff", "ble-scale", "ble-glucose")
+KINDS = ("ble-cuff", "ble-scale", "ble-glucose", "ble-thermometer")
 GLUCOSE_PASSKEY = 123456
 
 
@@ -71,6 +72,12 @@ def make_simulator(kind: str, *, records: int = 3, users: int = 2, seed: int = 7
         first = 1 + (int(time.time()) // 2) % 60000
         start = now - timedelta(hours=4 * records)
         return GlucoseMeter(make_records(records, start=start, first_sequence=first), passkey=GLUCOSE_PASSKEY)
+    if kind == "ble-thermometer":
+        temps = [
+            TemperatureRecord(round(rng.uniform(36.1, 37.9), 1), time=now - timedelta(hours=records - i), site=6)
+            for i in range(records)
+        ]
+        return Thermometer(list(temps))
     raise ValueError(f"unknown simulator {kind!r}; choose from {', '.join(KINDS)}")
 
 
@@ -114,6 +121,8 @@ class SimulatorSet:
                     sim.add(WeightRecord(round(rng.uniform(55, 95) / 0.005) * 0.005, time=now, user=1 + n % 2))
                 elif isinstance(sim, GlucoseMeter):
                     sim.add(GlucoseRecord(sim.next_sequence(), now, rng.randint(70, 250)))
+                elif isinstance(sim, Thermometer):
+                    sim.add(TemperatureRecord(round(rng.uniform(36.1, 37.9), 1), time=now, site=6))
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -1,0 +1,67 @@
+"""Hypothesis fuzzing of the parsers added for more devices (thermometer, pulse oximeter, advertisement
+scales): any bytes give a value or a DriverError, and a session's frame handling commits or rejects each
+frame exactly once (as tests/test_gatt_fuzz.py and tests/ble/test_frame_fuzz.py do for the first profiles)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from drivers.ble.common import handle_frame
+from drivers.errors import DeviceProtocolError, DriverError
+from drivers.gatt import health_thermometer as hts
+from gateway.reading import DeviceIdentity
+from tests.ble.test_frame_fuzz import Recorder
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+DEVICE = DeviceIdentity(driver="fuzz", address="00:00:00:00:00:00")
+NOW = datetime(2026, 11, 30, tzinfo=UTC)
+
+
+def _temperature(data: bytes) -> object:
+    return hts.to_reading(hts.parse_temperature_measurement(data), DEVICE, NOW, raw=data)
+
+
+PARSERS: dict[str, Callable[[bytes], Any]] = {
+    "temperature_measurement": _temperature,
+    "temperature_type": hts.parse_temperature_type,
+}
+
+frames = st.one_of(
+    st.binary(max_size=40),
+    st.tuples(st.integers(0, 0x1F), st.binary(max_size=30)).map(lambda t: bytes([t[0]]) + t[1]),
+)
+
+
+@pytest.mark.parametrize("name", sorted(PARSERS))
+@FUZZ
+@given(data=frames)
+def test_parser_never_raises_anything_else(name: str, data: bytes) -> None:
+    with contextlib.suppress(DriverError):
+        PARSERS[name](data)
+
+
+SESSION_DECODERS: dict[str, Callable[[bytes], Any]] = {"temperature": _temperature}
+
+
+@pytest.mark.parametrize("name", sorted(SESSION_DECODERS))
+@FUZZ
+@given(batch=st.lists(frames, min_size=1, max_size=8))
+def test_session_frames_commit_or_reject(name: str, batch: list[bytes]) -> None:
+    ctx = Recorder()
+
+    async def run() -> None:
+        for raw in batch:
+            await handle_frame(ctx, raw, SESSION_DECODERS[name], "fuzz")  # type: ignore[arg-type]
+
+    asyncio.run(run())
+    assert Counter([r.raw for r in ctx.readings] + [raw for raw, _, _ in ctx.rejected]) == Counter(batch)
+    assert all(isinstance(e, DeviceProtocolError) for _, e, _ in ctx.rejected)
