@@ -26,6 +26,7 @@ BUILTIN: dict[str, str] = {
     "ble-weight-scale": "drivers.ble.indicating:WeightScaleDriver",
     "ble-glucose": "drivers.ble.glucose:GlucoseDriver",
     "ble-thermometer": "drivers.ble.thermometer:ThermometerDriver",
+    "ble-pulse-oximeter": "drivers.ble.oximeter:PulseOximeterDriver",
 }
 
 

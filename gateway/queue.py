@@ -610,7 +610,7 @@ class ReadingQueue:
 
 
 def _withheld(r: Reading) -> bool:
-    return bool(r.status & {Status.CONTROL_SOLUTION, Status.SENSOR_FAULT})
+    return bool(r.status & {Status.CONTROL_SOLUTION, Status.SENSOR_FAULT, Status.TEST_DATA})
 
 
 def _slot_doc(r: Reading) -> bytes:

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from drivers.ble.common import handle_frame
 from drivers.errors import DeviceProtocolError, DriverError
 from drivers.gatt import health_thermometer as hts
+from drivers.gatt import plx
+from drivers.gatt.plx_records import PlxRecordSync
 from gateway.reading import DeviceIdentity
 from tests.ble.test_frame_fuzz import Recorder
 
@@ -30,9 +32,20 @@ def _temperature(data: bytes) -> object:
     return hts.to_reading(hts.parse_temperature_measurement(data), DEVICE, NOW, raw=data)
 
 
+def _spot(data: bytes) -> object:
+    return plx.to_reading(plx.parse_spot_check(data), DEVICE, NOW, raw=data)
+
+
+def _continuous(data: bytes) -> object:
+    return plx.to_reading(plx.parse_continuous(data), DEVICE, NOW, raw=data)
+
+
 PARSERS: dict[str, Callable[[bytes], Any]] = {
     "temperature_measurement": _temperature,
     "temperature_type": hts.parse_temperature_type,
+    "plx_spot_check": _spot,
+    "plx_continuous": _continuous,
+    "plx_features": plx.parse_features,
 }
 
 frames = st.one_of(
@@ -49,7 +62,11 @@ def test_parser_never_raises_anything_else(name: str, data: bytes) -> None:
         PARSERS[name](data)
 
 
-SESSION_DECODERS: dict[str, Callable[[bytes], Any]] = {"temperature": _temperature}
+SESSION_DECODERS: dict[str, Callable[[bytes], Any]] = {
+    "temperature": _temperature,
+    "plx_spot_check": _spot,
+    "plx_continuous": _continuous,
+}
 
 
 @pytest.mark.parametrize("name", sorted(SESSION_DECODERS))
@@ -65,3 +82,25 @@ def test_session_frames_commit_or_reject(name: str, batch: list[bytes]) -> None:
     asyncio.run(run())
     assert Counter([r.raw for r in ctx.readings] + [raw for raw, _, _ in ctx.rejected]) == Counter(batch)
     assert all(isinstance(e, DeviceProtocolError) for _, e, _ in ctx.rejected)
+
+
+@FUZZ
+@given(events=st.lists(st.tuples(st.sampled_from(["spot", "racp", "take"]), frames), max_size=30))
+def test_plx_record_sync_hands_each_record_out_once(events: list[tuple[str, bytes]]) -> None:
+    sync = PlxRecordSync(None)
+    sync.request()
+    fed: list[bytes] = []
+    handed: list[bytes] = []
+    for channel, data in events:
+        try:
+            if channel == "spot":
+                sync.receive_spot_check(data)
+                fed.append(data)
+            elif channel == "racp":
+                sync.receive_racp(data)
+            else:
+                handed += [raw for _, raw in sync.take_records()]
+        except DriverError:
+            pass
+    handed += [raw for _, raw in sync.take_records()]
+    assert handed == fed  # a first sync drops nothing it parsed and hands nothing out twice

@@ -29,6 +29,7 @@ from bumble.transport.common import Transport
 from simulators.ble.cuff import BloodPressureCuff
 from simulators.ble.encoding import BpRecord, GlucoseRecord, WeightRecord
 from simulators.ble.glucose import GlucoseMeter, make_records
+from simulators.ble.oximeter import ContinuousSample, PulseOximeter, SpotCheck
 from simulators.ble.peripheral import SimulatedPeripheral
 from simulators.ble.scale import WeightScale
 from simulators.ble.thermometer import TemperatureRecord, Thermometer
@@ -37,7 +38,7 @@ __all__ = ["KINDS", "SimulatorSet", "make_simulator", "serve_hci"]
 
 log = structlog.get_logger(__name__)
 
-KINDS = ("ble-cuff", "ble-scale", "ble-glucose", "ble-thermometer")
+KINDS = ("ble-cuff", "ble-scale", "ble-glucose", "ble-thermometer", "ble-pulse-oximeter")
 GLUCOSE_PASSKEY = 123456
 
 
@@ -78,6 +79,14 @@ def make_simulator(kind: str, *, records: int = 3, users: int = 2, seed: int = 7
             for i in range(records)
         ]
         return Thermometer(list(temps))
+    if kind == "ble-pulse-oximeter":
+        stored = [
+            SpotCheck(rng.randint(92, 99), rng.randint(55, 95), time=now - timedelta(hours=records - i))
+            for i in range(records)
+        ]
+        # Stored spot-checks (RACP) plus a minute of continuous samples at 1 Hz, as while worn.
+        wave = [ContinuousSample(96 + (i // 20) % 3, 68 + i % 5) for i in range(60)]
+        return PulseOximeter(stored=list(stored), continuous=list(wave), period=1.0)
     raise ValueError(f"unknown simulator {kind!r}; choose from {', '.join(KINDS)}")
 
 
@@ -121,6 +130,8 @@ class SimulatorSet:
                     sim.add(WeightRecord(round(rng.uniform(55, 95) / 0.005) * 0.005, time=now, user=1 + n % 2))
                 elif isinstance(sim, GlucoseMeter):
                     sim.add(GlucoseRecord(sim.next_sequence(), now, rng.randint(70, 250)))
+                elif isinstance(sim, PulseOximeter):
+                    sim.spot_checks.append(SpotCheck(rng.randint(92, 99), rng.randint(55, 95), time=now))
                 elif isinstance(sim, Thermometer):
                     sim.add(TemperatureRecord(round(rng.uniform(36.1, 37.9), 1), time=now, site=6))
 
