@@ -104,3 +104,20 @@ def test_plx_record_sync_hands_each_record_out_once(events: list[tuple[str, byte
             pass
     handed += [raw for _, raw in sync.take_records()]
     assert handed == fed  # a first sync drops nothing it parsed and hands nothing out twice
+
+
+@FUZZ
+@given(packets=st.lists(frames, max_size=10), weight_here=st.booleans())
+def test_body_composition_assembly_raises_only_typed_errors(packets: list[bytes], weight_here: bool) -> None:
+    from drivers.ble.scale import composition_readings
+    from drivers.gatt.body_composition import BodyCompositionAssembler, parse_body_composition
+
+    assembler = BodyCompositionAssembler()
+    for raw in packets:
+        try:
+            whole = assembler.add(parse_body_composition(raw))
+            if whole is not None:
+                readings = composition_readings(whole, DEVICE, None, raw, weight_here=weight_here, simulated=False)
+                assert readings[0].measurements  # body fat is always there
+        except DriverError:
+            pass

@@ -29,6 +29,7 @@ from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, 
 __all__ = [
     "BodyCompositionAssembler",
     "BodyCompositionMeasurement",
+    "composition_reading",
     "parse_body_composition",
     "to_reading",
 ]
@@ -155,6 +156,43 @@ class BodyCompositionAssembler:
         self._first = None
 
 
+def composition_reading(
+    m: BodyCompositionMeasurement,
+    device: DeviceIdentity,
+    received_at: datetime,
+    clock_offset: timedelta | None = None,
+    raw: bytes = b"",
+    *,
+    simulated: bool = False,
+) -> Reading:
+    """A BODY_COMPOSITION Reading: body fat and every compartment the scale sent, each its own metric.
+
+    Weight and height are not in it: they go into a BODY_WEIGHT reading (`to_reading`) only when the scale
+    has no Weight Scale measurement of its own (drivers/ble/scale.py), so one weigh-in is one weight."""
+    unit = m.weight_unit
+    values: list[tuple[Metric, float | None, Unit]] = [
+        (Metric.BODY_FAT, m.body_fat_percent, Unit.PERCENT),
+        (Metric.MUSCLE_PERCENT, m.muscle_percent, Unit.PERCENT),
+        (Metric.MUSCLE_MASS, m.muscle_mass, unit),
+        (Metric.FAT_FREE_MASS, m.fat_free_mass, unit),
+        (Metric.SOFT_LEAN_MASS, m.soft_lean_mass, unit),
+        (Metric.BODY_WATER_MASS, m.body_water_mass, unit),
+        (Metric.IMPEDANCE, m.impedance_ohm, Unit.OHM),
+        (Metric.BASAL_METABOLISM, None if m.basal_metabolism_kj is None else float(m.basal_metabolism_kj), Unit.KJ),
+    ]
+    return Reading(
+        kind=Kind.BODY_COMPOSITION,
+        measurements=tuple(Measurement(metric, v, u) for metric, v, u in values if v is not None),
+        device=device,
+        received_at=received_at,
+        device_time=m.time_stamp,
+        clock_offset=clock_offset,
+        user_slot=user_slot(m.user_id),
+        raw=raw,
+        simulated=simulated,
+    )
+
+
 def to_reading(
     m: BodyCompositionMeasurement,
     device: DeviceIdentity,
@@ -164,8 +202,8 @@ def to_reading(
     *,
     simulated: bool = False,
 ) -> Reading:
-    """A BODY_WEIGHT Reading from the weight (and height) fields. Body fat and the other compartments have
-    no `Metric` yet, so they stay in the parsed value only. No weight -> `NoValueError`."""
+    """A BODY_WEIGHT Reading from the weight (and height) fields; the compartments are in
+    `composition_reading`. No weight -> `NoValueError`."""
     if m.weight is None:
         raise NoValueError("body composition without weight", raw, field="weight")
     measurements = [Measurement(Metric.BODY_WEIGHT, m.weight, m.weight_unit)]

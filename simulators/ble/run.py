@@ -26,6 +26,7 @@ from bumble.link import LocalLink
 from bumble.transport import open_transport
 from bumble.transport.common import Transport
 
+from simulators.ble.body_scale import BodyCompositionScale, BodyRecord
 from simulators.ble.cuff import BloodPressureCuff
 from simulators.ble.encoding import BpRecord, GlucoseRecord, WeightRecord
 from simulators.ble.glucose import GlucoseMeter, make_records
@@ -38,7 +39,7 @@ __all__ = ["KINDS", "SimulatorSet", "make_simulator", "serve_hci"]
 
 log = structlog.get_logger(__name__)
 
-KINDS = ("ble-cuff", "ble-scale", "ble-glucose", "ble-thermometer", "ble-pulse-oximeter")
+KINDS = ("ble-cuff", "ble-scale", "ble-glucose", "ble-thermometer", "ble-pulse-oximeter", "ble-body-scale")
 GLUCOSE_PASSKEY = 123456
 
 
@@ -87,7 +88,18 @@ def make_simulator(kind: str, *, records: int = 3, users: int = 2, seed: int = 7
         # Stored spot-checks (RACP) plus a minute of continuous samples at 1 Hz, as while worn.
         wave = [ContinuousSample(96 + (i // 20) % 3, 68 + i % 5) for i in range(60)]
         return PulseOximeter(stored=list(stored), continuous=list(wave), period=1.0)
+    if kind == "ble-body-scale":
+        return BodyCompositionScale(
+            [_body(rng, now - timedelta(hours=records - i), 1 + i % users) for i in range(records)]
+        )
     raise ValueError(f"unknown simulator {kind!r}; choose from {', '.join(KINDS)}")
+
+
+def _body(rng: random.Random, at: datetime, user: int) -> BodyRecord:
+    weight = round(rng.uniform(55, 95) / 0.005) * 0.005
+    return BodyRecord(
+        weight, round(rng.uniform(15, 35), 1), time=at, user=user, impedance_ohm=round(rng.uniform(400, 600), 1)
+    )
 
 
 @dataclass
@@ -130,6 +142,8 @@ class SimulatorSet:
                     sim.add(WeightRecord(round(rng.uniform(55, 95) / 0.005) * 0.005, time=now, user=1 + n % 2))
                 elif isinstance(sim, GlucoseMeter):
                     sim.add(GlucoseRecord(sim.next_sequence(), now, rng.randint(70, 250)))
+                elif isinstance(sim, BodyCompositionScale):
+                    sim.add(_body(rng, now, 1 + n % 2))
                 elif isinstance(sim, PulseOximeter):
                     sim.spot_checks.append(SpotCheck(rng.randint(92, 99), rng.randint(55, 95), time=now))
                 elif isinstance(sim, Thermometer):
