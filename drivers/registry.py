@@ -27,6 +27,7 @@ BUILTIN: dict[str, str] = {
     "ble-glucose": "drivers.ble.glucose:GlucoseDriver",
     "ble-thermometer": "drivers.ble.thermometer:ThermometerDriver",
     "ble-pulse-oximeter": "drivers.ble.oximeter:PulseOximeterDriver",
+    "xiaomi-scale": "drivers.ble.adv_scale:XiaomiScaleDriver",
 }
 
 

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from drivers.adv import xiaomi_scale as mi
 from drivers.ble.common import handle_frame
 from drivers.errors import DeviceProtocolError, DriverError
 from drivers.gatt import health_thermometer as hts
@@ -46,6 +47,8 @@ PARSERS: dict[str, Callable[[bytes], Any]] = {
     "plx_spot_check": _spot,
     "plx_continuous": _continuous,
     "plx_features": plx.parse_features,
+    "mi_scale_v1": mi.parse_v1,
+    "mi_scale_v2": mi.parse_v2,
 }
 
 frames = st.one_of(
@@ -121,3 +124,24 @@ def test_body_composition_assembly_raises_only_typed_errors(packets: list[bytes]
                 assert readings[0].measurements  # body fat is always there
         except DriverError:
             pass
+
+
+@FUZZ
+@given(payloads=st.lists(st.tuples(st.binary(min_size=10, max_size=13), st.floats(0, 5)), max_size=20))
+def test_weigh_in_tracker_reports_each_weigh_in_once(payloads: list[tuple[bytes, float]]) -> None:
+    tracker = mi.WeighInTracker(settle=3, repeat=60)
+    now = 0.0
+    out: list[mi.MiScaleFrame] = []
+    for payload, step in payloads:
+        now += step
+        try:
+            frame = mi.parse_v2(payload) if len(payload) == 13 else mi.parse_v1(payload)
+        except DriverError:
+            continue
+        out += tracker.feed(frame, now)
+        if out:
+            mi.to_readings(out[-1], DEVICE, NOW, mi.assign_user(out[-1].weight_kg, (mi.UserRange(1, 1, 500),)))
+    out += tracker.flush(now, force=True)
+    assert all(f.stabilized for f in out)
+    # No weigh-in is reported twice within the repeat window (all of this run is within it).
+    assert len({f.weigh_in for f in out}) == len(out) or now >= 60

@@ -19,7 +19,15 @@ from drivers.gatt import uuids
 
 __all__ = ["BLE_SIMULATORS", "add_ble_simulate_arguments", "cmd_simulate", "format_adverts", "register"]
 
-BLE_SIMULATORS = ("ble-cuff", "ble-scale", "ble-glucose", "ble-thermometer", "ble-pulse-oximeter", "ble-body-scale")
+BLE_SIMULATORS = (
+    "ble-cuff",
+    "ble-scale",
+    "ble-glucose",
+    "ble-thermometer",
+    "ble-pulse-oximeter",
+    "ble-body-scale",
+    "xiaomi-scale",
+)
 
 SubParsers = Any  # argparse._SubParsersAction, private in typeshed
 

@@ -30,6 +30,7 @@ from simulators.ble.body_scale import BodyCompositionScale, BodyRecord
 from simulators.ble.cuff import BloodPressureCuff
 from simulators.ble.encoding import BpRecord, GlucoseRecord, WeightRecord
 from simulators.ble.glucose import GlucoseMeter, make_records
+from simulators.ble.mi_scale import MiScale
 from simulators.ble.oximeter import ContinuousSample, PulseOximeter, SpotCheck
 from simulators.ble.peripheral import SimulatedPeripheral
 from simulators.ble.scale import WeightScale
@@ -39,7 +40,15 @@ __all__ = ["KINDS", "SimulatorSet", "make_simulator", "serve_hci"]
 
 log = structlog.get_logger(__name__)
 
-KINDS = ("ble-cuff", "ble-scale", "ble-glucose", "ble-thermometer", "ble-pulse-oximeter", "ble-body-scale")
+KINDS = (
+    "ble-cuff",
+    "ble-scale",
+    "ble-glucose",
+    "ble-thermometer",
+    "ble-pulse-oximeter",
+    "ble-body-scale",
+    "xiaomi-scale",
+)
 GLUCOSE_PASSKEY = 123456
 
 
@@ -92,6 +101,8 @@ def make_simulator(kind: str, *, records: int = 3, users: int = 2, seed: int = 7
         return BodyCompositionScale(
             [_body(rng, now - timedelta(hours=records - i), 1 + i % users) for i in range(records)]
         )
+    if kind == "xiaomi-scale":
+        return MiScale("v2")  # broadcasts a weigh-in on each `--every` tick
     raise ValueError(f"unknown simulator {kind!r}; choose from {', '.join(KINDS)}")
 
 
@@ -144,6 +155,9 @@ class SimulatorSet:
                     sim.add(GlucoseRecord(sim.next_sequence(), now, rng.randint(70, 250)))
                 elif isinstance(sim, BodyCompositionScale):
                     sim.add(_body(rng, now, 1 + n % 2))
+                elif isinstance(sim, MiScale):
+                    weight = round(rng.uniform(55, 95) / 0.005) * 0.005
+                    sim.spawn(sim.weigh(weight, impedance=rng.randint(400, 600), at=now))
                 elif isinstance(sim, PulseOximeter):
                     sim.spot_checks.append(SpotCheck(rng.randint(92, 99), rng.randint(55, 95), time=now))
                 elif isinstance(sim, Thermometer):
