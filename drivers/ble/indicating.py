@@ -62,8 +62,9 @@ class IndicatingDriver(BleDriver):
         def to_reading(raw: bytes) -> Reading:
             return parse(raw, identity, received_now(), offset, opts.simulated)
 
+        limit = 1 if self.quirks.last_record_only else None
         count = await collect_frames(
-            session, ctx, self.measurement, to_reading, idle_timeout=opts.idle_timeout, source=source
+            session, ctx, self.measurement, to_reading, idle_timeout=opts.idle_timeout, source=source, limit=limit
         )
         log.info("ble_session_done", driver=self.name, readings=count)
 

@@ -62,6 +62,12 @@ class ThermometerDriver(IndicatingDriver):
             return hts.to_reading(m, identity, received_now(), offset, raw, site=site, simulated=opts.simulated)
 
         count = await collect_frames(
-            session, ctx, self.measurement, to_reading, idle_timeout=opts.idle_timeout, source=f"{self.name}/2a1c"
+            session,
+            ctx,
+            self.measurement,
+            to_reading,
+            idle_timeout=opts.idle_timeout,
+            source=f"{self.name}/2a1c",
+            limit=1 if self.quirks.last_record_only else None,
         )
         log.info("ble_session_done", driver=self.name, readings=count)
