@@ -28,6 +28,7 @@ BUILTIN: dict[str, str] = {
     "ble-thermometer": "drivers.ble.thermometer:ThermometerDriver",
     "ble-pulse-oximeter": "drivers.ble.oximeter:PulseOximeterDriver",
     "xiaomi-scale": "drivers.ble.adv_scale:XiaomiScaleDriver",
+    "omron-ble": "drivers.ble.omron:OmronDriver",
 }
 
 

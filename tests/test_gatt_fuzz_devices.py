@@ -145,3 +145,20 @@ def test_weigh_in_tracker_reports_each_weigh_in_once(payloads: list[tuple[bytes,
     assert all(f.stabilized for f in out)
     # No weigh-in is reported twice within the repeat window (all of this run is within it).
     assert len({f.weigh_in for f in out}) == len(out) or now >= 60
+
+
+@FUZZ
+@given(
+    pieces=st.lists(st.tuples(st.integers(0, 3), st.binary(max_size=16)), max_size=12),
+    raw=st.binary(min_size=14, max_size=16),
+)
+def test_omron_assembly_and_records_raise_only_typed_errors(pieces: list[tuple[int, bytes]], raw: bytes) -> None:
+    from drivers.omron import protocol as om
+
+    rx = om.RxAssembler()
+    for channel, piece in pieces:
+        with contextlib.suppress(DriverError):
+            rx.feed(channel, piece)
+    for model in om.MODELS.values():
+        with contextlib.suppress(DriverError):
+            om.parse_record(model, raw[: model.record_size])

@@ -15,6 +15,7 @@ from typing import Any
 
 from drivers.ble import runtime
 from drivers.ble.transport import Advert, BleError, ScanFilter
+from drivers.errors import DeviceProtocolError
 from drivers.gatt import uuids
 
 __all__ = ["BLE_SIMULATORS", "add_ble_simulate_arguments", "cmd_simulate", "format_adverts", "register"]
@@ -67,11 +68,19 @@ def cmd_pair(args: argparse.Namespace) -> int:
 
     async def go() -> None:
         session = await runtime.get_transport().connect(args.address, timeout=args.timeout, pair=True)
-        await session.disconnect()
+        try:
+            if getattr(args, "omron_model", None):
+                # Omron cuffs also need our 16-byte key stored while they are in pairing mode (-P-).
+                from drivers.ble.omron import DEFAULT_KEY, program_key
+
+                key = bytes.fromhex(args.omron_key) if getattr(args, "omron_key", None) else DEFAULT_KEY
+                await program_key(session, key)
+        finally:
+            await session.disconnect()
 
     try:
         asyncio.run(go())
-    except BleError as exc:
+    except (BleError, DeviceProtocolError) as exc:
         print(f"vitalgate: pairing failed: {exc}", file=sys.stderr)
         return 1
     print(f"bonded with {args.address.upper()}")
@@ -115,5 +124,7 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--user", type=int, help="user slot on a multi-user device")
     p.add_argument("--passkey", type=int, help="passkey shown on the device (asked for when needed)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the device (default 30)")
+    p.add_argument("--omron-model", help="an Omron cuff (e.g. HEM-7322T) in pairing mode: also store our pairing key")
+    p.add_argument("--omron-key", help="the 16-byte pairing key as 32 hex digits (default: VitalGate's own)")
     p.add_argument("--config", default=str(DEFAULT_PATH), help=f"config file (default {DEFAULT_PATH})")
     p.set_defaults(fn=cmd_pair)

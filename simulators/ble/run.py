@@ -31,6 +31,7 @@ from simulators.ble.cuff import BloodPressureCuff
 from simulators.ble.encoding import BpRecord, GlucoseRecord, WeightRecord
 from simulators.ble.glucose import GlucoseMeter, make_records
 from simulators.ble.mi_scale import MiScale
+from simulators.ble.omron import OmronCuff, OmronReading
 from simulators.ble.oximeter import ContinuousSample, PulseOximeter, SpotCheck
 from simulators.ble.peripheral import SimulatedPeripheral
 from simulators.ble.scale import WeightScale
@@ -103,7 +104,16 @@ def make_simulator(kind: str, *, records: int = 3, users: int = 2, seed: int = 7
         )
     if kind == "xiaomi-scale":
         return MiScale("v2")  # broadcasts a weigh-in on each `--every` tick
+    if kind == "omron-ble":
+        cuff = OmronCuff("HEM-7322T", pairing_mode=True)  # pair with: vitalgate pair ADDR --omron-model HEM-7322T
+        for i in range(records):
+            cuff.measure(1 + i % min(users, 2), _omron(rng, now - timedelta(hours=records - i)))
+        return cuff
     raise ValueError(f"unknown simulator {kind!r}; choose from {', '.join(KINDS)}")
+
+
+def _omron(rng: random.Random, at: datetime) -> OmronReading:
+    return OmronReading(rng.randint(105, 150), rng.randint(65, 95), rng.randint(55, 90), at)
 
 
 def _body(rng: random.Random, at: datetime, user: int) -> BodyRecord:
@@ -155,6 +165,8 @@ class SimulatorSet:
                     sim.add(GlucoseRecord(sim.next_sequence(), now, rng.randint(70, 250)))
                 elif isinstance(sim, BodyCompositionScale):
                     sim.add(_body(rng, now, 1 + n % 2))
+                elif isinstance(sim, OmronCuff):
+                    sim.measure(1 + n % 2, _omron(rng, now))
                 elif isinstance(sim, MiScale):
                     weight = round(rng.uniform(55, 95) / 0.005) * 0.005
                     sim.spawn(sim.weigh(weight, impedance=rng.randint(400, 600), at=now))
