@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import random
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -204,6 +205,7 @@ async def simulate(kinds: Sequence[str], *, port: int, records: int, users: int,
     for sim in sims.simulators:
         passkey = f", passkey {sim.passkey:06d}" if sim.passkey is not None else ""
         print(f"  {sim.kind:12} {sim.name:12} {sim.address}{passkey}")
+    sys.stdout.flush()  # a parent reading our stdout through a pipe waits for these lines
     try:
         await asyncio.Event().wait()
     finally:
