@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Status, Unit
+from gateway.reading import Absent, DeviceIdentity, Kind, Measurement, Metric, Reading, Status, Unit
 
 __all__ = ["CodecError", "decode_reading", "encode_reading"]
 
@@ -24,7 +24,12 @@ def encode_reading(r: Reading) -> bytes:
     doc: dict[str, Any] = {
         "v": VERSION,
         "kind": r.kind.value,
-        "m": [[m.metric.value, m.reported_value, m.reported_unit.value] for m in r.measurements],
+        "m": [
+            [m.metric.value, m.reported_value, m.reported_unit.value]
+            if m.absent is None
+            else [m.metric.value, None, m.reported_unit.value, m.absent.value]
+            for m in r.measurements
+        ],
         "dev": [d.driver, d.address, d.serial_number, d.system_id, d.manufacturer, d.model, d.firmware],
         "rx": r.received_at.isoformat(),
         "t": r.device_time.isoformat() if r.device_time else None,
@@ -45,7 +50,7 @@ def decode_reading(data: bytes) -> Reading:
             raise CodecError(f"unsupported payload version {doc.get('v')!r}")
         return Reading(
             kind=Kind(doc["kind"]),
-            measurements=tuple(Measurement(Metric(a), float(b), Unit(c)) for a, b, c in doc["m"]),
+            measurements=tuple(_measurement(m) for m in doc["m"]),
             device=DeviceIdentity(*doc["dev"]),
             received_at=datetime.fromisoformat(doc["rx"]),
             device_time=datetime.fromisoformat(doc["t"]) if doc["t"] else None,
@@ -60,3 +65,11 @@ def decode_reading(data: bytes) -> Reading:
         raise
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise CodecError(f"payload does not decode: {type(exc).__name__}") from None
+
+
+def _measurement(m: list[Any]) -> Measurement:
+    """[metric, value, unit] or, for a value the device did not give, [metric, null, unit, absent]."""
+    if len(m) == 4:
+        return Measurement.missing(Metric(m[0]), Unit(m[2]), Absent(m[3]))
+    a, b, c = m
+    return Measurement(Metric(a), float(b), Unit(c))

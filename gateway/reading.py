@@ -14,6 +14,7 @@ from enum import StrEnum
 
 __all__ = [
     "CANONICAL_UNIT",
+    "Absent",
     "DeviceIdentity",
     "Kind",
     "Measurement",
@@ -155,13 +156,35 @@ class Status(StrEnum):
     VALUE_BELOW_RANGE = "value-below-range"
 
 
+class Absent(StrEnum):
+    """Why a measurement has no number: an IEEE 11073-20601 special value (§F.8) or a failed measurement.
+
+    Kept, not dropped: the FHIR layer writes it as `dataAbsentReason` (PHD IG PhdNumericObservation).
+    """
+
+    NOT_A_NUMBER = "nan"
+    NOT_AT_RESOLUTION = "nres"
+    POSITIVE_INFINITY = "+inf"
+    NEGATIVE_INFINITY = "-inf"
+    RESERVED = "reserved"
+    UNSUCCESSFUL = "unsuccessful"  # the device says the measurement failed (e.g. Weight 0xFFFF)
+
+
 @dataclass(frozen=True, slots=True)
 class Measurement:
-    """A value as the device reported it; `value` / `unit` give it in the canonical unit."""
+    """A value as the device reported it; `value` / `unit` give it in the canonical unit.
+
+    `absent` set: the device sent no number (`reported_value` is then NaN and means nothing).
+    """
 
     metric: Metric
     reported_value: float
     reported_unit: Unit
+    absent: Absent | None = None
+
+    @classmethod
+    def missing(cls, metric: Metric, unit: Unit, why: Absent) -> Measurement:
+        return cls(metric, float("nan"), unit, why)
 
     @property
     def unit(self) -> Unit:
@@ -245,7 +268,12 @@ class Reading:
             parts.append(f"t={self.device_time.isoformat()}")
         if self.sequence is None and self.device_time is None:
             parts.append(f"rx={self.received_at.astimezone(UTC).isoformat()}")
-        parts.extend(f"{m.metric.value}={m.reported_value!r}{m.reported_unit.value}" for m in self.measurements)
+        parts.extend(
+            f"{m.metric.value}={m.reported_value!r}{m.reported_unit.value}"
+            if m.absent is None
+            else f"{m.metric.value}=absent:{m.absent.value}{m.reported_unit.value}"
+            for m in self.measurements
+        )
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
     def effective_time(self, local_tz: tzinfo | None = None) -> datetime:

@@ -3,7 +3,9 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-"$root/scripts/bootstrap.sh" test mosquitto mosquitto-clients
+# Node.js runs the independent FHIR server engine of tests/fhir_server; Debian's only when none is installed.
+node_pkgs=(); { command -v node && command -v npm; } >/dev/null || node_pkgs=(nodejs npm)
+"$root/scripts/bootstrap.sh" test mosquitto mosquitto-clients "${node_pkgs[@]}"
 .venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest -q "$@"

@@ -27,6 +27,7 @@ import base64
 import contextlib
 import hmac
 import json
+import re
 import secrets
 import ssl
 import time
@@ -70,6 +71,24 @@ class Faults:
     revoked: set[str] = field(default_factory=set)
     omit_entry_location: bool = False  # refuse a transaction without saying which entry failed
     batch_entry_statuses: dict[int, int] = field(default_factory=dict)  # batch entry index -> status, once
+    max_entries: int = 0  # refuse larger Bundles (413 naming the limit), as capped servers do; 0 = no cap
+
+
+def _tokens(condition: str) -> list[str]:
+    """The `system|value` alternatives of an `identifier=` condition, unescaped."""
+    if not condition.startswith("identifier="):
+        raise _EntryError(400, "only identifier= conditions are supported")
+    out = []
+    for alt in re.split(r"(?<!\\),", unquote_plus(condition[len("identifier=") :])):
+        parts = re.split(r"(?<!\\)\|", alt, maxsplit=1)
+        if len(parts) != 2:
+            raise _EntryError(400, "identifier condition needs system|value")
+        out.append(f"{_unescape(parts[0])}|{_unescape(parts[1])}")
+    return out
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
 
 
 class _EntryError(Exception):
@@ -135,11 +154,13 @@ class Receiver:
         return [r for key, r in self.resources.items() if key.startswith(resource_type + "/")]
 
     def _match(self, resource_type: str, condition: str, pending: dict[tuple[str, str], str]) -> str | None:
-        if not condition.startswith("identifier="):
-            raise _EntryError(400, "only identifier= conditions are supported")
-        token = unquote_plus(condition[len("identifier=") :])
-        key = (resource_type, token)
-        return pending.get(key) or self._by_identifier.get(key)
+        """`identifier=a|b,c|d`: a comma is OR (FHIR search), `\\,` `\\|` `\\\\` are escapes."""
+        for token in _tokens(condition):
+            key = (resource_type, token)
+            found = pending.get(key) or self._by_identifier.get(key)
+            if found is not None:
+                return found
+        return None
 
     def _validate(self, resource: Any) -> str:
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
@@ -178,8 +199,9 @@ class Receiver:
         meta = {**(resource.get("meta") or {}), "versionId": "1", "lastUpdated": _now()}  # keeps security labels
         stored = dict(resource, id=rid, meta=meta)
         self.resources[ref] = stored
-        if condition:
-            self._by_identifier[(rtype, unquote_plus(condition[len("identifier=") :]))] = ref
+        for ident in resource.get("identifier") or ():
+            if isinstance(ident, dict) and isinstance(ident.get("value"), str):
+                self._by_identifier[(rtype, f"{ident.get('system', '')}|{ident['value']}")] = ref
         if self.ndjson is not None:
             with self.ndjson.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(stored, separators=(",", ":")) + "\n")
@@ -222,7 +244,8 @@ class Receiver:
                 full_urls[full_url] = ref
             condition = entry["request"].get("ifNoneExist")
             if new and condition:
-                pending[(ref.split("/")[0], unquote_plus(condition[len("identifier=") :]))] = ref
+                for token in _tokens(condition):
+                    pending[(ref.split("/")[0], token)] = ref
             plans.append((status, ref, new))
         answer = []
         for entry, (status, ref, new) in zip(entries, plans, strict=True):
@@ -305,6 +328,14 @@ class Receiver:
         except ValueError:
             return web.json_response(_outcome("body is not JSON", code="structure"), status=400)
         self.bundles_received += 1
+        entries = bundle.get("entry") if isinstance(bundle, dict) else None
+        if self.faults.max_entries and isinstance(entries, list) and len(entries) > self.faults.max_entries:
+            limit = self.faults.max_entries
+            return web.json_response(
+                _outcome(f"Bundle exceeds the maximum of {limit} entries", code="too-costly"),
+                status=413,
+                content_type=FHIR_JSON,
+            )
         status, answer = self.process(bundle)
         if self.faults.drop_after_commit and status == 200:
             self.faults.drop_after_commit -= 1
@@ -444,6 +475,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fail", action="append", default=[], help="STATUS[:RETRY_AFTER], queued, once each")
     parser.add_argument("--drop-after-commit", type=int, default=0)
     parser.add_argument("--revoked", action="append", default=[])
+    parser.add_argument("--max-entries", type=int, default=0, help="refuse Bundles with more entries (413)")
     args = parser.parse_args(argv)
 
     clients = [Client(cid, secret=p.read_text().strip()) for cid, p in _pairs(args.client_secret, "--client-secret")]
@@ -452,6 +484,7 @@ def main(argv: list[str] | None = None) -> None:
     receiver.faults.token_lifetime = args.token_lifetime
     receiver.faults.delay_seconds = args.delay
     receiver.faults.drop_after_commit = args.drop_after_commit
+    receiver.faults.max_entries = args.max_entries
     receiver.faults.revoked.update(args.revoked)
     for spec in args.fail:
         status, _, after = spec.partition(":")

@@ -26,9 +26,13 @@ _OPTIONS = {"kind", "serial", "users", "interval_seconds", "count", "seed", "pol
 
 
 def make_reading(kind: Kind, serial: str, rng: random.Random, user: int | None, sequence: int) -> Reading:
-    """One plausible reading; the device time is now, to the second, as real devices report it."""
+    """One plausible reading; the device time is now, zone-less as real devices report it.
+
+    To the microsecond, unlike a real device's whole seconds: the simulator may measure many times a
+    second, and the PHD IG identifier tells measurements apart by device, patient, type and device time.
+    """
     now = datetime.now(UTC)
-    device_time = datetime.now().replace(microsecond=0)
+    device_time = datetime.now()
     status: frozenset[Status] = frozenset()
     if kind is Kind.BLOOD_PRESSURE:
         sys_ = rng.randint(105, 160)

@@ -11,6 +11,7 @@ import pytest
 from gateway.crypto import KeyRing, create_key_file
 from gateway.queue import ReadingQueue
 from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
+from tests.fhir_server import medplum  # noqa: F401  (session fixture: one real FHIR server per run)
 
 
 @pytest.fixture

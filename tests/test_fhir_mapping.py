@@ -62,7 +62,19 @@ HTEST = {
 }
 VITAL = ("http://terminology.hl7.org/CodeSystem/observation-category", "vital-signs")
 LAB = ("http://terminology.hl7.org/CodeSystem/observation-category", "laboratory")
-PHD = ("http://hl7.org/fhir/uv/phd/CodeSystem/PhdObservationCategories", "phd-observation")
+PHD = ("http://hl7.org/fhir/uv/phd/CodeSystem/PhdObservationCategories", "phd")  # STU 2 (STU 1.1: phd-observation)
+PHD_SD = "http://hl7.org/fhir/uv/phd/StructureDefinition/"
+PHD_ID = PHD_SD + "PhdBaseObservation"  # the conditionalCreate identifier slice's fixed system
+ASN1 = "http://terminology.hl7.org/CodeSystem/ASN1ToHL7"
+# Identifier time stamp (PHD IG "Generating the PHD Reported Timestamp"): the device clock in seconds since
+# 2000-01-01; 2026-11-24T13:58:30 is 9824 days + 50,310 s. Without a device time: our receive time.
+STAMPS = {"none": "rx848840405.250000", "device": "848843910", "device+offset": "848843910"}
+PATIENT_PARTS = {
+    "Patient/123": "123",
+    "123": "123",
+    "urn:oid:1.2.36.146.595.217.0.1|MRN-77": "MRN-77-urn:oid:1.2.36.146.595.217.0.1",
+}
+URN_UUID = re.compile(r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 MMHG_PER_KPA = 1 / 0.133322387415  # 1 mmHg = 133.322387415 Pa (conventional, not the torr)
 
 # (metric, reported unit) -> ([(system, code)] of Observation.code, UCUM code, unit text, convert)
@@ -85,11 +97,11 @@ EXPECTED: dict[tuple[Metric, Unit], tuple[list[tuple[str, str]], str, str, Any]]
 # role of the numeric Observation a metric becomes -> (categories, profiles)
 VS = "http://hl7.org/fhir/StructureDefinition/"
 NUMERIC: dict[Metric, tuple[list[tuple[str, str]], list[str]]] = {
-    Metric.PULSE_RATE: ([VITAL, PHD], [VS + "vitalsigns", VS + "heartrate"]),
-    Metric.BODY_WEIGHT: ([VITAL, PHD], [VS + "vitalsigns", VS + "bodyweight"]),
-    Metric.BMI: ([VITAL, PHD], [VS + "vitalsigns", VS + "bmi"]),
-    Metric.BODY_HEIGHT: ([VITAL, PHD], [VS + "vitalsigns", VS + "bodyheight"]),
-    Metric.GLUCOSE: ([LAB, PHD], []),
+    Metric.PULSE_RATE: ([VITAL, PHD], [PHD_SD + "PhdNumericObservation", VS + "vitalsigns", VS + "heartrate"]),
+    Metric.BODY_WEIGHT: ([VITAL, PHD], [PHD_SD + "PhdNumericObservation", VS + "vitalsigns", VS + "bodyweight"]),
+    Metric.BMI: ([VITAL, PHD], [PHD_SD + "PhdNumericObservation", VS + "vitalsigns", VS + "bmi"]),
+    Metric.BODY_HEIGHT: ([VITAL, PHD], [PHD_SD + "PhdNumericObservation", VS + "vitalsigns", VS + "bodyheight"]),
+    Metric.GLUCOSE: ([LAB, PHD], [PHD_SD + "PhdNumericObservation"]),
 }
 # status -> (MDC code of the BITs observation, ASN1ToHL7 bit code or None when only text is carried, name)
 BITS: dict[Status, tuple[str, str | None, str]] = {
@@ -176,21 +188,31 @@ def check(r: Reading, patient: str, *, time: str, test_data: bool = False) -> Ma
     assert phd_url != phg_url
     assert [t["coding"][0]["code"] for t in (d["type"] for d in devices)] == ["65573", "531981"]
     assert ("security" in devices[0].get("meta", {})) is htest
-    assert "meta" not in devices[1]
+    assert devices[1]["meta"] == {"profile": [PHD_SD + "PhgDevice"]}
+    urls = [e["fullUrl"] for e in mapped.entries]
+    assert all(URN_UUID.fullmatch(u) for u in urls) and len(set(urls)) == len(urls)
+    every_identifier = [i["value"] for e in mapped.entries for i in e["resource"]["identifier"]]
+    assert not any(u in v for u in urls for v in every_identifier)  # servers rewrite placeholder strings
 
     observations = resources(mapped, "Observation")
     coincident = [o for o in observations if codings(o["code"]) == [(MDC, "67975")]]
     measured = [o for o in observations if o not in coincident]
     assert len(coincident) == (1 if TIMES[time][1] is not None else 0)
+    prefix = f"74E8FFFEFF051C00-{PATIENT_PARTS[patient]}-" if r.device == BLE else None
     for entry in mapped.entries:
         resource = entry["resource"]
-        ident = resource["identifier"][-1] if resource["resourceType"] == "Device" else resource["identifier"][0]
         assert entry["request"]["method"] == "POST"
         assert entry["request"]["url"] == resource["resourceType"]
+        if resource in measured:
+            phd_id, legacy = resource["identifier"]
+            assert phd_id["system"] == PHD_ID and legacy["system"] == URI
+            if prefix is not None:
+                mdc = codings(resource["code"])[0][1]
+                assert phd_id["value"] == f"{prefix}{mdc}-{STAMPS[time]}"
+            assert entry["request"]["ifNoneExist"] == (
+                f"identifier={PHD_ID}|{phd_id['value'].replace('|', '%5C%7C')},{URI}|{legacy['value']}"
+            )
         if resource["resourceType"] == "Observation":
-            assert ident["system"] == URI
-            assert entry["fullUrl"] == ident["value"]
-            assert entry["request"]["ifNoneExist"] == f"identifier={URI}|{ident['value']}"
             assert resource["status"] == "final"
             assert (resource.get("meta", {}).get("security") == [HTEST]) is htest
             assert "security" in resource.get("meta", {}) or not htest
@@ -204,7 +226,7 @@ def check(r: Reading, patient: str, *, time: str, test_data: bool = False) -> Ma
             expected_ext.append(
                 {
                     "url": COINCIDENT_EXT,
-                    "valueReference": {"reference": coincident[0]["identifier"][0]["value"]},
+                    "valueReference": {"reference": urls[2]},
                 }
             )
         assert o["extension"] == expected_ext
@@ -214,7 +236,8 @@ def check(r: Reading, patient: str, *, time: str, test_data: bool = False) -> Ma
         assert coin["device"] == {"reference": phg_url}
         assert coin["effectiveDateTime"] == "2026-11-24T13:00:05.250000+00:00"
         # the gateway's 14:00:05.25 (+01:00) read 90 s later on the device clock
-        assert coin["valueString"] == "2026-11-24T14:01:35.250000"
+        assert coin["valueDateTime"] == "2026-11-24T14:01:35.250000+01:00"
+        assert coin["meta"]["profile"] == [PHD_SD + "PhdCoincidentTimeStampObservation"]
     assert mapped.identifier == measured[0]["identifier"][0]["value"]
     check_status(mapped, r, measured[0])
     return mapped
@@ -228,18 +251,22 @@ def check_status(mapped: MappedReading, r: Reading, primary: dict[str, Any]) -> 
             families.setdefault(family, []).append((code, name))
     bits_obs = [o for o in resources(mapped, "Observation") if codings(o["code"])[0][1] in ("8410608", "8417752")]
     assert [codings(o["code"]) for o in bits_obs] == [[(MDC, f)] for f in families]
-    for o, (_family, bits) in zip(bits_obs, families.items(), strict=True):
+    for o, (_family, _bits) in zip(bits_obs, families.items(), strict=True):
+        bits = _bits
         assert [c for cat in o["category"] for c in codings(cat)] == [PHD]
-        assert o["derivedFrom"] == [{"reference": primary["identifier"][0]["value"]}]
+        primary_url = next(e["fullUrl"] for e in mapped.entries if e["resource"] is primary)
+        assert o["derivedFrom"] == [{"reference": primary_url}]
+        all_coded = all(code is not None for code, _ in _bits)
+        assert o.get("meta", {}).get("profile", []) == ([PHD_SD + "PhdBitsEnumerationObservation"] if all_coded else [])
         got = [
             (comp["code"]["coding"][0]["code"] if "coding" in comp["code"] else None, comp["code"]["text"])
             for comp in o["component"]
         ]
         assert got == bits
         for comp in o["component"]:
-            assert codings(comp["valueCodeableConcept"]) == [("http://terminology.hl7.org/CodeSystem/v2-0136", "Y")]
+            assert comp["valueBoolean"] is True and "valueCodeableConcept" not in comp
             if "coding" in comp["code"]:
-                assert comp["code"]["coding"][0]["system"] == "http://hl7.org/fhir/uv/phd/CodeSystem/ASN1ToHL7"
+                assert comp["code"]["coding"][0]["system"] == ASN1
 
 
 def check_numeric(mapped: MappedReading, m: Measurement) -> None:
@@ -286,7 +313,7 @@ def test_blood_pressure(
     panel = panels[0]
     assert codings(panel["code"]) == [(MDC, "150020"), (LOINC, "85354-9")]
     assert [c for cat in panel["category"] for c in codings(cat)] == [VITAL, PHD]
-    assert panel["meta"]["profile"] == [VS + "vitalsigns", VS + "bp"]
+    assert panel["meta"]["profile"] == [PHD_SD + "PhdCompoundNumericObservation", VS + "vitalsigns", VS + "bp"]
     assert "valueQuantity" not in panel
     expected_components = [
         {"code": codings(c["code"]), "valueQuantity": c["valueQuantity"]} for c in panel["component"]
@@ -359,6 +386,14 @@ def test_pulse_rate(flags: frozenset[Status], time: str, patient: str) -> None:
     assert len(resources(mapped, "Observation")) == 1 + 2 * bool(flags) + (time == "device+offset")
 
 
+def _strip_urls(mapped: MappedReading) -> bytes:
+    """The body with each fresh placeholder replaced by its position: what must be equal across runs."""
+    body = mapped.body.decode()
+    for i, entry in enumerate(mapped.entries):
+        body = body.replace(entry["fullUrl"], f"urn:uuid:entry-{i}")
+    return body.encode()
+
+
 def test_whole_blood_pressure_panel() -> None:
     """One Observation compared whole, written out by hand after the PHD IG `bloodPress` example."""
     r = reading(
@@ -370,24 +405,27 @@ def test_whole_blood_pressure_panel() -> None:
     )
     mapped = map_reading(r, "Patient/123", GATEWAY, local_tz=PLUS_ONE)
     namespace = uuid.UUID("6f1c3b0e-8a4e-5d2b-9c7e-2f6a1d9b4e30")
-    ident = f"urn:uuid:{uuid.uuid5(namespace, f'{r.idempotency_key}|Patient/123|blood-pressure')}"
-    phd = f"urn:uuid:{uuid.uuid5(namespace, 'device|eui64:74e8fffeff051c00')}"
-    phg = f"urn:uuid:{uuid.uuid5(namespace, 'gateway|vitalgate-01')}"
+    legacy = f"urn:uuid:{uuid.uuid5(namespace, f'{r.idempotency_key}|Patient/123|blood-pressure')}"
+    phd_id = "74E8FFFEFF051C00-123-150020-848843910"  # device-patient-type-timestamp (PhdBaseObservation notes)
+    phd, phg, url = (e["fullUrl"] for e in mapped.entries)
 
     def mmhg(v: float) -> dict[str, Any]:
         return {"value": v, "unit": "mmHg", "system": UCUM, "code": "mm[Hg]"}
 
     assert mapped.entries[2] == {
-        "fullUrl": ident,
+        "fullUrl": url,
         "resource": {
             "resourceType": "Observation",
-            "meta": {"profile": [VS + "vitalsigns", VS + "bp"], "security": [HTEST]},
+            "meta": {
+                "profile": [PHD_SD + "PhdCompoundNumericObservation", VS + "vitalsigns", VS + "bp"],
+                "security": [HTEST],
+            },
             "extension": [{"url": GATEWAY_EXT, "valueReference": {"reference": phg}}],
-            "identifier": [{"system": URI, "value": ident}],
+            "identifier": [{"system": PHD_ID, "value": phd_id}, {"system": URI, "value": legacy}],
             "status": "final",
             "category": [
                 {"coding": [{"system": VITAL[0], "code": "vital-signs", "display": "Vital Signs"}]},
-                {"coding": [{"system": PHD[0], "code": "phd-observation", "display": "PHD generated Observation"}]},
+                {"coding": [{"system": PHD[0], "code": "phd", "display": "PHD generated Observation"}]},
             ],
             "code": {
                 "coding": [
@@ -437,27 +475,38 @@ def test_whole_blood_pressure_panel() -> None:
                 },
             ],
         },
-        "request": {"method": "POST", "url": "Observation", "ifNoneExist": f"identifier={URI}|{ident}"},
+        "request": {
+            "method": "POST",
+            "url": "Observation",
+            "ifNoneExist": f"identifier={PHD_ID}|{phd_id},{URI}|{legacy}",
+        },
     }
 
 
+IDS = "http://terminology.hl7.org/CodeSystem/ContinuaDeviceIdentifiers"  # STU 2: under terminology.hl7.org
+SYSID_TYPE = {"coding": [{"system": IDS, "code": "SYSID", "display": "IEEE 11073 System Identifier"}]}
+EUI64 = "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680"
+
+
 def test_measuring_device_whole() -> None:
-    """PhdDevice shape: SYSID (EUI-64 with dashes), BTMAC (EUI-48), serial, firmware; match on the EUI-64."""
-    mapped = map_reading(reading(Kind.PULSE_RATE, (Metric.PULSE_RATE, 60.0, Unit.PER_MIN)), "1", GATEWAY)
+    """PhdDevice: SYSID (EUI-64 with dashes), BTMAC (EUI-48), serial, specialization, firmware; match on EUI-64."""
+    mapped = map_reading(
+        reading(Kind.BLOOD_PRESSURE, (Metric.SYSTOLIC, 120.0, Unit.MMHG), (Metric.DIASTOLIC, 80.0, Unit.MMHG)),
+        "1",
+        GATEWAY,
+    )
     url = mapped.entries[0]["fullUrl"]
-    ids = "http://hl7.org/fhir/uv/phd/CodeSystem/ContinuaDeviceIdentifiers"
+    own = f"urn:uuid:{uuid.uuid5(uuid.UUID('6f1c3b0e-8a4e-5d2b-9c7e-2f6a1d9b4e30'), 'device|eui64:74e8fffeff051c00')}"
+    assert url != own
     assert mapped.entries[0] == {
         "fullUrl": url,
         "resource": {
             "resourceType": "Device",
+            "meta": {"profile": [PHD_SD + "PhdDevice"]},
             "identifier": [
+                {"type": SYSID_TYPE, "system": EUI64, "value": "74-E8-FF-FE-FF-05-1C-00"},
                 {
-                    "type": {"coding": [{"system": ids, "code": "SYSID", "display": "IEEE 11073 System Identifier"}]},
-                    "system": "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680",
-                    "value": "74-E8-FF-FE-FF-05-1C-00",
-                },
-                {
-                    "type": {"coding": [{"system": ids, "code": "BTMAC", "display": "Bluetooth MAC address"}]},
+                    "type": {"coding": [{"system": IDS, "code": "BTMAC", "display": "Bluetooth MAC address"}]},
                     "system": "http://hl7.org/fhir/sid/eui-48/bluetooth",
                     "value": "00-1C-05-FF-E8-74",
                 },
@@ -473,7 +522,7 @@ def test_measuring_device_whole() -> None:
                     },
                     "value": "501900083",
                 },
-                {"system": URI, "value": url},
+                {"system": URI, "value": own},
             ],
             "manufacturer": "Acme Medical",
             "serialNumber": "501900083",
@@ -482,6 +531,15 @@ def test_measuring_device_whole() -> None:
                 "coding": [{"system": MDC, "code": "65573", "display": "MDC_MOC_VMS_MDS_SIMP"}],
                 "text": "Personal health device",
             },
+            "specialization": [
+                {
+                    "systemType": {
+                        "coding": [{"system": MDC, "code": "528391", "display": "MDC_DEV_SPEC_PROFILE_BPM"}],
+                        "text": "Blood pressure monitor",
+                    },
+                    "version": "1",
+                }
+            ],
             "version": [
                 {
                     "type": {
@@ -495,19 +553,38 @@ def test_measuring_device_whole() -> None:
         "request": {
             "method": "POST",
             "url": "Device",
-            "ifNoneExist": "identifier=urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680|74-E8-FF-FE-FF-05-1C-00",
+            "ifNoneExist": f"identifier={EUI64}|74-E8-FF-FE-FF-05-1C-00",
         },
     }
 
 
+@pytest.mark.parametrize(("kind", "code"), [(Kind.BODY_WEIGHT, "528399"), (Kind.BLOOD_GLUCOSE, "528401")])
+def test_measuring_device_specialization(kind: Kind, code: str) -> None:
+    metric, unit = {Kind.BODY_WEIGHT: (Metric.BODY_WEIGHT, Unit.KG), Kind.BLOOD_GLUCOSE: (Metric.GLUCOSE, Unit.MG_DL)}[
+        kind
+    ]
+    device = map_reading(reading(kind, (metric, 80.0, unit)), "1", GATEWAY).entries[0]["resource"]
+    assert [codings(s["systemType"]) for s in device["specialization"]] == [[(MDC, code)]]
+
+
 def test_gateway_device_whole() -> None:
+    """PhgDevice: a System ID (locally administered, from gateway.id), specializations, version, time sync."""
     mapped = map_reading(reading(Kind.PULSE_RATE, (Metric.PULSE_RATE, 60.0, Unit.PER_MIN)), "1", GATEWAY)
     url = mapped.entries[1]["fullUrl"]
+    own = f"urn:uuid:{uuid.uuid5(uuid.UUID('6f1c3b0e-8a4e-5d2b-9c7e-2f6a1d9b4e30'), 'gateway|vitalgate-01')}"
+    digest = hashlib.sha256(b"vitalgate-phg|vitalgate-01").digest()[:8]
+    sysid = "-".join(f"{b:02X}" for b in bytes([(digest[0] | 2) & 0xFE]) + digest[1:])
+    assert int(sysid[:2], 16) & 0b11 == 0b10  # locally administered, unicast
+
+    def spec(code: str, ref: str, text: str) -> dict[str, Any]:
+        return {"systemType": {"coding": [{"system": MDC, "code": code, "display": ref}], "text": text}, "version": "1"}
+
     assert mapped.entries[1] == {
         "fullUrl": url,
         "resource": {
             "resourceType": "Device",
-            "identifier": [{"system": URI, "value": url}],
+            "meta": {"profile": [PHD_SD + "PhgDevice"]},
+            "identifier": [{"type": SYSID_TYPE, "system": EUI64, "value": sysid}, {"system": URI, "value": own}],
             "manufacturer": "VitalGate project",
             "modelNumber": "VitalGate",
             "deviceName": [
@@ -518,6 +595,12 @@ def test_gateway_device_whole() -> None:
                 "coding": [{"system": MDC, "code": "531981", "display": "MDC_MOC_VMS_MDS_AHD"}],
                 "text": "Personal health gateway",
             },
+            "specialization": [
+                spec("528391", "MDC_DEV_SPEC_PROFILE_BPM", "Blood pressure monitor"),
+                spec("528388", "MDC_DEV_SPEC_PROFILE_PULS_OXIM", "Pulse oximeter"),
+                spec("528399", "MDC_DEV_SPEC_PROFILE_SCALE", "Weighing scale"),
+                spec("528401", "MDC_DEV_SPEC_PROFILE_GLUCOSE", "Glucose meter"),
+            ],
             "version": [
                 {
                     "type": {
@@ -527,21 +610,36 @@ def test_gateway_device_whole() -> None:
                     "value": "0.1.0",
                 }
             ],
+            "property": [
+                {
+                    "type": {
+                        "coding": [{"system": MDC, "code": "68220", "display": "MDC_TIME_SYNC_PROTOCOL"}],
+                        "text": "Clock synchronization method",
+                    },
+                    "valueCode": [{"coding": [{"system": MDC, "code": "532227", "display": "MDC_TIME_SYNC_SNTPV4"}]}],
+                }
+            ],
         },
-        "request": {"method": "POST", "url": "Device", "ifNoneExist": f"identifier={URI}|{url}"},
+        "request": {"method": "POST", "url": "Device", "ifNoneExist": f"identifier={URI}|{own}"},
     }
 
 
 def test_device_without_system_id_matches_on_own_identifier() -> None:
     r = reading(Kind.BLOOD_GLUCOSE, (Metric.GLUCOSE, 99.0, Unit.MG_DL), device=SERIAL_ONLY)
-    entry = map_reading(r, "1", GATEWAY).entries[0]
+    mapped = map_reading(r, "1", GATEWAY)
+    entry = mapped.entries[0]
     device = entry["resource"]
     assert [i.get("system") for i in device["identifier"]] == [None, URI]  # serial (no system), then ours
-    assert entry["request"]["ifNoneExist"] == f"identifier={URI}|{entry['fullUrl']}"
+    own = device["identifier"][1]["value"]
+    assert own != entry["fullUrl"]
+    assert entry["request"]["ifNoneExist"] == f"identifier={URI}|{own}"
     assert "modelNumber" not in device and "manufacturer" not in device and "version" not in device
+    assert "meta" not in device  # PhdDevice not claimed: manufacturer, model and version unknown
+    # the identifier's device part is our own device id (32 hex) when there is no EUI-64 or EUI-48
+    assert mapped.identifier.startswith(own.removeprefix("urn:uuid:").replace("-", "").upper() + "-1-160184-")
 
 
-def test_same_reading_gives_identical_body() -> None:
+def test_same_reading_gives_same_resources_fresh_placeholders() -> None:
     r = reading(
         Kind.BLOOD_PRESSURE,
         (Metric.SYSTOLIC, 120.0, Unit.MMHG),
@@ -552,10 +650,11 @@ def test_same_reading_gives_identical_body() -> None:
     )
     first = map_reading(r, "Patient/9", GATEWAY, local_tz=PLUS_ONE)
     again = map_reading(replace(r, raw=b"\x01"), "Patient/9", GATEWAY, local_tz=PLUS_ONE)
-    assert first.body == again.body
+    assert _strip_urls(first) == _strip_urls(again)
+    assert not {e["fullUrl"] for e in first.entries} & {e["fullUrl"] for e in again.entries}
     assert first.identifier == again.identifier
     # "9" and "Patient/9" are the same binding, so the same identifiers
-    assert map_reading(r, "9", GATEWAY, local_tz=PLUS_ONE).body == first.body
+    assert _strip_urls(map_reading(r, "9", GATEWAY, local_tz=PLUS_ONE)) == _strip_urls(first)
 
 
 def _sample_digest() -> str:
@@ -566,7 +665,7 @@ def _sample_digest() -> str:
         time="device+offset",
         status=frozenset(BITS),
     )
-    return hashlib.sha256(map_reading(r, "Patient/9", GATEWAY, local_tz=PLUS_ONE).body).hexdigest()
+    return hashlib.sha256(_strip_urls(map_reading(r, "Patient/9", GATEWAY, local_tz=PLUS_ONE))).hexdigest()
 
 
 def test_body_is_identical_across_processes() -> None:
@@ -576,7 +675,7 @@ def test_body_is_identical_across_processes() -> None:
     for seed in ("1", "2", "3"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
         out = subprocess.run(
-            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=60
         )
         digests.add(out.stdout.strip())
     assert digests == {_sample_digest()}
@@ -586,36 +685,61 @@ def test_other_patient_other_observations_same_devices() -> None:
     r = reading(Kind.BODY_WEIGHT, (Metric.BODY_WEIGHT, 80.0, Unit.KG))
     a = map_reading(r, "Patient/a", GATEWAY)
     b = map_reading(r, "Patient/b", GATEWAY)
-    assert [e["fullUrl"] for e in a.entries[:2]] == [e["fullUrl"] for e in b.entries[:2]]
+    assert [e["request"] for e in a.entries[:2]] == [e["request"] for e in b.entries[:2]]
     assert a.identifier != b.identifier
 
 
 def test_other_reading_other_identifier() -> None:
+    """The IG's identifier tells measurements apart by device time and type; the record number does not
+    count (another PHG would not know it), only the second (legacy) identifier holds it."""
     one = reading(Kind.BODY_WEIGHT, (Metric.BODY_WEIGHT, 80.0, Unit.KG))
-    two = reading(Kind.BODY_WEIGHT, (Metric.BODY_WEIGHT, 80.0, Unit.KG), sequence=8)
-    assert map_reading(one, "1", GATEWAY).identifier != map_reading(two, "1", GATEWAY).identifier
+    later = replace(one, device_time=DEVICE_TIME + timedelta(seconds=1))
+    assert map_reading(one, "1", GATEWAY).identifier != map_reading(later, "1", GATEWAY).identifier
+    renumbered = replace(one, sequence=8)
+    a, b = map_reading(one, "1", GATEWAY), map_reading(renumbered, "1", GATEWAY)
+    assert a.identifier == b.identifier
+    assert a.entries[2]["resource"]["identifier"][1] != b.entries[2]["resource"]["identifier"][1]
 
 
 def test_transaction_bundle_packs_readings_once_per_device() -> None:
     one = map_reading(reading(Kind.PULSE_RATE, (Metric.PULSE_RATE, 60.0, Unit.PER_MIN)), "1", GATEWAY)
-    two = map_reading(reading(Kind.PULSE_RATE, (Metric.PULSE_RATE, 61.0, Unit.PER_MIN)), "1", GATEWAY)
+    two = map_reading(
+        reading(Kind.PULSE_RATE, (Metric.PULSE_RATE, 61.0, Unit.PER_MIN), time="none", sequence=9), "1", GATEWAY
+    )
     other = map_reading(
         reading(Kind.BLOOD_GLUCOSE, (Metric.GLUCOSE, 99.0, Unit.MG_DL), device=SERIAL_ONLY), "2", GATEWAY
     )
-    packed = transaction_bundle([*one.entries, *two.entries, *other.entries, *one.entries])
+    again = map_reading(reading(Kind.PULSE_RATE, (Metric.PULSE_RATE, 60.0, Unit.PER_MIN)), "1", GATEWAY)
+    packed = transaction_bundle([*one.entries, *two.entries, *other.entries, *again.entries])
     validate_bundle(packed)
     urls = [e["fullUrl"] for e in packed["entry"]]
-    assert len(urls) == len(set(urls))
     assert urls == [
         one.entries[0]["fullUrl"],
         one.entries[1]["fullUrl"],
-        one.identifier,
-        two.identifier,
+        one.entries[2]["fullUrl"],
+        two.entries[2]["fullUrl"],
         other.entries[0]["fullUrl"],
-        other.identifier,
+        other.entries[2]["fullUrl"],
     ]
-    with pytest.raises(InvalidBundleError):  # without the dedup, the transaction is invalid
-        validate_bundle({"resourceType": "Bundle", "type": "transaction", "entry": [*one.entries, *two.entries]})
+    # the second reading's references now point at the first reading's Devices
+    second = packed["entry"][3]["resource"]
+    assert second["device"] == {"reference": urls[0]}
+    assert second["extension"][0]["valueReference"] == {"reference": urls[1]}
+    assert two.entries[2]["resource"]["device"] == {"reference": two.entries[0]["fullUrl"]}  # input untouched
+    with pytest.raises(InvalidBundleError):  # without the merge: references to entries not in the bundle
+        validate_bundle({"resourceType": "Bundle", "type": "transaction", "entry": [*one.entries[2:]]})
+
+
+def test_validation_refuses_an_identifier_equal_to_a_full_url() -> None:
+    """What made a real server (Medplum) duplicate everything: it rewrites strings equal to a placeholder."""
+    mapped = map_reading(reading(Kind.PULSE_RATE, (Metric.PULSE_RATE, 60.0, Unit.PER_MIN)), "1", GATEWAY)
+    bad = orjson.loads(mapped.body)
+    obs = bad["entry"][2]
+    obs["resource"]["identifier"] = [{"system": URI, "value": obs["fullUrl"]}]
+    obs["request"]["ifNoneExist"] = f"identifier={URI}|{obs['fullUrl']}"
+    with pytest.raises(InvalidBundleError) as info:
+        validate_bundle(bad)
+    assert ("entry[2].resource.identifier", "identifier_holds_a_full_url") in info.value.problems
 
 
 SECRET = "SECRETPATIENT42"

@@ -6,7 +6,7 @@ serializes with orjson; `validate_bundle` is the full pydantic check the tests u
 """
 
 from gateway.fhir.errors import FhirError, InvalidBundleError, MappingError
-from gateway.fhir.mapping import map_reading, transaction_bundle
+from gateway.fhir.mapping import map_reading, merge_entries, transaction_bundle
 from gateway.fhir.model import GatewayInfo, MappedReading
 from gateway.fhir.selfcheck import self_check
 from gateway.fhir.validation import validate_bundle
@@ -18,6 +18,7 @@ __all__ = [
     "MappedReading",
     "MappingError",
     "map_reading",
+    "merge_entries",
     "self_check",
     "transaction_bundle",
     "validate_bundle",

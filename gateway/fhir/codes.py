@@ -1,13 +1,20 @@
-"""Code tables for the FHIR mapping: every code, system and unit the gateway emits lives here.
+"""Code tables for the FHIR mapping: every code, system, unit and profile the gateway emits lives here.
 
-Sources (checked against the published artefacts):
-- HL7 PHD IG (hl7.org/fhir/uv/phd, STU 2, R4): PhdBaseObservation (category `phd-observation`, extension
-  `observation-gatewayDevice`, HTEST security label), PhdCompoundNumericObservation example
-  `bloodPress` (MDC 150020/150021/150022/150023 with LOINC), PhdBitsEnumerationObservation example
-  `bpm-status` (MDC 8410608 + ASN1ToHL7 bit codes, value v2-0136#Y), CodeSystem ASN1ToHL7 (bit names for
-  8410608 and 8417752), PhdDevice / PhgDevice (SYSID on urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680,
-  BTMAC on http://hl7.org/fhir/sid/eui-48/bluetooth, type MDC 65573 / 531981, version types 531975/531976),
-  PhdCoincidentTimeStampObservation (MDC 67975, `CoincidentTimeStampReference` extension).
+New devices add rows (a Kind in KINDS, a (Metric, Unit) in QUANTITIES, a specialization in
+SPECIALIZATIONS, a Status in STATUS_BITS); the mapping code has no per-kind branches.
+
+Sources (HL7 PHD IG STU 2, HL7/phd tag 2.0.0, input/fsh; see docs/phd-conformance.md):
+- PhdBaseObservation: category PhdObservationCategories#phd (STU 1.1 had `phd-observation`), extension
+  `observation-gatewayDevice` 1..1, `device.reference` 1..1, the conditionalCreate identifier slice
+  (system = the profile's canonical URL, value built as in the profile's notes), HTEST security label,
+  dataAbsentReason from data-absent-reason when the value is a special FLOAT or the measurement failed.
+- PhdNumericObservation / PhdCompoundNumericObservation (value or components with UCUM quantities),
+  PhdBitsEnumerationObservation (components coded from ASN1MeasurementBits, `valueBoolean`),
+  PhdCoincidentTimeStampObservation (MDCClockTypes code, subject PHD, device PHG, valueDateTime).
+- PhdDevice / PhgDevice: identifiers typed from ContinuaDeviceIdentifiers, SYSID on the EUI-64 OID,
+  BTMAC on eui-48/bluetooth, type MDC 65573 / 531981, specialization from DeviceTypes11073MDC with a
+  version, version types MDCDeviceVersionTypes, PHG time-sync property MDC 68220.
+- Code systems ASN1ToHL7 and ContinuaDeviceIdentifiers are published under terminology.hl7.org in STU 2.
 - FHIR R4 vital-signs profiles (bp, heartrate, bodyweight, bodyheight, bmi): LOINC codes and the UCUM
   units they allow (body height only `cm` or `[in_i]`, so metres are converted to cm).
 - LOINC: 41653-7 is glucose *mass* concentration in capillary blood by glucometer; a meter reporting
@@ -29,6 +36,7 @@ __all__ = [
     "KINDS",
     "QUANTITIES",
     "REJECTED_STATUS",
+    "SPECIALIZATIONS",
     "STATUS_BITS",
     "KindSpec",
     "ObservationSpec",
@@ -46,20 +54,35 @@ UCUM: Final = "http://unitsofmeasure.org"
 URI: Final = "urn:ietf:rfc:3986"
 OBS_CATEGORY: Final = "http://terminology.hl7.org/CodeSystem/observation-category"
 PHD_CATEGORY: Final = "http://hl7.org/fhir/uv/phd/CodeSystem/PhdObservationCategories"
-ASN1_TO_HL7: Final = "http://hl7.org/fhir/uv/phd/CodeSystem/ASN1ToHL7"
+ASN1_TO_HL7: Final = "http://terminology.hl7.org/CodeSystem/ASN1ToHL7"
+DATA_ABSENT: Final = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 V2_YES_NO: Final = "http://terminology.hl7.org/CodeSystem/v2-0136"
 V2_ID_TYPE: Final = "http://terminology.hl7.org/CodeSystem/v2-0203"
 ACT_REASON: Final = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 EUI64: Final = "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680"
 BT_MAC: Final = "http://hl7.org/fhir/sid/eui-48/bluetooth"
-DEVICE_ID_TYPE: Final = "http://hl7.org/fhir/uv/phd/CodeSystem/ContinuaDeviceIdentifiers"
+DEVICE_ID_TYPE: Final = "http://terminology.hl7.org/CodeSystem/ContinuaDeviceIdentifiers"
 EXT_GATEWAY: Final = "http://hl7.org/fhir/StructureDefinition/observation-gatewayDevice"
 EXT_COINCIDENT: Final = "http://hl7.org/fhir/uv/phd/StructureDefinition/CoincidentTimeStampReference"
 VITALSIGNS: Final = "http://hl7.org/fhir/StructureDefinition/vitalsigns"
+_PHD_SD: Final = "http://hl7.org/fhir/uv/phd/StructureDefinition/"
+# The conditionalCreate identifier slice of PhdBaseObservation: its system is the profile's own URL.
+PHD_IDENTIFIER_SYSTEM: Final = _PHD_SD + "PhdBaseObservation"
+PHD_NUMERIC: Final = _PHD_SD + "PhdNumericObservation"
+PHD_COMPOUND: Final = _PHD_SD + "PhdCompoundNumericObservation"
+PHD_BITS: Final = _PHD_SD + "PhdBitsEnumerationObservation"
+PHD_COINCIDENT: Final = _PHD_SD + "PhdCoincidentTimeStampObservation"
+PHD_DEVICE: Final = _PHD_SD + "PhdDevice"
+PHG_DEVICE: Final = _PHD_SD + "PhgDevice"
 
 
 def coding(system: str, code: str, display: str) -> dict[str, str]:
     return {"system": system, "code": code, "display": display}
+
+
+def mdc_code(code: dict[str, Any]) -> str:
+    """The MDC code of a CodeableConcept (the `type` part of the PHD conditional-create identifier)."""
+    return str(next(cd["code"] for cd in code["coding"] if cd["system"] == MDC))
 
 
 def concept(*codings: dict[str, str], text: str | None = None) -> dict[str, Any]:
@@ -79,7 +102,7 @@ def _loinc(code: str, display: str) -> dict[str, str]:
 
 HTEST: Final = coding(ACT_REASON, "HTEST", "test health data")
 YES: Final = concept(coding(V2_YES_NO, "Y", "Yes"))
-PHD_OBSERVATION: Final = concept(coding(PHD_CATEGORY, "phd-observation", "PHD generated Observation"))
+PHD_OBSERVATION: Final = concept(coding(PHD_CATEGORY, "phd", "PHD generated Observation"))
 VITAL_SIGNS: Final = concept(coding(OBS_CATEGORY, "vital-signs", "Vital Signs"))
 LABORATORY: Final = concept(coding(OBS_CATEGORY, "laboratory", "Laboratory"))
 
@@ -92,10 +115,45 @@ BTMAC_TYPE: Final = concept(coding(DEVICE_ID_TYPE, "BTMAC", "Bluetooth MAC addre
 SERIAL_TYPE: Final = concept(coding(V2_ID_TYPE, "SNO", "Serial Number"))
 
 COINCIDENT_CODE: Final = concept(_mdc("67975", "MDC_ATTR_TIME_ABS"), text="Absolute time")
+TIME_SYNC_CODE: Final = concept(_mdc("68220", "MDC_TIME_SYNC_PROTOCOL"), text="Clock synchronization method")
+# The PHD's clock: a Bluetooth profile device's clock is set by hand or by us, never synchronized.
 TIME_SYNC_COMPONENT: Final = {
-    "code": concept(_mdc("68220", "MDC_TIME_SYNC_PROTOCOL"), text="Clock synchronization method"),
+    "code": TIME_SYNC_CODE,
     "valueCodeableConcept": concept(_mdc("532224", "MDC_TIME_SYNC_NONE")),
 }
+# The gateway's clock: systemd-timesyncd (the default on Debian / Raspberry Pi OS) is an SNTP client.
+PHG_TIME_SYNC: Final = concept(_mdc("532227", "MDC_TIME_SYNC_SNTPV4"))
+
+
+def data_absent(code: str, display: str) -> dict[str, Any]:
+    return concept(coding(DATA_ABSENT, code, display))
+
+
+# PhdNumericObservation.dataAbsentReason for the special FLOAT values (its comment: NaN, +INF, -INF map to
+# their own codes, NRes and reserved to `error`), and the IG's Measurement Status table for a failed one.
+ABSENT_NAN: Final = data_absent("not-a-number", "Not a Number (NaN)")
+ABSENT_POS_INF: Final = data_absent("positive-infinity", "Positive Infinity (PINF)")
+ABSENT_NEG_INF: Final = data_absent("negative-infinity", "Negative Infinity (NINF)")
+ABSENT_ERROR: Final = data_absent("error", "Error")
+ABSENT_NOT_PERFORMED: Final = data_absent("not-performed", "Not Performed")
+
+
+@dataclass(frozen=True, slots=True)
+class Specialization:
+    """One IEEE 11073-104xx specialization (ValueSet DeviceTypes11073MDC) a PHD claims.
+
+    The Bluetooth profiles do not report the specialization's version; "1" is what the IG's own
+    examples of Bluetooth devices carry (phd-711000FEFF5F49B0..., phd-00601900010E9234...).
+    """
+
+    code: str
+    ref_id: str
+    text: str
+    version: str = "1"
+
+    @property
+    def element(self) -> dict[str, Any]:
+        return {"systemType": concept(_mdc(self.code, self.ref_id), text=self.text), "version": self.version}
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +237,11 @@ class ObservationSpec:
     code: dict[str, Any] | None = None
     required: bool = False
 
+    @property
+    def all_profiles(self) -> tuple[str, ...]:
+        """The PHD IG profile its shape conforms to, then the R4 vital-signs ones it claims."""
+        return (PHD_NUMERIC if self.value is not None else PHD_COMPOUND, *self.profiles)
+
 
 @dataclass(frozen=True, slots=True)
 class KindSpec:
@@ -238,6 +301,16 @@ KINDS: Final[MappingProxyType[Kind, KindSpec]] = MappingProxyType(
         Kind.BLOOD_GLUCOSE: KindSpec(
             (ObservationSpec("blood-glucose", (LABORATORY, PHD_OBSERVATION), value=Metric.GLUCOSE, required=True),)
         ),
+    }
+)
+
+
+SPECIALIZATIONS: Final[MappingProxyType[Kind, Specialization]] = MappingProxyType(
+    {
+        Kind.BLOOD_PRESSURE: Specialization("528391", "MDC_DEV_SPEC_PROFILE_BPM", "Blood pressure monitor"),
+        Kind.PULSE_RATE: Specialization("528388", "MDC_DEV_SPEC_PROFILE_PULS_OXIM", "Pulse oximeter"),
+        Kind.BODY_WEIGHT: Specialization("528399", "MDC_DEV_SPEC_PROFILE_SCALE", "Weighing scale"),
+        Kind.BLOOD_GLUCOSE: Specialization("528401", "MDC_DEV_SPEC_PROFILE_GLUCOSE", "Glucose meter"),
     }
 )
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from gateway.fhir.errors import MappingError
 
-__all__ = ["patient_reference"]
+__all__ = ["patient_identifier_part", "patient_reference"]
 
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR id datatype
 _LITERAL = re.compile(r"Patient/([A-Za-z0-9\-.]{1,64})")
@@ -43,3 +43,17 @@ def patient_reference(patient: str) -> tuple[dict[str, Any], str]:
             f"identifier:{system}|{value}",
         )
     raise MappingError("patient binding must be 'Patient/<id>', '<id>' or '<system>|<value>'")
+
+
+@lru_cache(maxsize=4096)
+def patient_identifier_part(patient: str) -> str:
+    """The patient's part of the PHD IG conditional-create identifier (PhdBaseObservation notes).
+
+    A logical id as is ("Patient/123" -> "123"); an identifier as `value-system`, dashes included.
+    """
+    ref, _ = patient_reference(patient)
+    literal = ref.get("reference")
+    if isinstance(literal, str):
+        return literal.removeprefix("Patient/")
+    ident = ref["identifier"]
+    return f"{ident['value']}-{ident['system']}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
+from urllib.parse import unquote
 
 import pydantic
 from fhir.resources.R4B.bundle import Bundle
@@ -38,6 +39,27 @@ def _identifiers(resource: Mapping[str, Any]) -> set[str]:
     return {f"{i.get('system', '')}|{i.get('value', '')}" for i in resource.get("identifier", ())}
 
 
+_UNESCAPED_COMMA = re.compile(r"(?<!\\),")
+_UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def _condition_identifiers(condition: str) -> list[str] | None:
+    """`identifier=a|b,c|d` (FHIR-escaped, URL-encoded) as ["a|b", "c|d"]; None if not that form."""
+    if not condition.startswith("identifier="):
+        return None
+    out = []
+    for alt in _UNESCAPED_COMMA.split(unquote(condition[11:])):
+        parts = _UNESCAPED_PIPE.split(alt)
+        if len(parts) != 2:
+            return None
+        out.append(f"{_unescape(parts[0])}|{_unescape(parts[1])}")
+    return out
+
+
 def _transaction_problems(bundle: Mapping[str, Any]) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     if bundle.get("type") != "transaction":
@@ -57,9 +79,15 @@ def _transaction_problems(bundle: Mapping[str, Any]) -> list[tuple[str, str]]:
         request = entry.get("request") or {}
         if request.get("method") != "POST" or request.get("url") != resource.get("resourceType"):
             problems.append((f"{where}.request", "not_post_of_resource_type"))
-        condition = request.get("ifNoneExist", "")
-        if not condition.startswith("identifier=") or condition[11:] not in _identifiers(resource):
+        alternatives = _condition_identifiers(request.get("ifNoneExist", ""))
+        if not alternatives or not set(alternatives) <= _identifiers(resource):
             problems.append((f"{where}.request.ifNoneExist", "not_an_identifier_of_the_resource"))
+    for i, entry in enumerate(entries):
+        for ident in (entry.get("resource") or {}).get("identifier", ()):
+            value = ident.get("value")
+            if isinstance(value, str) and any(url in value for url in urls):
+                # A server rewrites every string holding a placeholder; the identifier would stop matching.
+                problems.append((f"entry[{i}].resource.identifier", "identifier_holds_a_full_url"))
     for path, node in _walk(entries, "entry"):
         if isinstance(node, str):
             if _BAD_STRING.search(node) or not node.strip():

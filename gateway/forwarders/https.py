@@ -32,13 +32,12 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 import httpx
-import orjson
 import structlog
 
 from gateway.errors import ConfigError, GatewayError, KeyFileError
-from gateway.fhir import transaction_bundle
 from gateway.forwarders import ForwarderContext
 from gateway.forwarders.base import Outgoing, PermanentError, RetryableError, SendReport
+from gateway.forwarders.fhir_bundle import BundleType, Packed, entry_count, pack
 from gateway.https_tls import client_context, transport_error
 from gateway.oauth import MAX_ASSERTION_LIFETIME, OAuthSettings, TokenSource
 from gateway.retry_after import parse_retry_after
@@ -49,11 +48,17 @@ __all__ = ["HttpsForwarder", "HttpsSettings", "build", "outcome_summary"]
 log = structlog.get_logger(__name__)
 
 FHIR_JSON = "application/fhir+json"
-BundleType = Literal["transaction", "batch"]
 _RESPONSE_TYPE: dict[str, str] = {"transaction": "transaction-response", "batch": "batch-response"}
 _ENTRY_INDEX = re.compile(r"Bundle\.entry\[(\d+)\]")
 # Whole-request statuses meaning "this server/config is wrong", not "this reading is wrong".
 _CONFIG_STATUSES = frozenset({403, 404, 405, 406, 415})
+# A refusal for the Bundle's size, not its content: 413, or an OperationOutcome saying so (Medplum:
+# "Transaction requires strict isolation but has too many entries").
+_SIZE_LIMIT = re.compile(
+    r"too many (?:entries|resources|operations)|too large|exceeds? (?:the )?(?:maximum|max|limit)|"
+    r"maximum (?:number of )?entries|bundle size|entry limit",
+    re.IGNORECASE,
+)
 _RETRY_STATUSES = frozenset({408, 425, 429})
 
 
@@ -62,6 +67,8 @@ class HttpsSettings:
     base_url: str
     bundle_type: BundleType = "transaction"
     window: int = 20
+    # Entries per Bundle the server accepts (None: no limit). Several readings still share a Bundle up to it.
+    max_entries: int | None = None
     timeout_seconds: float = 30.0
     ca_file: Path | None = None
     client_cert_file: Path | None = None
@@ -136,66 +143,23 @@ def _located_entries(outcome: Any) -> set[int]:
     return found
 
 
-@dataclass(frozen=True, slots=True)
-class _Packed:
-    body: bytes
-    owners: tuple[tuple[int, ...], ...]  # per Bundle entry: positions in the batch that need it
+def _names_size_limit(status: int, outcome: Any) -> bool:
+    if status == 413:
+        return True
+    for issue in _issues(outcome):
+        details = issue.get("details")
+        texts = [issue.get("diagnostics"), details.get("text") if isinstance(details, Mapping) else None]
+        if any(isinstance(t, str) and _SIZE_LIMIT.search(t) for t in texts):
+            return True
+    return False
 
 
-def _logical_references(entries: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Batch entries are processed independently (R4 3.1.0.11.1), so a `urn:uuid` reference to another
-    entry cannot be resolved. Replace each with a logical reference by the target's identifier (R4
-    Reference.identifier), which needs no resolution; the originals are left untouched (read-only).
-    """
-    targets: dict[str, dict[str, Any]] = {}
-    for entry in entries:
-        resource = entry.get("resource") or {}
-        identifiers = resource.get("identifier") or []
-        if isinstance(entry.get("fullUrl"), str) and identifiers:
-            ident = identifiers[0]
-            targets[entry["fullUrl"]] = {
-                "type": resource.get("resourceType"),
-                "identifier": {"system": ident.get("system"), "value": ident.get("value")},
-            }
+class _TooLarge(Exception):
+    """The server refused the Bundle for its size (internal to `HttpsForwarder.send`)."""
 
-    def rewrite(node: Any) -> Any:
-        if isinstance(node, Mapping):
-            ref = node.get("reference")
-            if isinstance(ref, str) and ref in targets:
-                rest = {k: rewrite(v) for k, v in node.items() if k != "reference"}
-                return {**rest, **targets[ref]}
-            return {k: rewrite(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [rewrite(v) for v in node]
-        return node
-
-    return [{**entry, "resource": rewrite(entry.get("resource"))} for entry in entries]
-
-
-def pack(batch: Sequence[Outgoing], bundle_type: BundleType) -> _Packed:
-    """One Bundle holding every item's entries (`gateway.fhir.transaction_bundle`'s rule: an entry whose
-    fullUrl was already seen is sent once, since equal fullUrl means equal deterministic identity), and
-    for each Bundle entry the items that depend on its outcome.
-    """
-    flat: list[Mapping[str, Any]] = []
-    owners: list[list[int]] = []
-    index_of: dict[str, int] = {}
-    for pos, item in enumerate(batch):
-        for entry in item.entries:
-            url = entry.get("fullUrl")
-            if isinstance(url, str) and url in index_of:
-                if pos not in owners[index_of[url]]:
-                    owners[index_of[url]].append(pos)
-                continue
-            if isinstance(url, str):
-                index_of[url] = len(flat)
-            flat.append(entry)
-            owners.append([pos])
-    bundle = transaction_bundle(flat)
-    assert len(bundle["entry"]) == len(flat), "dedupe rule differs from gateway.fhir.transaction_bundle"
-    if bundle_type == "batch":
-        bundle = {**bundle, "type": "batch", "entry": _logical_references(bundle["entry"])}
-    return _Packed(orjson.dumps(bundle), tuple(tuple(o) for o in owners))
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}: Bundle too large")
+        self.status = status
 
 
 # --- the forwarder -----------------------------------------------------------------------------------
@@ -215,6 +179,7 @@ class HttpsForwarder:
         self._token_client: httpx.AsyncClient | None = None  # only with its own trust (token_ca_file)
         self._reconnect = False  # set by reload(): rebuild the client with the new TLS files
         self._isolating = 0  # sends left with window 1 after an unlocatable transaction refusal
+        self._max_entries = settings.max_entries  # lowered when the server refuses a Bundle's size
 
     def _tls_context(self) -> ssl.SSLContext:
         s = self.settings
@@ -230,6 +195,11 @@ class HttpsForwarder:
     @property
     def window(self) -> int:
         return 1 if self._isolating else self.settings.window
+
+    @property
+    def max_entries(self) -> int | None:
+        """Entries per Bundle in use: the configured cap, or the size the server last accepted if lower."""
+        return self._max_entries
 
     @property
     def auth(self) -> TokenSource | None:
@@ -281,12 +251,68 @@ class HttpsForwarder:
             await self._token_client.aclose()
             self._token_client = None
 
+    def _chunks(self, batch: Sequence[Outgoing]) -> list[list[Outgoing]]:
+        """Consecutive readings packed into Bundles of at most `max_entries` entries (merged: shared
+        Devices count once). A reading larger than the cap on its own still goes, alone."""
+        limit = self._max_entries
+        if limit is None:
+            return [list(batch)]
+        chunks: list[list[Outgoing]] = []
+        current: list[Outgoing] = []
+        for item in batch:
+            if current and entry_count([*current, item]) > limit:
+                chunks.append(current)
+                current = []
+            current.append(item)
+        if current:
+            chunks.append(current)
+        return chunks
+
     async def send(self, batch: Sequence[Outgoing]) -> SendReport:
+        """Send `batch` in as few Bundles as the server's size limit allows; one report for all.
+
+        A Bundle refused for its size is split in halves and sent again at once, and the smaller size is
+        kept for later sends (the one resend done here besides the 401 refresh: nothing was stored, and
+        the data is fine). A failure after some Bundles went through reports those as confirmed and the
+        rest as unconfirmed, so the drainer resends only the rest.
+        """
         if not batch:
             return SendReport(confirmed=frozenset())
         if self._reconnect and self._client is not None:
             await self.__aexit__(None, None, None)
             await self.__aenter__()
+        pending = self._chunks(batch)
+        confirmed: set[int] = set()
+        rejected: dict[int, str] = {}
+        retry_after: float | None = None
+        while pending:
+            chunk = pending.pop(0)
+            try:
+                report = await self._send_chunk(chunk)
+            except _TooLarge as exc:
+                entries = entry_count(chunk)
+                self._max_entries = max(1, min(entries - 1, entries // 2))
+                log.warning(
+                    "fhir_bundle_too_large_shrinking",
+                    entries=entries,
+                    max_entries=self._max_entries,
+                    status=exc.status,
+                    sentence=f"The FHIR server refused a Bundle of {entries} entries for its size; sending "
+                    f"at most {self._max_entries} per Bundle from now on (set output.https.max_entries).",
+                )
+                pending[:0] = self._chunks(chunk)
+                continue
+            except (RetryableError, PermanentError) as exc:
+                if not confirmed and not rejected:
+                    raise
+                retry = exc.retry_after if isinstance(exc, RetryableError) else None
+                return SendReport(frozenset(confirmed), rejected, retry)
+            confirmed.update(report.confirmed)
+            rejected.update(report.rejected)
+            retry_after = report.retry_after if report.retry_after is not None else retry_after
+        return SendReport(frozenset(confirmed), rejected, retry_after)
+
+    async def _send_chunk(self, batch: Sequence[Outgoing]) -> SendReport:
         packed = pack(batch, self.settings.bundle_type)
         resp = await self._post(packed.body)
         report = self._interpret(resp, batch, packed)
@@ -329,7 +355,7 @@ class HttpsForwarder:
             raise PermanentError("fhir: HTTP 401 with a freshly issued token")
         return resp
 
-    def _interpret(self, resp: httpx.Response, batch: Sequence[Outgoing], packed: _Packed) -> SendReport:
+    def _interpret(self, resp: httpx.Response, batch: Sequence[Outgoing], packed: Packed) -> SendReport:
         status = resp.status_code
         retry_after = parse_retry_after(resp.headers.get("retry-after"))
         if status >= 500 or status in _RETRY_STATUSES:  # 429 and 503 usually carry Retry-After
@@ -348,7 +374,7 @@ class HttpsForwarder:
         return self._per_entry(payload, batch, packed, retry_after)
 
     def _per_entry(
-        self, payload: Any, batch: Sequence[Outgoing], packed: _Packed, retry_after: float | None
+        self, payload: Any, batch: Sequence[Outgoing], packed: Packed, retry_after: float | None
     ) -> SendReport:
         expected = _RESPONSE_TYPE[self.settings.bundle_type]
         if not isinstance(payload, Mapping) or payload.get("type") != expected:
@@ -376,9 +402,17 @@ class HttpsForwarder:
         rejected = {batch[pos].item_id: reason for pos, reason in failed.items()}
         return SendReport(confirmed, rejected, retry_after if pending else None)
 
-    def _whole_refusal(self, status: int, payload: Any, batch: Sequence[Outgoing], packed: _Packed) -> SendReport:
-        """A 4xx for the whole Bundle: nothing was stored; find which reading caused it."""
+    def _whole_refusal(self, status: int, payload: Any, batch: Sequence[Outgoing], packed: Packed) -> SendReport:
+        """A 4xx for the whole Bundle: nothing was stored; a size limit shrinks the Bundle, otherwise find
+        which reading caused it."""
         reason = outcome_summary(payload, f"HTTP {status}")
+        if _names_size_limit(status, payload):
+            if len(batch) > 1:
+                raise _TooLarge(status)
+            # One reading's Devices and Observations are already too many: no smaller Bundle exists. Keep
+            # the reading (not quarantined) and tell the operator to raise the server's limit.
+            log.critical("fhir_bundle_limit_below_one_reading", alert=True, entries=len(packed.owners))
+            raise PermanentError(f"fhir: the server refuses a Bundle of one reading ({reason})")
         if len(batch) == 1:
             return SendReport(frozenset(), {batch[0].item_id: reason})
         culprits = {pos for i in _located_entries(payload) if i < len(packed.owners) for pos in packed.owners[i]}
@@ -396,6 +430,7 @@ _TOP_KEYS = frozenset(
         "base_url",
         "bundle_type",
         "window",
+        "max_entries",
         "timeout_seconds",
         "ca_file",
         "client_cert_file",
@@ -525,10 +560,17 @@ def settings_from(section: Mapping[str, Any], file: str) -> HttpsSettings:
     if window != int(window):
         raise sec.error("window", "must be a whole number")
     bundle_type = sec.choice("bundle_type", "transaction", ("transaction", "batch"))
+    max_entries: int | None = None
+    if "max_entries" in section:
+        limit = sec.number("max_entries", 0, 1, 100_000)
+        if limit != int(limit):
+            raise sec.error("max_entries", "must be a whole number")
+        max_entries = int(limit)
     return HttpsSettings(
         base_url=_https_url(sec, "base_url"),
         bundle_type="batch" if bundle_type == "batch" else "transaction",
         window=int(window),
+        max_entries=max_entries,
         timeout_seconds=sec.number("timeout_seconds", 30, 1, 600),
         ca_file=sec.path("ca_file"),
         client_cert_file=cert,
