@@ -148,7 +148,10 @@ def run_demo(args: argparse.Namespace) -> int:
     serial_dev = DeviceConfig(meter.driver, meter.name, meter.options, "devices[0]")
     cfg = dataclasses.replace(cfg, devices=(*cfg.devices, serial_dev))
     tally = _Tally()
-    print(f"VitalGate demo: simulated BLE cuff (2 users), scale (2 users) and glucose meter for {args.seconds:g} s")
+    print(
+        "VitalGate demo: simulated BLE cuff (2 users), scale (2 users), glucose meter, thermometer and pulse"
+        f" oximeter for {args.seconds:g} s"
+    )
     print(f"  plus a OneTouch Ultra 2 on serial port {meter.path} (ASCII protocol over a pty)")
     print(f"  state in {out} (queue.db encrypted); FHIR Bundles to {destination}\n")
     try:
