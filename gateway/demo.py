@@ -74,11 +74,11 @@ class _Tally:
 
     def summary(self) -> str:
         kinds = sorted(set(self.generated) | set(self.forwarded))
-        lines = [f"{'kind':16} {'generated':>9} {'committed':>9} {'forwarded':>9}"]
+        lines = [f"{'kind':18} {'generated':>9} {'committed':>9} {'forwarded':>9}"]
         for k in kinds:
-            lines.append(f"{k:16} {self.generated[k]:>9} {self.committed[k]:>9} {self.forwarded[k]:>9}")
+            lines.append(f"{k:18} {self.generated[k]:>9} {self.committed[k]:>9} {self.forwarded[k]:>9}")
         lines.append(
-            f"{'total':16} {sum(self.generated.values()):>9} {sum(self.committed.values()):>9} "
+            f"{'total':18} {sum(self.generated.values()):>9} {sum(self.committed.values()):>9} "
             f"{sum(self.forwarded.values()):>9}"
         )
         return "\n".join(lines)
