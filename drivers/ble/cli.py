@@ -28,6 +28,7 @@ BLE_SIMULATORS = (
     "ble-pulse-oximeter",
     "ble-body-scale",
     "xiaomi-scale",
+    "omron-ble",
 )
 
 SubParsers = Any  # argparse._SubParsersAction, private in typeshed

@@ -50,6 +50,7 @@ KINDS = (
     "ble-pulse-oximeter",
     "ble-body-scale",
     "xiaomi-scale",
+    "omron-ble",
 )
 GLUCOSE_PASSKEY = 123456
 

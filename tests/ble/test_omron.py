@@ -122,3 +122,13 @@ async def test_wrong_key_is_rejected_and_reported(link: LocalLink, ble: BleakTra
         ("omron:omron-ble/unlock", "OmronKeyError")
     ]
     assert cuff.unread_counters() == [1, NO_NEW]
+
+
+def test_simulate_offers_every_ble_simulator() -> None:
+    """`vitalgate simulate` can start each simulator the BLE package knows (one list, two places)."""
+    from drivers.ble.cli import BLE_SIMULATORS
+    from simulators.ble.run import KINDS, make_simulator
+
+    assert set(BLE_SIMULATORS) == set(KINDS)
+    for kind in KINDS:
+        assert make_simulator(kind, records=2).kind == kind
