@@ -101,3 +101,21 @@ def test_read_plan_follows_the_ring_buffer() -> None:
     assert om.read_plan(model, 1, 5, 2) == [(0x0824, 2 * 14), (0x0824 + 97 * 14, 3 * 14)]  # wraps
     assert om.read_plan(model, 0, 0, 30) == []
     assert om.read_plan(model, 0, 250, 30) == om.read_plan(model, 0, 100, 30)  # never more than the buffer
+
+
+def test_a_second_captured_read() -> None:
+    """hass-omron #13, the read at 0x05f4 before it; its first record decoded by hand from omblepy's layout:
+    58 67 18 4a 19 71 16 51 -> dia 88, sys 0x67 + 25, 2024, pulse 74, month 6, day 11, 17:25:17."""
+    rx = om.RxAssembler()
+    pieces = [
+        bytes.fromhex("40810005f4385867184a19711651007d"),
+        bytes.fromhex("5f80ad6e4f61184c197116b800636d80"),
+        bytes.fromhex("7fbc4f67184e268d1760009f918035f6"),
+        bytes.fromhex("607719455093124b2176b280fd3e0042"),
+    ]
+    response = None
+    for i, piece in enumerate(pieces):
+        response = rx.feed(i, piece)
+    assert response is not None and (response.address, len(response.data)) == (0x05F4, 0x38)
+    first = om.parse_record(om.MODELS["HEM-7322T"], response.data[:14])
+    assert first == om.OmronRecord(128, 88, 74, datetime(2024, 6, 11, 17, 25, 17), False, False)
