@@ -8,6 +8,8 @@ only, one reading per weigh-in however often the scale repeats it. These scales 
 every range: slot 255, kept unassigned). Bound like any device (`vitalgate bind ADDRESS PATIENT --user N`).
 
 Malformed payloads are rejected and kept once per distinct payload (the scale repeats them every second).
+A scale clock that is off (often: set in UTC) is measured from the live advert and recorded as the
+reading's clock offset, so the reading's time is corrected (`live_offset`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Mapping
+from datetime import datetime, timedelta, tzinfo
 from typing import Any, ClassVar
 
 import structlog
@@ -56,6 +59,21 @@ def parse_users(value: Any, where: str) -> tuple[mi.UserRange, ...]:
     return tuple(out)
 
 
+def live_offset(frame: mi.MiScaleFrame, tolerance: timedelta, tz: tzinfo | None) -> timedelta | None:
+    """How far the scale's clock is off, from the weigh-in it is advertising right now.
+
+    The advert is live (sent while the person stands on the scale), so its time stamp minus the gateway's
+    wall clock in the scale's zone is the clock offset, as Current Time gives it for connected devices.
+    These scales keep bare wall-clock digits and are often set in UTC by an app (openScale PR #1427,
+    export2garmin issue #18): the offset corrects that. Within `tolerance` (the weigh-in's own seconds of
+    settling included): None, the clock is right.
+    """
+    if frame.time is None:
+        return None
+    offset = frame.time - datetime.now(tz).replace(tzinfo=None, microsecond=0)
+    return offset if abs(offset) > tolerance else None
+
+
 class XiaomiScaleDriver:
     name: ClassVar[str] = "xiaomi-scale"
     transport: ClassVar[str] = "ble"
@@ -91,7 +109,10 @@ class XiaomiScaleDriver:
             nonlocal committed
             for frame in frames:
                 slot = mi.assign_user(frame.weight_kg, users)
-                readings = mi.to_readings(frame, identity, received_now(), slot, simulated=opts.simulated)
+                offset = live_offset(frame, ctx.clock_tolerance, ctx.local_tz)
+                readings = mi.to_readings(
+                    frame, identity, received_now(), slot, clock_offset=offset, simulated=opts.simulated
+                )
                 await ctx.submit(readings)
                 committed += len(readings)
 

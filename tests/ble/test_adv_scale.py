@@ -72,3 +72,26 @@ async def test_malformed_payload_kept_once(link: LocalLink, ble: BleakTransport,
     assert [(source, error, raw) for _id, source, error, raw in rejects] == [
         ("mi:xiaomi-scale/service-data", "MalformedFrameError", b"\x22\x01")
     ]
+
+
+async def test_a_scale_clock_in_utc_is_corrected(link: LocalLink, ble: BleakTransport, queue: ReadingQueue) -> None:
+    """openScale PR #1427 / export2garmin #18: Mi scales keep bare digits, often set in UTC by an app. The
+    live advert's time minus the gateway's local clock is the offset; the reading's time comes out right."""
+    from datetime import timedelta
+
+    scale = MiScale("v1")
+    await scale.start(link)
+    skew = timedelta(hours=-2)  # e.g. a scale set in UTC, read by a gateway in UTC+2
+    rec = make_ctx(queue, "xiaomi-scale", "mi", address=scale.address, listen_seconds=2.5, settle_seconds=0.5)
+    try:
+
+        async def person() -> None:
+            await asyncio.sleep(0.3)
+            await scale.weigh(70.5, at=(datetime.now() + skew).replace(microsecond=0))
+
+        await asyncio.gather(XiaomiScaleDriver(ble).run(rec.ctx), person())
+    finally:
+        await scale.stop()
+    (reading,) = rec.readings
+    assert reading.clock_offset is not None and abs(reading.clock_offset - skew) < timedelta(seconds=5)
+    assert abs(reading.effective_time() - reading.received_at) < timedelta(seconds=5)
