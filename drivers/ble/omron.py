@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
@@ -28,7 +28,7 @@ import structlog
 from drivers.base import DeviceContext
 from drivers.ble.common import BleDriver, BleOptions, next_frame, received_now, validate_options
 from drivers.ble.transport import BleSession, BleTimeoutError
-from drivers.errors import DeviceProtocolError
+from drivers.errors import ChecksumError, DeviceProtocolError, MalformedFrameError
 from drivers.omron import protocol as om
 from gateway.errors import ConfigError
 from gateway.reading import DeviceIdentity, Reading
@@ -42,6 +42,7 @@ DEFAULT_KEY = bytes.fromhex("5669746c47617465204f6d726f6e2131")
 _HEX_KEY = re.compile(r"^[0-9a-fA-F]{32}$")
 _EXTRA = frozenset({"model", "pairing_key", "reset_unread"})
 Event = tuple[Literal["rx", "unlock"], int, bytes]
+Reject = Callable[[bytes, Exception], Awaitable[None]]
 
 
 class OmronKeyError(DeviceProtocolError):
@@ -60,11 +61,14 @@ def key_of(options: Mapping[str, Any]) -> bytes:
 class _Link:
     """Request/response over the four channels of one connected cuff."""
 
-    def __init__(self, session: BleSession, timeout: float) -> None:
+    RETRIES = 3  # a corrupt answer (bad XOR) is kept for review and the command sent again
+
+    def __init__(self, session: BleSession, timeout: float, reject: Reject | None = None) -> None:
         self.session = session
         self.timeout = timeout
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.rx = om.RxAssembler()
+        self.reject = reject
 
     async def subscribe(self) -> None:
         for i, uuid in enumerate(om.RX_CHANNELS):
@@ -94,9 +98,18 @@ class _Link:
         return answer
 
     async def transact(self, command: bytes, expect: bytes) -> om.Response:
-        for channel, piece in enumerate(om.pieces(command)):
-            await self.session.write(om.TX_CHANNELS[channel], piece)
-        response = await self._next("response")
+        for attempt in range(self.RETRIES + 1):
+            for channel, piece in enumerate(om.pieces(command)):
+                await self.session.write(om.TX_CHANNELS[channel], piece)
+            try:
+                answer = await self._next("response")
+                break
+            except (ChecksumError, MalformedFrameError) as exc:
+                if self.reject is not None:
+                    await self.reject(exc.raw, exc)
+                if attempt == self.RETRIES:
+                    raise
+        response = answer
         assert isinstance(response, om.Response)
         if response.kind != expect:
             raise DeviceProtocolError(
@@ -160,7 +173,12 @@ class OmronDriver(BleDriver):
         if not session.has(om.UNLOCK):
             log.warning("omron_service_missing", model=model.name)
             return
-        link = _Link(session, max(opts.idle_timeout, 5.0))
+
+        async def reject(raw: bytes, exc: Exception) -> None:
+            log.warning("omron_answer_rejected", error=type(exc).__name__)
+            await ctx.reject(raw, exc, source=f"{self.name}/answer")
+
+        link = _Link(session, max(opts.idle_timeout, 5.0), reject)
         await link.subscribe()
         if (await link.unlock_channel(om.unlock_request(key_of(ctx.options))))[:2] != b"\x81\x00":
             err = OmronKeyError("omron: pairing key refused")

@@ -104,6 +104,8 @@ class OmronCuff(SimulatedPeripheral):
         self.unlocked = False
         self.transmitting = False
         self.commands: list[bytes] = []
+        self.corrupt: set[int] = set()  # fault injection: these answers (by count, from 0) get a wrong XOR byte
+        self._answers = 0
         self._unread_bytes = n
         self._pieces: list[bytes | None] = [None] * 4
         self._rx: list[gatt.Characteristic[bytes]] = []
@@ -204,6 +206,9 @@ class OmronCuff(SimulatedPeripheral):
         else:
             return
         assert self.device is not None
+        if self._answers in self.corrupt:
+            answer = answer[:-1] + bytes([answer[-1] ^ 0x5A])
+        self._answers += 1
         for i in range(0, len(answer), 16):
             await self.device.notify_subscriber(connection, self._rx[i // 16], answer[i : i + 16])
 

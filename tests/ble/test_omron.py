@@ -132,3 +132,20 @@ def test_simulate_offers_every_ble_simulator() -> None:
     assert set(BLE_SIMULATORS) == set(KINDS)
     for kind in KINDS:
         assert make_simulator(kind, records=2).kind == kind
+
+
+async def test_a_corrupt_answer_is_kept_and_the_read_repeated(
+    link: LocalLink, ble: BleakTransport, queue: ReadingQueue
+) -> None:
+    cuff = OmronCuff(key=DEFAULT_KEY)
+    cuff.measure(1, OmronReading(128, 88, 67, _at(7)))
+    cuff.corrupt = {2}  # answers: 0 start, 1 settings read, 2 the first record read -> bad XOR once
+    await cuff.start(link)
+    try:
+        rec = await _sync(ble, queue, cuff)
+    finally:
+        await cuff.stop()
+    assert [r.device_time for r in rec.readings] == [_at(7)]
+    assert [(source, error) for _id, source, error, _raw in await queue.rejects()] == [
+        ("omron:omron-ble/answer", "ChecksumError")
+    ]
