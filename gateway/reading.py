@@ -156,6 +156,9 @@ class Status(StrEnum):
     VALUE_BELOW_RANGE = "value-below-range"
 
 
+_NAN = float("nan")
+
+
 class Absent(StrEnum):
     """Why a measurement has no number: an IEEE 11073-20601 special value (§F.8) or a failed measurement.
 
@@ -184,7 +187,8 @@ class Measurement:
 
     @classmethod
     def missing(cls, metric: Metric, unit: Unit, why: Absent) -> Measurement:
-        return cls(metric, float("nan"), unit, why)
+        """No number: one shared NaN object, so equal measurements compare equal (NaN != NaN otherwise)."""
+        return cls(metric, _NAN, unit, why)
 
     @property
     def unit(self) -> Unit:

@@ -20,8 +20,9 @@ import structlog
 
 from gateway.cli import main
 from gateway.crypto import KeyRing
-from gateway.fhir import validate_bundle
+from gateway.fhir import GatewayInfo, map_reading, validate_bundle
 from gateway.queue import ReadingQueue, State
+from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
 from tests.fhir_server import FhirServer
 
 PHD_ID = "http://hl7.org/fhir/uv/phd/StructureDefinition/PhdBaseObservation"
@@ -89,7 +90,11 @@ def test_demo_fhir_delivers_every_committed_reading_once(
     assert delivered >= 10
     assert counts[State.PENDING] == 0 and counts[State.QUARANTINED] == 0 and counts[State.UNASSIGNED] == 0
 
-    created = medplum.search("Observation", _lastUpdated=f"ge{start}")
+    created = [  # this run's, not another test's written just before `start`
+        o
+        for o in medplum.search("Observation", _lastUpdated=f"ge{start}")
+        if o["subject"]["reference"].startswith(("Patient/demo-", "Device/"))
+    ]
     primary = [o for o in created if mdc(o) in PRIMARY]
     assert len(primary) == delivered  # every committed (and sendable) reading, once
     ids = Counter(i["value"] for o in created for i in o["identifier"] if i["system"] == PHD_ID)
@@ -159,3 +164,27 @@ def test_the_server_rewrites_placeholders_so_identifiers_must_not_equal_them(med
     found = medplum.search("Observation", **{"code:text": "old shape"})
     assert len(found) == 2  # the stored identifier became "Observation/<id>", so the resend matched nothing
     assert all(o["identifier"][0]["value"].startswith("Observation/") for o in found)
+
+
+def test_identifiers_with_search_syntax_characters_still_match(medplum: FhirServer) -> None:
+    """A patient identifier holding `,` `&` `+` `%` `#` `$` and a space: escaped (FHIR search) and URL-encoded
+    in ifNoneExist, so the resend matches instead of creating a second resource."""
+    reading = Reading(
+        kind=Kind.BODY_WEIGHT,
+        measurements=(Measurement(Metric.BODY_WEIGHT, 71.5, Unit.KG),),
+        device=DeviceIdentity("ble-scale", address="00:1B:DC:00:00:03"),
+        received_at=datetime(2026, 11, 30, 10, 0, tzinfo=UTC),
+        device_time=datetime(2026, 11, 30, 11, 0),
+    )
+    patient = "urn:oid:2.999.7|A,B&C+D%20#E$F G"
+    mapped = map_reading(reading, patient, GatewayInfo(id="escape-gw", version="0.1.0"))
+    validate_bundle(mapped.bundle)
+    for expected in ("201", "200"):
+        again = map_reading(reading, patient, GatewayInfo(id="escape-gw", version="0.1.0"))
+        resp = medplum.post(again.body)
+        assert resp.status_code == 200, resp.text[:300]
+        assert statuses(resp.json())[2] == expected
+    stored = medplum.search("Observation", identifier=f"{PHD_ID}|{mapped.identifier.replace(',', chr(92) + ',')}")
+    assert len(stored) == 1
+    # device (Bluetooth address) - patient (value-system) - MDC body weight - 2026-11-30T11:00:00 in s since 2000
+    assert stored[0]["identifier"][0]["value"] == "001BDC000003-A,B&C+D%20#E$F G-urn:oid:2.999.7-188736-849351600"

@@ -10,12 +10,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from structlog.testing import capture_logs
 
 from gateway.errors import ConfigError
 from gateway.fhir import GatewayInfo, map_reading
 from gateway.forwarders.base import Outgoing, PermanentError
+from gateway.forwarders.fhir_bundle import pack
 from gateway.forwarders.https import HttpsForwarder, HttpsSettings, settings_from
 from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
 from simulators.fhir_receiver import Receiver
@@ -106,3 +108,21 @@ def test_max_entries_config(tmp_path: Path) -> None:
     for bad in (0, 2.5, "8", True):
         with pytest.raises(ConfigError, match="max_entries"):
             settings_from({**base, "max_entries": bad}, "gw.toml")
+
+
+async def test_batch_references_by_identifier_and_drops_phd_claims(medplum: FhirServer) -> None:
+    """Batch entries cannot refer to each other: logical references, and no PhdBaseObservation claim."""
+    items = pulses("Patient/limits-batch", 200, 3)
+    packed = orjson.loads(pack(items, "batch").body)
+    obs = [e["resource"] for e in packed["entry"] if e["resource"]["resourceType"] == "Observation"]
+    assert len(obs) == 3
+    for o in obs:
+        assert "reference" not in o["device"]
+        assert o["device"]["identifier"]["system"] == "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680"
+        assert not [p for p in o["meta"]["profile"] if "/uv/phd/" in p]
+        assert o["meta"]["profile"][0] == "http://hl7.org/fhir/StructureDefinition/vitalsigns"
+    async with medplum_forwarder(medplum, bundle_type="batch") as fwd:
+        report = await fwd.send(items)
+    assert report.confirmed == frozenset(range(200, 203))
+    stored = medplum.search("Observation", patient="Patient/limits-batch")
+    assert len(stored) == 3 and all("identifier" in o["device"] for o in stored)

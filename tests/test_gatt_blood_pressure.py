@@ -16,9 +16,8 @@ from drivers.gatt.blood_pressure import (
     parse_bp_measurement,
     to_reading,
 )
-from drivers.gatt.errors import SpecialValueError
 from drivers.gatt.sfloat import SpecialValue
-from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Status, Unit
+from gateway.reading import Absent, DeviceIdentity, Kind, Measurement, Metric, Reading, Status, Unit
 
 DEVICE = DeviceIdentity(driver="ble-blood-pressure", address="C0:FF:EE:00:00:01", system_id="123456FFFE9ABCDE")
 RECEIVED = datetime(2026, 11, 24, 7, 31, tzinfo=UTC)
@@ -79,12 +78,13 @@ def test_full_frame_to_reading() -> None:
 def test_minimal_kpa_frame_with_nan_mean_arterial() -> None:
     m = parse_bp_measurement(MINIMAL_KPA)
     assert m == BloodPressureMeasurement(Unit.KPA, 16.0, 10.7, SpecialValue.NAN)
-    # Optional values that are special are left out; the reading has no time, user or status.
+    # A special value is kept as a measurement without a number; the reading has no time, user or status.
     assert to_reading(m, DEVICE, RECEIVED, raw=MINIMAL_KPA) == Reading(
         kind=Kind.BLOOD_PRESSURE,
         measurements=(
             Measurement(Metric.SYSTOLIC, 16.0, Unit.KPA),
             Measurement(Metric.DIASTOLIC, 10.7, Unit.KPA),
+            Measurement.missing(Metric.MEAN_ARTERIAL, Unit.KPA, Absent.NOT_A_NUMBER),
         ),
         device=DEVICE,
         received_at=RECEIVED,
@@ -92,28 +92,35 @@ def test_minimal_kpa_frame_with_nan_mean_arterial() -> None:
     )
 
 
+# IEEE 11073-20601 §F.8 special SFLOAT values (exponent 0): NaN 0x07FF, NRes 0x0800, +INF 0x07FE,
+# -INF 0x0802, reserved 0x0801; BLS 1.0 §3.1 frame: flags, systolic, diastolic, MAP (SFLOAT, little-endian).
 @pytest.mark.parametrize(
-    ("frame", "field", "special"),
+    ("frame", "metric", "absent"),
     [
-        ("00000850006000", "systolic", SpecialValue.NRES),  # systolic 0x0800 NRes
-        ("007800FE076000", "diastolic", SpecialValue.POSITIVE_INFINITY),  # diastolic 0x07FE
-        ("00780002086000", "diastolic", SpecialValue.NEGATIVE_INFINITY),  # diastolic 0x0802
-        ("00010850006000", "systolic", SpecialValue.RESERVED),  # systolic 0x0801
-        ("00FF0750006000", "systolic", SpecialValue.NAN),
+        ("00000850006000", Metric.SYSTOLIC, Absent.NOT_AT_RESOLUTION),  # systolic 0x0800 NRes
+        ("007800FE076000", Metric.DIASTOLIC, Absent.POSITIVE_INFINITY),  # diastolic 0x07FE
+        ("00780002086000", Metric.DIASTOLIC, Absent.NEGATIVE_INFINITY),  # diastolic 0x0802
+        ("00010850006000", Metric.SYSTOLIC, Absent.RESERVED),  # systolic 0x0801
+        ("00FF0750006000", Metric.SYSTOLIC, Absent.NOT_A_NUMBER),  # systolic 0x07FF NaN
     ],
 )
-def test_required_special_value_raises_typed_error(frame: str, field: str, special: SpecialValue) -> None:
+def test_special_value_is_kept_without_a_number(frame: str, metric: Metric, absent: Absent) -> None:
     raw = bytes.fromhex(frame)
-    m = parse_bp_measurement(raw)  # parsing stays faithful
-    with pytest.raises(SpecialValueError) as info:
-        to_reading(m, DEVICE, RECEIVED, raw=raw)
-    assert (info.value.field, info.value.special, info.value.raw) == (field, special, raw)
+    reading = to_reading(parse_bp_measurement(raw), DEVICE, RECEIVED, raw=raw)
+    assert reading.measurement(metric) == Measurement.missing(metric, Unit.MMHG, absent)
+    other = Metric.DIASTOLIC if metric is Metric.SYSTOLIC else Metric.SYSTOLIC
+    assert reading.measurement(other) == Measurement(
+        other, {Metric.SYSTOLIC: 120.0, Metric.DIASTOLIC: 80.0}[other], Unit.MMHG
+    )
+    assert reading.measurement(Metric.MEAN_ARTERIAL) == Measurement(Metric.MEAN_ARTERIAL, 96.0, Unit.MMHG)
 
 
-def test_special_pulse_rate_is_left_out() -> None:
+def test_special_pulse_rate_is_kept_without_a_number() -> None:
     raw = bytes.fromhex("04780050006000FF07")  # flags: pulse rate present; pulse NaN
     reading = to_reading(parse_bp_measurement(raw), DEVICE, RECEIVED, raw=raw)
-    assert reading.measurement(Metric.PULSE_RATE) is None
+    assert reading.measurement(Metric.PULSE_RATE) == Measurement.missing(
+        Metric.PULSE_RATE, Unit.PER_MIN, Absent.NOT_A_NUMBER
+    )
     assert reading.measurement(Metric.MEAN_ARTERIAL) == Measurement(Metric.MEAN_ARTERIAL, 96.0, Unit.MMHG)
 
 

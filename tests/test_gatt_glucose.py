@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from drivers.errors import MalformedFrameError
-from drivers.gatt.errors import NoValueError, OrphanContextError, SpecialValueError
+from drivers.gatt.errors import NoValueError, OrphanContextError
 from drivers.gatt.glucose import (
     CarbohydrateId,
     GlucoseContext,
@@ -31,7 +31,7 @@ from drivers.gatt.glucose import (
     Tester as GlucoseTester,  # aliased: pytest would try to collect a class named Test*
 )
 from drivers.gatt.sfloat import SpecialValue
-from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Status, Unit
+from gateway.reading import Absent, DeviceIdentity, Kind, Measurement, Metric, Reading, Status, Unit
 
 DEVICE = DeviceIdentity(driver="ble-glucose", address="C0:FF:EE:00:00:03", serial_number="GM-1")
 RECEIVED = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
@@ -174,23 +174,25 @@ def test_unknown_base_time_and_negative_offset() -> None:
     assert (m.base_time, m.time_offset_minutes, m.time) == (None, -10, None)
 
 
+# Glucose Service 1.0 §3.1.1 (flags 0x02: concentration + type/location in kg/L): the concentration SFLOAT
+# as an IEEE 11073-20601 §F.8 special value.
 @pytest.mark.parametrize(
-    ("frame", "special"),
+    ("frame", "special", "absent"),
     [
-        ("020100EA070B14072D00FE0711", SpecialValue.POSITIVE_INFINITY),
-        ("020100EA070B14072D00020811", SpecialValue.NEGATIVE_INFINITY),
-        ("020100EA070B14072D00FF0711", SpecialValue.NAN),
-        ("020100EA070B14072D00000811", SpecialValue.NRES),
-        ("020100EA070B14072D00010811", SpecialValue.RESERVED),
+        ("020100EA070B14072D00FE0711", SpecialValue.POSITIVE_INFINITY, Absent.POSITIVE_INFINITY),
+        ("020100EA070B14072D00020811", SpecialValue.NEGATIVE_INFINITY, Absent.NEGATIVE_INFINITY),
+        ("020100EA070B14072D00FF0711", SpecialValue.NAN, Absent.NOT_A_NUMBER),
+        ("020100EA070B14072D00000811", SpecialValue.NRES, Absent.NOT_AT_RESOLUTION),
+        ("020100EA070B14072D00010811", SpecialValue.RESERVED, Absent.RESERVED),
     ],
 )
-def test_special_concentration_raises_in_to_reading(frame: str, special: SpecialValue) -> None:
+def test_special_concentration_is_kept_without_a_number(frame: str, special: SpecialValue, absent: Absent) -> None:
     raw = bytes.fromhex(frame)
     m = parse_glucose_measurement(raw)
     assert m.concentration is special
-    with pytest.raises(SpecialValueError) as info:
-        to_reading(GlucoseRecord(m, raw_measurement=raw), DEVICE, RECEIVED)
-    assert (info.value.field, info.value.special, info.value.raw) == ("glucose", special, raw)
+    reading = to_reading(GlucoseRecord(m, raw_measurement=raw), DEVICE, RECEIVED)
+    assert reading.measurements == (Measurement.missing(Metric.GLUCOSE, Unit.MG_DL, absent),)
+    assert reading.sequence == 1 and reading.raw == raw
 
 
 def test_no_concentration_raises_no_value() -> None:

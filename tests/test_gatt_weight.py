@@ -22,7 +22,7 @@ from drivers.gatt.weight_scale import (
     parse_weight_measurement,
     to_reading,
 )
-from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
+from gateway.reading import Absent, DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
 
 DEVICE = DeviceIdentity(driver="ble-weight-scale", address="C0:FF:EE:00:00:02")
 RECEIVED = datetime(2026, 1, 5, 6, 1, tzinfo=UTC)
@@ -85,10 +85,12 @@ def test_unknown_user_maps_to_no_slot() -> None:
 
 
 def test_measurement_unsuccessful() -> None:
-    raw = bytes.fromhex("04FFFF03")  # weight 0xFFFF = measurement unsuccessful, user 3
-    with pytest.raises(MeasurementUnsuccessfulError) as info:
-        parse_weight_measurement(raw)
-    assert (info.value.field, info.value.raw) == ("weight", raw)
+    raw = bytes.fromhex("04FFFF03")  # WSS 1.0 §3.2: weight 0xFFFF = measurement unsuccessful; user 3
+    m = parse_weight_measurement(raw)
+    assert m == WeightMeasurement(False, None, user_id=3)
+    reading = to_reading(m, DEVICE, RECEIVED, raw=raw)
+    assert reading.measurements == (Measurement.missing(Metric.BODY_WEIGHT, Unit.KG, Absent.UNSUCCESSFUL),)
+    assert reading.user_slot == 3
 
 
 @pytest.mark.parametrize("cut", range(len(SI_FULL)))

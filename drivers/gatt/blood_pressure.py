@@ -20,8 +20,8 @@ from enum import Enum, IntEnum
 
 from drivers.gatt._common import bits_set, user_slot
 from drivers.gatt._wire import Reader
-from drivers.gatt.sfloat import SFloat, SpecialValue, require
-from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Status, Unit
+from drivers.gatt.sfloat import SFloat, measurement
+from gateway.reading import DeviceIdentity, Kind, Metric, Reading, Status, Unit
 
 __all__ = [
     "BloodPressureFeature",
@@ -148,16 +148,15 @@ def to_reading(
     *,
     simulated: bool = False,
 ) -> Reading:
-    """One BLOOD_PRESSURE Reading: systolic, diastolic, mean arterial (when a number) and pulse rate (when
-    present and a number). Systolic or diastolic as a special value raises `SpecialValueError`."""
+    """One BLOOD_PRESSURE Reading: systolic, diastolic, mean arterial and pulse rate (when present). A special
+    SFLOAT value (NaN, NRes, +/-INF, reserved) becomes a measurement without a number (`Measurement.absent`)."""
     measurements = [
-        Measurement(Metric.SYSTOLIC, require(m.systolic, "systolic", raw), m.unit),
-        Measurement(Metric.DIASTOLIC, require(m.diastolic, "diastolic", raw), m.unit),
+        measurement(Metric.SYSTOLIC, m.systolic, m.unit),
+        measurement(Metric.DIASTOLIC, m.diastolic, m.unit),
+        measurement(Metric.MEAN_ARTERIAL, m.mean_arterial, m.unit),
     ]
-    if not isinstance(m.mean_arterial, SpecialValue):
-        measurements.append(Measurement(Metric.MEAN_ARTERIAL, m.mean_arterial, m.unit))
-    if m.pulse_rate is not None and not isinstance(m.pulse_rate, SpecialValue):
-        measurements.append(Measurement(Metric.PULSE_RATE, m.pulse_rate, Unit.PER_MIN))
+    if m.pulse_rate is not None:
+        measurements.append(measurement(Metric.PULSE_RATE, m.pulse_rate, Unit.PER_MIN))
     return Reading(
         kind=Kind.BLOOD_PRESSURE,
         measurements=tuple(measurements),

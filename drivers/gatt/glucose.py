@@ -31,8 +31,8 @@ from typing import TypeVar
 from drivers.gatt._common import bits_set
 from drivers.gatt._wire import Reader
 from drivers.gatt.errors import NoValueError, OrphanContextError
-from drivers.gatt.sfloat import SFloat, require
-from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Status, Unit
+from drivers.gatt.sfloat import SFloat, measurement
+from gateway.reading import DeviceIdentity, Kind, Metric, Reading, Status, Unit
 
 __all__ = [
     "CarbohydrateId",
@@ -404,20 +404,21 @@ def to_reading(
     """A BLOOD_GLUCOSE Reading in the unit the meter reported, with its sequence number.
 
     Control solution and sensor annunciations become Status flags: kept and visible, so the core can hold
-    them back from patient data. No concentration -> `NoValueError`; a special value -> `SpecialValueError`.
+    them back from patient data. No concentration -> `NoValueError`; a special value -> a measurement without
+    a number (`Measurement.absent`).
     `raw` defaults to the record's frames.
     """
     m = record.measurement
     frames = record.raw if raw is None else raw
     if m.concentration is None or m.unit is None:
         raise NoValueError("glucose measurement without concentration", frames, field="glucose")
-    value = require(m.concentration, "glucose", frames)
+    glucose = measurement(Metric.GLUCOSE, m.concentration, m.unit)
     status = {ANNUNCIATION_STATUS[s] for s in m.sensor_status}
     if m.is_control_solution:
         status.add(Status.CONTROL_SOLUTION)
     return Reading(
         kind=Kind.BLOOD_GLUCOSE,
-        measurements=(Measurement(Metric.GLUCOSE, value, m.unit),),
+        measurements=(glucose,),
         device=device,
         received_at=received_at,
         device_time=m.time,

@@ -6,9 +6,10 @@ mantissa (12 / 24 bits) and exponent (4 / 8 bits). The special values are define
 ordinary number (0xF7FF = 204.7), which is what we decode.
 
 Decision: decoding never raises for a special value, it returns a `SpecialValue` member, so a parsed
-frame stays faithful to the wire. The `to_reading` mappers decide: a value a Reading cannot go without
-(systolic, diastolic, glucose) raises `drivers.gatt.errors.SpecialValueError` (the session rejects the
-frame and keeps its raw bytes); an optional one (mean arterial pressure, pulse rate) is left out.
+frame stays faithful to the wire. The `to_reading` mappers turn a measured value that is special into a
+`Measurement` without a number (`Measurement.absent`, via `measurement`), which the FHIR layer writes as
+`dataAbsentReason` (HL7 PHD IG PhdNumericObservation): the device said "no number", and that is kept and
+sent, not dropped. `require` (raising `SpecialValueError`) stays for fields that are not measurements.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from enum import Enum
 from typing import TypeAlias
 
 from drivers.gatt.errors import SpecialValueError
+from gateway.reading import Absent, Measurement, Metric, Unit
 
-__all__ = ["SFloat", "SpecialValue", "decode_float", "decode_sfloat", "require"]
+__all__ = ["SFloat", "SpecialValue", "decode_float", "decode_sfloat", "measurement", "require"]
 
 
 class SpecialValue(Enum):
@@ -87,3 +89,19 @@ def require(value: SFloat, field: str, raw: bytes = b"") -> float:
     if isinstance(value, SpecialValue):
         raise SpecialValueError(field, value, raw)
     return value
+
+
+_ABSENT: dict[SpecialValue, Absent] = {
+    SpecialValue.NAN: Absent.NOT_A_NUMBER,
+    SpecialValue.NRES: Absent.NOT_AT_RESOLUTION,
+    SpecialValue.POSITIVE_INFINITY: Absent.POSITIVE_INFINITY,
+    SpecialValue.NEGATIVE_INFINITY: Absent.NEGATIVE_INFINITY,
+    SpecialValue.RESERVED: Absent.RESERVED,
+}
+
+
+def measurement(metric: Metric, value: SFloat, unit: Unit) -> Measurement:
+    """A Measurement of a decoded value; a special value becomes one without a number (`absent`)."""
+    if isinstance(value, SpecialValue):
+        return Measurement.missing(metric, unit, _ABSENT[value])
+    return Measurement(metric, value, unit)

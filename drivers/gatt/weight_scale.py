@@ -6,7 +6,8 @@ WSS 1.0 §3.2 / GSS "Weight Measurement":
     | BMI uint16 + height uint16 (bit 3)
 
 flags bit 0: 0 = SI (weight 0.005 kg, height 0.001 m), 1 = imperial (weight 0.01 lb, height 0.1 in);
-BMI is 0.1 kg/m2 either way. Weight 0xFFFF = "measurement unsuccessful": `MeasurementUnsuccessfulError`.
+BMI is 0.1 kg/m2 either way. Weight 0xFFFF = "measurement unsuccessful": `weight` None, and the Reading's weight
+a measurement without a number (`Absent.UNSUCCESSFUL`), sent as FHIR dataAbsentReason, not dropped.
 Reserved flag bits 4-7 are ignored; trailing bytes are a `MalformedFrameError` (see blood_pressure.py).
 WSS 1.0 §3.1 / GSS "Weight Scale Feature": uint32, bit 0 time stamp, 1 multiple users, 2 BMI, bits 3-6 weight
 resolution index, bits 7-9 height resolution index, 10-31 reserved.
@@ -19,8 +20,7 @@ from datetime import datetime, timedelta
 
 from drivers.gatt._common import user_slot
 from drivers.gatt._wire import Reader
-from drivers.gatt.errors import MeasurementUnsuccessfulError
-from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
+from gateway.reading import Absent, DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
 
 __all__ = [
     "UNSUCCESSFUL",
@@ -54,7 +54,7 @@ class WeightMeasurement:
     """One 0x2A9D value. Values are in the reported system: kg and m, or lb and in."""
 
     imperial: bool
-    weight: float
+    weight: float | None  # None: the scale reported "measurement unsuccessful" (0xFFFF)
     time_stamp: datetime | None = None
     user_id: int | None = None
     bmi: float | None = None
@@ -104,9 +104,8 @@ def parse_weight_measurement(data: bytes) -> WeightMeasurement:
     if flags & _BMI_HEIGHT:
         bmi, h = r.u16() / 10, height(r.u16(), imperial)
     r.end()
-    if weight_raw == UNSUCCESSFUL:
-        raise MeasurementUnsuccessfulError("weight", bytes(data))
-    return WeightMeasurement(imperial, mass(weight_raw, imperial), time_stamp, user_id, bmi, h)
+    weight = None if weight_raw == UNSUCCESSFUL else mass(weight_raw, imperial)
+    return WeightMeasurement(imperial, weight, time_stamp, user_id, bmi, h)
 
 
 def parse_weight_feature(data: bytes) -> WeightScaleFeature:
@@ -132,7 +131,11 @@ def to_reading(
     simulated: bool = False,
 ) -> Reading:
     """A BODY_WEIGHT Reading: weight, plus BMI and height when the scale sent them."""
-    measurements = [Measurement(Metric.BODY_WEIGHT, m.weight, m.weight_unit)]
+    if m.weight is None:
+        weight = Measurement.missing(Metric.BODY_WEIGHT, m.weight_unit, Absent.UNSUCCESSFUL)
+    else:
+        weight = Measurement(Metric.BODY_WEIGHT, m.weight, m.weight_unit)
+    measurements = [weight]
     if m.bmi is not None:
         measurements.append(Measurement(Metric.BMI, m.bmi, Unit.KG_PER_M2))
     if m.height is not None:

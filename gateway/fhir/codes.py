@@ -80,9 +80,20 @@ def coding(system: str, code: str, display: str) -> dict[str, str]:
     return {"system": system, "code": code, "display": display}
 
 
+_MDC_CODES: dict[int, tuple[dict[str, Any], str]] = {}
+
+
 def mdc_code(code: dict[str, Any]) -> str:
-    """The MDC code of a CodeableConcept (the `type` part of the PHD conditional-create identifier)."""
-    return str(next(cd["code"] for cd in code["coding"] if cd["system"] == MDC))
+    """The MDC code of a CodeableConcept (the `type` part of the PHD conditional-create identifier).
+
+    Cached by object: the concepts are this module's constants (the entry keeps the object alive).
+    """
+    hit = _MDC_CODES.get(id(code))
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    found = str(next(cd["code"] for cd in code["coding"] if cd["system"] == MDC))
+    _MDC_CODES[id(code)] = (code, found)
+    return found
 
 
 def concept(*codings: dict[str, str], text: str | None = None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+from urllib.parse import quote
 
 from gateway.fhir import codes as c
 from gateway.fhir.errors import MappingError
@@ -33,7 +34,7 @@ _BT_ADDRESS = re.compile(r"[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}")
 _CONTROL = dict.fromkeys([*range(0x20), 0x7F])
 # FHIR search escapes (R4 search.html#escaping) for a token value, then URL-encoding for the query.
 _SEARCH_ESCAPE = str.maketrans({"\\": "\\\\", ",": "\\,", "$": "\\$", "|": "\\|"})
-_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/")
+_NEEDS_WORK = re.compile(r"[^A-Za-z0-9\-._~:/]")  # anything else is escaped and/or percent-encoded
 
 
 def clean_text(value: str | None) -> str | None:
@@ -44,19 +45,16 @@ def clean_text(value: str | None) -> str | None:
     return cleaned or None
 
 
-def _query(text: str) -> str:
-    if all(ch in _SAFE for ch in text):
+def _token(text: str) -> str:
+    """One system or value of a token search: FHIR-escaped, then percent-encoded (the common case: as is)."""
+    if _NEEDS_WORK.search(text) is None:
         return text
-    return "".join(ch if ch in _SAFE else "".join(f"%{b:02X}" for b in ch.encode()) for ch in text)
+    return quote(text.translate(_SEARCH_ESCAPE), safe=":/")
 
 
 def condition(identifiers: list[dict[str, Any]]) -> str:
     """`ifNoneExist` matching any of `identifiers` (a comma is OR in FHIR search), each escaped and encoded."""
-    parts = [
-        f"{_query(i['system'].translate(_SEARCH_ESCAPE))}|{_query(i['value'].translate(_SEARCH_ESCAPE))}"
-        for i in identifiers
-    ]
-    return "identifier=" + ",".join(parts)
+    return "identifier=" + ",".join(f"{_token(i['system'])}|{_token(i['value'])}" for i in identifiers)
 
 
 def _urn(seed: str) -> str:

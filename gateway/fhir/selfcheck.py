@@ -1,7 +1,8 @@
 """Start-up proof that the dict templates still produce valid FHIR with this install's fhir.resources.
 
 Maps one reading of every kind in every reported unit, with every mapped status flag, a device time and
-clock offset and a full device identity, and validates each bundle. Tens of milliseconds: cheap enough to
+clock offset and a full device identity, plus one without any number (dataAbsentReason), and validates
+each bundle. Tens of milliseconds: cheap enough to
 run at every start, and it catches a table edited into invalid FHIR before any patient data is sent.
 """
 
@@ -14,7 +15,7 @@ from gateway.fhir import codes as c
 from gateway.fhir.mapping import map_reading
 from gateway.fhir.model import GatewayInfo
 from gateway.fhir.validation import validate_bundle
-from gateway.reading import DeviceIdentity, Measurement, Metric, Reading, Unit
+from gateway.reading import Absent, DeviceIdentity, Measurement, Metric, Reading, Unit
 
 __all__ = ["self_check"]
 
@@ -52,4 +53,9 @@ def self_check(gateway: GatewayInfo, *, local_tz: tzinfo | None = None) -> int:
             )
             validate_bundle(map_reading(reading, "Patient/self-check", gateway, local_tz=local_tz).bundle)
             checked += 1
+        # the same kind with no numbers at all: every value a dataAbsentReason
+        missing = tuple(Measurement.missing(m, units[m][0], Absent.NOT_A_NUMBER) for m in metrics)
+        reading = Reading(kind=kind, measurements=missing, device=_DEVICE, received_at=received, simulated=True)
+        validate_bundle(map_reading(reading, "Patient/self-check", gateway, local_tz=local_tz).bundle)
+        checked += 1
     return checked

@@ -12,7 +12,7 @@ from bumble.link import LocalLink
 from drivers.ble.bleak_transport import BleakTransport
 from drivers.ble.indicating import BloodPressureDriver, WeightScaleDriver
 from gateway.queue import ReadingQueue
-from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Status, Unit
+from gateway.reading import Absent, DeviceIdentity, Kind, Measurement, Metric, Status, Unit
 from simulators.ble.cuff import BloodPressureCuff
 from simulators.ble.encoding import BpRecord, WeightRecord
 from simulators.ble.scale import WeightScale
@@ -118,16 +118,20 @@ async def test_malformed_indication_rejected_and_session_goes_on(session: Sessio
     special = bytes([0x00, 0xFF, 0x07, 0x50, 0x00, 0x5D, 0x00])  # systolic = SFLOAT NaN (0x07FF)
     cuff = BloodPressureCuff([truncated, BpRecord(122, 81, 95, user=1), special, BpRecord(119, 77, 91, user=2)])
     rec = await session(cuff)
-    assert [(r.user_slot, r.measurement(Metric.SYSTOLIC).reported_value) for r in rec.readings] == [  # type: ignore[union-attr]
+    systolic = [r.measurement(Metric.SYSTOLIC) for r in rec.readings]
+    assert [
+        (r.user_slot, m.reported_value if m and m.absent is None else m)
+        for r, m in zip(rec.readings, systolic, strict=True)
+    ] == [
         (1, 122),
+        (None, Measurement.missing(Metric.SYSTOLIC, Unit.MMHG, Absent.NOT_A_NUMBER)),  # kept: FHIR dataAbsentReason
         (2, 119),
     ]
     rejects = await queue.rejects()
     assert [(source, error, raw) for _id, source, error, raw in rejects] == [
         ("cuff:ble-blood-pressure/2a35", "MalformedFrameError", truncated),
-        ("cuff:ble-blood-pressure/2a35", "SpecialValueError", special),
     ]
-    assert rec.ctx.rejected == 2
+    assert rec.ctx.rejected == 1
 
 
 async def test_scale_multi_user_si_and_imperial(session: Session) -> None:
