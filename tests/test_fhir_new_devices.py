@@ -148,3 +148,31 @@ def test_body_composition_each_its_own_observation(unit: Unit) -> None:
     assert codings(fat["code"]) == [(MDC, "188748"), (LOINC, "41982-0")]
     only_impedance = reading(Kind.BODY_COMPOSITION, (Metric.IMPEDANCE, 455.0, Unit.OHM))  # a Mi scale's reading
     validate_bundle(map_reading(only_impedance, "Patient/123", GATEWAY).bundle)
+
+
+def test_no_number_becomes_data_absent_reason() -> None:
+    """A thermometer's FLOAT NaN and an oximeter's 'measurement unavailable' reach FHIR as dataAbsentReason
+    (PHD IG PhdNumericObservation: NaN -> not-a-number, a failed measurement -> error)."""
+    from gateway.reading import Absent
+
+    temp = replace_measurements(
+        reading(Kind.BODY_TEMPERATURE, (Metric.TEMPERATURE_ORAL, 0.0, Unit.CEL)),
+        Measurement.missing(Metric.TEMPERATURE_ORAL, Unit.CEL, Absent.NOT_A_NUMBER),
+    )
+    spo2 = replace_measurements(
+        reading(Kind.OXYGEN_SATURATION, (Metric.SPO2, 0.0, Unit.PERCENT)),
+        Measurement.missing(Metric.SPO2, Unit.PERCENT, Absent.UNSUCCESSFUL),
+    )
+    reasons = []
+    for r in (temp, spo2):
+        mapped = map_reading(r, "Patient/123", GATEWAY)
+        validate_bundle(mapped.bundle)
+        (o,) = [o for o in resources(mapped, "Observation") if "valueQuantity" not in o and "component" not in o]
+        reasons.append(o["dataAbsentReason"]["coding"][0]["code"])
+    assert reasons == ["not-a-number", "error"]
+
+
+def replace_measurements(r: Any, *ms: Measurement) -> Any:
+    from dataclasses import replace
+
+    return replace(r, measurements=ms)

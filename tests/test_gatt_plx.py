@@ -15,11 +15,10 @@ import pytest
 from drivers.ble.sampling import ContinuousSampler
 from drivers.errors import DeviceProtocolError, MalformedFrameError
 from drivers.gatt import plx
-from drivers.gatt.errors import NoValueError, SpecialValueError
 from drivers.gatt.plx import DeviceStatus as D
 from drivers.gatt.plx import MeasurementStatus as M
 from drivers.gatt.plx_records import PlxRecordSync, PlxSyncState, parse_time_checkpoint
-from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Status, Unit
+from gateway.reading import Absent, DeviceIdentity, Kind, Measurement, Metric, Reading, Status, Unit
 
 DEVICE = DeviceIdentity(driver="ble-pulse-oximeter", address="C5:00:00:00:00:05")
 RX = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -97,23 +96,28 @@ def test_clock_not_set_drops_the_time_stamp() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "error"),
+    ("raw", "absent"),
     [
-        (bytes([0x02, 0x61, 0x00, 0x48, 0x00, 0x00, 0x20]), NoValueError),  # status: measurement unavailable
-        (bytes([0x02, 0x61, 0x00, 0x48, 0x00, 0x00, 0x80]), NoValueError),  # status: invalid measurement
-        (bytes([0x00, 0xFF, 0x07, 0x48, 0x00]), SpecialValueError),  # SpO2 NaN
+        (bytes([0x02, 0x61, 0x00, 0x48, 0x00, 0x00, 0x20]), [Absent.UNSUCCESSFUL] * 2),  # measurement unavailable
+        (bytes([0x02, 0x61, 0x00, 0x48, 0x00, 0x00, 0x80]), [Absent.UNSUCCESSFUL] * 2),  # invalid measurement
+        (bytes([0x00, 0xFF, 0x07, 0x48, 0x00]), [Absent.NOT_A_NUMBER, None]),  # SpO2 NaN (SFLOAT 0x07FF)
+        (bytes([0x00, 0x61, 0x00, 0x00, 0x08]), [None, Absent.NOT_AT_RESOLUTION]),  # pulse NRes (0x0800)
     ],
 )
-def test_no_value(raw: bytes, error: type[Exception]) -> None:
-    with pytest.raises(error):
-        plx.to_reading(plx.parse_spot_check(raw), DEVICE, RX, raw=raw)
+def test_no_number_is_kept_as_absent(raw: bytes, absent: list[Absent | None]) -> None:
+    reading = plx.to_reading(plx.parse_spot_check(raw), DEVICE, RX, raw=raw)
+    assert [m.metric for m in reading.measurements] == [Metric.SPO2, Metric.PULSE_RATE_OXIMETRY]
+    assert [m.absent for m in reading.measurements] == absent
 
 
-def test_test_data_is_flagged_and_nan_pulse_left_out() -> None:
-    raw = bytes([0x02, 0x61, 0x00, 0xFF, 0x07, 0x00, 0x08])  # status bit 11: data for testing; PR NaN
+def test_test_data_is_flagged() -> None:
+    raw = bytes([0x02, 0x61, 0x00, 0x48, 0x00, 0x00, 0x08])  # status bit 11: data for testing
     reading = plx.to_reading(plx.parse_spot_check(raw), DEVICE, RX)
     assert reading.status == frozenset({Status.TEST_DATA})
-    assert reading.measurements == (Measurement(Metric.SPO2, 97, Unit.PERCENT),)
+    assert reading.measurements == (
+        Measurement(Metric.SPO2, 97, Unit.PERCENT),
+        Measurement(Metric.PULSE_RATE_OXIMETRY, 72, Unit.PER_MIN),
+    )
 
 
 @pytest.mark.parametrize(

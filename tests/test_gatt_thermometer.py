@@ -14,9 +14,8 @@ import pytest
 
 from drivers.errors import MalformedFrameError
 from drivers.gatt import health_thermometer as hts
-from drivers.gatt.errors import SpecialValueError
 from drivers.gatt.sfloat import SpecialValue
-from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
+from gateway.reading import Absent, DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
 
 DEVICE = DeviceIdentity(driver="ble-thermometer", address="C4:00:00:00:00:04")
 RX = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -69,13 +68,17 @@ def test_reserved_type_is_an_unspecified_site() -> None:
     assert hts.to_reading(m, DEVICE, RX).measurements[0].metric is Metric.BODY_TEMPERATURE
 
 
-def test_nan_temperature_is_rejected_not_reported() -> None:
+def test_nan_temperature_is_kept_without_a_number() -> None:
     raw = bytes([0x00, 0xFF, 0xFF, 0x7F, 0x00])  # FLOAT NaN (IEEE 11073-20601 §F.8: 0x007FFFFF)
     m = hts.parse_temperature_measurement(raw)
     assert m.temperature is SpecialValue.NAN
-    with pytest.raises(SpecialValueError) as err:
-        hts.to_reading(m, DEVICE, RX, raw=raw)
-    assert err.value.raw == raw
+    (value,) = hts.to_reading(m, DEVICE, RX, raw=raw).measurements
+    assert (value.metric, value.reported_unit, value.absent) == (Metric.BODY_TEMPERATURE, Unit.CEL, Absent.NOT_A_NUMBER)
+    # +INF in Fahrenheit (0x007FFFFE)
+    (inf,) = hts.to_reading(
+        hts.parse_temperature_measurement(bytes([0x01, 0xFE, 0xFF, 0x7F, 0x00])), DEVICE, RX
+    ).measurements
+    assert (inf.reported_unit, inf.absent) == (Unit.DEG_F, Absent.POSITIVE_INFINITY)
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,6 @@ from drivers.ble.sampling import ContinuousSampler
 from drivers.ble.transport import BleError, BleSession, BleTimeoutError
 from drivers.errors import DeviceProtocolError
 from drivers.gatt import plx, uuids
-from drivers.gatt.errors import NoValueError
 from drivers.gatt.plx_records import PlxRecordSync, PlxSyncState, parse_time_checkpoint
 from gateway.errors import ConfigError
 from gateway.reading import DeviceIdentity, Metric, Reading
@@ -163,15 +162,16 @@ class PulseOximeterDriver(BleDriver):
             reading = plx.to_reading(
                 plx.parse_continuous(data), identity, received_now(), offset, data, simulated=simulated
             )
-        except NoValueError:
-            return 1
         except DeviceProtocolError as exc:
             log.warning("plx_frame_rejected", source="continuous", error=type(exc).__name__)
             await ctx.reject(data, exc, source=source)
             return 0
-        spo2 = reading.measurements[0].reported_value
+        spo2 = reading.measurements[0]
+        if spo2.absent is not None:
+            return 1  # finger out, sensor off: a stream of these is not worth a reading each
         pulse = reading.measurement(Metric.PULSE_RATE_OXIMETRY)
-        if sampler.offer(spo2, pulse.reported_value if pulse else None, time.monotonic()):
+        pulse_value = pulse.reported_value if pulse is not None and pulse.absent is None else None
+        if sampler.offer(spo2.reported_value, pulse_value, time.monotonic()):
             await ctx.submit([reading])
         return 0
 

@@ -12,7 +12,8 @@ earlobe), 4 finger, 5 gastro-intestinal tract, 6 mouth, 7 rectum, 8 toe, 9 tympa
 the static Temperature Type characteristic (HTS 1.0 §3.2: never both). Intermediate Temperature (0x2A1E)
 carries the same layout while a measurement is in progress; the gateway does not subscribe to it.
 
-A temperature that is an IEEE 11073 special value (NaN, NRes, INF) raises `SpecialValueError`.
+A temperature that is an IEEE 11073 special value (NaN, NRes, INF) becomes a measurement without a number
+(`Measurement.absent`), sent as FHIR dataAbsentReason like every other special value (drivers/gatt/sfloat.py).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from datetime import datetime, timedelta
 from enum import IntEnum
 
 from drivers.gatt._wire import Reader
-from drivers.gatt.sfloat import SFloat, decode_float, require
-from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
+from drivers.gatt.sfloat import SFloat, decode_float, measurement
+from gateway.reading import DeviceIdentity, Kind, Metric, Reading, Unit
 
 __all__ = [
     "SITE_METRIC",
@@ -116,11 +117,10 @@ def to_reading(
 ) -> Reading:
     """A BODY_TEMPERATURE Reading in the device's unit; the measurement's own type wins over `site` (the
     static Temperature Type read at connect)."""
-    value = require(m.temperature, "temperature", raw)
     metric = SITE_METRIC[m.temperature_type if m.temperature_type is not None else site]
     return Reading(
         kind=Kind.BODY_TEMPERATURE,
-        measurements=(Measurement(metric, value, m.unit),),
+        measurements=(measurement(metric, m.temperature, m.unit),),
         device=device,
         received_at=received_at,
         device_time=m.time_stamp,

@@ -24,10 +24,11 @@ Measurement Status bits 0-4 are reserved; 5 measurement ongoing, 6 early estimat
 Device and Sensor Status bits 0-15 are listed in `DeviceStatus`; 16-23 reserved. Reserved bits are ignored,
 trailing bytes raise `MalformedFrameError` (see blood_pressure.py).
 
-Decisions in `to_reading`: SpO2 as a special value, "measurement unavailable" or "invalid measurement"
-raise `NoValueError` (no number to report); an unusable pulse rate or PAI is left out; demonstration or
-test data is flagged `Status.TEST_DATA` (withheld like control solution); sensor faults `SENSOR_FAULT`;
-with "device clock is not set" the time stamp is dropped (the gateway's receive time stands in).
+Decisions in `to_reading`: a special value (NaN, NRes, INF) becomes a measurement without a number
+(`Measurement.absent`, sent as dataAbsentReason like the other profiles' special values); "measurement
+unavailable" or "invalid measurement" make every value absent as unsuccessful; demonstration or test data is
+flagged `Status.TEST_DATA` (withheld like control solution); sensor faults `SENSOR_FAULT`; with "device
+clock is not set" the time stamp is dropped (the gateway's receive time stands in).
 """
 
 from __future__ import annotations
@@ -38,9 +39,8 @@ from enum import Enum
 
 from drivers.gatt._common import bits_set
 from drivers.gatt._wire import Reader
-from drivers.gatt.errors import NoValueError
-from drivers.gatt.sfloat import SFloat, SpecialValue, require
-from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Status, Unit
+from drivers.gatt.sfloat import SFloat, measurement
+from gateway.reading import Absent, DeviceIdentity, Kind, Measurement, Metric, Reading, Status, Unit
 
 __all__ = [
     "DeviceStatus",
@@ -206,10 +206,6 @@ def parse_features(data: bytes) -> PlxFeatures:
     return PlxFeatures(bits_set(bits, PlxFeature), mstatus, dstatus)
 
 
-def _number(value: SFloat | None) -> float | None:
-    return None if value is None or isinstance(value, SpecialValue) else value
-
-
 def to_reading(
     m: PlxSpotCheck | PlxContinuous,
     device: DeviceIdentity,
@@ -219,18 +215,19 @@ def to_reading(
     *,
     simulated: bool = False,
 ) -> Reading:
-    """An OXYGEN_SATURATION Reading: SpO2, plus pulse rate and PAI when they are numbers."""
+    """An OXYGEN_SATURATION Reading: SpO2, plus pulse rate and PAI when present (absent when special)."""
     mstatus = m.measurement_status or frozenset()
-    for unusable in (MeasurementStatus.MEASUREMENT_UNAVAILABLE, MeasurementStatus.INVALID_MEASUREMENT):
-        if unusable in mstatus:
-            raise NoValueError(f"oximeter reports {unusable.name.lower()}", raw, field="spo2")
-    measurements = [Measurement(Metric.SPO2, require(m.spo2, "spo2", raw), Unit.PERCENT)]
-    pulse = _number(m.pulse_rate)
-    if pulse is not None:
-        measurements.append(Measurement(Metric.PULSE_RATE_OXIMETRY, pulse, Unit.PER_MIN))
-    pai = _number(m.pulse_amplitude_index)
-    if pai is not None:
-        measurements.append(Measurement(Metric.PULSE_AMPLITUDE_INDEX, pai, Unit.PERCENT))
+    failed = bool(mstatus & {MeasurementStatus.MEASUREMENT_UNAVAILABLE, MeasurementStatus.INVALID_MEASUREMENT})
+
+    def value(metric: Metric, v: SFloat, unit: Unit) -> Measurement:
+        return Measurement.missing(metric, unit, Absent.UNSUCCESSFUL) if failed else measurement(metric, v, unit)
+
+    measurements = [
+        value(Metric.SPO2, m.spo2, Unit.PERCENT),
+        value(Metric.PULSE_RATE_OXIMETRY, m.pulse_rate, Unit.PER_MIN),
+    ]
+    if m.pulse_amplitude_index is not None:
+        measurements.append(value(Metric.PULSE_AMPLITUDE_INDEX, m.pulse_amplitude_index, Unit.PERCENT))
     status = {_MEASUREMENT_FLAGS[s] for s in mstatus if s in _MEASUREMENT_FLAGS}
     status.update(_DEVICE_FLAGS[s] for s in (m.device_status or ()) if s in _DEVICE_FLAGS)
     time_stamp = None
