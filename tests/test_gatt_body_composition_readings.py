@@ -53,3 +53,13 @@ def test_one_weight_per_weigh_in() -> None:
         Measurement(Metric.BODY_HEIGHT, 1.8, Unit.M),
     )
     assert {r.user_slot for r in alone} == {3}
+
+
+def test_unsuccessful_body_fat_is_kept_without_a_number() -> None:
+    from gateway.reading import Absent
+
+    # flags 0x0200: impedance; body fat 0xFFFF (unsuccessful, BCS 1.0 §3.2); impedance 0x1388 -> 500.0 ohm
+    m = parse_body_composition(bytes.fromhex("0002FFFF8813"))
+    fat, impedance = composition_reading(m, DEVICE, RECEIVED).measurements
+    assert (fat.metric, fat.absent) == (Metric.BODY_FAT, Absent.UNSUCCESSFUL)
+    assert impedance == Measurement(Metric.IMPEDANCE, 500.0, Unit.OHM)
