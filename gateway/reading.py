@@ -143,15 +143,20 @@ class Status(StrEnum):
     BODY_MOVEMENT = "body-movement"
     CUFF_LOOSE = "cuff-loose"
     IRREGULAR_PULSE = "irregular-pulse"
-    PULSE_RATE_OUT_OF_RANGE = "pulse-rate-out-of-range"
+    PULSE_RATE_OUT_OF_RANGE = "pulse-rate-out-of-range"  # direction unknown (readings queued by 0.1)
+    PULSE_RATE_ABOVE_RANGE = "pulse-rate-above-range"
+    PULSE_RATE_BELOW_RANGE = "pulse-rate-below-range"
     IMPROPER_POSITION = "improper-position"
     CONTROL_SOLUTION = "control-solution"
     SENSOR_FAULT = "sensor-fault"
+    DEVICE_ANNUNCIATION = "device-annunciation"  # one of the three below (readings queued by 0.1)
+    BATTERY_LOW = "battery-low"
+    DEVICE_FAULT = "device-fault"
+    TIME_FAULT = "time-fault"
     TEST_DATA = "test-data"  # the device says the value is for demonstration or testing (PLX status)
     QUESTIONABLE_MEASUREMENT = "questionable-measurement"
     LOW_PERFUSION = "low-perfusion"
     SIGNAL_QUALITY = "signal-quality"  # inadequate, poor, erratic or non-pulsatile signal (PLX)
-    DEVICE_ANNUNCIATION = "device-annunciation"
     VALUE_ABOVE_RANGE = "value-above-range"
     VALUE_BELOW_RANGE = "value-below-range"
 

@@ -140,12 +140,17 @@ BITS: dict[Status, tuple[str, str | None, str]] = {
     Status.BODY_MOVEMENT: ("8410608", "8410608.0", "body-movement"),
     Status.CUFF_LOOSE: ("8410608", "8410608.1", "cuff-too-loose"),
     Status.IRREGULAR_PULSE: ("8410608", "8410608.2", "irregular-pulse"),
-    Status.PULSE_RATE_OUT_OF_RANGE: ("8410608", None, "pulse-rate-out-of-range"),
+    Status.PULSE_RATE_ABOVE_RANGE: ("8410608", "8410608.3", "pulse-over-range-limit"),
+    Status.PULSE_RATE_BELOW_RANGE: ("8410608", "8410608.4", "pulse-under-range-limit"),
+    Status.PULSE_RATE_OUT_OF_RANGE: ("8410608", None, "pulse-rate-out-of-range"),  # queued by 0.1: no direction
     Status.IMPROPER_POSITION: ("8410608", "8410608.5", "improper-body-position"),
+    Status.BATTERY_LOW: ("8417752", "8417752.0", "device-battery-low"),
     Status.SENSOR_FAULT: ("8417752", None, "sensor-fault"),  # several bits folded: text only
     Status.VALUE_ABOVE_RANGE: ("8417752", "8417752.5", "sensor-result-too-high"),
     Status.VALUE_BELOW_RANGE: ("8417752", "8417752.6", "sensor-result-too-low"),
-    Status.DEVICE_ANNUNCIATION: ("8417752", None, "device-annunciation"),  # likewise
+    Status.DEVICE_FAULT: ("8417752", "8417752.10", "device-gen-fault"),
+    Status.TIME_FAULT: ("8417752", None, "time-fault"),  # no ASN1ToHL7 bit for it
+    Status.DEVICE_ANNUNCIATION: ("8417752", None, "device-annunciation"),  # likewise (queued by 0.1)
     # pulse oximeter status (MDC_PULS_OXIM_DEV_STATUS), PLX bits folded: text only
     Status.QUESTIONABLE_MEASUREMENT: ("150604", None, "questionable-measurement"),
     Status.LOW_PERFUSION: ("150604", None, "low-perfusion"),
@@ -322,7 +327,8 @@ def check_numeric(mapped: MappedReading, m: Measurement) -> None:
 
 BP_FLAGS = [
     frozenset(),
-    frozenset({Status.IRREGULAR_PULSE, Status.CUFF_LOOSE, Status.PULSE_RATE_OUT_OF_RANGE}),
+    frozenset({Status.IRREGULAR_PULSE, Status.CUFF_LOOSE, Status.PULSE_RATE_BELOW_RANGE}),
+    frozenset({Status.BODY_MOVEMENT, Status.PULSE_RATE_OUT_OF_RANGE}),
 ]
 
 
@@ -397,7 +403,8 @@ def test_body_weight(unit: Unit, extras: str, time: str, simulated: bool, patien
 GLUCOSE_FLAGS = [
     frozenset(),
     frozenset({Status.VALUE_ABOVE_RANGE}),
-    frozenset({Status.SENSOR_FAULT, Status.DEVICE_ANNUNCIATION, Status.VALUE_BELOW_RANGE}),
+    frozenset({Status.BATTERY_LOW, Status.DEVICE_FAULT, Status.VALUE_BELOW_RANGE}),
+    frozenset({Status.SENSOR_FAULT, Status.DEVICE_ANNUNCIATION, Status.TIME_FAULT}),
 ]
 
 

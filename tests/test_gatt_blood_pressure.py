@@ -70,7 +70,7 @@ def test_full_frame_to_reading() -> None:
         device_time=datetime(2026, 11, 24, 8, 30, 15),
         clock_offset=offset,
         user_slot=2,
-        status=frozenset({Status.IRREGULAR_PULSE, Status.PULSE_RATE_OUT_OF_RANGE}),
+        status=frozenset({Status.IRREGULAR_PULSE, Status.PULSE_RATE_BELOW_RANGE}),  # bits 3-4 = 0b10
         raw=FULL,
     )
 
@@ -144,7 +144,7 @@ def test_every_status_bit() -> None:
     assert to_reading(m, DEVICE, RECEIVED).status == {
         Status.BODY_MOVEMENT,
         Status.CUFF_LOOSE,
-        Status.PULSE_RATE_OUT_OF_RANGE,
+        Status.PULSE_RATE_ABOVE_RANGE,  # bits 3-4 = 0b01 (BLS 1.0 §3.1 Pulse Rate Range Detection Flags)
         Status.IMPROPER_POSITION,
     }
 

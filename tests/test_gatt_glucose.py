@@ -104,7 +104,7 @@ def test_measurement_mmol_control_solution_with_annunciation() -> None:
         received_at=RECEIVED,
         device_time=datetime(2026, 11, 20, 7, 45),
         sequence=8,
-        status=frozenset({Status.CONTROL_SOLUTION, Status.DEVICE_ANNUNCIATION, Status.VALUE_ABOVE_RANGE}),
+        status=frozenset({Status.CONTROL_SOLUTION, Status.BATTERY_LOW, Status.VALUE_ABOVE_RANGE}),
         raw=MMOL_CONTROL,
     )
 

@@ -83,8 +83,10 @@ class MeasurementStatus:
             )
             if on
         }
-        if self.pulse_rate_range in (PulseRateRange.EXCEEDS_UPPER_LIMIT, PulseRateRange.BELOW_LOWER_LIMIT):
-            out.add(Status.PULSE_RATE_OUT_OF_RANGE)
+        if self.pulse_rate_range is PulseRateRange.EXCEEDS_UPPER_LIMIT:
+            out.add(Status.PULSE_RATE_ABOVE_RANGE)
+        elif self.pulse_rate_range is PulseRateRange.BELOW_LOWER_LIMIT:
+            out.add(Status.PULSE_RATE_BELOW_RANGE)
         return frozenset(out)
 
 

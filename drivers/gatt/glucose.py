@@ -100,7 +100,7 @@ class SensorStatus(Enum):
 
 # How an annunciation shows on a Reading (so it is flagged, kept, and not sent as plain patient data).
 ANNUNCIATION_STATUS: dict[SensorStatus, Status] = {
-    SensorStatus.BATTERY_LOW: Status.DEVICE_ANNUNCIATION,
+    SensorStatus.BATTERY_LOW: Status.BATTERY_LOW,
     SensorStatus.SENSOR_MALFUNCTION: Status.SENSOR_FAULT,
     SensorStatus.SAMPLE_SIZE_INSUFFICIENT: Status.SENSOR_FAULT,
     SensorStatus.STRIP_INSERTION_ERROR: Status.SENSOR_FAULT,
@@ -110,8 +110,8 @@ ANNUNCIATION_STATUS: dict[SensorStatus, Status] = {
     SensorStatus.TEMPERATURE_TOO_HIGH: Status.SENSOR_FAULT,
     SensorStatus.TEMPERATURE_TOO_LOW: Status.SENSOR_FAULT,
     SensorStatus.READ_INTERRUPTED: Status.SENSOR_FAULT,
-    SensorStatus.GENERAL_DEVICE_FAULT: Status.DEVICE_ANNUNCIATION,
-    SensorStatus.TIME_FAULT: Status.DEVICE_ANNUNCIATION,
+    SensorStatus.GENERAL_DEVICE_FAULT: Status.DEVICE_FAULT,
+    SensorStatus.TIME_FAULT: Status.TIME_FAULT,
 }
 
 

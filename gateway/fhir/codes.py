@@ -439,11 +439,11 @@ SPECIALIZATIONS: Final[MappingProxyType[Kind, Specialization]] = MappingProxyTyp
 class StatusBit:
     """One measurement-status flag as a bit of a PHD BITs observation (CodeSystem ASN1ToHL7).
 
-    `code` None: the flag stands for several bits, so naming one would tell a clinician something the
-    device did not say; only its name is carried, as text. PULSE_RATE_OUT_OF_RANGE drops the direction
-    (over / under: 8410608.3 / .4); the glucose driver folds malfunction, sample size, strip and
-    temperature errors into SENSOR_FAULT and battery low, time fault and general fault into
-    DEVICE_ANNUNCIATION (8417752.x). Finer Status members would map one to one.
+    `code` None: no single ASN1ToHL7 bit says it, so only its name is carried, as text, and that BITs
+    Observation does not claim PhdBitsEnumerationObservation (its components must be coded). Those are
+    the aggregate flags of readings queued by release 0.1 (pulse rate out of range without direction,
+    device annunciation), the glucose meter's folded sensor faults (withheld, never sent as patient
+    data) and the glucose time fault (the MDC glucose status has no time bit).
     """
 
     family: str
@@ -457,11 +457,16 @@ STATUS_BITS: Final[MappingProxyType[Status, StatusBit]] = MappingProxyType(
         Status.BODY_MOVEMENT: StatusBit("8410608", "8410608.0", "body-movement"),
         Status.CUFF_LOOSE: StatusBit("8410608", "8410608.1", "cuff-too-loose"),
         Status.IRREGULAR_PULSE: StatusBit("8410608", "8410608.2", "irregular-pulse"),
+        Status.PULSE_RATE_ABOVE_RANGE: StatusBit("8410608", "8410608.3", "pulse-over-range-limit"),
+        Status.PULSE_RATE_BELOW_RANGE: StatusBit("8410608", "8410608.4", "pulse-under-range-limit"),
         Status.PULSE_RATE_OUT_OF_RANGE: StatusBit("8410608", None, "pulse-rate-out-of-range"),
         Status.IMPROPER_POSITION: StatusBit("8410608", "8410608.5", "improper-body-position"),
+        Status.BATTERY_LOW: StatusBit("8417752", "8417752.0", "device-battery-low"),
         Status.SENSOR_FAULT: StatusBit("8417752", None, "sensor-fault"),
         Status.VALUE_ABOVE_RANGE: StatusBit("8417752", "8417752.5", "sensor-result-too-high"),
         Status.VALUE_BELOW_RANGE: StatusBit("8417752", "8417752.6", "sensor-result-too-low"),
+        Status.DEVICE_FAULT: StatusBit("8417752", "8417752.10", "device-gen-fault"),
+        Status.TIME_FAULT: StatusBit("8417752", None, "time-fault"),
         Status.DEVICE_ANNUNCIATION: StatusBit("8417752", None, "device-annunciation"),
         # PLX device and sensor / measurement status (PLXS 1.0), folded as drivers/gatt/plx.py says; the
         # oximeter's status family MDC_PULS_OXIM_DEV_STATUS (term 19532), named by text only.

@@ -33,9 +33,9 @@ through `validate_bundle`, plus hypothesis-generated readings). Decisions, after
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -78,8 +78,14 @@ def fresh_urls() -> Iterator[str]:
 _URLS = fresh_urls()
 
 
+_NAMESPACE = c.NAMESPACE.bytes
+
+
 def _urn(seed: str) -> str:
-    return f"urn:uuid:{uuid.uuid5(c.NAMESPACE, seed)}"
+    """`urn:uuid:` + uuid.uuid5(c.NAMESPACE, seed), formatted directly (the uuid module is 3x slower)."""
+    h = hashlib.sha1(_NAMESPACE + seed.encode(), usedforsecurity=False).hexdigest()
+    variant = _HEX_VARIANT[int(h[16], 16) & 3]
+    return f"urn:uuid:{h[:8]}-{h[8:12]}-5{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
 
 
 def _datetime(t: datetime) -> str:

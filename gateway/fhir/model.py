@@ -22,9 +22,10 @@ class GatewayInfo:
 class MappedReading:
     """One reading as a FHIR transaction.
 
-    `identifier` is the primary Observation's identifier value (deterministic, used for ifNoneExist and
-    for duplicate detection downstream). `entries` are the bundle's entries so a forwarder can pack several
-    readings into one transaction (see `transaction_bundle`). The dicts share constant parts with the
+    `identifier` is the primary Observation's PHD IG identifier value (deterministic: used in ifNoneExist
+    and for duplicate detection downstream, e.g. the MQTT `identifier` property). `entries` are the
+    bundle's entries, with fresh placeholder fullUrls, so a forwarder can pack several readings into one
+    transaction (see `transaction_bundle` / `merge_entries`). The dicts share constant parts with the
     code tables for speed: treat them as read-only.
     """
 

@@ -3,7 +3,8 @@
 Too slow for every reading (see `mapping`), so it runs in the tests, at start-up on a sample, and
 wherever a caller wants proof. fhir.resources validates each entry's resource with its own model (an
 Observation inside a Bundle is checked as an Observation). On top of that we check what the models do not:
-unique fullUrls, conditional-create requests that match the resource's identifier, every `urn:uuid`
+unique fullUrls, conditional-create requests that match the resource's identifiers (every OR'ed
+alternative), no identifier holding a fullUrl (servers rewrite placeholder strings), every `urn:uuid`
 reference resolving inside the bundle, and FHIR string rules (no control characters, not blank).
 Errors carry locations and error types only: pydantic's input values would be PHI.
 """

@@ -32,8 +32,8 @@ _PHD_PROFILE = "http://hl7.org/fhir/uv/phd/StructureDefinition/"
 def _logical_references(entries: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Batch entries are processed independently (R4 3.1.0.11.1: no interdependencies in a batch), so a
     `urn:uuid` reference to another entry cannot be resolved, and conditional references are a
-    transaction feature. Replace each with a logical reference by the target's identifier (R4
-    Reference.identifier), which needs no resolution. Without `Reference.reference` an Observation no
+    transaction processing rule (3.1.0.11.2). Replace each with a logical reference by the target's
+    identifier (R4 Reference.identifier), which needs no resolution. Without `Reference.reference` an Observation no
     longer meets PhdBaseObservation (`device.reference` 1..1), so its PHD profile claims are dropped.
     The originals are left untouched (read-only, shared).
     """

@@ -133,7 +133,7 @@ async def test_malformed_record_rejected_kept_and_sync_goes_on(
         rec = await _sync(ble, queue, meter)
     assert [r.sequence for r in rec.readings] == [1, 2, 4, 5, 6, 7, 8, 10]
     by_seq = {r.sequence: r for r in rec.readings}
-    assert by_seq[5].status == frozenset({Status.DEVICE_ANNUNCIATION})
+    assert by_seq[5].status == frozenset({Status.BATTERY_LOW})
     assert Status.CONTROL_SOLUTION in by_seq[7].status
     rejects = await queue.rejects()
     assert [(source, error, len(raw)) for _id, source, error, raw in rejects] == [
