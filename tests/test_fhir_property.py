@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.fhir import GatewayInfo, MappedReading, MappingError, map_reading, validate_bundle
-from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Status, Unit
+from gateway.reading import Absent, DeviceIdentity, Kind, Measurement, Metric, Reading, Status, Unit
 
 UNITS: dict[Metric, list[Unit]] = {
     Metric.SYSTOLIC: [Unit.MMHG, Unit.KPA],
@@ -78,7 +78,13 @@ def readings(draw: st.DrawFn) -> Reading:
     kind = draw(st.sampled_from(list(SHAPES)))
     required, optional = SHAPES[kind]
     metrics = required + [m for m in optional if draw(st.booleans())]
-    measurements = tuple(Measurement(m, draw(values), draw(st.sampled_from(UNITS[m]))) for m in metrics)
+    measurements = tuple(
+        Measurement(m, draw(values), unit)
+        if (why := draw(st.one_of(st.none(), st.none(), st.none(), st.sampled_from(list(Absent))))) is None
+        else Measurement.missing(m, unit, why)
+        for m in metrics
+        for unit in [draw(st.sampled_from(UNITS[m]))]
+    )
     received = draw(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=zones))
     device_time = draw(
         st.one_of(
@@ -118,6 +124,16 @@ patients = st.one_of(
 )
 
 
+def absences(bundle: dict[str, object]) -> int:
+    """How many values went as dataAbsentReason (on an Observation or a component)."""
+    count = 0
+    for entry in bundle["entry"]:  # type: ignore[attr-defined]
+        resource = entry["resource"]
+        count += "dataAbsentReason" in resource
+        count += sum("dataAbsentReason" in c for c in resource.get("component", []))
+    return count
+
+
 def quantities(bundle: dict[str, object]) -> list[float]:
     out = []
     for entry in bundle["entry"]:  # type: ignore[attr-defined]
@@ -154,8 +170,10 @@ def test_random_readings_validate(
     assert _positional(again) == _positional(mapped)  # same resources; only the fresh placeholders differ
 
     got = quantities(mapped.bundle)
-    assert len(got) == len(reading.measurements)
-    for m in reading.measurements:  # the device's own number, exactly, unless the profile fixes the unit
+    numbers = [m for m in reading.measurements if m.absent is None]
+    assert len(got) == len(numbers)
+    assert absences(mapped.bundle) == len(reading.measurements) - len(numbers)  # kept, not dropped
+    for m in numbers:  # the device's own number, exactly, unless the profile fixes the unit
         if m.reported_unit in CONVERTED:
             want = m.reported_value * CONVERTED[m.reported_unit]
             # rounded to 0.1 (plus float noise)
