@@ -23,8 +23,12 @@ BUILTIN: dict[str, str] = {
     "tanita-bc": "drivers.serial.session_tanita:TanitaDriver",
     "simulated": "simulators.simple:SimulatedDevice",
     "ble-blood-pressure": "drivers.ble.indicating:BloodPressureDriver",
-    "ble-weight-scale": "drivers.ble.indicating:WeightScaleDriver",
+    "ble-weight-scale": "drivers.ble.scale:ScaleDriver",
     "ble-glucose": "drivers.ble.glucose:GlucoseDriver",
+    "ble-thermometer": "drivers.ble.thermometer:ThermometerDriver",
+    "ble-pulse-oximeter": "drivers.ble.oximeter:PulseOximeterDriver",
+    "xiaomi-scale": "drivers.ble.adv_scale:XiaomiScaleDriver",
+    "omron-ble": "drivers.ble.omron:OmronDriver",
 }
 
 

@@ -91,11 +91,11 @@ class _Tally:
 
     def summary(self) -> str:
         kinds = sorted(set(self.generated) | set(self.forwarded))
-        lines = [f"{'kind':16} {'generated':>9} {'committed':>9} {'forwarded':>9}"]
+        lines = [f"{'kind':18} {'generated':>9} {'committed':>9} {'forwarded':>9}"]
         for k in kinds:
-            lines.append(f"{k:16} {self.generated[k]:>9} {self.committed[k]:>9} {self.forwarded[k]:>9}")
+            lines.append(f"{k:18} {self.generated[k]:>9} {self.committed[k]:>9} {self.forwarded[k]:>9}")
         lines.append(
-            f"{'total':16} {sum(self.generated.values()):>9} {sum(self.committed.values()):>9} "
+            f"{'total':18} {sum(self.generated.values()):>9} {sum(self.committed.values()):>9} "
             f"{sum(self.forwarded.values()):>9}"
         )
         return "\n".join(lines)
@@ -174,7 +174,10 @@ def run_demo(args: argparse.Namespace) -> int:
     how_long = f"for {seconds:g} s"
     if until:
         how_long = f"until each device has {until} readings forwarded (at most {seconds:g} s)"
-    print(f"VitalGate demo: simulated BLE cuff (2 users), scale (2 users) and glucose meter {how_long}")
+    print(
+        "VitalGate demo: simulated BLE cuff (2 users), scale (2 users), glucose meter, thermometer and pulse"
+        f" oximeter {how_long}"
+    )
     print(f"  plus a OneTouch Ultra 2 on serial port {meter.path} (ASCII protocol over a pty)")
     print(f"  state in {out} (queue.db encrypted); FHIR Bundles to {destination}\n")
     undelivered: int | None = None

@@ -840,7 +840,7 @@ def _why(exc: Exception) -> str:
 
 
 def _withheld(r: Reading) -> bool:
-    return bool(r.status & {Status.CONTROL_SOLUTION, Status.SENSOR_FAULT})
+    return bool(r.status & {Status.CONTROL_SOLUTION, Status.SENSOR_FAULT, Status.TEST_DATA})
 
 
 async def _existing(db: aiosqlite.Connection, dedups: list[bytes]) -> set[bytes]:

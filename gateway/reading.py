@@ -32,6 +32,9 @@ class Kind(StrEnum):
     PULSE_RATE = "pulse-rate"
     BODY_WEIGHT = "body-weight"
     BLOOD_GLUCOSE = "blood-glucose"
+    BODY_TEMPERATURE = "body-temperature"
+    OXYGEN_SATURATION = "oxygen-saturation"
+    BODY_COMPOSITION = "body-composition"
 
 
 class Metric(StrEnum):
@@ -45,6 +48,28 @@ class Metric(StrEnum):
     BODY_HEIGHT = "body-height"
     BMI = "bmi"
     GLUCOSE = "glucose"
+    # Body temperature, one metric per measurement site (Health Thermometer Temperature Type, HTS 1.0 §3.2),
+    # so the site travels with the value without widening Reading.
+    BODY_TEMPERATURE = "body-temperature"
+    TEMPERATURE_AXILLA = "body-temperature-axilla"
+    TEMPERATURE_EAR = "body-temperature-ear"
+    TEMPERATURE_FINGER = "body-temperature-finger"
+    TEMPERATURE_GIT = "body-temperature-gastrointestinal"
+    TEMPERATURE_ORAL = "body-temperature-oral"
+    TEMPERATURE_RECTAL = "body-temperature-rectal"
+    TEMPERATURE_TOE = "body-temperature-toe"
+    TEMPERATURE_TYMPANUM = "body-temperature-tympanum"
+    SPO2 = "spo2"
+    PULSE_RATE_OXIMETRY = "pulse-rate-oximetry"  # pulse rate as a pulse oximeter derives it
+    PULSE_AMPLITUDE_INDEX = "pulse-amplitude-index"
+    BODY_FAT = "body-fat"
+    MUSCLE_PERCENT = "muscle-percent"
+    MUSCLE_MASS = "muscle-mass"
+    FAT_FREE_MASS = "fat-free-mass"
+    SOFT_LEAN_MASS = "soft-lean-mass"
+    BODY_WATER_MASS = "body-water-mass"
+    IMPEDANCE = "impedance"
+    BASAL_METABOLISM = "basal-metabolism"
 
 
 class Unit(StrEnum):
@@ -60,6 +85,11 @@ class Unit(StrEnum):
     KG_PER_M2 = "kg/m2"
     MG_DL = "mg/dL"
     MMOL_L = "mmol/L"
+    CEL = "Cel"
+    DEG_F = "[degF]"
+    PERCENT = "%"
+    OHM = "Ohm"
+    KJ = "kJ"
 
 
 CANONICAL_UNIT: dict[Metric, Unit] = {
@@ -71,6 +101,18 @@ CANONICAL_UNIT: dict[Metric, Unit] = {
     Metric.BODY_HEIGHT: Unit.M,
     Metric.BMI: Unit.KG_PER_M2,
     Metric.GLUCOSE: Unit.MG_DL,
+    **{m: Unit.CEL for m in Metric if m.value.startswith("body-temperature")},
+    Metric.SPO2: Unit.PERCENT,
+    Metric.PULSE_RATE_OXIMETRY: Unit.PER_MIN,
+    Metric.PULSE_AMPLITUDE_INDEX: Unit.PERCENT,
+    Metric.BODY_FAT: Unit.PERCENT,
+    Metric.MUSCLE_PERCENT: Unit.PERCENT,
+    Metric.MUSCLE_MASS: Unit.KG,
+    Metric.FAT_FREE_MASS: Unit.KG,
+    Metric.SOFT_LEAN_MASS: Unit.KG,
+    Metric.BODY_WATER_MASS: Unit.KG,
+    Metric.IMPEDANCE: Unit.OHM,
+    Metric.BASAL_METABOLISM: Unit.KJ,
 }
 
 # Factors into the canonical unit. Glucose mmol/L -> mg/dL uses the molar mass of glucose (180.156 g/mol).
@@ -85,7 +127,14 @@ _TO_CANONICAL: dict[tuple[Unit, Unit], float] = {
     (Unit.KG_PER_M2, Unit.KG_PER_M2): 1.0,
     (Unit.MG_DL, Unit.MG_DL): 1.0,
     (Unit.MMOL_L, Unit.MG_DL): 18.0156,
+    (Unit.CEL, Unit.CEL): 1.0,
+    (Unit.DEG_F, Unit.CEL): 5.0 / 9.0,
+    (Unit.PERCENT, Unit.PERCENT): 1.0,
+    (Unit.OHM, Unit.OHM): 1.0,
+    (Unit.KJ, Unit.KJ): 1.0,
 }
+# Units whose zero differs from the canonical one: value = (reported + offset) * factor.
+_OFFSET: dict[tuple[Unit, Unit], float] = {(Unit.DEG_F, Unit.CEL): -32.0}
 
 
 class Status(StrEnum):
@@ -104,6 +153,10 @@ class Status(StrEnum):
     BATTERY_LOW = "battery-low"
     DEVICE_FAULT = "device-fault"
     TIME_FAULT = "time-fault"
+    TEST_DATA = "test-data"  # the device says the value is for demonstration or testing (PLX status)
+    QUESTIONABLE_MEASUREMENT = "questionable-measurement"
+    LOW_PERFUSION = "low-perfusion"
+    SIGNAL_QUALITY = "signal-quality"  # inadequate, poor, erratic or non-pulsatile signal (PLX)
     VALUE_ABOVE_RANGE = "value-above-range"
     VALUE_BELOW_RANGE = "value-below-range"
 
@@ -152,7 +205,7 @@ class Measurement:
             factor = _TO_CANONICAL[(self.reported_unit, self.unit)]
         except KeyError:
             raise ValueError(f"{self.reported_unit} is not a unit of {self.metric}") from None
-        return self.reported_value * factor
+        return (self.reported_value + _OFFSET.get((self.reported_unit, self.unit), 0.0)) * factor
 
 
 @dataclass(frozen=True, slots=True)

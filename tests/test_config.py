@@ -161,11 +161,16 @@ def test_example_config_documents_every_device_option() -> None:
     from simulators import simple
 
     text = (ROOT / "config/vitalgate.example.toml").read_text()
-    documented = set(re.findall(r"\b([a-z_]+)\b", text))
+    documented = set(re.findall(r"\b([a-z_][a-z0-9_]*)\b", text))
+    from drivers.ble import adv_scale, omron, oximeter
+
     options = {
         "serial": {*serial_transport.PORT_KEYS, *serial_common.COMMON_KEYS},
         "ble": ble_common._KNOWN,
         "simulated": simple._OPTIONS,
+        "ble-pulse-oximeter": {*oximeter.OPTIONS, "delete_after_sync"},
+        "xiaomi-scale": set(adv_scale._EXTRA) | {"slot", "min_kg", "max_kg"},
+        "omron-ble": set(omron._EXTRA),
     }
     missing = {family: sorted(keys - documented) for family, keys in options.items() if keys - documented}
     assert not missing

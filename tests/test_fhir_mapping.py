@@ -93,7 +93,39 @@ EXPECTED: dict[tuple[Metric, Unit], tuple[list[tuple[str, str]], str, str, Any]]
     (Metric.BODY_HEIGHT, Unit.IN): ([(MDC, "188740"), (LOINC, "8302-2")], "[in_i]", "in", None),
     (Metric.GLUCOSE, Unit.MG_DL): ([(MDC, "160184"), (LOINC, "41653-7")], "mg/dL", "mg/dL", None),
     (Metric.GLUCOSE, Unit.MMOL_L): ([(MDC, "160184"), (LOINC, "14743-9")], "mmol/L", "mmol/L", None),
+    # pulse oximetry (IEEE 11073-10404 terms; R4 oxygensat fixes LOINC 2708-6, US Core adds 59408-5)
+    (Metric.SPO2, Unit.PERCENT): ([(MDC, "150456"), (LOINC, "59408-5"), (LOINC, "2708-6")], "%", "%", None),
+    (Metric.PULSE_RATE_OXIMETRY, Unit.PER_MIN): ([(MDC, "149530"), (LOINC, "8867-4")], "/min", "beats/minute", None),
+    (Metric.PULSE_AMPLITUDE_INDEX, Unit.PERCENT): ([(MDC, "150488")], "%", "%", None),
+    # body composition (IEEE 11073-10420 terms; LOINC only for body fat)
+    (Metric.BODY_FAT, Unit.PERCENT): ([(MDC, "188748"), (LOINC, "41982-0")], "%", "%", None),
+    (Metric.MUSCLE_PERCENT, Unit.PERCENT): ([(MDC, "188772")], "%", "%", None),
+    (Metric.IMPEDANCE, Unit.OHM): ([(MDC, "188780")], "Ohm", "Ohm", None),
+    (Metric.BASAL_METABOLISM, Unit.KJ): ([(MDC, "188768")], "kJ", "kJ", None),
 }
+# body temperature by site (IEEE 11073-10408): MDC term per site, always LOINC 8310-5 (R4 bodytemp)
+_TEMP_MDC = {
+    Metric.BODY_TEMPERATURE: "150364",
+    Metric.TEMPERATURE_AXILLA: "188452",
+    Metric.TEMPERATURE_EAR: "188428",
+    Metric.TEMPERATURE_FINGER: "188432",
+    Metric.TEMPERATURE_GIT: "188456",
+    Metric.TEMPERATURE_ORAL: "188424",
+    Metric.TEMPERATURE_RECTAL: "188420",
+    Metric.TEMPERATURE_TOE: "188448",
+    Metric.TEMPERATURE_TYMPANUM: "150392",
+}
+for _m, _code in _TEMP_MDC.items():
+    EXPECTED[(_m, Unit.CEL)] = ([(MDC, _code), (LOINC, "8310-5")], "Cel", "C", None)
+    EXPECTED[(_m, Unit.DEG_F)] = ([(MDC, _code), (LOINC, "8310-5")], "[degF]", "F", None)
+for _m, _code in (
+    (Metric.MUSCLE_MASS, "188776"),
+    (Metric.FAT_FREE_MASS, "188756"),
+    (Metric.SOFT_LEAN_MASS, "188760"),
+    (Metric.BODY_WATER_MASS, "188764"),
+):
+    EXPECTED[(_m, Unit.KG)] = ([(MDC, _code)], "kg", "kg", None)
+    EXPECTED[(_m, Unit.LB)] = ([(MDC, _code)], "[lb_av]", "lb", None)
 # role of the numeric Observation a metric becomes -> (categories, profiles)
 VS = "http://hl7.org/fhir/StructureDefinition/"
 NUMERIC: dict[Metric, tuple[list[tuple[str, str]], list[str]]] = {
@@ -119,7 +151,12 @@ BITS: dict[Status, tuple[str, str | None, str]] = {
     Status.DEVICE_FAULT: ("8417752", "8417752.10", "device-gen-fault"),
     Status.TIME_FAULT: ("8417752", None, "time-fault"),  # no ASN1ToHL7 bit for it
     Status.DEVICE_ANNUNCIATION: ("8417752", None, "device-annunciation"),  # likewise (queued by 0.1)
+    # pulse oximeter status (MDC_PULS_OXIM_DEV_STATUS), PLX bits folded: text only
+    Status.QUESTIONABLE_MEASUREMENT: ("150604", None, "questionable-measurement"),
+    Status.LOW_PERFUSION: ("150604", None, "low-perfusion"),
+    Status.SIGNAL_QUALITY: ("150604", None, "signal-quality"),
 }
+REFUSED = {Status.CONTROL_SOLUTION, Status.TEST_DATA}  # not patient data: never an Observation
 PATIENTS = {
     "Patient/123": {"reference": "Patient/123"},
     "123": {"reference": "Patient/123"},
@@ -254,7 +291,9 @@ def check_status(mapped: MappedReading, r: Reading, primary: dict[str, Any]) -> 
         if status in r.status:
             family, code, name = BITS[status]
             families.setdefault(family, []).append((code, name))
-    bits_obs = [o for o in resources(mapped, "Observation") if codings(o["code"])[0][1] in ("8410608", "8417752")]
+    bits_obs = [
+        o for o in resources(mapped, "Observation") if codings(o["code"])[0][1] in ("8410608", "8417752", "150604")
+    ]
     assert [codings(o["code"]) for o in bits_obs] == [[(MDC, f)] for f in families]
     for o, (_family, _bits) in zip(bits_obs, families.items(), strict=True):
         bits = _bits
@@ -383,14 +422,15 @@ def test_blood_glucose(unit: Unit, flags: frozenset[Status], time: str, test_dat
 
 @pytest.mark.parametrize(
     ("flags", "time", "patient"),
-    list(itertools.product([frozenset(), frozenset(Status) - {Status.CONTROL_SOLUTION}], TIMES, PATIENTS)),
+    list(itertools.product([frozenset(), frozenset(Status) - REFUSED], TIMES, PATIENTS)),
 )
 def test_pulse_rate(flags: frozenset[Status], time: str, patient: str) -> None:
     r = reading(Kind.PULSE_RATE, (Metric.PULSE_RATE, 58.0, Unit.PER_MIN), time=time, status=flags)
     mapped = check(r, patient, time=time)
     check_numeric(mapped, r.measurements[0])
-    # every flag is carried: two BITs families when all are set
-    assert len(resources(mapped, "Observation")) == 1 + 2 * bool(flags) + (time == "device+offset")
+    # every flag is carried: one BITs Observation per family when all are set
+    families = len({BITS[s][0] for s in flags})
+    assert len(resources(mapped, "Observation")) == 1 + families + (time == "device+offset")
 
 
 def _strip_urls(mapped: MappedReading) -> bytes:
@@ -607,6 +647,8 @@ def test_gateway_device_whole() -> None:
                 spec("528388", "MDC_DEV_SPEC_PROFILE_PULS_OXIM", "Pulse oximeter"),
                 spec("528399", "MDC_DEV_SPEC_PROFILE_SCALE", "Weighing scale"),
                 spec("528401", "MDC_DEV_SPEC_PROFILE_GLUCOSE", "Glucose meter"),
+                spec("528392", "MDC_DEV_SPEC_PROFILE_TEMP", "Thermometer"),
+                spec("528404", "MDC_DEV_SPEC_PROFILE_BCA", "Body composition analyzer"),
             ],
             "version": [
                 {
@@ -850,7 +892,7 @@ def test_every_status_is_mapped_or_refused() -> None:
     """A new Status member must be given a FHIR form (or refused) before it can be used: never dropped."""
     for status in Status:
         r = reading(Kind.BLOOD_GLUCOSE, (Metric.GLUCOSE, 99.0, Unit.MG_DL), status=frozenset({status}))
-        if status is Status.CONTROL_SOLUTION:
+        if status in REFUSED:
             with pytest.raises(MappingError):
                 map_reading(r, "1", GATEWAY)
         else:

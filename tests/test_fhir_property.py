@@ -103,7 +103,9 @@ def readings(draw: st.DrawFn) -> Reading:
         clock_offset=offset,
         user_slot=draw(st.one_of(st.none(), st.integers(0, 255))),
         sequence=draw(st.one_of(st.none(), st.integers(0, 65535))),
-        status=frozenset(draw(st.sets(st.sampled_from(sorted(set(Status) - {Status.CONTROL_SOLUTION}))))),
+        status=frozenset(
+            draw(st.sets(st.sampled_from(sorted(set(Status) - {Status.CONTROL_SOLUTION, Status.TEST_DATA}))))
+        ),
         simulated=draw(st.booleans()),
     )
 

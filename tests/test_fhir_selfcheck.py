@@ -12,9 +12,10 @@ from gateway.reading import Metric, Unit
 
 
 def test_self_check_covers_every_kind_and_unit() -> None:
-    # blood pressure in mm[Hg] and kPa, pulse, weight in kg and lb (height m / in), glucose mg/dL and mmol/L,
-    # and each of the 4 kinds once without any number (dataAbsentReason)
-    assert self_check(GatewayInfo(id="gw-1", version="0.1.0")) == 7 + 4
+    # blood pressure in mm[Hg] and kPa, pulse, weight in kg and lb (height m / in), glucose mg/dL and mmol/L;
+    # oxygen saturation, body temperature in Cel and [degF], body composition in kg and lb; and each of the
+    # 7 kinds once without any number (dataAbsentReason)
+    assert self_check(GatewayInfo(id="gw-1", version="0.1.0")) == 12 + 7
 
 
 @pytest.mark.parametrize(

@@ -28,8 +28,9 @@ from tests.fhir_server import FhirServer
 PHD_ID = "http://hl7.org/fhir/uv/phd/StructureDefinition/PhdBaseObservation"
 LOINC = "http://loinc.org"
 MDC = "urn:iso:std:iso:11073:10101"
-# MDC codes of the Observation each reading yields first (BP panel, body weight, capillary glucose)
-PRIMARY = {"150020", "188736", "160184"}
+# MDC codes of the Observation each reading yields first (BP panel, body weight, capillary glucose, SpO2,
+# oral body temperature: the demo thermometer's site)
+PRIMARY = {"150020", "188736", "160184", "150456", "188424"}
 
 
 @pytest.fixture

@@ -151,6 +151,8 @@ def test_uuids() -> None:
         uuids.uuid16(0x181D),
         uuids.uuid16(0x181B),
         uuids.uuid16(0x1808),
+        uuids.uuid16(0x1809),  # Health Thermometer (Assigned Numbers §3.4)
+        uuids.uuid16(0x1822),  # Pulse Oximeter
     } == uuids.HEALTH_SERVICES
     for bad in ("not-a-uuid", "12345"):
         with pytest.raises(ValueError):

@@ -14,7 +14,7 @@ from drivers.gatt.body_composition import (
     parse_body_composition,
 )
 from drivers.gatt.body_composition import to_reading as body_to_reading
-from drivers.gatt.errors import MeasurementUnsuccessfulError, NoValueError
+from drivers.gatt.errors import NoValueError
 from drivers.gatt.weight_scale import (
     WeightMeasurement,
     WeightScaleFeature,
@@ -228,8 +228,8 @@ def test_body_composition_pair_with_mixed_units() -> None:
 
 
 def test_body_composition_unsuccessful_and_malformed() -> None:
-    with pytest.raises(MeasurementUnsuccessfulError):
-        parse_body_composition(bytes.fromhex("0000FFFF"))
+    # body fat 0xFFFF = measurement unsuccessful (BCS 1.0 §3.2): no number, kept (dataAbsentReason downstream)
+    assert parse_body_composition(bytes.fromhex("0000FFFF")) == BodyCompositionMeasurement(False, None)
     for cut in range(len(BODY_SINGLE)):
         with pytest.raises(MalformedFrameError):
             parse_body_composition(BODY_SINGLE[:cut])

@@ -67,7 +67,7 @@ def test_demo_posts_to_the_receiver(
     assert forwarded > 0 and committed == generated
     stored = [json.loads(line) for line in ndjson.read_text().splitlines()]
     kinds = Counter(r["resourceType"] for r in stored)
-    assert kinds["Device"] == 5  # four simulated devices (one serial) and the gateway, each created once
+    assert kinds["Device"] == 7  # six simulated devices (one serial) and the gateway, each created once
     idents = [r["identifier"][0]["value"] for r in stored if r["resourceType"] == "Observation"]
     assert len(idents) == len(set(idents)) >= forwarded
     assert all(r["meta"]["security"][0]["code"] == "HTEST" for r in stored if r["resourceType"] == "Observation")

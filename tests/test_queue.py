@@ -93,6 +93,14 @@ async def test_control_solution_is_withheld_not_sent(queue: ReadingQueue) -> Non
     assert (await queue.lease(10))[0] == []
 
 
+async def test_device_declared_test_data_is_withheld_not_sent(queue: ReadingQueue) -> None:
+    """PLX Measurement Status "data for demonstration / testing" (PLXS 1.0 §3.1.1.3) is not patient data."""
+    await queue.bind("BP123456", 1, "Patient/p1")
+    await queue.put([replace(bp(), status=frozenset({Status.TEST_DATA}))])
+    assert (await queue.counts())[State.WITHHELD] == 1
+    assert (await queue.lease(10))[0] == []
+
+
 async def test_concurrent_puts_share_commits(queue: ReadingQueue) -> None:
     before = queue.commits
     results = await asyncio.gather(*(queue.put([bp(minute=m % 60, user=m // 60)]) for m in range(300)))

@@ -16,11 +16,21 @@ from typing import Any
 
 from drivers.ble import runtime
 from drivers.ble.transport import Advert, BleError, ScanFilter
+from drivers.errors import DeviceProtocolError
 from drivers.gatt import uuids
 
 __all__ = ["BLE_SIMULATORS", "add_ble_simulate_arguments", "cmd_simulate", "format_adverts", "register"]
 
-BLE_SIMULATORS = ("ble-cuff", "ble-scale", "ble-glucose")
+BLE_SIMULATORS = (
+    "ble-cuff",
+    "ble-scale",
+    "ble-glucose",
+    "ble-thermometer",
+    "ble-pulse-oximeter",
+    "ble-body-scale",
+    "xiaomi-scale",
+    "omron-ble",
+)
 
 SubParsers = Any  # argparse._SubParsersAction, private in typeshed
 
@@ -49,7 +59,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0 if adverts else 1
 
 
-def _sentence(exc: BleError) -> str:
+def _sentence(exc: Exception) -> str:
     """One line for the operator: the error, and for a stack that cannot be reached what to check."""
     hint = getattr(exc, "hint", None)
     return f"{exc}: {hint}" if hint else str(exc)
@@ -87,11 +97,19 @@ def cmd_pair(args: argparse.Namespace) -> int:
 
     async def go() -> None:
         session = await runtime.get_transport().connect(args.address, timeout=args.timeout, pair=True)
-        await session.disconnect()
+        try:
+            if getattr(args, "omron_model", None):
+                # Omron cuffs also need our 16-byte key stored while they are in pairing mode (-P-).
+                from drivers.ble.omron import DEFAULT_KEY, program_key
+
+                key = bytes.fromhex(args.omron_key) if getattr(args, "omron_key", None) else DEFAULT_KEY
+                await program_key(session, key)
+        finally:
+            await session.disconnect()
 
     try:
         asyncio.run(go())
-    except BleError as exc:
+    except (BleError, DeviceProtocolError) as exc:
         print(f"vitalgate: pairing failed: {_sentence(exc)}", file=sys.stderr)
         return 1
     print(f"bonded with {args.address.upper()}")
@@ -174,5 +192,7 @@ def register(sub: SubParsers) -> None:
         default=30.0,
         help="seconds to wait for the device (default 30)",
     )
+    p.add_argument("--omron-model", help="an Omron cuff (e.g. HEM-7322T) in pairing mode: also store our pairing key")
+    p.add_argument("--omron-key", help="the 16-byte pairing key as 32 hex digits (default: VitalGate's own)")
     p.add_argument("--config", default=str(DEFAULT_PATH), help=f"config file (default {DEFAULT_PATH})")
     p.set_defaults(fn=cmd_pair)

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import structlog
 
 from drivers.base import DeviceContext
+from drivers.ble.quirks import STANDARD, Quirks, quirks_for
 from drivers.ble.runtime import get_transport
 from drivers.ble.transport import (
     BleError,
@@ -32,6 +33,7 @@ from drivers.ble.transport import (
 from drivers.errors import DeviceProtocolError
 from drivers.gatt import battery, device_info, uuids
 from drivers.gatt import current_time as gatt_time
+from drivers.gatt.date_time import encode_date_time
 from gateway.errors import ConfigError
 from gateway.reading import DeviceIdentity, Reading
 
@@ -186,32 +188,36 @@ async def check_clock(
     now: Callable[[], datetime] | None = None,
     *,
     tz: tzinfo | None = None,
+    quirks: Quirks = STANDARD,
 ) -> timedelta | None:
     """Read Current Time; set it when writable and off by more than `tolerance`.
 
     The gateway's clock is read in `tz` (the context's `local_tz`), the zone the device keeps, unless a
-    `now` is given.
+    `now` is given. A device's row in the quirks table may ask for the clock to be written always (some
+    send nothing until it is, possibly to Date Time 0x2A08) or never (drivers/ble/quirks.py).
 
     Returns the offset (device minus gateway) measured BEFORE any correction: the records the device
     already stores were stamped with that clock, so that is the offset their timestamps need.
     None when the device has no Current Time (or its value is unusable).
     """
-    if not session.has(uuids.CURRENT_TIME):
-        return None
-    try:
-        device_now = gatt_time.parse_current_time(await session.read(uuids.CURRENT_TIME)).time
-    except DeviceProtocolError as exc:
-        log.warning("ble_current_time_malformed", error=type(exc).__name__)
-        return None
-    if device_now is None:
-        return None
     if now is None:
         now = partial(_gateway_local_now, tz)
-    offset = gatt_time.clock_offset(device_now.replace(microsecond=0), now())
-    if abs(offset) > tolerance and session.can_write(uuids.CURRENT_TIME):
+    offset: timedelta | None = None
+    if session.has(uuids.CURRENT_TIME):
         try:
-            await session.write(uuids.CURRENT_TIME, gatt_time.encode_current_time(now()))
-            log.info("ble_clock_set", offset_s=offset.total_seconds())
+            device_now = gatt_time.parse_current_time(await session.read(uuids.CURRENT_TIME)).time
+        except DeviceProtocolError as exc:
+            log.warning("ble_current_time_malformed", error=type(exc).__name__)
+            device_now = None
+        if device_now is not None:
+            offset = gatt_time.clock_offset(device_now.replace(microsecond=0), now())
+    off = offset is not None and abs(offset) > tolerance
+    target = quirks.time_characteristic
+    if (quirks.set_clock == "always" or (quirks.set_clock == "when-off" and off)) and session.can_write(target):
+        value = gatt_time.encode_current_time(now()) if target == uuids.CURRENT_TIME else encode_date_time(now())
+        try:
+            await session.write(target, value)
+            log.info("ble_clock_set", offset_s=offset.total_seconds() if offset is not None else None)
         except BleError as exc:  # some devices refuse; the offset still corrects the readings
             log.warning("ble_clock_set_failed", error=type(exc).__name__)
     return offset
@@ -241,12 +247,14 @@ async def collect_frames(
     idle_timeout: float,
     source: str,
     max_readings: int = DEFAULT_MAX_READINGS,
+    limit: int | None = None,
 ) -> int:
-    """Subscribe to `uuid` and commit every frame until the device disconnects, goes quiet, or has sent
-    `max_readings` in this session (then the caller disconnects: a flooding device gets no more)."""
+    """Subscribe to `uuid` and commit every frame until the device disconnects, goes quiet, has sent
+    `max_readings` in this session (then the caller disconnects: a flooding device gets no more), or `limit`
+    frames were handled (a device known to send its last record only)."""
     sink: BoundedFrames[bytes] = BoundedFrames()
     await session.subscribe(uuid, sink)
-    accepted = 0
+    accepted = handled = 0
     while accepted < max_readings:
         try:
             raw = await next_frame(session, sink.frames, idle_timeout, "measurement")
@@ -255,9 +263,14 @@ async def collect_frames(
         if raw is None:
             break
         accepted += await handle_frame(ctx, raw, to_reading, source)
+        handled += 1
+        if limit is not None and handled >= limit:
+            break
     else:
         log.warning("ble_session_reading_cap", source=source, limit=max_readings)
-    log.info("ble_frame_queue", source=source, high_water=sink.high_water, dropped=sink.dropped, limit=sink.limit)
+    (log.warning if sink.dropped else log.debug)(
+        "ble_frame_queue", source=source, high_water=sink.high_water, dropped=sink.dropped, limit=sink.limit
+    )
     return accepted
 
 
@@ -295,6 +308,7 @@ class BleDriver:
     name: ClassVar[str]
     transport: ClassVar[str] = "ble"
     description: ClassVar[str]
+    quirks: Quirks = STANDARD  # this device's known behaviours, looked up once its identity is read
 
     def __init__(self, ble: BleTransport | None = None) -> None:
         self._ble = ble
@@ -320,7 +334,12 @@ class BleDriver:
                     "or set allow_unbonded = true for a device that cannot bond"
                 )
             identity = await read_identity(session, self.name)
-            offset = await check_clock(session, ctx.clock_tolerance, tz=ctx.local_tz)
+            self.quirks, row = quirks_for(identity)
+            if row is not None:
+                log.info("ble_device_quirks", driver=self.name, model=identity.model, behaviour=row.behaviour)
+            if self.quirks.connect_delay:
+                await asyncio.sleep(self.quirks.connect_delay)
+            offset = await check_clock(session, ctx.clock_tolerance, tz=ctx.local_tz, quirks=self.quirks)
             await log_battery(session, self.name)
             await self.collect(session, ctx, identity, offset, opts)
         finally:

@@ -67,6 +67,7 @@ class IndicatingDriver(BleDriver):
         def to_reading(raw: bytes) -> Reading:
             return parse(raw, identity, received_now(), offset, opts.simulated)
 
+        limit = 1 if self.quirks.last_record_only else None
         count = await collect_frames(
             session,
             ctx,
@@ -75,6 +76,7 @@ class IndicatingDriver(BleDriver):
             idle_timeout=opts.idle_timeout,
             source=source,
             max_readings=opts.max_readings_per_session,
+            limit=limit,
         )
         # A poll that found nothing new is routine (about once a second per device): debug, not info.
         (log.info if count else log.debug)("ble_session_done", driver=self.name, readings=count)

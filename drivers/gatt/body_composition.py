@@ -6,7 +6,8 @@ BCS 1.0 §3.2 / GSS v8 §3.34: flags uint16 | body fat percentage uint16 (0.1 %,
 | weight (10) | height (11); bit 0 SI/imperial (masses 0.005 kg / 0.01 lb, height 0.001 m / 0.1 in);
 bit 12 "multiple packet measurement"; bits 13-15 reserved (ignored; trailing bytes still rejected).
 
-Body fat 0xFFFF = measurement unsuccessful -> `MeasurementUnsuccessfulError`.
+Body fat 0xFFFF = measurement unsuccessful: `body_fat_percent` None, and the reading's body fat a measurement
+without a number (`Absent.UNSUCCESSFUL`, sent as dataAbsentReason), as for a weight of 0xFFFF.
 
 Multi-packet (BCS 1.0 §4.2.1): when a measurement does not fit in ATT_MTU-3 the server splits it into
 two indications, each with bit 12 set and its own flags saying which fields it carries.
@@ -22,13 +23,14 @@ from datetime import datetime, timedelta
 from drivers.errors import DeviceProtocolError
 from drivers.gatt._common import user_slot
 from drivers.gatt._wire import Reader
-from drivers.gatt.errors import MeasurementUnsuccessfulError, NoValueError
+from drivers.gatt.errors import NoValueError
 from drivers.gatt.weight_scale import height, mass
-from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
+from gateway.reading import Absent, DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
 
 __all__ = [
     "BodyCompositionAssembler",
     "BodyCompositionMeasurement",
+    "composition_reading",
     "parse_body_composition",
     "to_reading",
 ]
@@ -53,7 +55,7 @@ class BodyCompositionMeasurement:
     """One 0x2A9C value; masses in kg or lb and height in m or in per `imperial`."""
 
     imperial: bool
-    body_fat_percent: float
+    body_fat_percent: float | None  # None: the scale reported "measurement unsuccessful" (0xFFFF)
     time_stamp: datetime | None = None
     user_id: int | None = None
     basal_metabolism_kj: int | None = None
@@ -97,11 +99,9 @@ def parse_body_composition(data: bytes) -> BodyCompositionMeasurement:
     weight = opt_mass(_WEIGHT)
     h = height(r.u16(), imp) if flags & _HEIGHT else None
     r.end()
-    if fat_raw == 0xFFFF:
-        raise MeasurementUnsuccessfulError("body fat percentage", bytes(data))
     return BodyCompositionMeasurement(
         imp,
-        fat_raw / 10,
+        None if fat_raw == 0xFFFF else fat_raw / 10,
         time_stamp,
         user_id,
         basal,
@@ -155,6 +155,47 @@ class BodyCompositionAssembler:
         self._first = None
 
 
+def composition_reading(
+    m: BodyCompositionMeasurement,
+    device: DeviceIdentity,
+    received_at: datetime,
+    clock_offset: timedelta | None = None,
+    raw: bytes = b"",
+    *,
+    simulated: bool = False,
+) -> Reading:
+    """A BODY_COMPOSITION Reading: body fat and every compartment the scale sent, each its own metric.
+
+    Weight and height are not in it: they go into a BODY_WEIGHT reading (`to_reading`) only when the scale
+    has no Weight Scale measurement of its own (drivers/ble/scale.py), so one weigh-in is one weight."""
+    unit = m.weight_unit
+    fat = (
+        Measurement.missing(Metric.BODY_FAT, Unit.PERCENT, Absent.UNSUCCESSFUL)
+        if m.body_fat_percent is None
+        else Measurement(Metric.BODY_FAT, m.body_fat_percent, Unit.PERCENT)
+    )
+    values: list[tuple[Metric, float | None, Unit]] = [
+        (Metric.MUSCLE_PERCENT, m.muscle_percent, Unit.PERCENT),
+        (Metric.MUSCLE_MASS, m.muscle_mass, unit),
+        (Metric.FAT_FREE_MASS, m.fat_free_mass, unit),
+        (Metric.SOFT_LEAN_MASS, m.soft_lean_mass, unit),
+        (Metric.BODY_WATER_MASS, m.body_water_mass, unit),
+        (Metric.IMPEDANCE, m.impedance_ohm, Unit.OHM),
+        (Metric.BASAL_METABOLISM, None if m.basal_metabolism_kj is None else float(m.basal_metabolism_kj), Unit.KJ),
+    ]
+    return Reading(
+        kind=Kind.BODY_COMPOSITION,
+        measurements=(fat, *(Measurement(metric, v, u) for metric, v, u in values if v is not None)),
+        device=device,
+        received_at=received_at,
+        device_time=m.time_stamp,
+        clock_offset=clock_offset,
+        user_slot=user_slot(m.user_id),
+        raw=raw,
+        simulated=simulated,
+    )
+
+
 def to_reading(
     m: BodyCompositionMeasurement,
     device: DeviceIdentity,
@@ -164,8 +205,8 @@ def to_reading(
     *,
     simulated: bool = False,
 ) -> Reading:
-    """A BODY_WEIGHT Reading from the weight (and height) fields. Body fat and the other compartments have
-    no `Metric` yet, so they stay in the parsed value only. No weight -> `NoValueError`."""
+    """A BODY_WEIGHT Reading from the weight (and height) fields; the compartments are in
+    `composition_reading`. No weight -> `NoValueError`."""
     if m.weight is None:
         raise NoValueError("body composition without weight", raw, field="weight")
     measurements = [Measurement(Metric.BODY_WEIGHT, m.weight, m.weight_unit)]

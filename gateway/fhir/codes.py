@@ -195,6 +195,61 @@ _BMI = concept(
 )
 _GLU_CAPILLARY = _mdc("160184", "MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD")
 
+# Pulse oximetry (IEEE 11073-10404; MDC codes = partition 2 << 16 + term code): SpO2 MDC_PULS_OXIM_SAT_O2
+# with LOINC 59408-5 (by pulse oximetry) and 2708-6 (the R4 oxygensat profile's fixed code); the pulse
+# rate an oximeter derives, MDC_PULS_OXIM_PULS_RATE, with 8867-4 (R4 heartrate profile); pulse amplitude
+# index MDC_PULS_OXIM_PERF_REL (term 19376), no LOINC.
+_SPO2 = concept(
+    _mdc("150456", "MDC_PULS_OXIM_SAT_O2"),
+    _loinc("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry"),
+    _loinc("2708-6", "Oxygen saturation in Arterial blood"),
+    text="Oxygen saturation (SpO2)",
+)
+_PULSE_OXIM = concept(
+    _mdc("149530", "MDC_PULS_OXIM_PULS_RATE"), _loinc("8867-4", "Heart rate"), text="Pulse rate (oximeter)"
+)
+_PAI = concept(_mdc("150488", "MDC_PULS_OXIM_PERF_REL"), text="Pulse amplitude index")
+# Body temperature (IEEE 11073-10408): MDC_TEMP_BODY or the site's own term (SCADA partition; TEMP_TYMP
+# 150392, RECT 188420, ORAL 188424, EAR 188428, FINGER 188432, TOE 188448, AXILLA 188452, GIT 188456),
+# always with LOINC 8310-5 as the R4 bodytemp profile requires.
+_BODY_TEMP = _loinc("8310-5", "Body temperature")
+_TEMP_SITES: dict[Metric, tuple[str, str, str]] = {
+    Metric.BODY_TEMPERATURE: ("150364", "MDC_TEMP_BODY", ""),
+    Metric.TEMPERATURE_AXILLA: ("188452", "MDC_TEMP_AXILLA", "Axilla"),
+    Metric.TEMPERATURE_EAR: ("188428", "MDC_TEMP_EAR", "Ear"),
+    Metric.TEMPERATURE_FINGER: ("188432", "MDC_TEMP_FINGER", "Finger"),
+    Metric.TEMPERATURE_GIT: ("188456", "MDC_TEMP_GIT", "Gastro-intestinal tract"),
+    Metric.TEMPERATURE_ORAL: ("188424", "MDC_TEMP_ORAL", "Mouth"),
+    Metric.TEMPERATURE_RECTAL: ("188420", "MDC_TEMP_RECT", "Rectum"),
+    Metric.TEMPERATURE_TOE: ("188448", "MDC_TEMP_TOE", "Toe"),
+    Metric.TEMPERATURE_TYMPANUM: ("150392", "MDC_TEMP_TYMP", "Tympanic membrane"),
+}
+
+
+def _temp_code(metric: Metric) -> dict[str, Any]:
+    code, ref_id, site = _TEMP_SITES[metric]
+    return concept(
+        _mdc(code, ref_id), _BODY_TEMP, text=f"Body temperature ({site.lower()})" if site else "Body temperature"
+    )
+
+
+# Body composition (IEEE 11073-10420 terms, SCADA partition): body fat MDC_BODY_FAT with LOINC 41982-0;
+# fat-free mass 57684, soft lean mass 57688, body water 57692 (also in 11073-20601); basal metabolism 57696,
+# muscle percentage 57700, muscle mass 57704, electrical impedance 57708 (10420 additions, as listed by an
+# open 11073 nomenclature table). No LOINC is claimed where we know of none.
+_BODY_FAT = concept(
+    _mdc("188748", "MDC_BODY_FAT"), _loinc("41982-0", "Percentage of body fat Measured"), text="Body fat"
+)
+_FAT_FREE = concept(_mdc("188756", "MDC_MASS_BODY_FAT_FREE"), text="Fat-free mass")
+_SOFT_LEAN = concept(_mdc("188760", "MDC_MASS_BODY_SOFT_LEAN"), text="Soft lean mass")
+_WATER = concept(_mdc("188764", "MDC_BODY_WATER"), text="Body water mass")
+_BMR = concept(_mdc("188768", "MDC_BASAL_METABOLISM"), text="Basal metabolism")
+_MUSCLE_PCT = concept(_mdc("188772", "MDC_BODY_MUSCLE"), text="Muscle percentage")
+_MUSCLE_MASS = concept(_mdc("188776", "MDC_MASS_BODY_MUSCLE"), text="Muscle mass")
+_IMPEDANCE = concept(_mdc("188780", "MDC_BODY_ELECTRICAL_IMPEDANCE"), text="Body electrical impedance")
+
+_MASSES = ((Unit.KG, "kg", "kg"), (Unit.LB, "[lb_av]", "lb"))
+
 QUANTITIES: Final[MappingProxyType[tuple[Metric, Unit], QuantitySpec]] = MappingProxyType(
     {
         (Metric.SYSTOLIC, Unit.MMHG): QuantitySpec(concept(*_SYS, text="Systolic"), "mm[Hg]", "mmHg"),
@@ -227,6 +282,19 @@ QUANTITIES: Final[MappingProxyType[tuple[Metric, Unit], QuantitySpec]] = Mapping
             "mmol/L",
             "mmol/L",
         ),
+        (Metric.SPO2, Unit.PERCENT): QuantitySpec(_SPO2, "%", "%"),
+        (Metric.PULSE_RATE_OXIMETRY, Unit.PER_MIN): QuantitySpec(_PULSE_OXIM, "/min", "beats/minute"),
+        (Metric.PULSE_AMPLITUDE_INDEX, Unit.PERCENT): QuantitySpec(_PAI, "%", "%"),
+        **{(m, Unit.CEL): QuantitySpec(_temp_code(m), "Cel", "C") for m in _TEMP_SITES},
+        **{(m, Unit.DEG_F): QuantitySpec(_temp_code(m), "[degF]", "F") for m in _TEMP_SITES},
+        (Metric.BODY_FAT, Unit.PERCENT): QuantitySpec(_BODY_FAT, "%", "%"),
+        (Metric.MUSCLE_PERCENT, Unit.PERCENT): QuantitySpec(_MUSCLE_PCT, "%", "%"),
+        **{(Metric.MUSCLE_MASS, u): QuantitySpec(_MUSCLE_MASS, c, n) for u, c, n in _MASSES},
+        **{(Metric.FAT_FREE_MASS, u): QuantitySpec(_FAT_FREE, c, n) for u, c, n in _MASSES},
+        **{(Metric.SOFT_LEAN_MASS, u): QuantitySpec(_SOFT_LEAN, c, n) for u, c, n in _MASSES},
+        **{(Metric.BODY_WATER_MASS, u): QuantitySpec(_WATER, c, n) for u, c, n in _MASSES},
+        (Metric.IMPEDANCE, Unit.OHM): QuantitySpec(_IMPEDANCE, "Ohm", "Ohm"),
+        (Metric.BASAL_METABOLISM, Unit.KJ): QuantitySpec(_BMR, "kJ", "kJ"),
     }
 )
 
@@ -247,6 +315,7 @@ class ObservationSpec:
     components: tuple[tuple[Metric, bool], ...] = ()
     code: dict[str, Any] | None = None
     required: bool = False
+    body_site: dict[str, Any] | None = None  # Observation.bodySite (text only: the MDC term names the site)
 
     @property
     def all_profiles(self) -> tuple[str, ...]:
@@ -312,6 +381,43 @@ KINDS: Final[MappingProxyType[Kind, KindSpec]] = MappingProxyType(
         Kind.BLOOD_GLUCOSE: KindSpec(
             (ObservationSpec("blood-glucose", (LABORATORY, PHD_OBSERVATION), value=Metric.GLUCOSE, required=True),)
         ),
+        Kind.OXYGEN_SATURATION: KindSpec(
+            (
+                ObservationSpec("spo2", _VS_CATEGORY, _vs("oxygensat"), value=Metric.SPO2, required=True),
+                ObservationSpec("pulse-rate", _VS_CATEGORY, _vs("heartrate"), value=Metric.PULSE_RATE_OXIMETRY),
+                ObservationSpec("pulse-amplitude-index", (PHD_OBSERVATION,), value=Metric.PULSE_AMPLITUDE_INDEX),
+            )
+        ),
+        # One of these per reading: the metric says where it was measured (HTS Temperature Type).
+        Kind.BODY_TEMPERATURE: KindSpec(
+            tuple(
+                ObservationSpec(
+                    m.value,  # body-temperature, body-temperature-oral ...
+                    _VS_CATEGORY,
+                    _vs("bodytemp"),
+                    value=m,
+                    body_site={"text": site} if site else None,
+                )
+                for m, (_, _, site) in _TEMP_SITES.items()
+            )
+        ),
+        # Not R4 vital signs: the PHD category only. None required (an advertising scale may send only the
+        # impedance); each compartment its own Observation.
+        Kind.BODY_COMPOSITION: KindSpec(
+            tuple(
+                ObservationSpec(metric.value, (PHD_OBSERVATION,), value=metric)
+                for metric in (
+                    Metric.BODY_FAT,
+                    Metric.MUSCLE_PERCENT,
+                    Metric.MUSCLE_MASS,
+                    Metric.FAT_FREE_MASS,
+                    Metric.SOFT_LEAN_MASS,
+                    Metric.BODY_WATER_MASS,
+                    Metric.IMPEDANCE,
+                    Metric.BASAL_METABOLISM,
+                )
+            )
+        ),
     }
 )
 
@@ -322,6 +428,9 @@ SPECIALIZATIONS: Final[MappingProxyType[Kind, Specialization]] = MappingProxyTyp
         Kind.PULSE_RATE: Specialization("528388", "MDC_DEV_SPEC_PROFILE_PULS_OXIM", "Pulse oximeter"),
         Kind.BODY_WEIGHT: Specialization("528399", "MDC_DEV_SPEC_PROFILE_SCALE", "Weighing scale"),
         Kind.BLOOD_GLUCOSE: Specialization("528401", "MDC_DEV_SPEC_PROFILE_GLUCOSE", "Glucose meter"),
+        Kind.OXYGEN_SATURATION: Specialization("528388", "MDC_DEV_SPEC_PROFILE_PULS_OXIM", "Pulse oximeter"),
+        Kind.BODY_TEMPERATURE: Specialization("528392", "MDC_DEV_SPEC_PROFILE_TEMP", "Thermometer"),
+        Kind.BODY_COMPOSITION: Specialization("528404", "MDC_DEV_SPEC_PROFILE_BCA", "Body composition analyzer"),
     }
 )
 
@@ -359,6 +468,11 @@ STATUS_BITS: Final[MappingProxyType[Status, StatusBit]] = MappingProxyType(
         Status.DEVICE_FAULT: StatusBit("8417752", "8417752.10", "device-gen-fault"),
         Status.TIME_FAULT: StatusBit("8417752", None, "time-fault"),
         Status.DEVICE_ANNUNCIATION: StatusBit("8417752", None, "device-annunciation"),
+        # PLX device and sensor / measurement status (PLXS 1.0), folded as drivers/gatt/plx.py says; the
+        # oximeter's status family MDC_PULS_OXIM_DEV_STATUS (term 19532), named by text only.
+        Status.QUESTIONABLE_MEASUREMENT: StatusBit("150604", None, "questionable-measurement"),
+        Status.LOW_PERFUSION: StatusBit("150604", None, "low-perfusion"),
+        Status.SIGNAL_QUALITY: StatusBit("150604", None, "signal-quality"),
     }
 )
 
@@ -368,8 +482,10 @@ BITS_FAMILIES: Final[MappingProxyType[str, dict[str, Any]]] = MappingProxyType(
             _mdc("8410608", "MDC_BLOOD_PRESSURE_MEASUREMENT_STATUS"), text="Blood pressure measurement status"
         ),
         "8417752": concept(_mdc("8417752", "MDC_GLU_METER_DEV_STATUS"), text="Glucose meter device status"),
+        "150604": concept(_mdc("150604", "MDC_PULS_OXIM_DEV_STATUS"), text="Pulse oximeter status"),
     }
 )
 
 # Not patient data at all: a control-solution test checks the meter, not the person.
-REJECTED_STATUS: Final = frozenset({Status.CONTROL_SOLUTION})
+# ... nor is a value the device itself marks as demonstration or test data (PLX measurement status).
+REJECTED_STATUS: Final = frozenset({Status.CONTROL_SOLUTION, Status.TEST_DATA})

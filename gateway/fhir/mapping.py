@@ -231,6 +231,8 @@ def _observation(
         code, quantity = _quantity(m)
         resource = _resource(meta, extension, ids(code, spec.role), spec.category, code, common)
         _value(resource, m, quantity)
+        if spec.body_site is not None:
+            resource["bodySite"] = spec.body_site
         return _entry(next(_URLS), resource)
     components = []
     for metric, required in spec.components:
@@ -335,7 +337,7 @@ def map_reading(
     if spec is None:
         raise MappingError(f"no FHIR mapping for kind {reading.kind.value}")
     if reading.status & c.REJECTED_STATUS:
-        raise MappingError("control-solution readings are not patient data")
+        raise MappingError("control-solution and device test readings are not patient data")
     subject, patient_key = patient_reference(patient)
     found = _measurements(reading, spec)
     htest = test_data or reading.simulated

@@ -1,4 +1,5 @@
-"""BLE simulators for `vitalgate demo`: cuff (2 users), scale and glucose meter on an in-process link.
+"""BLE simulators for `vitalgate demo`: cuff (2 users), scale, glucose meter, thermometer and pulse oximeter
+on an in-process link.
 
 `start_demo_ble()` starts them, installs the Bumble-backed bleak transport as this process's BLE transport,
 bonds the glucose meter (as `vitalgate pair` would) and returns what the demo needs: the `[[devices]]`
@@ -16,8 +17,10 @@ from drivers.ble.bleak_transport import BleakTransport
 from simulators.ble.bleak_bumble import BleakClientBumble, BleakScannerBumble, BumbleHub
 from simulators.ble.cuff import BloodPressureCuff
 from simulators.ble.glucose import GlucoseMeter
+from simulators.ble.oximeter import PulseOximeter
 from simulators.ble.peripheral import SimulatedPeripheral
 from simulators.ble.run import GLUCOSE_PASSKEY, SimulatorSet
+from simulators.ble.thermometer import Thermometer
 
 __all__ = ["DemoBle", "start_demo_ble"]
 
@@ -43,7 +46,9 @@ def _options(sim: SimulatedPeripheral) -> dict[str, Any]:
 
 async def start_demo_ble(*, measure_every: float | None = 1.5, records: int = 2) -> DemoBle:
     sims = SimulatorSet()
-    await sims.start(("ble-cuff", "ble-scale", "ble-glucose"), records=records, users=2)
+    await sims.start(
+        ("ble-cuff", "ble-scale", "ble-glucose", "ble-thermometer", "ble-pulse-oximeter"), records=records, users=2
+    )
 
     async def passkey() -> int:
         return GLUCOSE_PASSKEY
@@ -57,6 +62,14 @@ async def start_demo_ble(*, measure_every: float | None = 1.5, records: int = 2)
             session = await transport.connect(sim.address, pair=True)  # bond, as `vitalgate pair` does
             await session.disconnect()
             demo.devices.append(("demo-glucose", "ble-glucose", _options(sim), [(None, "Patient/demo-patient-2")]))
+        elif isinstance(sim, Thermometer):
+            demo.devices.append(
+                ("demo-thermometer", "ble-thermometer", _options(sim), [(None, "Patient/demo-patient-1")])
+            )
+        elif isinstance(sim, PulseOximeter):
+            # Stored spot-checks over RACP, then continuous samples thinned to one every 5 s (and on change).
+            options = {**_options(sim), "continuous_seconds": 5}
+            demo.devices.append(("demo-oximeter", "ble-pulse-oximeter", options, [(None, "Patient/demo-patient-2")]))
         elif isinstance(sim, BloodPressureCuff):
             bindings: list[tuple[int | None, str]] = [(1, "Patient/demo-patient-1"), (2, "Patient/demo-patient-2")]
             # The simulated cuff and scale, like many real ones, cannot bond: accepted explicitly.

@@ -26,17 +26,31 @@ from bumble.link import LocalLink
 from bumble.transport import open_transport
 from bumble.transport.common import Transport
 
+from simulators.ble.body_scale import BodyCompositionScale, BodyRecord
 from simulators.ble.cuff import BloodPressureCuff
 from simulators.ble.encoding import BpRecord, GlucoseRecord, WeightRecord
 from simulators.ble.glucose import GlucoseMeter, make_records
+from simulators.ble.mi_scale import MiScale
+from simulators.ble.omron import OmronCuff, OmronReading
+from simulators.ble.oximeter import ContinuousSample, PulseOximeter, SpotCheck
 from simulators.ble.peripheral import SimulatedPeripheral
 from simulators.ble.scale import WeightScale
+from simulators.ble.thermometer import TemperatureRecord, Thermometer
 
 __all__ = ["KINDS", "SimulatorSet", "make_simulator", "serve_hci"]
 
 log = structlog.get_logger(__name__)
 
-KINDS = ("ble-cuff", "ble-scale", "ble-glucose")
+KINDS = (
+    "ble-cuff",
+    "ble-scale",
+    "ble-glucose",
+    "ble-thermometer",
+    "ble-pulse-oximeter",
+    "ble-body-scale",
+    "xiaomi-scale",
+    "omron-ble",
+)
 GLUCOSE_PASSKEY = 123456
 
 
@@ -71,7 +85,43 @@ def make_simulator(kind: str, *, records: int = 3, users: int = 2, seed: int = 7
         first = 1 + (int(time.time()) // 2) % 60000
         start = now - timedelta(hours=4 * records)
         return GlucoseMeter(make_records(records, start=start, first_sequence=first), passkey=GLUCOSE_PASSKEY)
+    if kind == "ble-thermometer":
+        temps = [
+            TemperatureRecord(round(rng.uniform(36.1, 37.9), 1), time=now - timedelta(hours=records - i), site=6)
+            for i in range(records)
+        ]
+        return Thermometer(list(temps))
+    if kind == "ble-pulse-oximeter":
+        stored = [
+            SpotCheck(rng.randint(92, 99), rng.randint(55, 95), time=now - timedelta(hours=records - i))
+            for i in range(records)
+        ]
+        # Stored spot-checks (RACP) plus a minute of continuous samples at 1 Hz, as while worn.
+        wave = [ContinuousSample(96 + (i // 20) % 3, 68 + i % 5) for i in range(60)]
+        return PulseOximeter(stored=list(stored), continuous=list(wave), period=1.0)
+    if kind == "ble-body-scale":
+        return BodyCompositionScale(
+            [_body(rng, now - timedelta(hours=records - i), 1 + i % users) for i in range(records)]
+        )
+    if kind == "xiaomi-scale":
+        return MiScale("v2")  # broadcasts a weigh-in on each `--every` tick
+    if kind == "omron-ble":
+        cuff = OmronCuff("HEM-7322T", pairing_mode=True)  # pair with: vitalgate pair ADDR --omron-model HEM-7322T
+        for i in range(records):
+            cuff.measure(1 + i % min(users, 2), _omron(rng, now - timedelta(hours=records - i)))
+        return cuff
     raise ValueError(f"unknown simulator {kind!r}; choose from {', '.join(KINDS)}")
+
+
+def _omron(rng: random.Random, at: datetime) -> OmronReading:
+    return OmronReading(rng.randint(105, 150), rng.randint(65, 95), rng.randint(55, 90), at)
+
+
+def _body(rng: random.Random, at: datetime, user: int) -> BodyRecord:
+    weight = round(rng.uniform(55, 95) / 0.005) * 0.005
+    return BodyRecord(
+        weight, round(rng.uniform(15, 35), 1), time=at, user=user, impedance_ohm=round(rng.uniform(400, 600), 1)
+    )
 
 
 @dataclass
@@ -114,6 +164,17 @@ class SimulatorSet:
                     sim.add(WeightRecord(round(rng.uniform(55, 95) / 0.005) * 0.005, time=now, user=1 + n % 2))
                 elif isinstance(sim, GlucoseMeter):
                     sim.add(GlucoseRecord(sim.next_sequence(), now, rng.randint(70, 250)))
+                elif isinstance(sim, BodyCompositionScale):
+                    sim.add(_body(rng, now, 1 + n % 2))
+                elif isinstance(sim, OmronCuff):
+                    sim.measure(1 + n % 2, _omron(rng, now))
+                elif isinstance(sim, MiScale):
+                    weight = round(rng.uniform(55, 95) / 0.005) * 0.005
+                    sim.spawn(sim.weigh(weight, impedance=rng.randint(400, 600), at=now))
+                elif isinstance(sim, PulseOximeter):
+                    sim.spot_checks.append(SpotCheck(rng.randint(92, 99), rng.randint(55, 95), time=now))
+                elif isinstance(sim, Thermometer):
+                    sim.add(TemperatureRecord(round(rng.uniform(36.1, 37.9), 1), time=now, site=6))
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -82,15 +83,19 @@ def _ble_device(driver: str, name: str, address: str) -> DeviceConfig:
 
 
 async def _run_gateway(
-    cfg: Config, keyring: KeyRing, count: int, then: Callable[[], Awaitable[object]] | None = None
+    cfg: Config,
+    keyring: KeyRing,
+    count: int | Callable[[list[Reading]], bool],
+    then: Callable[[], Awaitable[object]] | None = None,
 ) -> list[Reading]:
-    """Run the whole gateway until `count` readings were delivered and `then` returned; every reading delivered."""
+    """Run the whole gateway until `count` readings were delivered (or `count(delivered)` holds) and `then`
+    returned; every reading delivered."""
     delivered: list[Reading] = []
     enough = asyncio.Event()
 
     def on_delivered(reading: Reading, _forwarder: str) -> None:
         delivered.append(reading)
-        if len(delivered) >= count:
+        if count(delivered) if callable(count) else len(delivered) >= count:
             enough.set()
 
     gw = Gateway(cfg, keyring, on_delivered=on_delivered)
@@ -178,7 +183,8 @@ async def test_supervisor_resumes_glucose_after_link_loss_no_loss_no_duplicate(
 
 
 async def test_demo_devices_all_at_once(tmp_path: Path, keyring: KeyRing, key_file: Path) -> None:
-    """The demo's cuff, scale and glucose meter, each in its own supervisor task, over one adapter."""
+    """The demo's cuff, scale, glucose meter, thermometer and oximeter, each in its own supervisor task, over
+    one adapter."""
     ble = await start_demo_ble(measure_every=None, records=2)
     try:
         devices = tuple(
@@ -190,8 +196,17 @@ async def test_demo_devices_all_at_once(tmp_path: Path, keyring: KeyRing, key_fi
             for _, _, options, bindings in ble.devices:
                 for user, patient in bindings:
                     await q.bind(options["address"], user, patient)
-        delivered = await _run_gateway(cfg, keyring, 6)
+        fixed = ["blood-pressure", "body-weight", "blood-glucose", "body-temperature"]
+
+        def complete(got: list[Reading]) -> bool:
+            kinds = Counter(r.kind.value for r in got)
+            return all(kinds[k] >= 2 for k in fixed) and kinds["oxygen-saturation"] >= 3
+
+        delivered = await _run_gateway(cfg, keyring, complete)
     finally:
         await ble.stop()
-    kinds = [r.kind.value for r in delivered]
-    assert sorted(kinds) == sorted(["blood-pressure"] * 2 + ["body-weight"] * 2 + ["blood-glucose"] * 2)
+    kinds = Counter(r.kind.value for r in delivered)
+    assert {k: kinds[k] for k in fixed} == dict.fromkeys(fixed, 2)  # two stored records each, once
+    # the oximeter: its two stored spot-checks (RACP) and at least one sampled continuous reading
+    oximeter = [r for r in delivered if r.kind.value == "oxygen-saturation"]
+    assert sum(r.device_time is not None for r in oximeter) == 2 and len(oximeter) >= 3

@@ -1,0 +1,1 @@
+"""Devices that only advertise: readings decoded from BLE advertisement data (no connection)."""
