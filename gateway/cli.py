@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import pwd
 import signal
@@ -151,6 +152,14 @@ def _patient_ref(patient: str) -> str:
     raise ConfigError("<command line>", "PATIENT", "use a FHIR id (Patient/123 or 123) or an identifier system|value")
 
 
+def _json_out(args: argparse.Namespace, doc: Any) -> bool:
+    """With --json, print `doc` (stable keys, README "Status and JSON output") and return True."""
+    if not getattr(args, "json", False):
+        return False
+    print(json.dumps(doc, indent=2, sort_keys=True))
+    return True
+
+
 def cmd_bind(args: argparse.Namespace) -> int:
     patient = _patient_ref(args.patient)
 
@@ -158,6 +167,8 @@ def cmd_bind(args: argparse.Namespace) -> int:
         await q.bind(args.device, args.user, patient)
 
     asyncio.run(_with_queue(args, go, lambda q: f"binding {q.reference_tag(args.device, args.user)}"))
+    if _json_out(args, {"bound": True, "device": args.device, "user": args.user}):
+        return 0
     slot = f" user {args.user}" if args.user is not None else ""
     print(f"bound {args.device}{slot}; its readings now flow to the backend")
     return 0
@@ -168,7 +179,8 @@ def cmd_unbind(args: argparse.Namespace) -> int:
         return await q.unbind(args.device, args.user)
 
     removed = asyncio.run(_with_queue(args, go, lambda q: f"binding {q.reference_tag(args.device, args.user)}"))
-    print("unbound" if removed else "no such binding")
+    if not _json_out(args, {"unbound": removed, "device": args.device, "user": args.user}):
+        print("unbound" if removed else "no such binding")
     return 0 if removed else 1
 
 
@@ -177,7 +189,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
         return await q.devices(), await q.reload_bindings()
 
     devices, bindings = asyncio.run(_with_queue(args, go))
-    print(f"{'DEVICE':34} {'USER':4} {'DRIVER':18} {'MODEL':26} {'READINGS':>8}  PATIENT")
+    rows: list[dict[str, Any]] = []
     for d in devices:
         ident = d["system_id"] or d["serial_number"] or d["address"] or d["key"]
         names = identity_selectors(
@@ -190,8 +202,18 @@ def cmd_devices(args: argparse.Namespace) -> int:
             )
         )
         patient = next((b.patient for b in bindings if b.device in names and b.user_slot == d["user"]), "(unassigned)")
-        user = "-" if d["user"] is None else str(d["user"])
-        print(f"{ident:34} {user:4} {d['driver']:18} {(d['model'] or ''):26} {d['readings']:>8}  {patient}")
+        rows.append({**d, "device": ident, "patient": None if patient == "(unassigned)" else patient})
+    if _json_out(args, {"devices": rows}):
+        return 0
+    from gateway.health.report import when
+
+    print(f"{'DEVICE':34} {'USER':4} {'DRIVER':18} {'MODEL':26} {'READINGS':>8}  {'LAST SEEN':20}  PATIENT")
+    for r in rows:
+        user = "-" if r["user"] is None else str(r["user"])
+        print(
+            f"{r['device']:34} {user:4} {r['driver']:18} {(r['model'] or ''):26} {r['readings']:>8}  "
+            f"{when(r['last_seen']):20}  {r['patient'] or '(unassigned)'}"
+        )
     return 0
 
 
@@ -199,12 +221,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     async def go(q: ReadingQueue) -> tuple[dict[State, int], list[tuple[int, str]], int]:
         return await q.counts(), await q.quarantined(), len(await q.rejects())
 
+    from gateway.health.report import render_status, status_document
+
     counts, quarantined, rejects = asyncio.run(_with_queue(args, go))
-    for state, n in counts.items():
-        print(f"{state.name.lower():12} {n}")
-    print(f"{'rejected input':12} {rejects} frames kept for review")
-    for item_id, reason in quarantined[:20]:
-        print(f"  quarantined #{item_id}: {reason}")
+    doc = status_document(
+        _config(args).state_dir, {s.name.lower(): n for s, n in counts.items()}, quarantined, rejects
+    )
+    if not _json_out(args, doc):
+        print(render_status(doc))
     return 0
 
 
@@ -214,11 +238,16 @@ def cmd_requeue(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     ids = None if args.all else list(args.ids)
 
-    async def go(q: ReadingQueue) -> int:
-        return await q.requeue(ids)
+    async def go(q: ReadingQueue) -> tuple[int, list[int]]:
+        held = {i for i, _ in await q.quarantined()}
+        return await q.requeue(ids), [i for i in (ids or []) if i not in held]
 
-    moved = asyncio.run(_with_queue(args, go, lambda q: "all" if ids is None else f"{len(ids)} rows"))
+    moved, missing = asyncio.run(_with_queue(args, go, lambda q: "all" if ids is None else f"{len(ids)} rows"))
+    if _json_out(args, {"requeued": moved, "not_quarantined": missing}):
+        return 0
     print(f"{moved} quarantined readings queued again")
+    if missing:
+        print(f"not quarantined (left as they are): {', '.join(f'#{i}' for i in missing)}")
     return 0
 
 
@@ -226,7 +255,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     async def go(q: ReadingQueue) -> list[tuple[float, str, str, str]]:
         return await q.audit_trail(args.limit)
 
-    for at, actor, action, detail in reversed(asyncio.run(_with_queue(args, go))):
+    trail = list(reversed(asyncio.run(_with_queue(args, go))))
+    if _json_out(args, {"audit": [{"at": at, "actor": ac, "action": an, "detail": d} for at, ac, an, d in trail]}):
+        return 0
+    for at, actor, action, detail in trail:
         print(f"{datetime.fromtimestamp(at, UTC):%Y-%m-%d %H:%M:%S}Z  {actor:24} {action:10} {detail}")
     return 0
 
@@ -234,12 +266,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_drivers(args: argparse.Namespace) -> int:
     from drivers import registry
 
+    rows: list[dict[str, Any]] = []
     for name in sorted(registry.available()):
         try:
             cls = registry.load(name)
-            print(f"{name:24} {cls.transport:7} {cls.description}")
+            rows.append({"name": name, "transport": cls.transport, "description": cls.description, "error": None})
         except Exception as exc:
-            print(f"{name:24} (cannot load: {type(exc).__name__})")
+            rows.append({"name": name, "transport": None, "description": None, "error": type(exc).__name__})
+    if _json_out(args, {"drivers": rows}):
+        return 0
+    for r in rows:
+        if r["error"]:
+            print(f"{r['name']:24} (cannot load: {r['error']})")
+        else:
+            print(f"{r['name']:24} {r['transport']:7} {r['description']}")
     return 0
 
 
@@ -261,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
         if config:
             sp.add_argument("--config", default=str(DEFAULT_PATH), help=f"config file (default {DEFAULT_PATH})")
         sp.set_defaults(fn=fn)
+        if name in JSON_COMMANDS:
+            sp.add_argument("--json", action="store_true", help="machine-readable output (stable keys, see README)")
         return sp
 
     add("run", cmd_run, "run the gateway daemon")
@@ -276,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("device")
     u.add_argument("--user", type=int)
     add("devices", cmd_devices, "list device slots seen and their bindings")
-    add("status", cmd_status, "queue counts by state, quarantined rows, rejected input")
+    add("status", cmd_status, "daemon health and alarms first, then queue counts, quarantined rows, rejected input")
     rq = add("requeue", cmd_requeue, "send quarantined readings again (after fixing the backend or config)")
     rq.add_argument("ids", nargs="*", type=int, help="row ids from `vitalgate status`")
     rq.add_argument("--all", action="store_true", help="every quarantined reading")
@@ -298,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
         extra(sub)
     return p
 
+
+# Operator commands that take --json.
+JSON_COMMANDS = ("status", "devices", "audit", "requeue", "drivers", "bind", "unbind")
 
 # Modules that add subcommands (scan, pair, simulate ...) register a function here.
 EXTENSIONS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
@@ -338,7 +383,13 @@ def _ble_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     register(sub)
 
 
-EXTENSIONS.extend([_simulators, _ble_commands])
+def _console_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from gateway.console.cli import register
+
+    register(sub)
+
+
+EXTENSIONS.extend([_simulators, _ble_commands, _console_commands])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -356,6 +407,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_KEY
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `vitalgate status | head`: the reader left; say nothing more (Python docs, "SIGPIPE" note).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from datetime import timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
+from gateway.console.settings import Surfaces, parse_surfaces
 from gateway.errors import ConfigError
 
 __all__ = ["DEFAULT_PATH", "Config", "DeviceConfig", "load_config", "parse_config"]
@@ -52,6 +53,7 @@ class Config:
     log_level: str = "info"
     log_format: str = "auto"
     devices: tuple[DeviceConfig, ...] = ()
+    surfaces: Surfaces = field(default_factory=Surfaces)  # [console], [metrics], [alarms]
 
 
 class _Section:
@@ -108,7 +110,7 @@ def _table(file: str, doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 def parse_config(doc: Mapping[str, Any], file: str = "<config>", base: Path | None = None) -> Config:
     """`base` resolves a relative state_dir (the config file's folder), so examples run from a checkout."""
     top = _Section(file, "", doc)
-    top.finish(allowed_tables=("gateway", "queue", "output", "logging", "devices"))
+    top.finish(allowed_tables=("gateway", "queue", "output", "logging", "devices", "console", "metrics", "alarms"))
 
     g = _Section(file, "gateway", _table(file, doc, "gateway"))
     gateway_id = g.get("id", str, "vitalgate")
@@ -171,6 +173,7 @@ def parse_config(doc: Mapping[str, Any], file: str = "<config>", base: Path | No
         log_level=level,
         log_format=fmt,
         devices=devices,
+        surfaces=parse_surfaces(file, doc, state_dir),
     )
 
 

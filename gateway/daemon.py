@@ -19,6 +19,8 @@ import structlog
 
 from drivers import registry
 from gateway import __version__
+from gateway.alarms import SNAPSHOT_NAME as ALARMS_SNAPSHOT
+from gateway.alarms import AlarmBoard
 from gateway.config import Config, DeviceConfig
 from gateway.crypto import KeyRing
 from gateway.drainer import Backoff, Delivered, Drainer
@@ -27,8 +29,11 @@ from gateway.fhir import GatewayInfo
 from gateway.fhir.selfcheck import self_check
 from gateway.forwarders import ForwarderContext, build_forwarder
 from gateway.forwarders.base import Forwarder
+from gateway.health import HealthModel
+from gateway.health.monitor import HealthMonitor, certificate_expiries, describe_target
 from gateway.queue import ReadingQueue, State
 from gateway.reading import Reading
+from gateway.secrets import resolve_secret_path
 from gateway.systemd import Health, Notifier
 
 __all__ = ["Gateway", "QueueDeviceContext"]
@@ -49,6 +54,7 @@ class QueueDeviceContext:
     local_tz: tzinfo | None = None  # config `gateway.timezone`; None: the system's zone
     rejected: int = 0
     submitted: int = 0
+    health: HealthModel | None = None
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -57,14 +63,38 @@ class QueueDeviceContext:
     async def submit(self, readings: Sequence[Reading]) -> int:
         result = await self.queue.put(readings)
         self.submitted += len(readings)
+        if self.health is not None and readings:
+            newest = max(readings, key=lambda r: r.effective_time(self.local_tz))
+            offset = newest.clock_offset.total_seconds() if newest.clock_offset is not None else None
+            self.health.submitted(
+                self.device.name,
+                [r.kind.value for r in readings],
+                newest.effective_time(self.local_tz).timestamp(),
+                offset,
+                all(self.queue.binding_for(r) is not None for r in readings),
+            )
         if self.on_submitted:
             self.on_submitted(readings, result.new)
         return result.new
 
     async def reject(self, raw: bytes, error: Exception, *, source: str) -> None:
         self.rejected += 1
+        if self.health is not None:
+            self.health.input_rejected(self.device.name)
         await self.queue.reject(raw, error, source=f"{self.device.name}:{source}")
         log.warning("device_input_rejected", device_name=self.device.name, source=source, error=type(error).__name__)
+
+    def report_battery(self, percent: int) -> None:
+        """A session reached the device and read its battery (optional for drivers)."""
+        if self.health is not None:
+            self.health.seen(self.device.name)
+            self.health.battery(self.device.name, percent)
+
+    def report_clock(self, offset: timedelta | None) -> None:
+        """A session reached the device and compared its clock with ours (optional for drivers)."""
+        if self.health is not None:
+            self.health.seen(self.device.name)
+            self.health.clock_checked(self.device.name, offset.total_seconds() if offset is not None else None)
 
     async def checkpoint(self, name: str) -> str | None:
         return await self.queue.checkpoint(self.device.name, name)
@@ -103,6 +133,15 @@ class Gateway:
         self.health = Health()
         self.health.register("queue_writer", HEALTH_DEADLINE)
         self.health.register("drainer", HEALTH_DEADLINE)
+        # The operator's view (gateway.health): status, STATUS=, metrics and the console read this one model.
+        self.model = HealthModel(
+            version=__version__,
+            gateway_id=config.gateway_id,
+            forwarder=self.forwarder.name,
+            target=describe_target(config.forwarder, config.forwarder_options),
+            devices=[(d.name, d.driver) for d in config.devices],
+        )
+        self.alarms = AlarmBoard(config.state_dir / ALARMS_SNAPSHOT)
 
     def healthy(self) -> bool:
         """True while the queue writer commits and the drainer makes progress (for the systemd watchdog)."""
@@ -125,6 +164,7 @@ class Gateway:
                 on_delivered=self.on_delivered,
                 heartbeat=lambda: self.health.beat("drainer"),
                 send_timeout=cfg.send_timeout,
+                observer=self.model,
             )
             # Prove at start-up that the template-built hot path still yields valid FHIR on this install.
             checked = self_check(self.drainer.gateway, local_tz=cfg.timezone)
@@ -140,11 +180,17 @@ class Gateway:
                 devices=len(cfg.devices),
                 **{f"queue_{s.name.lower()}": n for s, n in counts.items()},
             )
+            monitor = self._monitor()
+            await monitor.step(monitor.facts())  # the first snapshot and STATUS= before READY
+            servers = await self._start_surfaces()
             async with asyncio.TaskGroup() as tg:
                 drainer = tg.create_task(self.drainer.run(), name="drainer")
                 tasks = [tg.create_task(self._device_loop(dev), name=f"device:{dev.name}") for dev in cfg.devices]
                 if self.notifier is not None:
                     tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
+                tasks.append(tg.create_task(monitor.run(), name="health"))
+                self.model.ready_at = self.model.clock()
+                monitor.publish(force=True)
                 self.ready.set()
                 if self.notifier is not None:
                     self.notifier.ready()
@@ -159,9 +205,40 @@ class Gateway:
                 if self.drain_timeout:
                     await self._drain_pending(self.drain_timeout)
                 drainer.cancel()
+                for server in servers:
+                    await server.cleanup()
         finally:
             await self.queue.close()
             log.info("gateway_stopped")
+
+    def _monitor(self) -> HealthMonitor:
+        cfg = self.config
+        key_file = None
+        with contextlib.suppress(GatewayError):
+            key_file = resolve_secret_path(cfg.key_file)
+        return HealthMonitor(
+            self.model,
+            self.alarms,
+            queue_path=cfg.queue_path,
+            state_dir=cfg.state_dir,
+            thresholds=cfg.surfaces.alarms,
+            key_file=key_file,
+            credentials=certificate_expiries(f"output.{cfg.forwarder}", cfg.forwarder_options),
+            notifier=self.notifier,
+        )
+
+    async def _start_surfaces(self) -> list[Any]:
+        """Metrics and the console, when configured: aiohttp runners to clean up on stop."""
+        runners: list[Any] = []
+        if self.config.surfaces.metrics.enabled:
+            from gateway.metrics import start_metrics
+
+            runners.append(await start_metrics(self.model, self.config.surfaces.metrics))
+        if self.config.surfaces.console.enabled:
+            from gateway.console.app import start_console
+
+            runners.append(await start_console(self))
+        return runners
 
     async def _drain_pending(self, seconds: float) -> None:
         assert self.queue is not None
@@ -172,7 +249,12 @@ class Gateway:
     async def _device_loop(self, dev: DeviceConfig) -> None:
         assert self.queue is not None
         ctx = QueueDeviceContext(
-            self.queue, dev, self.config.clock_tolerance, self.on_submitted, local_tz=self.config.timezone
+            self.queue,
+            dev,
+            self.config.clock_tolerance,
+            self.on_submitted,
+            local_tz=self.config.timezone,
+            health=self.model,
         )
         self.contexts[dev.name] = ctx
         driver = registry.load(dev.driver)()
@@ -190,6 +272,7 @@ class Gateway:
             except Exception as exc:  # a device must never take the daemon down
                 delay = backoff.delay(failures)
                 failures += 1
+                self.model.session_failed(dev.name, type(exc).__name__)
                 bound.warning(
                     "device_session_failed", error=type(exc).__name__, detail=_safe(exc), retry_in=round(delay, 1)
                 )

@@ -3,7 +3,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-"$root/scripts/bootstrap.sh" test mosquitto mosquitto-clients
+"$root/scripts/bootstrap.sh" test mosquitto mosquitto-clients chromium
 .venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest -q "$@"

@@ -255,7 +255,12 @@ class BleDriver:
         try:
             identity = await read_identity(session, self.name)
             offset = await check_clock(session, ctx.clock_tolerance, tz=ctx.local_tz)
-            await log_battery(session, self.name)
+            level = await log_battery(session, self.name)
+            # The operator's health view (gateway.health) takes these when the core offers it.
+            if callable(report := getattr(ctx, "report_clock", None)):
+                report(offset)
+            if level is not None and callable(report := getattr(ctx, "report_battery", None)):
+                report(level)
             await self.collect(session, ctx, identity, offset, opts)
         finally:
             await session.disconnect()
