@@ -70,7 +70,10 @@ def add_admin_routes(app: web.Application, console: Console, page: Any, render: 
         done = console.users.remove(name) if verb == "remove" else console.users.unlock(name)
         await console.audit(s.user, f"console-users-{verb}", name[:32])
         return await users(
-            request, s, note=f"{verb.title()}d {name}." if done else "", error="" if done else "No such account."
+            request,
+            s,
+            note=f"{'Removed' if verb == 'remove' else 'Unlocked'} {name}." if done else "",
+            error="" if done else "No such account.",
         )
 
     async def rotate(request: web.Request, s: Session) -> Any:

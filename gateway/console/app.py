@@ -21,6 +21,7 @@ from aiohttp import web
 from gateway.console import pages
 from gateway.console.settings import ConsoleSettings
 from gateway.console.users import LoginError, Role, UserStore
+from gateway.errors import GatewayError
 
 if TYPE_CHECKING:
     from gateway.daemon import Gateway
@@ -115,6 +116,11 @@ class Console:
             await self.audit(name[:32] or "?", "console-login-failed", str(exc)[:80])
             log.warning("console_login_failed", reason=str(exc)[:80])
             return self._login_again(str(exc), name, 401)
+        except GatewayError as exc:  # an unreadable account file or secret: say so, do not crash
+            await self.audit(name[:32] or "?", "console-login-failed", "account store unreadable")
+            log.error("console_accounts_unreadable", error=str(exc)[:200])
+            return self._login_again("Logins are not possible right now: the account store is unreadable. "
+                                     "See the gateway's log.", name, 503)  # fmt: skip
         sid = secrets.token_urlsafe(32)
         self.sessions[sid] = Session(account.name, account.role, secrets.token_urlsafe(24), time.monotonic())
         await self.audit(account.name, "console-login", f"role {account.role.value}")

@@ -87,7 +87,11 @@ def cmd_users(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({args.action: done, "name": args.name}))
     else:
-        print(f"{args.action}d {args.name}" if done else f"no account {args.name!r}")
+        print(
+            f"{'removed' if args.action == 'remove' else 'unlocked'} {args.name}"
+            if done
+            else f"no account {args.name!r}"
+        )
     return 0 if done else 1
 
 

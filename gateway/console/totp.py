@@ -1,7 +1,6 @@
 """TOTP (RFC 6238) over HOTP (RFC 4226): the console's second factor, small enough to read in full.
 
-Tested against the RFC 6238 Appendix B vectors (SHA-1, SHA-256, SHA-512) and an independent
-implementation (pyotp, when installed).
+Tested against the RFC 6238 Appendix B test vectors (SHA-1, SHA-256, SHA-512).
 """
 
 from __future__ import annotations

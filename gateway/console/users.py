@@ -25,7 +25,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from gateway.console import totp
-from gateway.crypto import KeyRing, Sealed
+from gateway.crypto import DecryptError, KeyRing, Sealed
 from gateway.errors import GatewayError
 
 __all__ = ["USERS_FILE", "Account", "LoginError", "Role", "UserStore"]
@@ -136,7 +136,14 @@ class UserStore:
         sealed = Sealed(
             account.totp_key_id, base64.b64decode(account.totp_nonce), base64.b64decode(account.totp_sealed)
         )
-        return totp.decode_secret(self.keyring.open(sealed, b"console-totp|" + account.name.encode()).decode())
+        try:
+            plain = self.keyring.open(sealed, b"console-totp|" + account.name.encode())
+        except DecryptError:
+            raise GatewayError(
+                f"the TOTP secret of {account.name!r} does not open with this gateway's data key "
+                "(key file replaced?); remove and add the account again"
+            ) from None
+        return totp.decode_secret(plain.decode())
 
     def authenticate(self, name: str, password: str, code: str, now: float | None = None) -> Account:
         """The account when password and TOTP code are right; LoginError otherwise (counted, then locked)."""
