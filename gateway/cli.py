@@ -224,9 +224,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from gateway.health.report import render_status, status_document
 
     counts, quarantined, rejects = asyncio.run(_with_queue(args, go))
-    doc = status_document(
-        _config(args).state_dir, {s.name.lower(): n for s, n in counts.items()}, quarantined, rejects
-    )
+    doc = status_document(_config(args).state_dir, {s.name.lower(): n for s, n in counts.items()}, quarantined, rejects)
     if not _json_out(args, doc):
         print(render_status(doc))
     return 0

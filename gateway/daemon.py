@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta, tzinfo
 from typing import Any
 
@@ -55,6 +55,7 @@ class QueueDeviceContext:
     rejected: int = 0
     submitted: int = 0
     health: HealthModel | None = None
+    latest: dict[int | None, Reading] = field(default_factory=dict)  # newest per user slot, in memory only
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -63,6 +64,8 @@ class QueueDeviceContext:
     async def submit(self, readings: Sequence[Reading]) -> int:
         result = await self.queue.put(readings)
         self.submitted += len(readings)
+        for r in readings:
+            self.latest[r.user_slot] = r
         if self.health is not None and readings:
             newest = max(readings, key=lambda r: r.effective_time(self.local_tz))
             offset = newest.clock_offset.total_seconds() if newest.clock_offset is not None else None
@@ -71,7 +74,7 @@ class QueueDeviceContext:
                 [r.kind.value for r in readings],
                 newest.effective_time(self.local_tz).timestamp(),
                 offset,
-                all(self.queue.binding_for(r) is not None for r in readings),
+                {str(r.user_slot): self.queue.binding_for(r) is not None for r in readings},
             )
         if self.on_submitted:
             self.on_submitted(readings, result.new)
@@ -225,7 +228,16 @@ class Gateway:
             key_file=key_file,
             credentials=certificate_expiries(f"output.{cfg.forwarder}", cfg.forwarder_options),
             notifier=self.notifier,
+            refresh=self._refresh_bound,
         )
+
+    def _refresh_bound(self) -> None:
+        """Bound or not, per configured device, by the bindings as they are now (they change while running)."""
+        if self.queue is None:
+            return
+        for name, ctx in self.contexts.items():
+            slots = {str(s): self.queue.binding_for(r) is not None for s, r in ctx.latest.items()}
+            self.model.device(name).slots.update(slots)
 
     async def _start_surfaces(self) -> list[Any]:
         """Metrics and the console, when configured: aiohttp runners to clean up on stop."""

@@ -68,9 +68,12 @@ def test_alarms_raise_with_sentences_and_clear(tmp_path: Path) -> None:
     m.refused("bad user name or password", 600)
     m.queue_probed({"pending": 3}, clock.t - 2 * 3600, 0)
     m.disk_free_fraction = 0.05
-    m.submitted("cuff", ["blood-pressure"], clock.t, None, True)
+    m.submitted("cuff", ["blood-pressure"], clock.t, None, {"1": True})
     clock.t += 3 * DAY  # the scale was never heard from; the cuff 3 days ago
-    m.submitted("scale", ["body-weight"], clock.t, 2.0, False)
+    m.submitted("scale", ["body-weight"], clock.t, 2.0, {"1": False})
+    assert (m.devices["cuff"].bound, m.devices["scale"].bound) == ("yes", "no")
+    m.submitted("scale", ["body-weight"], clock.t, 2.0, {"2": True})
+    assert m.devices["scale"].bound == "partly"
     expiry = {"output.mqtt.client_cert": clock.t + 5 * DAY, "output.mqtt.ca_file": clock.t + 90 * DAY}
     evaluate(m, board, th, Facts(key_age_days=400, credentials=expiry))
     codes = {a.code: a for a in board.active()}
@@ -89,7 +92,7 @@ def test_alarms_raise_with_sentences_and_clear(tmp_path: Path) -> None:
     m.connected()
     m.queue_probed({"pending": 0}, None, 0)
     m.disk_free_fraction = 0.5
-    m.submitted("cuff", ["blood-pressure"], clock.t, None, True)
+    m.submitted("cuff", ["blood-pressure"], clock.t, None, {"1": True})
     evaluate(m, board, th, Facts(key_age_days=1, credentials={}))
     assert board.active() == []
     assert read_snapshot(tmp_path / "alarms.json") == []
@@ -155,7 +158,7 @@ async def test_metrics_scraped_over_http_parse_with_prometheus_parser() -> None:
     m.sent(0.02, ["blood-pressure"], rejected=0)
     m.sent(3.0, ["body-weight", "blood-pressure"], rejected=0)
     m.queue_probed({"pending": 1, "delivered": 3}, clock.t - 30, 2)
-    m.submitted("cuff", ["blood-pressure"], clock.t, 1.5, True)
+    m.submitted("cuff", ["blood-pressure"], clock.t, 1.5, {"1": True})
     m.battery("cuff", 55)
     m.input_rejected("scale")
     runner = web.AppRunner(metrics_app(m))

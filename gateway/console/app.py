@@ -93,7 +93,11 @@ class Console:
         return len(q) >= IP_LIMIT
 
     async def login_form(self, request: web.Request) -> web.StreamResponse:
-        token = secrets.token_urlsafe(24)
+        # Keep a token already issued: a second tab (or the browser's favicon request redirected here) must
+        # not invalidate the form the person is filling in.
+        token = request.cookies.get(LOGIN_COOKIE, "")
+        if len(token) != 32:
+            token = secrets.token_urlsafe(24)
         response = web.Response(text=pages.login_page(token), content_type="text/html")
         self.set_cookie(response, LOGIN_COOKIE, token, max_age=900)
         return response
@@ -159,6 +163,8 @@ def build_app(console: Console) -> web.Application:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
+        if path == "/favicon.ico":
+            return web.Response(status=204)
         if path.startswith("/static/") or path == "/login":
             if request.method == "POST" and not _same_origin(request):
                 return web.Response(status=403, text="cross-site request refused")
@@ -197,7 +203,8 @@ def build_app(console: Console) -> web.Application:
         h["Content-Security-Policy"] = "default-src 'self'; frame-ancestors 'none'; form-action 'self'"
         h["X-Frame-Options"] = "DENY"
         h["X-Content-Type-Options"] = "nosniff"
-        h["Referrer-Policy"] = "no-referrer"
+        # same-origin, not no-referrer: with no-referrer Chromium sends `Origin: null` on our own form posts.
+        h["Referrer-Policy"] = "same-origin"
         h["Cache-Control"] = "no-store"
         if console.tls:
             h["Strict-Transport-Security"] = "max-age=31536000"

@@ -122,7 +122,7 @@ def health_panel(h: dict[str, Any], alarms: list[Alarm], now: float | None = Non
                 e(ago(now - d["last_seen"]) + " ago") if d.get("last_seen") else "never",
                 "-" if d.get("battery_percent") is None else f"{d['battery_percent']}%",
                 "-" if d.get("clock_offset_seconds") is None else f"{d['clock_offset_seconds']:+.0f} s",
-                {True: "yes", False: "no", None: "not yet known"}[d.get("bound")],
+                d.get("bound") or "not yet known",
                 str(d["session_errors"]),
             )
             for d in h["devices"]

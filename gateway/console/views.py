@@ -88,7 +88,7 @@ def add_routes(app: web.Application, console: Console) -> None:
                     e(when(d["last_reading"])) if d["last_reading"] else "-",
                     "-" if d["battery_percent"] is None else f"{d['battery_percent']}%",
                     "-" if d["clock_offset_seconds"] is None else f"{d['clock_offset_seconds']:+.0f} s",
-                    {True: "yes", False: "no", None: "not yet known"}[d["bound"]],
+                    d["bound"] or "not yet known",
                     f"{d['session_errors']}" + (f" ({e(d['last_error'])})" if d["last_error"] else ""),
                 )
                 for d in h["devices"]

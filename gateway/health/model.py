@@ -54,9 +54,16 @@ class DeviceHealth:
     clock_offset: float | None = None  # seconds the device clock was ahead of ours
     session_errors: int = 0
     last_error: str | None = None  # a type name or a sentence, never device data
-    bound: bool | None = None  # None until a reading shows which slot it is
+    slots: dict[str, bool] = field(default_factory=dict)  # user slot ("None" if none) -> bound to a patient
     readings: int = 0
     rejected: int = 0
+
+    @property
+    def bound(self) -> str | None:
+        if not self.slots:
+            return None
+        n = sum(self.slots.values())
+        return "yes" if n == len(self.slots) else "no" if n == 0 else "partly"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -68,7 +75,7 @@ class DeviceHealth:
             "clock_offset_seconds": self.clock_offset,
             "session_errors": self.session_errors,
             "last_error": self.last_error,
-            "bound": self.bound,
+            "bound": self.bound,  # "yes", "no", "partly" (some user slots), None until a reading came
             "readings": self.readings,
             "rejected": self.rejected,
         }
@@ -153,7 +160,12 @@ class HealthModel:
         return dev
 
     def submitted(
-        self, name: str, kinds: Iterable[str], taken_at: float | None, clock_offset: float | None, bound: bool | None
+        self,
+        name: str,
+        kinds: Iterable[str],
+        taken_at: float | None,
+        clock_offset: float | None,
+        bound: dict[str, bool] | None = None,
     ) -> None:
         dev = self.device(name)
         dev.last_seen = self.clock()
@@ -164,8 +176,7 @@ class HealthModel:
             dev.last_reading = taken_at
         if clock_offset is not None:
             dev.clock_offset = clock_offset
-        if bound is not None:
-            dev.bound = bound
+        dev.slots.update(bound or {})
 
     def seen(self, name: str) -> None:
         self.device(name).last_seen = self.clock()

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -87,6 +87,7 @@ class HealthMonitor:
         key_file: Path | None = None,
         credentials: Mapping[str, float] | None = None,
         notifier: Notifier | None = None,
+        refresh: Callable[[], None] | None = None,
     ) -> None:
         self.model = model
         self.board = board
@@ -96,6 +97,7 @@ class HealthMonitor:
         self.key_file = key_file
         self.credentials = dict(credentials or {})
         self.notifier = notifier
+        self.refresh = refresh  # the daemon's own updates to the model before each evaluation
         self.snapshot_path = state_dir / snapshot.SNAPSHOT_NAME
         self._db: aiosqlite.Connection | None = None
         self._status = ""
@@ -144,6 +146,8 @@ class HealthMonitor:
             await self.probe()
         except Exception as exc:  # a locked or damaged file must not stop the daemon; the writer will tell
             log.warning("health_probe_failed", error=type(exc).__name__)
+        if self.refresh is not None:
+            self.refresh()
         evaluate(self.model, self.board, self.thresholds, facts)
         self.publish()
 

@@ -78,7 +78,7 @@ def render_status(doc: dict[str, Any], now: float | None = None) -> str:
             seen = ago(now - d["last_seen"]) if d.get("last_seen") else "never"
             battery = "-" if d.get("battery_percent") is None else f"{d['battery_percent']}%"
             clock = "-" if d.get("clock_offset_seconds") is None else f"{d['clock_offset_seconds']:+.0f} s"
-            bound = {True: "yes", False: "no", None: "?"}[d.get("bound")]
+            bound = d.get("bound") or "?"
             lines.append(f"  {d['name']:18} {seen:10} {battery:>7} {clock:>8} {bound:6} {d['session_errors']}")
     q = doc["queue"]
     lines.append("queue:")
