@@ -34,8 +34,9 @@ USERS_FILE = "console-users.json"
 NAME = re.compile(r"^[a-z][a-z0-9._-]{1,31}$")
 MIN_PASSWORD = 12
 
-# argon2id with the library's defaults (RFC 9106's second recommended option: t=3, m=64 MiB, p=4).
-_HASHER = PasswordHasher()
+# argon2id at OWASP's minimum (m=19 MiB, t=2, p=1) rather than the library's 64 MiB default: each login
+# allocates `m` on a Pi that may have 512 MiB in all. Hashes made with other parameters are upgraded at login.
+_HASHER = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 
 
 class Role(StrEnum):
