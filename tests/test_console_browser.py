@@ -25,6 +25,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 CUFF = "C1:00:00:00:00:01"
+METER = "C3:00:00:00:00:03"  # LE Secure Connections with passkey entry: the meter shows 123456
 TIMEOUT = 60_000  # ms, for conditions the page reaches on its own (pairing, delivery)
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/test.sh installs it)")
@@ -35,8 +36,10 @@ def gateway(tmp_path: Path) -> Iterator[tuple[str, Accounts, Path]]:
     hci = free_port()
     env = {**os.environ, "VITALGATE_BLE_HCI": f"tcp-client:127.0.0.1:{hci}",
            "VITALGATE_BLE_KEYSTORE": str(tmp_path / "bonds.json")}  # fmt: skip
-    sim = subprocess.Popen([sys.executable, "-m", "gateway", "simulate", "ble-cuff", "--port", str(hci)], cwd=ROOT,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "simulate", "ble-cuff", "ble-glucose", "--port", str(hci)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
     try:
         assert sim.stdout is not None
         deadline = time.monotonic() + 30
@@ -117,8 +120,21 @@ def test_operator_pairs_a_cuff_and_sees_its_readings_delivered(gateway: tuple[st
             page.get_by_label("Patient (FHIR id", exact=False).fill("Patient/p-42")
             page.get_by_label("User slot", exact=False).fill("1")
             page.get_by_role("button", name="Pair and bind").click()
-            page.get_by_text(f"Paired with {CUFF} and bound").wait_for()
+            page.get_by_text(f"Paired with VG-Cuff ({CUFF}) and bound").wait_for()  # the page reloads until done
+            page.get_by_role("link", name="Devices").click()
             assert "Patient/p-42" in page.content()  # operators see the patient they bound
+
+            # A meter that shows a passkey once pairing starts: the page asks for it then. Wrong, then right.
+            for typed, outcome in (("654321", "Pairing with VG-Glucose failed"), ("123456", "Paired with VG-Glucose")):
+                page.get_by_role("link", name="Pair a device").click()
+                page.get_by_role("button", name="Scan for health devices").click()
+                page.get_by_label(f"VG-Glucose ({METER}", exact=False).check()
+                page.get_by_label("Patient (FHIR id", exact=False).fill("p-43")
+                page.get_by_role("button", name="Pair and bind").click()
+                page.get_by_label("Passkey shown on the device").fill(typed)
+                page.get_by_role("button", name="Send passkey").click()
+                page.get_by_text(outcome).wait_for()
+            assert "not in the configuration yet" in page.content()
 
             # The dashboard refreshes by itself until the cuff's readings are delivered.
             page.get_by_role("link", name="Dashboard").click()
@@ -154,8 +170,8 @@ def test_operator_pairs_a_cuff_and_sees_its_readings_delivered(gateway: tuple[st
                 assert time.monotonic() < deadline
                 time.sleep(0.5)
             page.get_by_role("link", name="Audit trail").click()
-            for action in ("console-login-failed", "console-pair-refused", "console-pair", "console-csrf-refused",
-                           "console-requeue"):  # fmt: skip
+            for action in ("console-login-failed", "console-pair-refused", "console-pair-start", "console-pair",
+                           "console-pair-failed", "console-csrf-refused", "console-requeue"):  # fmt: skip
                 assert page.get_by_role("cell", name=action, exact=True).count() >= 1, action
 
             # A viewer on a phone: health and counts, no patient references, operator pages refused.

@@ -7,7 +7,6 @@ change is written to the audit trail; a bad input gets a message on the page and
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -24,11 +23,9 @@ from gateway.health.report import when
 if TYPE_CHECKING:
     from gateway.console.app import Console, Session
 
-__all__ = ["add_routes", "patient_reference"]
+__all__ = ["add_routes", "patient_reference", "user_slot"]
 
 log = structlog.get_logger(__name__)
-
-_pair_lock = asyncio.Lock()
 
 
 def patient_reference(text: str) -> str:
@@ -38,7 +35,7 @@ def patient_reference(text: str) -> str:
     return _patient_ref(text.strip())
 
 
-def _user_slot(text: str) -> int | None:
+def user_slot(text: str) -> int | None:
     text = text.strip()
     if not text:
         return None
@@ -123,81 +120,6 @@ def add_routes(app: web.Application, console: Console) -> None:
             body += _bind_form(s.csrf, "", "")
         return render(s, "Devices", body, active="/devices")
 
-    async def pair_page(request: web.Request, s: Session, error: str = "", note: str = "") -> web.StreamResponse:
-        body = message(note, "ok") + message(error)
-        body += (f'<form method="post" action="/pair/scan" class="card">{csrf_field(s.csrf)}'
-                 "<p>Wake the device (press its button) so it advertises, then scan.</p>"
-                 '<button type="submit">Scan for health devices</button></form>')  # fmt: skip
-        if s.scan:
-            options = "".join(
-                f'<div class="choice"><input type="radio" name="address" id="dev{i}" value="{e(a.address)}"'
-                f'{" checked" if i == 0 else ""}><label for="dev{i}">{e(a.name or "unnamed")} ({e(a.address)}, '
-                f"signal {a.rssi} dBm)</label></div>"
-                for i, a in enumerate(s.scan)
-            )
-            body += (f'<form method="post" action="/pair" class="card">{csrf_field(s.csrf)}'
-                     f"<fieldset><legend>Device found</legend>{options}</fieldset>"
-                     '<label for="passkey">Passkey shown on the device (if it shows one)</label>'
-                     '<input id="passkey" name="passkey" inputmode="numeric" pattern="[0-9]{6}" autocomplete="off">'
-                     + _patient_fields() + '<button type="submit">Pair and bind</button></form>')  # fmt: skip
-        return render(s, "Pair a device", body, active="/pair")
-
-    async def scan(request: web.Request, s: Session) -> web.StreamResponse:
-        from drivers.ble import runtime
-        from drivers.ble.transport import BleError, ScanFilter
-        from drivers.gatt import uuids
-
-        try:
-            s.scan = await runtime.get_transport().scan(4.0, ScanFilter(services=tuple(uuids.HEALTH_SERVICES)))
-        except (BleError, OSError) as exc:
-            await console.audit(s.user, "console-scan-failed", type(exc).__name__)
-            return await pair_page(request, s, error=f"Scanning failed: {exc}. Is the Bluetooth adapter up?")
-        await console.audit(s.user, "console-scan", f"{len(s.scan)} devices found")
-        note = f"{len(s.scan)} health devices found." if s.scan else ""
-        return await pair_page(request, s, error="" if s.scan else "No health device advertised; wake it and scan "
-                               "again.", note=note)  # fmt: skip
-
-    async def pair(request: web.Request, s: Session) -> web.StreamResponse:
-        from drivers.ble import runtime
-        from drivers.ble.transport import BleError
-
-        form = await request.post()
-        address = str(form.get("address", ""))
-        if address not in {a.address for a in s.scan}:
-            return await pair_page(request, s, error="Pick a device from the scan.")
-        try:
-            patient = patient_reference(str(form.get("patient", "")))
-            slot = _user_slot(str(form.get("user", "")))
-        except ConfigError as exc:
-            await console.audit(s.user, "console-pair-refused", f"invalid input: {exc.key}")
-            return await pair_page(request, s, error=f"Not paired: {exc.problem}.")
-        passkey_text = str(form.get("passkey", "")).strip()
-        asked = False
-
-        async def provide() -> int | None:
-            nonlocal asked
-            asked = True
-            return int(passkey_text) if passkey_text.isdigit() else None
-
-        async with _pair_lock:  # one pairing at a time: the passkey provider is process-wide
-            runtime.set_passkey_provider(provide)
-            try:
-                session = await runtime.get_transport().connect(address, timeout=20.0, pair=True)
-                await session.disconnect()
-            except (BleError, OSError) as exc:
-                tag = gw.queue.reference_tag(address, slot) if gw.queue else ""
-                await console.audit(s.user, "console-pair-failed", f"device {tag}: {type(exc).__name__}")
-                hint = (" The device asked for a passkey: enter the 6 digits it shows." if asked and not passkey_text
-                        else " Check the passkey and that the device is in pairing mode." if asked else "")  # fmt: skip
-                return await pair_page(request, s, error=f"Pairing failed: {exc}.{hint}")
-            finally:
-                runtime.set_passkey_provider(None)
-        assert gw.queue is not None
-        await gw.queue.bind(address, slot, patient)
-        await console.audit(s.user, "console-pair", f"binding {gw.queue.reference_tag(address, slot)}")
-        s.scan = []
-        return await devices(request, s, note=f"Paired with {address} and bound; its readings now flow.")
-
     async def bind(request: web.Request, s: Session) -> web.StreamResponse:
         form = await request.post()
         device = str(form.get("device", "")).strip()
@@ -205,7 +127,7 @@ def add_routes(app: web.Application, console: Console) -> None:
             if not device:
                 raise ConfigError("<console>", "device", "name the device (address, serial number or System ID)")
             patient = patient_reference(str(form.get("patient", "")))
-            slot = _user_slot(str(form.get("user", "")))
+            slot = user_slot(str(form.get("user", "")))
         except ConfigError as exc:
             await console.audit(s.user, "console-bind-refused", f"invalid input: {exc.key}")
             return await devices(request, s, error=f"Not bound: {exc.problem}.")
@@ -218,7 +140,7 @@ def add_routes(app: web.Application, console: Console) -> None:
         form = await request.post()
         device = str(form.get("device", ""))
         try:
-            slot = _user_slot(str(form.get("user", "")))
+            slot = user_slot(str(form.get("user", "")))
         except ConfigError as exc:
             return await devices(request, s, error=exc.problem)
         assert gw.queue is not None
@@ -274,19 +196,18 @@ def add_routes(app: web.Application, console: Console) -> None:
         return render(s, "Audit trail", table(("When", "Who", "What", "Detail"), rows, "Newest first"), active="/audit")
 
     from gateway.console.admin import add_admin_routes
+    from gateway.console.pairing import add_pairing_routes
 
     app.router.add_get("/", page(Role.VIEWER, dashboard))
     app.router.add_get("/fragment/health", page(Role.VIEWER, fragment))
     app.router.add_get("/devices", page(Role.VIEWER, devices))
-    app.router.add_get("/pair", page(Role.OPERATOR, pair_page))
-    app.router.add_post("/pair/scan", page(Role.OPERATOR, scan))
-    app.router.add_post("/pair", page(Role.OPERATOR, pair))
     app.router.add_post("/bind", page(Role.OPERATOR, bind))
     app.router.add_post("/unbind", page(Role.OPERATOR, unbind))
     app.router.add_get("/quarantine", page(Role.VIEWER, quarantine))
     app.router.add_post("/requeue", page(Role.OPERATOR, requeue))
     app.router.add_get("/audit", page(Role.OPERATOR, audit))
     add_admin_routes(app, console, page, render)
+    add_pairing_routes(app, console, page, render)
 
 
 def _patient_fields() -> str:
