@@ -8,9 +8,11 @@ import re
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 
 from gateway.console.tlscert import fingerprint
 from tests.console_support import PASSWORD, Accounts, add_accounts, daemon, free_port
@@ -87,8 +89,34 @@ max_failed_logins = 3
             for action in ("console-login-failed", "console-login", "console-bind-refused", "console-csrf-refused",
                            "console-bind"):  # fmt: skip
                 assert f"<td>{action}</td>" in trail, action
+            assert "Patient/" not in trail and "SERIAL-NEEDLE" not in trail  # the trail itself carries no PHI
             async with http.get(f"{base}/users") as r:
                 assert r.status == 403  # accounts are for admins
+            async with http.get(f"{base}/devices") as r:
+                html = await r.text()
+            assert "Patient/p-9" in html and html.count(">Unbind</button>") == 1
+            async with http.post(f"{base}/unbind", data={"csrf": token, "device": "SERIAL-NEEDLE-GL", "user": ""}) as r:
+                html = await r.text()
+            assert "Unbound." in html and "Patient/p-9" not in html
+        # An admin: accounts (made here, unlocked, removed) and the data key.
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True),
+                                         connector=aiohttp.TCPConnector(ssl=trust)) as http:  # fmt: skip
+            await login(http, base, accounts, "ada")
+            async with http.get(f"{base}/users") as r:
+                token = csrf_of(await r.text())
+            new = {"csrf": token, "name": "kim", "role": "viewer", "password": "short"}
+            async with http.post(f"{base}/users/add", data=new) as r:
+                assert "Not added: the password must be at least 12 characters" in await r.text()
+            async with http.post(f"{base}/users/add", data={**new, "password": PASSWORD}) as r:
+                html = await r.text()
+            accounts.secrets["kim"] = re.search(r"it is not shown again: <code>([A-Z2-7]+)</code>", html).group(1)  # type: ignore[union-attr]
+            async with http.post(f"{base}/users/remove", data={"csrf": token, "name": "ada"}) as r:
+                assert "You cannot remove your own account." in await r.text()
+            async with http.post(f"{base}/keys/rotate", data={"csrf": token}) as r:
+                assert "is now current." in await r.text()
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True),
+                                         connector=aiohttp.TCPConnector(ssl=trust)) as http:  # fmt: skip
+            assert "Dashboard" in await login(http, base, accounts, "kim")
         # A viewer: health and counts, no patient references, no operator actions.
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True),
                                          connector=aiohttp.TCPConnector(ssl=trust)) as http:  # fmt: skip
@@ -119,3 +147,27 @@ def test_console_off_loopback_without_tls_is_a_config_error(tmp_path: Path) -> N
                           capture_output=True, text=True, cwd=ROOT, timeout=60)  # fmt: skip
     assert done.returncode == 2
     assert "console.tls" in done.stderr and "set tls = true" in done.stderr
+
+
+def test_idle_sessions_expire(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from aiohttp.test_utils import make_mocked_request
+
+    from gateway.console.app import COOKIE, Console, Session
+    from gateway.console.settings import ConsoleSettings
+    from gateway.console.users import Role
+    from gateway.crypto import KeyRing
+
+    gw = SimpleNamespace(config=SimpleNamespace(state_dir=tmp_path), keyring=KeyRing.generate())
+    console = Console(gw, ConsoleSettings(session_idle_minutes=1), tls=False)  # type: ignore[arg-type]
+    now = time.monotonic()
+    console.sessions["fresh"] = Session("ann", Role.VIEWER, "t1", now - 50)
+    console.sessions["stale"] = Session("bob", Role.VIEWER, "t2", now - 61)
+
+    def request(sid: str) -> web.Request:
+        return make_mocked_request("GET", "/", headers={"Cookie": f"{COOKIE}={sid}"})
+
+    assert console.session_of(request("fresh")) is console.sessions["fresh"]
+    assert console.session_of(request("stale")) is None and "stale" not in console.sessions
+    assert console.session_of(request("forged")) is None
