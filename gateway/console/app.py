@@ -125,6 +125,9 @@ class Console:
             log.error("console_accounts_unreadable", error=str(exc)[:200])
             return self._login_again("Logins are not possible right now: the account store is unreadable. "
                                      "See the gateway's log.", name, 503)  # fmt: skip
+        idle = self.settings.session_idle_minutes * 60
+        for old in [k for k, v in self.sessions.items() if time.monotonic() - v.last_active > idle]:
+            del self.sessions[old]  # expired sessions nobody came back to
         sid = secrets.token_urlsafe(32)
         self.sessions[sid] = Session(account.name, account.role, secrets.token_urlsafe(24), time.monotonic())
         await self.audit(account.name, "console-login", f"role {account.role.value}")

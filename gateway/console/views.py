@@ -95,7 +95,7 @@ def add_routes(app: web.Application, console: Console) -> None:
         if s.role.allows(Role.OPERATOR) and gw.queue is not None:
             slots = await gw.queue.devices()
             bindings = await gw.queue.reload_bindings()
-            await console.audit(s.user, "devices", f"{len(slots)} slots listed")
+            await console.audit(s.user, "console-devices", f"{len(slots)} slots listed")
             from gateway.queue import identity_selectors
             from gateway.reading import DeviceIdentity
 
