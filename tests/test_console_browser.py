@@ -38,7 +38,7 @@ def gateway(tmp_path: Path) -> Iterator[tuple[str, Accounts, Path]]:
            "VITALGATE_BLE_KEYSTORE": str(tmp_path / "bonds.json")}  # fmt: skip
     sim = subprocess.Popen(
         [sys.executable, "-m", "gateway", "simulate", "ble-cuff", "ble-glucose", "--port", str(hci)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**env, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     try:
         assert sim.stdout is not None
