@@ -184,7 +184,8 @@ class Gateway:
                 **{f"queue_{s.name.lower()}": n for s, n in counts.items()},
             )
             monitor = self._monitor()
-            await monitor.step(monitor.facts())  # the first snapshot and STATUS= before READY
+            monitor.notifier = None  # the first snapshot now; the first STATUS= right after READY=1
+            await monitor.step(monitor.facts())
             servers = await self._start_surfaces()
             async with asyncio.TaskGroup() as tg:
                 drainer = tg.create_task(self.drainer.run(), name="drainer")
@@ -193,10 +194,11 @@ class Gateway:
                     tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
                 tasks.append(tg.create_task(monitor.run(), name="health"))
                 self.model.ready_at = self.model.clock()
-                monitor.publish(force=True)
                 self.ready.set()
                 if self.notifier is not None:
                     self.notifier.ready()
+                monitor.notifier = self.notifier
+                monitor.publish(force=True)
                 await stop.wait()
                 log.info("gateway_stopping")
                 if self.notifier is not None:

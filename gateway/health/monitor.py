@@ -137,7 +137,7 @@ class HealthMonitor:
         if force or now - self._written >= snapshot.WRITE_EVERY or (line != self._status and now - self._written >= 1):
             snapshot.write(self.snapshot_path, self.model.as_dict())
             self._written = now
-        if line != self._status and self.notifier is not None:
+        if (force or line != self._status) and self.notifier is not None:
             self.notifier.status(line)
         self._status = line
 
