@@ -84,6 +84,7 @@ def _login_by_keyboard(page: object, base: str, accounts: Accounts, name: str) -
     p: playwright.Page = page  # type: ignore[name-defined]
     p.goto(f"{base}/")
     assert p.url.endswith("/login")
+    p.wait_for_function("document.activeElement && document.activeElement.id === 'name'")  # autofocus
     p.keyboard.type(name)  # the name field has focus (autofocus); then Tab through the form in order
     p.keyboard.press("Tab")
     p.keyboard.type(PASSWORD)
