@@ -390,6 +390,13 @@ def _console_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 EXTENSIONS.extend([_simulators, _ble_commands, _console_commands])
 
 
+def _err_prefix() -> str:
+    """`<3>` (error) when stderr is the journal, so `journalctl -p err` shows why the service did not start."""
+    from gateway.logging import stdout_is_journal
+
+    return "<3>" if stdout_is_journal(sys.stderr) else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Whatever a command writes (queue, outbox, bond keys, key files) is for this user only, as under
     # systemd's UMask=0077, also when run by hand.
@@ -398,10 +405,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.fn(args))
     except ConfigError as exc:
-        print(f"vitalgate: config error: {exc}", file=sys.stderr)
+        print(f"{_err_prefix()}vitalgate: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except GatewayError as exc:
-        print(f"vitalgate: {exc}", file=sys.stderr)
+        print(f"{_err_prefix()}vitalgate: {exc}", file=sys.stderr)
         return EXIT_KEY
     except KeyboardInterrupt:
         return 130

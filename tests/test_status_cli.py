@@ -90,3 +90,15 @@ def test_running_daemon_as_the_operator_sees_it(tmp_path: Path) -> None:
     assert any(d["name"] == "simulated" and d["error"] is None for d in drivers)
     unbind = json.loads(vitalgate("unbind", "SERIAL-NEEDLE-BP", "--user", "1", "--json", "--config", str(cfg)).stdout)
     assert unbind == {"unbound": True, "device": "SERIAL-NEEDLE-BP", "user": 1}
+
+
+def test_start_up_errors_carry_the_error_priority_on_the_journal(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, count=1)
+    (tmp_path / "data.key").chmod(0o644)
+    err = (tmp_path / "stderr").open("w+b")
+    st = os.fstat(err.fileno())
+    env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+    done = subprocess.run([sys.executable, "-m", "gateway", "run", "--config", str(cfg)], cwd=ROOT, env=env,
+                          stdout=subprocess.DEVNULL, stderr=err, timeout=60)  # fmt: skip
+    err.seek(0)
+    assert done.returncode == 3 and err.read().decode().startswith("<3>vitalgate: ")
