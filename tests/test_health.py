@@ -48,8 +48,10 @@ def test_forwarder_states_and_last_error_without_phi() -> None:
     assert m.retry_at == clock.t + 4.0
     clock.t += 10
     m.connected()
-    assert (m.forwarder_state, m.forwarder_error, m.forwarder_since) == (ForwarderState.CONNECTED, None, clock.t)
+    assert (m.forwarder_state, m.forwarder_error, m.forwarder_since) == (ForwarderState.READY, None, clock.t)
+    assert m.status_line() == "ready to forward to mqtts://broker:8883; 0 pending; 2 devices"
     m.sent(0.03, ["blood-pressure", "blood-pressure", "body-weight"], rejected=1)
+    assert m.forwarder_state is ForwarderState.CONNECTED
     assert m.delivered == {"blood-pressure": 2, "body-weight": 1}
     assert (m.last_success, m.quarantined, m.latency.n) == (clock.t, 1, 1)
     m.queue_probed({"pending": 4}, clock.t - 90, 2)
@@ -154,7 +156,6 @@ def test_status_text_puts_health_first(tmp_path: Path) -> None:
 async def test_metrics_scraped_over_http_parse_with_prometheus_parser() -> None:
     clock = Clock()
     m = model(clock)
-    m.connected()
     m.sent(0.02, ["blood-pressure"], rejected=0)
     m.sent(3.0, ["body-weight", "blood-pressure"], rejected=0)
     m.queue_probed({"pending": 1, "delivered": 3}, clock.t - 30, 2)

@@ -93,7 +93,8 @@ def health_panel(h: dict[str, Any], alarms: list[Alarm], now: float | None = Non
     """The dashboard's live part (also served alone as /fragment/health). Viewer-safe: no patient data."""
     now = time.time() if now is None else now
     f, q = h["forwarder"], h["queue"]
-    state_class = {"connected": "ok", "starting": "warn", "backing off": "warn", "refused": "bad"}[f["state"]]
+    classes = {"connected": "ok", "ready": "ok", "starting": "warn", "backing off": "warn", "refused": "bad"}
+    state_class = classes.get(f["state"], "warn")
     last = f.get("last_success")
     tiles = [
         ("Forwarder", f'<span class="{state_class}">{e(f["state"])}</span>', f"{e(f['name'])} to {e(f['target'])}"),

@@ -24,7 +24,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 class ForwarderState(StrEnum):
     STARTING = "starting"
-    CONNECTED = "connected"
+    READY = "ready"  # opened; a lazy forwarder (MQTT) connects at its first send
+    CONNECTED = "connected"  # the backend confirmed a send since the last failure
     BACKING_OFF = "backing off"
     REFUSED = "refused"
 
@@ -130,7 +131,8 @@ class HealthModel:
         self.retry_at = now + retry_in if retry_in is not None else None
 
     def connected(self) -> None:
-        self._forwarder(ForwarderState.CONNECTED, None)
+        """The forwarder opened (the drainer's `forwarder_connected`); proven connected at the first send."""
+        self._forwarder(ForwarderState.READY, None)
 
     def backing_off(self, error: str, retry_in: float) -> None:
         self._forwarder(ForwarderState.BACKING_OFF, error, retry_in)
@@ -145,6 +147,7 @@ class HealthModel:
             self.delivered[kind] = self.delivered.get(kind, 0) + 1
         if kinds:
             self.last_success = self.clock()
+            self._forwarder(ForwarderState.CONNECTED, None)
         self.backend_rejected += rejected
         self.quarantined += rejected
 
@@ -213,6 +216,8 @@ class HealthModel:
         state = self.forwarder_state.value
         if self.forwarder_state is ForwarderState.CONNECTED:
             head = f"forwarding to {self.target}"
+        elif self.forwarder_state is ForwarderState.READY:
+            head = f"ready to forward to {self.target}"
         else:
             head = f"{state}: {self.target}"
         return f"{head}; {pending} pending; {len(self.devices)} devices"
