@@ -151,6 +151,8 @@ def test_status_text_puts_health_first(tmp_path: Path) -> None:
     assert "  [warning] The oldest reading is old." in text
     assert any(line.split()[:3] == ["cuff", "never", "81%"] for line in text)
     assert text[-1] == "  quarantined #7: mapping: bad"
+    odd = {**doc, "health": {"pid": 1}}  # written by another version of the daemon
+    assert "unexpected shape" in render_status(odd).splitlines()[1]
 
 
 async def test_metrics_scraped_over_http_parse_with_prometheus_parser() -> None:

@@ -58,6 +58,15 @@ def ago(seconds: float | None) -> str:
 
 
 def render_status(doc: dict[str, Any], now: float | None = None) -> str:
+    try:
+        return _render(doc, now)
+    except (KeyError, TypeError, ValueError):  # a snapshot from another version: the facts we can be sure of
+        h, doc = doc.get("health"), {**doc, "health": None}
+        note = "" if h is None else f"\n{'':16} (health snapshot in an unexpected shape; see `status --json`)"
+        return _render(doc, now).replace("\n", note + "\n", 1)
+
+
+def _render(doc: dict[str, Any], now: float | None = None) -> str:
     now = time.time() if now is None else now
     lines = [f"{'daemon':16} {doc['daemon']['detail']}"]
     h = doc.get("health")
