@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import os
 import signal
 import sys
@@ -232,6 +233,14 @@ async def _with_queue(
             await q.close()
 
 
+def _json_out(args: argparse.Namespace, doc: Any) -> bool:
+    """With --json, print `doc` (stable keys, README "Status and JSON output") and return True."""
+    if not getattr(args, "json", False):
+        return False
+    print(json.dumps(doc, indent=2, sort_keys=True))
+    return True
+
+
 def cmd_bind(args: argparse.Namespace) -> int:
     from gateway.patients import binding_patient
 
@@ -243,6 +252,8 @@ def cmd_bind(args: argparse.Namespace) -> int:
         return seen
 
     seen = asyncio.run(_with_queue(args, go, lambda q: f"binding {q.reference_tag(args.device, args.user)}"))
+    if _json_out(args, {"bound": True, "device": args.device, "user": args.user, "device_seen": seen}):
+        return 0
     slot = f" user {args.user}" if args.user is not None else ""
     if seen:
         print(f"bound {args.device}{slot}; its readings now flow to the backend")
@@ -280,7 +291,8 @@ def cmd_unbind(args: argparse.Namespace) -> int:
         return await q.unbind(args.device, args.user)
 
     removed = asyncio.run(_with_queue(args, go, lambda q: f"binding {q.reference_tag(args.device, args.user)}"))
-    print("unbound" if removed else "no such binding")
+    if not _json_out(args, {"unbound": removed, "device": args.device, "user": args.user}):
+        print("unbound" if removed else "no such binding")
     return 0 if removed else 1
 
 
@@ -290,7 +302,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
     devices, bindings = asyncio.run(_with_queue(args, go))
     configured = _config(args).devices
-    print(f"{'DEVICE':34} {'USER':4} {'NAME':16} {'DRIVER':18} {'MODEL':26} {'READINGS':>8}  {'SYSTEM ID':16}  PATIENT")
+    rows: list[dict[str, Any]] = []
     for d in devices:
         ident = _device_label(d)
         names = identity_selectors(
@@ -303,11 +315,28 @@ def cmd_devices(args: argparse.Namespace) -> int:
             )
         )
         patient = next((b.patient for b in bindings if b.device in names and b.user_slot == d["user"]), "(unassigned)")
-        user = "-" if d["user"] is None else str(d["user"])
-        name = _configured_name(d, configured)
-        system_id = d["system_id"] or "-"
-        line = f"{ident:34} {user:4} {name:16} {d['driver']:18} {(d['model'] or ''):26} {d['readings']:>8}"
-        print(f"{line}  {system_id:16}  {patient}")
+        rows.append(
+            {
+                **d,
+                "device": ident,
+                "name": _configured_name(d, configured),
+                "patient": None if patient == "(unassigned)" else patient,
+            }
+        )
+    if _json_out(args, {"devices": rows}):
+        return 0
+    from gateway.health.report import when
+
+    print(
+        f"{'DEVICE':34} {'USER':4} {'NAME':16} {'DRIVER':18} {'MODEL':26} {'READINGS':>8}  {'SYSTEM ID':16}  "
+        f"{'LAST SEEN':20}  PATIENT"
+    )
+    for r in rows:
+        user = "-" if r["user"] is None else str(r["user"])
+        print(
+            f"{r['device']:34} {user:4} {r['name']:16} {r['driver']:18} {(r['model'] or ''):26} {r['readings']:>8}  "
+            f"{(r['system_id'] or '-'):16}  {when(r['last_seen']):20}  {r['patient'] or '(unassigned)'}"
+        )
     return 0
 
 
@@ -342,32 +371,29 @@ def cmd_status(args: argparse.Namespace) -> int:
         damaged = q.damaged_bindings
         return await q.counts(), await q.quarantined(), await q.reject_count(), dict(q.integrity_problems)
 
-    counts, quarantined, rejects, integrity = asyncio.run(_with_queue(args, go))
-    if damaged:
-        print(f"{'bindings':12} {damaged} do not open (damaged or edited): bind those devices again")
-    for state, n in counts.items():
-        print(f"{state.name.lower():12} {n}")
-    print(f"{'rejected input':12} {rejects} frames kept for review")
-    for sentence in integrity.values():
-        print(f"ALARM: {sentence}")
-    for item_id, reason in quarantined[:20]:
-        print(f"  quarantined #{item_id}: {reason}")
-    _print_alarms(_config(args))
-    return 0
-
-
-def _print_alarms(cfg: Config) -> None:
-    """The running daemon's alarms, from the snapshot its board keeps in the state folder."""
-    from gateway.alarms import SNAPSHOT_NAME, read_snapshot
+    from gateway.health.report import render_status, status_document
     from gateway.statelock import StateLock
 
-    running = StateLock(cfg.state_dir).held_by_other()
-    alarms = read_snapshot(cfg.state_dir / SNAPSHOT_NAME)
-    print(f"{'daemon':12} {'running' if running else 'not running'}")
-    if alarms and not running:
-        print("  alarms as the daemon left them when it stopped:")
-    for alarm in alarms:
-        print(f"  ALARM {alarm.severity.value} {alarm.code}: {alarm.sentence}")
+    counts, quarantined, rejects, integrity = asyncio.run(_with_queue(args, go))
+    cfg = _config(args)
+    doc = status_document(cfg.state_dir, {s.name.lower(): n for s, n in counts.items()}, quarantined, rejects)
+    # The state folder's lock (gateway.statelock) says for certain whether a daemon runs; the health snapshot
+    # adds how it is doing, and may not be written yet in its first seconds.
+    held = StateLock(cfg.state_dir).held_by_other()
+    if held and doc["daemon"]["state"] != "running":
+        doc["daemon"] = {"state": "running", "detail": "running (it holds the state folder; no health snapshot yet)"}
+    elif not held and doc["daemon"]["state"] in ("running", "stalled"):
+        doc["daemon"] = {"state": "not running", "detail": "not running (no daemon holds the state folder)"}
+    doc["queue"]["damaged_bindings"] = damaged
+    doc["integrity"] = list(integrity.values())
+    if _json_out(args, doc):
+        return 0
+    print(render_status(doc))
+    if damaged:
+        print(f"  {'bindings':12} {damaged} do not open (damaged or edited): bind those devices again")
+    for sentence in integrity.values():
+        print(f"ALARM: {sentence}")
+    return 0
 
 
 def cmd_requeue(args: argparse.Namespace) -> int:
@@ -376,11 +402,16 @@ def cmd_requeue(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     ids = None if args.all else list(args.ids)
 
-    async def go(q: ReadingQueue) -> int:
-        return await q.requeue(ids)
+    async def go(q: ReadingQueue) -> tuple[int, list[int]]:
+        held = {i for i, _ in await q.quarantined()}
+        return await q.requeue(ids), [i for i in (ids or []) if i not in held]
 
-    moved = asyncio.run(_with_queue(args, go, lambda q: "all" if ids is None else f"{len(ids)} rows"))
+    moved, missing = asyncio.run(_with_queue(args, go, lambda q: "all" if ids is None else f"{len(ids)} rows"))
+    if _json_out(args, {"requeued": moved, "not_quarantined": missing}):
+        return 0
     print(f"{moved} quarantined readings queued again")
+    if missing:
+        print(f"not quarantined (left as they are): {', '.join(f'#{i}' for i in missing)}")
     return 0
 
 
@@ -399,7 +430,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     async def go(q: ReadingQueue) -> list[tuple[float, str, str, str]]:
         return await q.audit_trail(args.limit)
 
-    for at, actor, action, detail in reversed(asyncio.run(_with_queue(args, go))):
+    trail = list(reversed(asyncio.run(_with_queue(args, go))))
+    if _json_out(args, {"audit": [{"at": at, "actor": ac, "action": an, "detail": d} for at, ac, an, d in trail]}):
+        return 0
+    for at, actor, action, detail in trail:
         print(f"{datetime.fromtimestamp(at, UTC):%Y-%m-%d %H:%M:%S}Z  {actor:24} {action:10} {detail}")
     return 0
 
@@ -407,13 +441,36 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_drivers(args: argparse.Namespace) -> int:
     from drivers import registry
 
+    rows: list[dict[str, Any]] = []
     for name in sorted(registry.available()):
-        source = f"[{registry.origin(name)}]"  # which package it comes from: built in, or name + version
         try:
             cls = registry.load(name)
-            print(f"{name:24} {cls.transport:7} {cls.description} {source}")
+            rows.append(
+                {
+                    "name": name,
+                    "transport": cls.transport,
+                    "description": cls.description,
+                    "package": registry.origin(name),
+                    "error": None,
+                }
+            )
         except Exception as exc:
-            print(f"{name:24} (cannot load: {type(exc).__name__}) {source}")
+            rows.append(
+                {
+                    "name": name,
+                    "transport": None,
+                    "description": None,
+                    "package": registry.origin(name),
+                    "error": type(exc).__name__,
+                }
+            )
+    if _json_out(args, {"drivers": rows}):
+        return 0
+    for r in rows:
+        if r["error"]:
+            print(f"{r['name']:24} (cannot load: {r['error']}) [{r['package']}]")
+        else:
+            print(f"{r['name']:24} {r['transport']:7} {r['description']} [{r['package']}]")
     return 0
 
 
@@ -435,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
         if config:
             sp.add_argument("--config", default=str(DEFAULT_PATH), help=f"config file (default {DEFAULT_PATH})")
         sp.set_defaults(fn=fn)
+        if name in JSON_COMMANDS:
+            sp.add_argument("--json", action="store_true", help="machine-readable output (stable keys, see README)")
         return sp
 
     add("run", cmd_run, "run the gateway daemon")
@@ -453,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("device", type=arg.name())
     u.add_argument("--user", type=arg.USER_SLOT)
     add("devices", cmd_devices, "list device slots seen and their bindings")
-    add("status", cmd_status, "queue counts by state, quarantined rows, rejected input")
+    add("status", cmd_status, "daemon health and alarms first, then queue counts, quarantined rows, rejected input")
     rq = add("requeue", cmd_requeue, "send quarantined readings again (after fixing the backend or config)")
     rq.add_argument("ids", nargs="*", type=arg.ROW_ID, help="row ids from `vitalgate status`")
     rq.add_argument("--all", action="store_true", help="every quarantined reading")
@@ -489,6 +548,9 @@ def build_parser() -> argparse.ArgumentParser:
         extra(sub)
     return p
 
+
+# Operator commands that take --json.
+JSON_COMMANDS = ("status", "devices", "audit", "requeue", "drivers", "bind", "unbind")
 
 # Modules that add subcommands (scan, pair, simulate ...) register a function here.
 EXTENSIONS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
@@ -542,7 +604,20 @@ def _ble_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     register(sub)
 
 
-EXTENSIONS.extend([_simulators, _ble_commands])
+def _console_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from gateway.console.cli import register
+
+    register(sub)
+
+
+EXTENSIONS.extend([_simulators, _ble_commands, _console_commands])
+
+
+def _err_prefix() -> str:
+    """`<3>` (error) when stderr is the journal, so `journalctl -p err` shows why the service did not start."""
+    from gateway.logging import stdout_is_journal
+
+    return "<3>" if stdout_is_journal(sys.stderr) else ""
 
 
 def _setup_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -573,17 +648,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rc = int(args.fn(args))
     except ConfigError as exc:
-        print(f"vitalgate: config error: {exc}", file=sys.stderr)
+        print(f"{_err_prefix()}vitalgate: config error: {exc}", file=sys.stderr)
         rc, failure = EXIT_CONFIG, "config error"
     except GatewayError as exc:
-        print(f"vitalgate: {exc}", file=sys.stderr)
+        print(f"{_err_prefix()}vitalgate: {exc}", file=sys.stderr)
         rc, failure = _exit_code(exc), type(exc).__name__
     except DecryptError as exc:  # a value in the queue that does not open where no row can be set aside
-        print(f"vitalgate: a sealed value in the queue does not open ({exc}); check the key file", file=sys.stderr)
+        print(
+            f"{_err_prefix()}vitalgate: a sealed value in the queue does not open ({exc}); check the key file",
+            file=sys.stderr,
+        )
         rc, failure = EXIT_KEY, "DecryptError"
+    except BrokenPipeError:
+        # `vitalgate status | head`: the reader left; say nothing more (Python docs, "SIGPIPE" note).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except OSError as exc:  # e.g. `keys init --path /proc/vg.key`: the file system said no
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"vitalgate: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"{_err_prefix()}vitalgate: {where}{exc.strerror or exc}", file=sys.stderr)
         rc, failure = EXIT_IO, "OSError"
     except KeyboardInterrupt:
         return 130

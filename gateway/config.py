@@ -17,6 +17,7 @@ from datetime import timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
+from gateway.console.settings import Surfaces, parse_surfaces
 from gateway.errors import ConfigError, ConfigErrors
 
 __all__ = ["DEFAULT_PATH", "Config", "DeviceConfig", "check_number", "load_config", "load_key_file", "parse_config"]
@@ -73,6 +74,7 @@ class Config:
     log_level: str = "info"
     log_format: str = "auto"
     devices: tuple[DeviceConfig, ...] = ()
+    surfaces: Surfaces = field(default_factory=Surfaces)  # [console], [metrics], [alarms]
 
 
 class _Section:
@@ -156,7 +158,7 @@ def parse_config(doc: Mapping[str, Any], file: str = "<config>", base: Path | No
     """`base` resolves a relative state_dir (the config file's folder), so examples run from a checkout."""
     errors: list[ConfigError] = []  # every problem in the file, reported together at the end
     top = _Section(file, "", doc, errors)
-    top.finish(allowed_tables=("gateway", "queue", "output", "logging", "devices"))
+    top.finish(allowed_tables=("gateway", "queue", "output", "logging", "devices", "console", "metrics", "alarms"))
 
     g = _Section(file, "gateway", _table(file, doc, "gateway", errors), errors)
     gateway_id = g.get("id", str, "vitalgate")
@@ -227,6 +229,7 @@ def parse_config(doc: Mapping[str, Any], file: str = "<config>", base: Path | No
         log_level=level,
         log_format=fmt,
         devices=devices,
+        surfaces=parse_surfaces(file, doc, state_dir),
     )
 
 

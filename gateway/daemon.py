@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta, tzinfo
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,11 @@ from gateway.fhir import GatewayInfo
 from gateway.fhir.selfcheck import self_check
 from gateway.forwarders import ForwarderContext, build_forwarder
 from gateway.forwarders.base import Forwarder
+from gateway.health import HealthModel
+from gateway.health.monitor import HealthMonitor, certificate_expiries, describe_target
 from gateway.queue import PutResult, ReadingQueue, State
 from gateway.reading import Reading
+from gateway.secrets import resolve_secret_path
 from gateway.statelock import QueueReplacedError, QueueWatch
 from gateway.systemd import Health, Notifier
 
@@ -71,6 +74,8 @@ class QueueDeviceContext:
         if self.clock_trusted is not None and not self.clock_trusted():
             return timedelta.max
         return self.tolerance
+    health: HealthModel | None = None
+    latest: dict[int | None, Reading] = field(default_factory=dict)  # newest per user slot, in memory only
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -82,6 +87,18 @@ class QueueDeviceContext:
         else:
             result = await self._put_holding(readings)
         self.submitted += len(readings)
+        for r in readings:
+            self.latest[r.user_slot] = r
+        if self.health is not None and readings:
+            newest = max(readings, key=lambda r: r.effective_time(self.local_tz))
+            offset = newest.clock_offset.total_seconds() if newest.clock_offset is not None else None
+            self.health.submitted(
+                self.device.name,
+                [r.kind.value for r in readings],
+                newest.effective_time(self.local_tz).timestamp(),
+                offset,
+                {str(r.user_slot): self.queue.binding_for(r) is not None for r in readings},
+            )
         if self.on_submitted:
             self.on_submitted(readings, result.new)
         return result.new
@@ -117,8 +134,22 @@ class QueueDeviceContext:
 
     async def reject(self, raw: bytes, error: Exception, *, source: str) -> None:
         self.rejected += 1
+        if self.health is not None:
+            self.health.input_rejected(self.device.name)
         await self.queue.reject(raw, error, source=f"{self.device.name}:{source}")
         log.warning("device_input_rejected", device_name=self.device.name, source=source, error=type(error).__name__)
+
+    def report_battery(self, percent: int) -> None:
+        """A session reached the device and read its battery (optional for drivers)."""
+        if self.health is not None:
+            self.health.seen(self.device.name)
+            self.health.battery(self.device.name, percent)
+
+    def report_clock(self, offset: timedelta | None) -> None:
+        """A session reached the device and compared its clock with ours (optional for drivers)."""
+        if self.health is not None:
+            self.health.seen(self.device.name)
+            self.health.clock_checked(self.device.name, offset.total_seconds() if offset is not None else None)
 
     async def checkpoint(self, name: str) -> str | None:
         return await self.queue.checkpoint(self.device.name, name)
@@ -162,6 +193,14 @@ class Gateway:
         self.alarms.subscribe(_log_alarm)
         self.disk = DiskGuard(config.queue_path.parent, config.min_free_bytes, self.alarms)
         self.clock = ClockWatch(self.alarms, state_file=config.state_dir / CLOCK_STATE)
+        # The operator's view (gateway.health): status, STATUS=, metrics and the console read this one model.
+        self.model = HealthModel(
+            version=__version__,
+            gateway_id=config.gateway_id,
+            forwarder=self.forwarder.name,
+            target=describe_target(config.forwarder, config.forwarder_options),
+            devices=[(d.name, d.driver) for d in config.devices],
+        )
 
     def healthy(self) -> bool:
         """True while the queue writer commits and the drainer makes progress (for the systemd watchdog)."""
@@ -205,6 +244,7 @@ class Gateway:
                 send_timeout=cfg.send_timeout,
                 may_send=self.clock.may_send,
                 may_purge=self.clock.may_purge,
+                observer=self.model,
             )
             # Prove at start-up that the template-built hot path still yields valid FHIR on this install.
             checked = self_check(self.drainer.gateway, local_tz=cfg.timezone)
@@ -220,6 +260,10 @@ class Gateway:
                 devices=len(cfg.devices),
                 **{f"queue_{s.name.lower()}": n for s, n in counts.items()},
             )
+            monitor = self._monitor()
+            monitor.notifier = None  # the first snapshot now; the first STATUS= right after READY=1
+            await monitor.step(monitor.facts())
+            servers = await self._start_surfaces()
             async with asyncio.TaskGroup() as tg:
                 drainer = tg.create_task(self.drainer.run(), name="drainer")
                 tasks = [tg.create_task(self._device_loop(dev), name=f"device:{dev.name}") for dev in cfg.devices]
@@ -227,9 +271,13 @@ class Gateway:
                     tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
                 tasks.append(tg.create_task(self._watch_queue(watch), name="queue-watch"))
                 tasks.append(tg.create_task(self._watch_clock(), name="clock-watch"))
+                tasks.append(tg.create_task(monitor.run(), name="health"))
+                self.model.ready_at = self.model.clock()
                 self.ready.set()
                 if self.notifier is not None:
                     self.notifier.ready()
+                monitor.notifier = self.notifier
+                monitor.publish(force=True)
                 await stop.wait()
                 log.info("gateway_stopping")
                 if self.notifier is not None:
@@ -238,6 +286,8 @@ class Gateway:
                 if self.drain_timeout:
                     await self._drain_pending(self.drain_timeout)
                 await _cancel_and_wait([drainer])
+                for server in servers:
+                    await server.cleanup()
         finally:
             with contextlib.suppress(Exception):
                 await self.queue.audit(current_actor(), f"{self._role} stop", f"config {self.config.file}")
@@ -275,6 +325,7 @@ class Gateway:
                 actor, "config changed", f"{self.config.file} sha256 {previous[:12]} -> {digest[:12]}"
             )
             log.warning("config_changed_since_last_start", config=self.config.file, sha256=digest[:12])
+
     async def _watch_queue(self, watch: QueueWatch) -> None:
         """Stop the daemon (alarm first) when the queue file is deleted or replaced under it."""
         while True:
@@ -305,6 +356,44 @@ class Gateway:
                 log.warning("clock_stamps_repaired", rows=clamped)
         self.clock.corrected()
 
+    def _monitor(self) -> HealthMonitor:
+        cfg = self.config
+        key_file = None
+        with contextlib.suppress(GatewayError):
+            key_file = resolve_secret_path(cfg.key_file)
+        return HealthMonitor(
+            self.model,
+            self.alarms,
+            queue_path=cfg.queue_path,
+            state_dir=cfg.state_dir,
+            thresholds=cfg.surfaces.alarms,
+            key_file=key_file,
+            credentials=certificate_expiries(f"output.{cfg.forwarder}", cfg.forwarder_options),
+            notifier=self.notifier,
+            refresh=self._refresh_bound,
+        )
+
+    def _refresh_bound(self) -> None:
+        """Bound or not, per configured device, by the bindings as they are now (they change while running)."""
+        if self.queue is None:
+            return
+        for name, ctx in self.contexts.items():
+            slots = {str(s): self.queue.binding_for(r) is not None for s, r in ctx.latest.items()}
+            self.model.device(name).slots.update(slots)
+
+    async def _start_surfaces(self) -> list[Any]:
+        """Metrics and the console, when configured: aiohttp runners to clean up on stop."""
+        runners: list[Any] = []
+        if self.config.surfaces.metrics.enabled:
+            from gateway.metrics import start_metrics
+
+            runners.append(await start_metrics(self.model, self.config.surfaces.metrics))
+        if self.config.surfaces.console.enabled:
+            from gateway.console.app import start_console
+
+            runners.append(await start_console(self))
+        return runners
+
     async def _drain_pending(self, seconds: float) -> None:
         assert self.queue is not None
         deadline = time.monotonic() + seconds
@@ -325,6 +414,7 @@ class Gateway:
             hold_on_failure=not rereadable,
             disk=self.disk,
             clock_trusted=lambda: self.clock.trusted,
+            health=self.model,
         )
         self.contexts[dev.name] = ctx
         backoff = Backoff(initial=1.0, maximum=60.0)
@@ -348,6 +438,7 @@ class Gateway:
             except Exception as exc:  # a device must never take the daemon down
                 delay = backoff.delay(failures)
                 failures += 1
+                self.model.session_failed(dev.name, type(exc).__name__)
                 fields = {"error": type(exc).__name__, "detail": _safe(exc), "retry_in": round(delay, 1)}
                 if isinstance(exc, HostSetupError):
                     # The host's setup (no Bluetooth stack, no D-Bus): say what to check once, then retry

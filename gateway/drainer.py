@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from typing import Protocol
 
 import structlog
 
@@ -22,7 +23,7 @@ from gateway.forwarders.base import Forwarder, Outgoing, PermanentError, Retryab
 from gateway.queue import Leased, ReadingQueue, State
 from gateway.reading import Reading
 
-__all__ = ["Backoff", "DrainStats", "Drainer"]
+__all__ = ["Backoff", "DrainObserver", "DrainStats", "Drainer"]
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +52,18 @@ class DrainStats:
 
 Delivered = Callable[[Reading, str], None]
 
+SUMMARY_EVERY = 60.0  # seconds between `delivered` summaries at info level
+
+
+class DrainObserver(Protocol):
+    """Who wants to know how forwarding goes (the health model); every call is cheap and never raises."""
+
+    def connected(self) -> None: ...
+    def backing_off(self, error: str, retry_in: float) -> None: ...
+    def refused(self, error: str, retry_in: float) -> None: ...
+    def sent(self, seconds: float, delivered_kinds: Iterable[str], rejected: int) -> None: ...
+    def quarantine(self, rows: int) -> None: ...
+
 
 class Drainer:
     def __init__(
@@ -70,6 +83,7 @@ class Drainer:
         send_timeout: float = 300.0,
         may_send: Callable[[], bool] | None = None,
         may_purge: Callable[[], bool] | None = None,
+        observer: DrainObserver | None = None,
     ) -> None:
         self.queue = queue
         self.forwarder = forwarder
@@ -87,7 +101,11 @@ class Drainer:
         self.may_send = may_send or (lambda: True)
         self.may_purge = may_purge or (lambda: True)
         self.stats = DrainStats()
+        self.observer = observer
         self._failures = 0
+        self._summary: dict[str, int] = {}  # delivered by kind since the last `delivered` line
+        self._summary_batches = 0
+        self._summary_at = -SUMMARY_EVERY  # monotonic; the first delivery is reported at once
 
     def beat(self) -> None:
         if self.heartbeat is not None:
@@ -101,6 +119,8 @@ class Drainer:
             try:
                 async with self.forwarder:
                     log.info("forwarder_connected", forwarder=self.forwarder.name)
+                    if self.observer is not None:
+                        self.observer.connected()
                     while True:
                         self.beat()
                         if time.monotonic() >= next_purge and self.may_purge():
@@ -122,6 +142,8 @@ class Drainer:
                 log.warning(
                     "forwarder_unavailable", forwarder=self.forwarder.name, error=str(exc), retry_in=round(delay, 2)
                 )
+                if self.observer is not None:
+                    self.observer.backing_off(str(exc), max(delay, exc.retry_after or 0))
                 await self._sleep_beating(max(delay, exc.retry_after or 0))
             except PermanentError as exc:
                 log.error(
@@ -131,15 +153,20 @@ class Drainer:
                     retry_in=self.permanent_retry,
                     hint="fix the configuration; readings stay queued",
                 )
+                if self.observer is not None:
+                    self.observer.refused(str(exc), self.permanent_retry)
                 await self._sleep_beating(self.permanent_retry)
             except Exception as exc:  # a full disk or a bug must not stop device sessions: log, wait, go on
                 delay = self.backoff.delay(self._failures)
                 self._failures += 1
                 log.error("drainer_failed", error=type(exc).__name__, detail=str(exc)[:200], retry_in=round(delay, 2))
+                if self.observer is not None:
+                    self.observer.backing_off(f"internal error ({type(exc).__name__})", delay)
                 await self._sleep_beating(delay)
 
     async def _idle(self) -> None:
         """Wait for new readings, or a second for released ones to come due."""
+        self._summarise()
         event = self.queue.new_data
         # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that lands as the event is set,
         # and the supervisor's shutdown then waits for the drainer forever.
@@ -194,12 +221,15 @@ class Drainer:
         if broken:
             await self.queue.set_state(dict(broken), State.QUARANTINED)
             self.stats.quarantined += len(broken)
+            if self.observer is not None:
+                self.observer.quarantine(len(broken))
             log.error("rows_quarantined", rows=len(broken), reason="cannot open payload")
         if not leased:
             return len(broken)
         batch, by_id = await self._map(leased)
         if not batch:
             return len(leased)
+        started = time.monotonic()
         try:
             report = await self._send(batch)
         except (RetryableError, PermanentError) as exc:
@@ -232,9 +262,30 @@ class Drainer:
             self.stats.by_kind[reading.kind.value] = self.stats.by_kind.get(reading.kind.value, 0) + 1
             if self.on_delivered:
                 self.on_delivered(reading, self.forwarder.name)
+        kinds = [by_id[i].reading.kind.value for i in confirmed]
+        if self.observer is not None:
+            self.observer.sent(time.monotonic() - started, kinds, len(report.rejected))
         if confirmed:
-            log.debug("delivered", forwarder=self.forwarder.name, rows=len(confirmed))
+            for kind in kinds:
+                self._summary[kind] = self._summary.get(kind, 0) + 1
+            self._summary_batches += 1
+            self._summarise()
         return len(leased)
+
+    def _summarise(self) -> None:
+        """`delivered` at info level at most once a minute: counts by kind, never what was in them."""
+        if not self._summary or time.monotonic() - self._summary_at < SUMMARY_EVERY:
+            return
+        log.info(
+            "delivered",
+            forwarder=self.forwarder.name,
+            rows=sum(self._summary.values()),
+            batches=self._summary_batches,
+            kinds=",".join(f"{k}={n}" for k, n in sorted(self._summary.items())),
+        )
+        self._summary.clear()
+        self._summary_batches = 0
+        self._summary_at = time.monotonic()
 
     async def _map(self, leased: list[Leased]) -> tuple[list[Outgoing], dict[int, Leased]]:
         batch: list[Outgoing] = []
@@ -263,6 +314,8 @@ class Drainer:
             await self.queue.set_state(unbound, State.UNASSIGNED)
         if unmappable:
             self.stats.quarantined += len(unmappable)
+            if self.observer is not None:
+                self.observer.quarantine(len(unmappable))
             await self.queue.set_state(unmappable, State.QUARANTINED)
             log.error("rows_quarantined", rows=len(unmappable), reason="cannot map to FHIR")
         return batch, by_id

@@ -7,6 +7,7 @@ bearer tokens or FHIR payloads are redacted wherever they appear.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -16,7 +17,7 @@ from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["REDACTED", "configure_logging", "scrub_phi", "use_colors"]
+__all__ = ["REDACTED", "configure_logging", "redact_text", "scrub_phi", "stdout_is_journal", "use_colors"]
 
 REDACTED = "[redacted]"
 
@@ -83,6 +84,11 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def redact_text(text: str) -> str:
+    """A sentence (e.g. a backend's error) with patient references, tokens and addresses redacted."""
+    return _PATTERNS.sub(REDACTED, text)
+
+
 def scrub_phi(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Redact by field name (any depth, snake_case or camelCase) and by pattern inside strings."""
     for key in list(event):
@@ -106,12 +112,44 @@ def use_colors(out: TextIO) -> bool:
         return False
 
 
-def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+# syslog(3) priorities: journald reads a leading "<N>" on each stdout line (SyslogLevelPrefix=, default on),
+# so `journalctl -p warning` filters our lines.
+_PRIORITY = {"critical": 2, "exception": 3, "error": 3, "warning": 4, "warn": 4, "info": 6, "debug": 7}
+
+
+def stdout_is_journal(out: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """True when `out` is the stream systemd connected to the journal (`$JOURNAL_STREAM` = device:inode)."""
+    spec = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(x) for x in spec.split(":"))
+        st = os.fstat(out.fileno())
+    except (ValueError, OSError, AttributeError, io.UnsupportedOperation):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+class _WithPriority:
+    """Wraps the renderer: the rendered line gets the syslog priority of its level as a prefix."""
+
+    def __init__(self, renderer: Any) -> None:
+        self.renderer = renderer
+
+    def __call__(self, logger: Any, name: str, event: MutableMapping[str, Any]) -> str:
+        prio = _PRIORITY.get(str(event.get("level", "info")), 6)
+        return f"<{prio}>{self.renderer(logger, name, event)}"
+
+
+def configure_logging(
+    level: str = "info", fmt: str = "auto", stream: TextIO | None = None, *, journal: bool | None = None
+) -> None:
+    """`journal`: prefix priorities; None decides by `$JOURNAL_STREAM` (set by systemd for its stdout)."""
     out = stream or sys.stdout
     use_console = fmt == "console" or (fmt == "auto" and out.isatty())
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=use_colors(out)) if use_console else structlog.processors.JSONRenderer()
     )
+    if journal if journal is not None else stdout_is_journal(out):
+        renderer = _WithPriority(renderer)
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -13,10 +13,12 @@ fi
 cd "$root"
 # systemd: systemd-analyze, for the unit file tests (verify, security exposure); procps: /bin/kill, which the
 # unit's ExecReload= names and `systemd-analyze verify` checks (every full Debian has it, a minimal root not);
-# clevis + tang: the data key bound to a Tang server; faketime: the wrong-clock fault tests.
-# Node.js runs the independent FHIR server engine of tests/fhir_server; Debian's only when none is installed.
+# clevis + tang: the data key bound to a Tang server; faketime: the wrong-clock fault tests; chromium: the
+# console's real-browser tests. Node.js runs the independent FHIR server engine of tests/fhir_server
+# (Debian's only when none is installed).
 node_pkgs=(); { command -v node && command -v npm; } >/dev/null || node_pkgs=(nodejs npm)
-"$root/scripts/bootstrap.sh" test mosquitto mosquitto-clients systemd procps clevis tang faketime "${node_pkgs[@]}"
+"$root/scripts/bootstrap.sh" test mosquitto mosquitto-clients systemd procps clevis tang faketime chromium \
+  "${node_pkgs[@]}"
 .venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest -q "$@"

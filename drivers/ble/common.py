@@ -340,7 +340,12 @@ class BleDriver:
             if self.quirks.connect_delay:
                 await asyncio.sleep(self.quirks.connect_delay)
             offset = await check_clock(session, ctx.clock_tolerance, tz=ctx.local_tz, quirks=self.quirks)
-            await log_battery(session, self.name)
+            level = await log_battery(session, self.name)
+            # The operator's health view (gateway.health) takes these when the core offers it.
+            if callable(report := getattr(ctx, "report_clock", None)):
+                report(offset)
+            if level is not None and callable(report := getattr(ctx, "report_battery", None)):
+                report(level)
             await self.collect(session, ctx, identity, offset, opts)
         finally:
             await session.disconnect()

@@ -1,0 +1,97 @@
+"""What `vitalgate status` prints: the daemon's health (from its snapshot) first, then the queue's counts.
+
+The text is for a person at a terminal; `--json` gives the same facts under stable keys (README,
+"Status and JSON output"). Both come from one document built here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.alarms import SNAPSHOT_NAME as ALARMS_SNAPSHOT
+from gateway.alarms import read_snapshot as read_alarms
+from gateway.health import snapshot
+
+__all__ = ["ago", "render_status", "status_document", "when"]
+
+
+def status_document(
+    state_dir: Path,
+    counts: dict[str, int],
+    quarantined: list[tuple[int, str]],
+    rejected: int,
+    now: float | None = None,
+) -> dict[str, Any]:
+    health = snapshot.read(state_dir / snapshot.SNAPSHOT_NAME)
+    state, detail = snapshot.daemon_state(health, now)
+    return {
+        "daemon": {"state": state, "detail": detail},
+        "health": health,
+        "alarms": [asdict(a) for a in read_alarms(state_dir / ALARMS_SNAPSHOT)] if health is not None else [],
+        "queue": {
+            "counts": counts,
+            "rejected_input": rejected,
+            "quarantined": [{"id": i, "reason": r} for i, r in quarantined],
+        },
+    }
+
+
+def when(t: float | None) -> str:
+    return "never" if t is None else f"{datetime.fromtimestamp(t, UTC):%Y-%m-%d %H:%M:%S}Z"
+
+
+def ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(max(seconds, 0))
+    if s >= 2 * 86400:
+        return f"{s // 86400} d"
+    if s >= 2 * 3600:
+        return f"{s // 3600} h"
+    if s >= 120:
+        return f"{s // 60} min"
+    return f"{s} s"
+
+
+def render_status(doc: dict[str, Any], now: float | None = None) -> str:
+    try:
+        return _render(doc, now)
+    except (KeyError, TypeError, ValueError):  # a snapshot from another version: the facts we can be sure of
+        h, doc = doc.get("health"), {**doc, "health": None}
+        note = "" if h is None else f"\n{'':16} (health snapshot in an unexpected shape; see `status --json`)"
+        return _render(doc, now).replace("\n", note + "\n", 1)
+
+
+def _render(doc: dict[str, Any], now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    lines = [f"{'daemon':16} {doc['daemon']['detail']}"]
+    h = doc.get("health")
+    if h is not None:
+        f = h["forwarder"]
+        lines.append(f"{'forwarder':16} {f['state']}: {f['name']} to {f['target']} (since {when(f['since'])})")
+        if f.get("last_error"):
+            lines.append(f"{'':16} last error: {f['last_error']}")
+        last = f.get("last_success")
+        lines.append(f"{'last delivery':16} {when(last)}" + (f" ({ago(now - last)} ago)" if last else ""))
+        lines.append(f"{'oldest pending':16} {ago(h['queue'].get('oldest_pending_age_seconds'))}")
+    alarms = doc.get("alarms") or []
+    lines.append(f"{'alarms':16} {len(alarms) or 'none'}")
+    lines.extend(f"  [{a['severity']}] {a['sentence']} ({a['code']})" for a in alarms)
+    if h is not None and h.get("devices"):
+        lines.append(f"{'DEVICE':20} {'LAST SEEN':10} {'BATTERY':>7} {'CLOCK':>8} {'BOUND':6} ERRORS")
+        for d in h["devices"]:
+            seen = ago(now - d["last_seen"]) if d.get("last_seen") else "never"
+            battery = "-" if d.get("battery_percent") is None else f"{d['battery_percent']}%"
+            clock = "-" if d.get("clock_offset_seconds") is None else f"{d['clock_offset_seconds']:+.0f} s"
+            bound = d.get("bound") or "?"
+            lines.append(f"  {d['name']:18} {seen:10} {battery:>7} {clock:>8} {bound:6} {d['session_errors']}")
+    q = doc["queue"]
+    lines.append("queue:")
+    lines.extend(f"  {state:12} {n}" for state, n in q["counts"].items())
+    lines.append(f"  {'rejected input':12} {q['rejected_input']} frames kept for review")
+    lines.extend(f"  quarantined #{item['id']}: {item['reason']}" for item in q["quarantined"][:20])
+    return "\n".join(lines)
