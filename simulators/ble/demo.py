@@ -64,15 +64,21 @@ async def start_demo_ble(*, measure_every: float | None = 1.5, records: int = 2)
             demo.devices.append(("demo-glucose", "ble-glucose", _options(sim), [(None, "Patient/demo-patient-2")]))
         elif isinstance(sim, Thermometer):
             demo.devices.append(
-                ("demo-thermometer", "ble-thermometer", _options(sim), [(None, "Patient/demo-patient-1")])
+                (
+                    "demo-thermometer",
+                    "ble-thermometer",
+                    {**_options(sim), "allow_unbonded": True},
+                    [(None, "Patient/demo-patient-1")],
+                )
             )
         elif isinstance(sim, PulseOximeter):
             # Stored spot-checks over RACP, then continuous samples thinned to one every 5 s (and on change).
-            options = {**_options(sim), "continuous_seconds": 5}
+            options = {**_options(sim), "continuous_seconds": 5, "allow_unbonded": True}
             demo.devices.append(("demo-oximeter", "ble-pulse-oximeter", options, [(None, "Patient/demo-patient-2")]))
         elif isinstance(sim, BloodPressureCuff):
             bindings: list[tuple[int | None, str]] = [(1, "Patient/demo-patient-1"), (2, "Patient/demo-patient-2")]
-            # The simulated cuff and scale, like many real ones, cannot bond: accepted explicitly.
+            # The simulated cuff, scale, thermometer and oximeter, like many real ones, cannot bond: accepted
+            # explicitly (allow_unbonded); the glucose meter bonds.
             demo.devices.append(
                 ("demo-cuff", "ble-blood-pressure", {**_options(sim), "allow_unbonded": True}, bindings)
             )
