@@ -108,6 +108,9 @@ def config(state: Path, outbox: Path, key: Path, devices: tuple[DeviceConfig, ..
 
 def ble_device(driver: str, address: str) -> DeviceConfig:
     options = {"driver": driver, "address": address, "idle_timeout": 0.5, "connect_timeout": 0.5, "poll_seconds": 0.1}
+    # The Bumble cuff simulator does not bond: accepted explicitly, as tests/ble does (the refusal of an
+    # unbonded device is pinned by tests/ble/test_device_auth.py).
+    options["allow_unbonded"] = True
     return DeviceConfig(driver, "dev", options, "devices[0]")
 
 
