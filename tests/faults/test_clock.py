@@ -96,13 +96,13 @@ def test_retries_scheduled_under_a_future_clock_are_clamped_when_it_steps_back(t
     """Rows retried while the clock said 2035 kept next_at = 2035 after it was corrected: now clamped."""
     cfg = write_config(tmp_path, devices=simulated("cuff", "S-FUTURE", 5, interval=0.05))
     assert vitalgate("bind", "S-FUTURE", "p1", "--config", str(cfg)).returncode == 0
-    # Under the 2035 clock the file output writes bundles-2035MMDD.ndjson: a dangling link of that name into
-    # a missing folder makes every send fail (and be retried); today's file name, once the clock is right, is free.
+    # Under the 2035 clock the file output writes bundles-2035MMDD.ndjson: a folder of that name makes every
+    # send fail with EISDIR (retried; a symlink there would be refused as an attack, not retried); today's
+    # file name, once the clock is right, is free.
     future = datetime.now(UTC) + timedelta(days=3200)
     (tmp_path / "state/outbox").mkdir(parents=True, mode=0o700)  # private, or the file output refuses it
     for day in (-1, 0, 1):
-        name = f"bundles-{future + timedelta(days=day):%Y%m%d}.ndjson"
-        (tmp_path / "state/outbox" / name).symlink_to(tmp_path / "missing" / name)
+        (tmp_path / "state/outbox" / f"bundles-{future + timedelta(days=day):%Y%m%d}.ndjson").mkdir(mode=0o700)
     (tmp_path / "state/outbox/bundles-99991231.ndjson").touch(mode=0o600)  # the newest file, read at start
     db = tmp_path / "state" / "queue.db"
     proc, out = run(cfg, faked(tmp_path, "+3200d"))  # about 2035: plausible, but wrong
