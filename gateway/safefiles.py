@@ -34,7 +34,15 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class UnsafeFileError(GatewayError):
-    """A file or folder that would let another local user read or redirect PHI or keys."""
+    """A file or folder that would let another local user read or redirect PHI or keys.
+
+    `errno` is the open's error number when the refusal came from the open itself, so a caller can tell a
+    full disk or a busy system (worth retrying) from a planted link or a loose mode (not).
+    """
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 def _owner_ok(st: os.stat_result) -> bool:
@@ -120,7 +128,7 @@ def open_in(dir_fd: int, folder: Path, name: str, flags: int, *, private: bool =
     try:
         fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
     except OSError as exc:
-        raise UnsafeFileError(_open_error(path, exc, "file")) from None
+        raise UnsafeFileError(_open_error(path, exc, "file"), exc.errno) from None
     try:
         check_file_fd(fd, path, private=private)
     except BaseException:

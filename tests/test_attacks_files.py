@@ -18,7 +18,7 @@ import pytest
 
 from gateway.crypto import KeyRing, create_key_file, rotate_key_file
 from gateway.errors import ConfigError, KeyFileError
-from gateway.forwarders.base import Outgoing, PermanentError
+from gateway.forwarders.base import Outgoing, PermanentError, RetryableError
 from gateway.forwarders.file import FileForwarder
 from gateway.queue import ReadingQueue
 from gateway.safefiles import UnsafeFileError, write_atomic
@@ -102,6 +102,24 @@ def test_attack_symlinked_outbox_day_file_gets_no_phi(tmp_path: Path) -> None:
     with pytest.raises(PermanentError, match="symbolic link"):
         asyncio.run(go())
     assert victim.read_text() == "untouched\n"
+
+
+def test_a_folder_where_the_day_file_goes_is_retried_not_refused(tmp_path: Path) -> None:
+    """A folder cannot redirect PHI anywhere: the write fails with EISDIR and is retried like any failed write
+    (tests/faults/test_clock.py relies on it), not held for `retry_permanent` as a planted link is."""
+    out = tmp_path / "outbox"
+    out.mkdir(mode=0o700)
+    (out / f"bundles-{datetime.now(UTC):%Y%m%d}.ndjson").mkdir(mode=0o700)
+    (out / "bundles-20000101.ndjson").mkdir(mode=0o700)  # past retention: a folder is not purged either
+
+    async def go() -> None:
+        async with FileForwarder(out, retention_days=1) as fwd:
+            await fwd.send([_outgoing()])
+
+    with pytest.raises(RetryableError, match="Is a directory") as raised:
+        asyncio.run(go())
+    assert not isinstance(raised.value, PermanentError)
+    assert (out / "bundles-20000101.ndjson").is_dir()
 
 
 def test_attack_loose_mode_outbox_folder_is_refused(tmp_path: Path) -> None:

@@ -38,6 +38,11 @@ def test_demo_with_the_broker_down_fails_with_a_sentence_and_delivers_on_the_nex
         for line in down.stderr.splitlines()
         if "warning" in line and "library_log" not in line and not line.startswith("vitalgate demo:")
     ]
+    # The one warning that depends on the machine, not on the demo: an unsynchronised clock (the kernel's
+    # NTP state, gateway/clock.py) is real and the demo says so, once; it is not a reconnect warning.
+    clock = [line for line in warnings if "clock_unsynchronised" in line]
+    assert len(clock) <= 1, clock
+    warnings = [line for line in warnings if line not in clock]
     assert sum("mqtt_plaintext" in line for line in warnings) == 1
     assert not any("mqtt_connect_failed" in line for line in warnings)
     reconnects = sum("forwarder_unavailable" in line for line in warnings)

@@ -13,7 +13,9 @@ deleted (`require_opt_in`). The demo writes readable files on purpose and is not
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -66,7 +68,7 @@ class FileForwarder:
         except UnsafeFileError as exc:
             raise PermanentError(str(exc)) from None
         self.purge()
-        files = sorted(n for n in os.listdir(self._dir_fd) if _is_day_file(n))
+        files = sorted(n for n in os.listdir(self._dir_fd) if _is_day_file(n) and not self._is_folder(n))
         if files:
             self._scan(self.directory / files[-1])
         return self
@@ -88,7 +90,7 @@ class FileForwarder:
         cutoff = time.strftime("%Y%m%d", time.gmtime(now - self.retention_days * 86400))
         removed = 0
         for name in os.listdir(self._dir_fd):
-            if _is_day_file(name) and name[8:16] < cutoff:
+            if _is_day_file(name) and name[8:16] < cutoff and not self._is_folder(name):
                 os.unlink(name, dir_fd=self._dir_fd)
                 removed += 1
         if removed:
@@ -101,6 +103,8 @@ class FileForwarder:
         try:
             return open_in(self._dir_fd, self.directory, name, flags)
         except UnsafeFileError as exc:
+            if exc.errno is not None and exc.errno in _RETRYABLE_OPEN:  # the disk, the system, a folder in the way
+                raise RetryableError(f"cannot write {name}: {os.strerror(exc.errno)}") from None
             raise PermanentError(str(exc)) from None
 
     def _scan(self, path: Path) -> None:
@@ -118,9 +122,12 @@ class FileForwarder:
             self._current = path
             self._seen.clear()
             self.purge()
-            if self._dir_fd is not None and path.name in os.listdir(self._dir_fd):
-                self._scan(path)
+            if self._dir_fd is not None and path.name in os.listdir(self._dir_fd) and not self._is_folder(path.name):
+                self._scan(path)  # a folder of that name is not read: the write fails with EISDIR, retried
         return path
+
+    def _is_folder(self, name: str) -> bool:
+        return stat.S_ISDIR(os.stat(name, dir_fd=self._dir_fd, follow_symlinks=False).st_mode)
 
     async def send(self, batch: Sequence[Outgoing]) -> SendReport:
         path = self._path_for(datetime.now(UTC))
@@ -146,6 +153,14 @@ class FileForwarder:
             os.close(fd)
         self._seen.update(item.identifier for item in batch)
         return SendReport(confirmed=frozenset(item.item_id for item in batch))
+
+
+# Open errors that say nothing about who owns or redirects the file: retried like a failed write, instead of
+# waiting `retry_permanent` (10 min) with "fix the configuration" for a full disk or too many open files.
+_RETRYABLE_OPEN = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EMFILE, errno.ENFILE, errno.EINTR, errno.EAGAIN, errno.ENOMEM}
+    | {errno.EISDIR, errno.EROFS, errno.EBUSY}
+)
 
 
 def _is_day_file(name: str) -> bool:

@@ -91,4 +91,10 @@ def test_check_config_states_devices_taking_unbonded_readings(tmp_path: Path) ->
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert "devices[0] (old-cuff): allow_unbonded = true" in lines[1] and len(lines) == 2
+    # Line 0: "ok"; then the queue summary (issue-10); then one line per device taking unbonded readings.
+    assert lines[0].endswith(": ok (2 devices, forwarder file, queue " + str(tmp_path / "state" / "queue.db") + ")")
+    assert any("queue not created yet" in line for line in lines[1:])
+    unbonded = [line for line in lines if "allow_unbonded" in line]
+    assert len(unbonded) == 1 and "devices[0] (old-cuff): allow_unbonded = true" in unbonded[0], lines
+    assert not any("meter" in line for line in lines), lines
+    assert len(lines) == 3, lines

@@ -96,13 +96,13 @@ def test_retries_scheduled_under_a_future_clock_are_clamped_when_it_steps_back(t
     """Rows retried while the clock said 2035 kept next_at = 2035 after it was corrected: now clamped."""
     cfg = write_config(tmp_path, devices=simulated("cuff", "S-FUTURE", 5, interval=0.05))
     assert vitalgate("bind", "S-FUTURE", "p1", "--config", str(cfg)).returncode == 0
-    # Under the 2035 clock the file output writes bundles-2035MMDD.ndjson: a dangling link of that name into
-    # a missing folder makes every send fail (and be retried); today's file name, once the clock is right, is free.
+    # Under the 2035 clock the file output writes bundles-2035MMDD.ndjson: a folder of that name makes every
+    # send fail with EISDIR (retried; a symlink there would be refused as an attack, not retried); today's
+    # file name, once the clock is right, is free.
     future = datetime.now(UTC) + timedelta(days=3200)
     (tmp_path / "state/outbox").mkdir(parents=True, mode=0o700)  # private, or the file output refuses it
     for day in (-1, 0, 1):
-        name = f"bundles-{future + timedelta(days=day):%Y%m%d}.ndjson"
-        (tmp_path / "state/outbox" / name).symlink_to(tmp_path / "missing" / name)
+        (tmp_path / "state/outbox" / f"bundles-{future + timedelta(days=day):%Y%m%d}.ndjson").mkdir(mode=0o700)
     (tmp_path / "state/outbox/bundles-99991231.ndjson").touch(mode=0o600)  # the newest file, read at start
     db = tmp_path / "state" / "queue.db"
     proc, out = run(cfg, faked(tmp_path, "+3200d"))  # about 2035: plausible, but wrong
@@ -151,15 +151,36 @@ def test_no_purge_on_an_implausible_clock(tmp_path: Path) -> None:
 def test_stamps_left_by_a_wrong_clock_are_repaired_at_start(tmp_path: Path) -> None:
     """The campaign's purge: rows delivered under a 2001 clock were all purged at the next start on the
     real clock; and rows retried under 2040 waited for 2040. Both are repaired before the drainer runs."""
-    cfg = write_config(tmp_path, "", devices=simulated("cuff", "S-PURGE", 4, interval=0.02))
-    db = _delivered_rows(tmp_path, cfg, 4)
-    with sqlite3.connect(db) as con:
-        con.execute("UPDATE readings SET done_at = ?", (datetime(2001, 1, 1, tzinfo=UTC).timestamp(),))
-        # and two of them pending again, scheduled for 2040 as a 2040 clock would have left them
-        con.execute("UPDATE readings SET state = 0, done_at = NULL, next_at = ? WHERE id <= 2", (2.2e9,))
-    con.close()
+    cfg = write_config(tmp_path, "", devices=simulated("cuff", "S-PURGE", 2, interval=0.02))
+    db = _delivered_rows(tmp_path, cfg, 2)
+    # Two more readings that cannot be delivered yet: today's day file name is taken by a folder (EISDIR,
+    # retried), so they stay pending with their state MACs intact. Flipping delivered rows back to pending
+    # with plain SQL is tampering since gateway/rowguard.py: such rows are never sent, rightly.
     for f in (tmp_path / "state" / "outbox").glob("*"):
         f.unlink()
+    (tmp_path / "state/outbox" / f"bundles-{datetime.now(UTC):%Y%m%d}.ndjson").mkdir(mode=0o700)
+    cfg.write_text(cfg.read_text().replace("count = 2", "count = 4"))  # the cuff goes on from its checkpoint
+    proc, out = run(cfg, child_env())
+    try:
+
+        def retried() -> bool:
+            with sqlite3.connect(db) as con:
+                return bool(
+                    con.execute("SELECT count(*) FROM readings WHERE state = 0 AND attempts > 0").fetchone()[0] == 2
+                )
+
+        wait_for(retried, 30, "the 2 later rows retried")
+    finally:
+        finish(proc, out)
+    # What the wrong clocks left (neither column is under the state MAC): delivered rows stamped 2001, and
+    # the pending ones scheduled for 2040 as a 2040 clock would have left them.
+    with sqlite3.connect(db) as con:
+        con.execute(
+            "UPDATE readings SET done_at = ? WHERE done_at IS NOT NULL", (datetime(2001, 1, 1, tzinfo=UTC).timestamp(),)
+        )
+        con.execute("UPDATE readings SET next_at = ? WHERE state = 0", (2.2e9,))
+    con.close()
+    (tmp_path / "state/outbox" / f"bundles-{datetime.now(UTC):%Y%m%d}.ndjson").rmdir()
     proc, out = run(cfg, child_env())
     try:
         wait_for(lambda: len(outbox(tmp_path)) >= 2, 30, "the 2 rows scheduled for 2040 sent now")

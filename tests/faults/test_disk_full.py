@@ -25,6 +25,8 @@ from drivers.ble.bleak_transport import BleakTransport
 from gateway.config import Config, DeviceConfig
 from gateway.crypto import KeyRing
 from gateway.daemon import Gateway
+from gateway.forwarders.base import Outgoing, PermanentError, RetryableError
+from gateway.forwarders.file import FileForwarder
 from gateway.queue import ReadingQueue, State
 from simulators.ble.cuff import BloodPressureCuff
 from simulators.ble.encoding import BpRecord
@@ -108,6 +110,9 @@ def config(state: Path, outbox: Path, key: Path, devices: tuple[DeviceConfig, ..
 
 def ble_device(driver: str, address: str) -> DeviceConfig:
     options = {"driver": driver, "address": address, "idle_timeout": 0.5, "connect_timeout": 0.5, "poll_seconds": 0.1}
+    # The Bumble cuff simulator does not bond: accepted explicitly, as tests/ble does (the refusal of an
+    # unbonded device is pinned by tests/ble/test_device_auth.py).
+    options["allow_unbonded"] = True
     return DeviceConfig(driver, "dev", options, "devices[0]")
 
 
@@ -289,3 +294,33 @@ async def stop_all() -> None:
         stop, task = _RUNNING.pop()
         stop.set()
         await task
+
+
+def test_file_output_on_a_disk_out_of_inodes_is_retried_not_refused(tmp_path: Path) -> None:
+    """A new day file on a full disk fails with ENOSPC at open: retried like a failed write, not reported as
+    a configuration error and held for `retry_permanent` (10 min) as a planted symlink is."""
+    mnt = tmp_path / "inodes"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    # nr_inodes=2: the root folder and one file; the next file cannot be created (ENOSPC), for real.
+    opts = "size=1M,nr_inodes=2,mode=0700"
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)], capture_output=True, timeout=30)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip()})")
+    try:
+        (mnt / "filler").touch(mode=0o600)
+        item = Outgoing(item_id=1, identifier="id-1", bundle={}, body=b'{"resourceType":"Bundle"}', entries=())
+
+        async def go() -> None:
+            async with FileForwarder(mnt) as fwd:
+                await fwd.send([item])
+
+        with pytest.raises(RetryableError, match="No space left") as raised:
+            asyncio.run(go())
+        assert not isinstance(raised.value, PermanentError)
+        (mnt / "filler").unlink()  # space again: the same forwarder code writes the day file
+        asyncio.run(go())
+        assert [f.read_bytes() for f in mnt.glob("bundles-*.ndjson")] == [item.body + b"\n"]
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
