@@ -4,6 +4,7 @@ configured name. A real queue file and the real command, in process."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,12 @@ async def test_devices_shows_address_name_system_id_and_unique_count(
         await q.close()
     assert await asyncio.to_thread(main, ["devices", "--config", str(cfg)]) == 0
     header, row = capsys.readouterr().out.splitlines()
-    assert header.split() == ["DEVICE", "USER", "NAME", "DRIVER", "MODEL", "READINGS", "SYSTEM", "ID", "PATIENT"]
-    assert row.split() == [
+    assert header.split() == [
+        "DEVICE", "USER", "NAME", "DRIVER", "MODEL", "READINGS", "SYSTEM", "ID", "LAST", "SEEN", "PATIENT"
+    ]  # fmt: skip
+    cells = row.split()
+    assert cells[:8] + cells[-1:] == [
         "C0:FF:EE:00:00:01", "1", "bedroom-cuff", "ble-blood-pressure", "Cuff", "9", "2", "0123456789abcdef",
         "Patient/p1",
     ]  # fmt: skip
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", " ".join(cells[8:-1]))  # last seen, UTC

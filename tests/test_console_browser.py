@@ -7,16 +7,20 @@ Set VITALGATE_SCREENSHOT_DIR to keep the dashboard screenshot (docs/console-dash
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from gateway.crypto import KeyRing
+from gateway.queue import ReadingQueue, State
 from tests.console_support import PASSWORD, Accounts, add_accounts, daemon, free_port
 from tests.test_daemon import ROOT
 
@@ -59,6 +63,9 @@ test_data = true
 [queue]
 retry_initial_seconds = 0.05
 retry_max_seconds = 0.5
+[output.file]
+allow_plaintext = true
+retention_days = 7
 [logging]
 format = "json"
 [console]
@@ -68,6 +75,7 @@ port = {port}
 driver = "ble-blood-pressure"
 name = "cuff"
 address = "{CUFF}"
+allow_unbonded = true  # the simulated cuff, like many real ones, pairs without keeping a bond
 connect_timeout = 2
 idle_timeout = 2
 poll_seconds = 1
@@ -116,7 +124,8 @@ def test_operator_pairs_a_cuff_and_sees_its_readings_delivered(gateway: tuple[st
             page.get_by_label(f"VG-Cuff ({CUFF}", exact=False).check()
             page.get_by_label("Patient (FHIR id", exact=False).fill("not a valid id!")
             page.get_by_role("button", name="Pair and bind").click()
-            assert "Not paired: use a FHIR id" in page.get_by_role("alert").inner_text()
+            refused = page.get_by_role("alert").inner_text()
+            assert refused.startswith("Not paired: ") and "use a FHIR id" in refused
             page.get_by_label(f"VG-Cuff ({CUFF}", exact=False).check()
             page.get_by_label("Patient (FHIR id", exact=False).fill("Patient/p-42")
             page.get_by_label("User slot", exact=False).fill("1")
@@ -146,13 +155,24 @@ def test_operator_pairs_a_cuff_and_sees_its_readings_delivered(gateway: tuple[st
             if shots := os.environ.get("VITALGATE_SCREENSHOT_DIR"):
                 page.screenshot(path=str(Path(shots) / "console-dashboard.png"), full_page=True)
 
-            # Requeue. Stand-in for a backend's rejection (the file forwarder never rejects): mark a delivered
-            # row quarantined in the database, as the drainer does when a backend answers 4xx.
+            # Requeue. Stand-in for a backend's rejection (the file forwarder never rejects): a delivered row
+            # quarantined through the queue's own API, as the drainer does when a backend answers 4xx (a plain
+            # SQL edit would now be refused as tampering: gateway.rowguard).
             db = sqlite3.connect(cfg.parent / "state" / "queue.db")
             with db:
                 row = db.execute("SELECT id FROM readings WHERE state = 1 ORDER BY id LIMIT 1").fetchone()[0]
-                db.execute("UPDATE readings SET state = 2, reason = 'backend: 422 invalid' WHERE id = ?", (row,))
             db.close()
+
+            async def quarantine() -> None:
+                ring = KeyRing.load(str(cfg.parent / "data.key"))
+                q = await ReadingQueue.open(cfg.parent / "state" / "queue.db", ring)
+                try:
+                    await q.set_state({row: "backend: 422 invalid"}, State.QUARANTINED)
+                finally:
+                    await q.close()
+
+            with ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's event loop
+                pool.submit(asyncio.run, quarantine()).result(timeout=60)
             page.get_by_role("link", name="Quarantine").click()
             assert "backend: 422 invalid" in page.content()
             # CSRF: the same form without its token (as a forged cross-site post would be) is refused.

@@ -148,7 +148,7 @@ def test_status_text_puts_health_first(tmp_path: Path) -> None:
     assert text[0].startswith("daemon           running (pid")
     assert text[1].startswith("forwarder        backing off: mqtt to mqtts://broker:8883")
     assert text[2] == "                 last error: timed out"
-    assert "  [warning] The oldest reading is old." in text
+    assert "  [warning] The oldest reading is old. (backlog_old)" in text
     assert any(line.split()[:3] == ["cuff", "never", "81%"] for line in text)
     assert text[-1] == "  quarantined #7: mapping: bad"
     odd = {**doc, "health": {"pid": 1}}  # written by another version of the daemon

@@ -28,6 +28,9 @@ def _config(tmp_path: Path) -> Path:
 id = "gw-omron"
 state_dir = "state"
 key_file = "{key}"
+[output.file]
+allow_plaintext = true
+retention_days = 7
 [logging]
 format = "json"
 [[devices]]
