@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Literal
 import structlog
 
 from drivers.base import DeviceContext
-from drivers.ble.common import BleDriver, BleOptions, next_frame, received_now, validate_options
+from drivers.ble.common import BleDriver, BleOptions, BoundedFrames, next_frame, received_now, validate_options
 from drivers.ble.transport import BleSession, BleTimeoutError
 from drivers.errors import ChecksumError, DeviceProtocolError, MalformedFrameError
 from drivers.omron import protocol as om
@@ -66,17 +66,18 @@ class _Link:
     def __init__(self, session: BleSession, timeout: float, reject: Reject | None = None) -> None:
         self.session = session
         self.timeout = timeout
-        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self.sink: BoundedFrames[Event] = BoundedFrames()  # answers to our own requests; a flood is dropped
+        self.events = self.sink.frames
         self.rx = om.RxAssembler()
         self.reject = reject
 
     async def subscribe(self) -> None:
         for i, uuid in enumerate(om.RX_CHANNELS):
             await self.session.subscribe(uuid, self._handler(i))
-        await self.session.subscribe(om.UNLOCK, lambda b: self.events.put_nowait(("unlock", 0, b)))
+        await self.session.subscribe(om.UNLOCK, lambda b: self.sink(("unlock", 0, b)))
 
     def _handler(self, index: int) -> Callable[[bytes], None]:
-        return lambda b: self.events.put_nowait(("rx", index, b))
+        return lambda b: self.sink(("rx", index, b))
 
     async def _next(self, kind: str) -> bytes | om.Response:
         while True:

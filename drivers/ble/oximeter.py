@@ -16,7 +16,6 @@ unavailable", NaN) are counted, not kept as rejects; malformed frames are reject
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping
 from datetime import timedelta
@@ -25,7 +24,7 @@ from typing import Any, ClassVar, Literal
 import structlog
 
 from drivers.base import DeviceContext
-from drivers.ble.common import BleDriver, BleOptions, next_frame, received_now, validate_options
+from drivers.ble.common import BleDriver, BleOptions, BoundedFrames, next_frame, received_now, validate_options
 from drivers.ble.sampling import ContinuousSampler
 from drivers.ble.transport import BleError, BleSession, BleTimeoutError
 from drivers.errors import DeviceProtocolError
@@ -37,6 +36,8 @@ from gateway.reading import DeviceIdentity, Metric, Reading
 __all__ = ["CHECKPOINT", "OPTIONS", "PulseOximeterDriver", "checkpoint_name"]
 
 log = structlog.get_logger(__name__)
+
+MAX_QUEUED_RECORD_FRAMES = 8192  # as drivers.ble.glucose: a full memory of stored spot-checks
 
 CHECKPOINT = "plx_time"
 BATCH = 64
@@ -80,24 +81,25 @@ class PulseOximeterDriver(BleDriver):
         o = {key: float(ctx.options.get(key, default)) for key, (default, _, _) in OPTIONS.items()}
         delete_after = bool(ctx.options.get("delete_after_sync", False))
         features = await self._features(session)
-        frames: asyncio.Queue[Frame] = asyncio.Queue()
+        # Bounded like glucose's: stored records come in bursts, a flood must not grow memory.
+        sink: BoundedFrames[Frame] = BoundedFrames(MAX_QUEUED_RECORD_FRAMES)
         if session.has(uuids.PLX_SPOT_CHECK_MEASUREMENT):
-            await session.subscribe(uuids.PLX_SPOT_CHECK_MEASUREMENT, lambda b: frames.put_nowait(("spot", b)))
+            await session.subscribe(uuids.PLX_SPOT_CHECK_MEASUREMENT, lambda b: sink(("spot", b)))
         if o["continuous_seconds"] > 0 and session.has(uuids.PLX_CONTINUOUS_MEASUREMENT):
-            await session.subscribe(uuids.PLX_CONTINUOUS_MEASUREMENT, lambda b: frames.put_nowait(("continuous", b)))
+            await session.subscribe(uuids.PLX_CONTINUOUS_MEASUREMENT, lambda b: sink(("continuous", b)))
         storage = session.has(uuids.RECORD_ACCESS_CONTROL_POINT) and (
             features is None or plx.PlxFeature.SPOT_CHECK_STORAGE in features.supported
         )
         sync = PlxRecordSync(parse_time_checkpoint(await ctx.checkpoint(checkpoint_name(identity))))
         if storage:
-            await session.subscribe(uuids.RECORD_ACCESS_CONTROL_POINT, lambda b: frames.put_nowait(("racp", b)))
+            await session.subscribe(uuids.RECORD_ACCESS_CONTROL_POINT, lambda b: sink(("racp", b)))
             await session.write(uuids.RECORD_ACCESS_CONTROL_POINT, sync.request())
         sampler = ContinuousSampler(o["continuous_seconds"], o["continuous_spo2_change"], o["continuous_pulse_change"])
         committed = unusable = fed = 0
         deleted = False
         while True:
             try:
-                frame = await next_frame(session, frames, opts.idle_timeout, "oximeter measurements")
+                frame = await next_frame(session, sink.frames, opts.idle_timeout, "oximeter measurements")
             except BleTimeoutError:
                 break  # quiet: nothing more to come
             if frame is None:
@@ -116,7 +118,7 @@ class PulseOximeterDriver(BleDriver):
             except DeviceProtocolError as exc:
                 log.warning("plx_frame_rejected", source=kind, error=type(exc).__name__)
                 await ctx.reject(data, exc, source=source)
-            if sync.done or frames.empty() or fed >= BATCH:
+            if sync.done or sink.frames.empty() or fed >= BATCH:
                 committed += await self._commit(ctx, sync, identity, offset, opts.simulated)
                 fed = 0
             if delete_after and not deleted and sync.state is PlxSyncState.COMPLETE and not sync.no_records:

@@ -12,14 +12,13 @@ as the BODY_WEIGHT reading. Durability: as for cuffs (drivers/ble/indicating.py)
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import ClassVar, Literal
 
 import structlog
 
 from drivers.base import DeviceContext
-from drivers.ble.common import BleOptions, handle_frame, next_frame, received_now
+from drivers.ble.common import BleOptions, BoundedFrames, handle_frame, next_frame, received_now
 from drivers.ble.indicating import IndicatingDriver, _weight
 from drivers.ble.transport import BleSession, BleTimeoutError
 from drivers.errors import DeviceProtocolError
@@ -65,12 +64,12 @@ class ScaleDriver(IndicatingDriver):
         offset: timedelta | None,
         opts: BleOptions,
     ) -> None:
-        frames: asyncio.Queue[Frame] = asyncio.Queue()
+        sink: BoundedFrames[Frame] = BoundedFrames()  # a flooding scale cannot grow memory
         has_weight = session.has(uuids.WEIGHT_MEASUREMENT)
         if has_weight:
-            await session.subscribe(uuids.WEIGHT_MEASUREMENT, lambda b: frames.put_nowait(("weight", b)))
+            await session.subscribe(uuids.WEIGHT_MEASUREMENT, lambda b: sink(("weight", b)))
         if session.has(uuids.BODY_COMPOSITION_MEASUREMENT):
-            await session.subscribe(uuids.BODY_COMPOSITION_MEASUREMENT, lambda b: frames.put_nowait(("body", b)))
+            await session.subscribe(uuids.BODY_COMPOSITION_MEASUREMENT, lambda b: sink(("body", b)))
         assembler = bcs.BodyCompositionAssembler()
         half: bytes = b""  # raw bytes of the first packet of a split measurement
         source_body = f"{self.name}/2a9c"
@@ -81,7 +80,7 @@ class ScaleDriver(IndicatingDriver):
 
         while True:
             try:
-                frame = await next_frame(session, frames, opts.idle_timeout, "measurement")
+                frame = await next_frame(session, sink.frames, opts.idle_timeout, "measurement")
             except BleTimeoutError:
                 break
             if frame is None:
