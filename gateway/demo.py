@@ -30,6 +30,7 @@ EXIT_UNDELIVERED = 8  # the demo ran, but the backend did not confirm everything
 
 # `--until-each-device` without `--seconds`: a bound for a hang, not a target (a slow Pi takes a minute).
 UNTIL_LIMIT_SECONDS = 600.0
+UNTIL_DRAIN_SECONDS = 120.0  # after the stop, at most this long to deliver what is still queued
 
 
 def demo_config(out: Path, forwarder: str = "file", forwarder_options: dict[str, Any] | None = None) -> Config:
@@ -126,7 +127,10 @@ async def _demo(cfg: Config, seconds: float, tally: _Tally, extra_bindings: Sequ
             for device, patient in extra_bindings:
                 await q.bind(device, None, patient)
         tally.devices = len(cfg.devices)
-        gw = Gateway(cfg, keyring, on_delivered=tally.delivered, on_submitted=tally.submitted, drain_timeout=3.0)
+        # With --until-each-device (CI, slow machines) the verdict is "everything committed was delivered", so
+        # the stop waits for the queue to empty, not for a fixed time (a bound only for a hang).
+        drain = 3.0 if tally.until_each_device is None else UNTIL_DRAIN_SECONDS
+        gw = Gateway(cfg, keyring, on_delivered=tally.delivered, on_submitted=tally.submitted, drain_timeout=drain)
         stop = asyncio.Event()
         install_signals(stop)
         tally.on_complete = stop.set
