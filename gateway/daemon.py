@@ -296,13 +296,9 @@ class Gateway:
 
     def _integrity_alarms(self, queue: ReadingQueue) -> None:
         """Rows or bindings changed outside vitalgate (gateway.rowguard) become critical alarms."""
-        from gateway.alarms import SNAPSHOT_NAME, AlarmBoard, Severity
-
-        board = getattr(self, "alarms", None) or AlarmBoard(self.config.state_dir / SNAPSHOT_NAME)
-        self.alarms = board
 
         def raise_(code: str, sentence: str) -> None:
-            board.raise_(code, sentence, Severity.CRITICAL)
+            self.alarms.raise_(code, sentence, Severity.CRITICAL)
 
         for code, sentence in queue.integrity_problems.items():
             raise_(code, sentence)
