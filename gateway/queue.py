@@ -34,7 +34,7 @@ from gateway import rowguard
 from gateway.codec import CodecError, decode_reading, encode_reading
 from gateway.crypto import DecryptError, KeyRing, Sealed
 from gateway.keycheck import QueueFileError, judge, known_answer, open_failure, sniff, used_key_ids_sql
-from gateway.reading import DeviceIdentity, Reading, Status
+from gateway.reading import WITHHELD_STATUS, DeviceIdentity, Reading
 from gateway.safefiles import check_no_symlink, open_folder
 
 __all__ = ["Binding", "Leased", "PutResult", "ReadingQueue", "State", "identity_selectors"]
@@ -840,7 +840,7 @@ def _why(exc: Exception) -> str:
 
 
 def _withheld(r: Reading) -> bool:
-    return bool(r.status & {Status.CONTROL_SOLUTION, Status.SENSOR_FAULT, Status.TEST_DATA})
+    return bool(r.status & WITHHELD_STATUS)
 
 
 async def _existing(db: aiosqlite.Connection, dedups: list[bytes]) -> set[bytes]:

@@ -14,6 +14,7 @@ from enum import StrEnum
 
 __all__ = [
     "CANONICAL_UNIT",
+    "WITHHELD_STATUS",
     "Absent",
     "DeviceIdentity",
     "Kind",
@@ -154,12 +155,48 @@ class Status(StrEnum):
     DEVICE_FAULT = "device-fault"
     TIME_FAULT = "time-fault"
     TEST_DATA = "test-data"  # the device says the value is for demonstration or testing (PLX status)
-    QUESTIONABLE_MEASUREMENT = "questionable-measurement"
+    QUESTIONABLE_MEASUREMENT = "questionable-measurement"  # a measurement status (FHIR `interpretation`)
+    CALIBRATION_ONGOING = "calibration-ongoing"  # likewise (PLX measurement status bit 12)
+    EARLY_ESTIMATE = "early-estimate"  # likewise, and the value is preliminary (PLX measurement status bit 6)
+    SIGNAL_QUALITY = "signal-quality"  # several PLX signal bits folded (readings queued before the bits were kept)
+    # PLX Device and Sensor Status (PLXS 1.0 §3.1.1.4), one member per bit; the FHIR layer codes each as a bit
+    # of MDC_PULS_OXIM_DEV_STATUS (gateway.fhir.codes.STATUS_BITS).
     LOW_PERFUSION = "low-perfusion"
-    SIGNAL_QUALITY = "signal-quality"  # inadequate, poor, erratic or non-pulsatile signal (PLX)
+    PLX_SENSOR_DISCONNECTED = "plx-sensor-disconnected"
+    PLX_SENSOR_MALFUNCTION = "plx-sensor-malfunction"
+    PLX_SENSOR_DISPLACED = "plx-sensor-displaced"
+    PLX_SENSOR_UNSUPPORTED = "plx-sensor-unsupported"  # "unknown sensor connected"
+    PLX_SENSOR_OFF = "plx-sensor-off"  # "sensor unconnected to user"
+    PLX_SENSOR_INTERFERENCE = "plx-sensor-interference"
+    PLX_SIGNAL_SEARCHING = "plx-signal-searching"  # "signal analysis ongoing"
+    PLX_PULSE_QUESTIONABLE = "plx-pulse-questionable"
+    PLX_SIGNAL_NON_PULSATILE = "plx-signal-non-pulsatile"
+    PLX_SIGNAL_ERRATIC = "plx-signal-erratic"
+    PLX_SIGNAL_POOR = "plx-signal-poor"
+    PLX_SIGNAL_INADEQUATE = "plx-signal-inadequate"
+    PLX_SIGNAL_PROCESSING_IRREGULARITY = "plx-signal-processing-irregularity"
+    PLX_EQUIPMENT_MALFUNCTION = "plx-equipment-malfunction"
+    PLX_EXTENDED_DISPLAY_UPDATE = "plx-extended-display-update"
     VALUE_ABOVE_RANGE = "value-above-range"
     VALUE_BELOW_RANGE = "value-below-range"
 
+
+# Not sent as patient data: kept encrypted for review (queue state WITHHELD). A control-solution test or a
+# device's own demonstration/test value is not the patient's; a value measured through a faulty, displaced or
+# disconnected sensor is not trusted.
+WITHHELD_STATUS: frozenset[Status] = frozenset(
+    {
+        Status.CONTROL_SOLUTION,
+        Status.TEST_DATA,
+        Status.SENSOR_FAULT,
+        Status.PLX_SENSOR_DISCONNECTED,
+        Status.PLX_SENSOR_MALFUNCTION,
+        Status.PLX_SENSOR_DISPLACED,
+        Status.PLX_SENSOR_UNSUPPORTED,
+        Status.PLX_SENSOR_OFF,
+        Status.PLX_EQUIPMENT_MALFUNCTION,
+    }
+)
 
 _NAN = float("nan")
 
@@ -176,6 +213,7 @@ class Absent(StrEnum):
     NEGATIVE_INFINITY = "-inf"
     RESERVED = "reserved"
     UNSUCCESSFUL = "unsuccessful"  # the device says the measurement failed (e.g. Weight 0xFFFF)
+    NOT_PERFORMED = "not-performed"  # the device says no measurement is available (PLX "measurement unavailable")
 
 
 @dataclass(frozen=True, slots=True)

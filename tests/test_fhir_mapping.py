@@ -151,10 +151,34 @@ BITS: dict[Status, tuple[str, str | None, str]] = {
     Status.DEVICE_FAULT: ("8417752", "8417752.10", "device-gen-fault"),
     Status.TIME_FAULT: ("8417752", None, "time-fault"),  # no ASN1ToHL7 bit for it
     Status.DEVICE_ANNUNCIATION: ("8417752", None, "device-annunciation"),  # likewise (queued by 0.1)
-    # pulse oximeter status (MDC_PULS_OXIM_DEV_STATUS), PLX bits folded: text only
-    Status.QUESTIONABLE_MEASUREMENT: ("150604", None, "questionable-measurement"),
-    Status.LOW_PERFUSION: ("150604", None, "low-perfusion"),
-    Status.SIGNAL_QUALITY: ("150604", None, "signal-quality"),
+    # pulse oximeter device and sensor status MDC_PULS_OXIM_DEV_STATUS, bit by bit: written from the PHD IG's
+    # CodeSystem ASN1ToHL7 (HL7/phd input/fsh/CodeSystem.ASN1ToHL7.fsh, codes 150604.0-.15 and their displays)
+    Status.PLX_SENSOR_DISCONNECTED: ("150604", "150604.0", "sensor-disconnected"),
+    Status.PLX_SENSOR_MALFUNCTION: ("150604", "150604.1", "sensor-malfunction"),
+    Status.PLX_SENSOR_DISPLACED: ("150604", "150604.2", "sensor-displaced"),
+    Status.PLX_SENSOR_UNSUPPORTED: ("150604", "150604.3", "sensor-unsupported"),
+    Status.PLX_SENSOR_OFF: ("150604", "150604.4", "sensor-off"),
+    Status.PLX_SENSOR_INTERFERENCE: ("150604", "150604.5", "sensor-interference"),
+    Status.PLX_SIGNAL_SEARCHING: ("150604", "150604.6", "signal-searching"),
+    Status.PLX_PULSE_QUESTIONABLE: ("150604", "150604.7", "signal-pulse-questionable"),
+    Status.PLX_SIGNAL_NON_PULSATILE: ("150604", "150604.8", "signal-non-pulsatile"),
+    Status.PLX_SIGNAL_ERRATIC: ("150604", "150604.9", "signal-erratic"),
+    Status.LOW_PERFUSION: ("150604", "150604.10", "signal-low-perfusion"),
+    Status.PLX_SIGNAL_POOR: ("150604", "150604.11", "signal-poor"),
+    Status.PLX_SIGNAL_INADEQUATE: ("150604", "150604.12", "signal-inadequate"),
+    Status.PLX_SIGNAL_PROCESSING_IRREGULARITY: ("150604", "150604.13", "signal-processing-irregularity"),
+    Status.PLX_EQUIPMENT_MALFUNCTION: ("150604", "150604.14", "device-equipment-malfunction"),
+    Status.PLX_EXTENDED_DISPLAY_UPDATE: ("150604", "150604.15", "device-extended-update"),
+    Status.SIGNAL_QUALITY: ("150604", None, "signal-quality"),  # folded by an earlier release: text only
+}
+POCD = "http://hl7.org/fhir/uv/pocd/CodeSystem/measurement-status"
+# Measurement-Status conditions -> Observation.interpretation (PHD IG STU 2, PhdBaseObservation notes, table
+# "Measurement Status": Questionable -> PoCDStatus#questionable, Calibrating -> #calibration-ongoing,
+# Early-estimate -> #early-indication with status preliminary)
+INTERPRETATION: dict[Status, str] = {
+    Status.QUESTIONABLE_MEASUREMENT: "questionable",
+    Status.CALIBRATION_ONGOING: "calibration-ongoing",
+    Status.EARLY_ESTIMATE: "early-indication",
 }
 REFUSED = {Status.CONTROL_SOLUTION, Status.TEST_DATA}  # not patient data: never an Observation
 PATIENTS = {
@@ -255,7 +279,8 @@ def check(r: Reading, patient: str, *, time: str, test_data: bool = False) -> Ma
                 f"identifier={PHD_ID}|{phd_id['value'].replace('|', '%5C%7C')},{URI}|{legacy['value']}"
             )
         if resource["resourceType"] == "Observation":
-            assert resource["status"] == "final"
+            preliminary = is_measurement(resource) and Status.EARLY_ESTIMATE in r.status
+            assert resource["status"] == ("preliminary" if preliminary else "final")
             assert (resource.get("meta", {}).get("security") == [HTEST]) is htest
             assert "security" in resource.get("meta", {}) or not htest
     for o in measured:
@@ -282,6 +307,7 @@ def check(r: Reading, patient: str, *, time: str, test_data: bool = False) -> Ma
         assert coin["meta"]["profile"] == [PHD_SD + "PhdCoincidentTimeStampObservation"]
     assert mapped.identifier == measured[0]["identifier"][0]["value"]
     check_status(mapped, r, measured[0])
+    check_interpretation(mapped, r)
     return mapped
 
 
@@ -311,6 +337,19 @@ def check_status(mapped: MappedReading, r: Reading, primary: dict[str, Any]) -> 
             assert comp["valueBoolean"] is True and "valueCodeableConcept" not in comp
             if "coding" in comp["code"]:
                 assert comp["code"]["coding"][0]["system"] == ASN1
+
+
+def check_interpretation(mapped: MappedReading, r: Reading) -> None:
+    """Measurement-Status conditions on every measurement Observation (not the BITs or coincident ones)."""
+    codes = [code for status, code in INTERPRETATION.items() if status in r.status]
+    for o in resources(mapped, "Observation"):
+        got = [(cd["system"], cd["code"]) for i in o.get("interpretation", []) for cd in i["coding"]]
+        assert got == ([(POCD, code) for code in codes] if is_measurement(o) else [])
+
+
+def is_measurement(o: dict[str, Any]) -> bool:
+    """A measured value (numeric or panel), not a BITs status or coincident time stamp Observation."""
+    return codings(o["code"])[0][1] not in ("8410608", "8417752", "150604", "67975")
 
 
 def check_numeric(mapped: MappedReading, m: Measurement) -> None:
@@ -429,7 +468,7 @@ def test_pulse_rate(flags: frozenset[Status], time: str, patient: str) -> None:
     mapped = check(r, patient, time=time)
     check_numeric(mapped, r.measurements[0])
     # every flag is carried: one BITs Observation per family when all are set
-    families = len({BITS[s][0] for s in flags})
+    families = len({BITS[s][0] for s in flags if s in BITS})
     assert len(resources(mapped, "Observation")) == 1 + families + (time == "device+offset")
 
 
@@ -898,7 +937,13 @@ def test_every_status_is_mapped_or_refused() -> None:
         else:
             mapped = map_reading(r, "1", GATEWAY)
             texts = [c["code"]["text"] for o in resources(mapped, "Observation") for c in o.get("component", [])]
-            assert texts == [BITS[status][2]]
+            interpretations = [
+                i["coding"][0]["code"] for o in resources(mapped, "Observation") for i in o.get("interpretation", [])
+            ]
+            if status in INTERPRETATION:
+                assert (texts, interpretations) == ([], [INTERPRETATION[status]])
+            else:
+                assert (texts, interpretations) == ([BITS[status][2]], [])
 
 
 def test_offsets_fhir_cannot_express_become_utc() -> None:

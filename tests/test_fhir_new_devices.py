@@ -11,9 +11,12 @@ from typing import Any
 
 import pytest
 
+from drivers.gatt import plx
 from gateway.fhir import MappingError, map_reading, validate_bundle
 from gateway.reading import Kind, Measurement, Metric, Status, Unit
 from tests.test_fhir_mapping import (
+    ASN1,
+    BLE,
     EXPECTED,
     GATEWAY,
     LOINC,
@@ -21,6 +24,9 @@ from tests.test_fhir_mapping import (
     PATIENTS,
     PHD,
     PHD_SD,
+    PLUS_ONE,
+    POCD,
+    RECEIVED,
     TIMES,
     VITAL,
     check,
@@ -97,15 +103,109 @@ def test_oxygen_saturation(pulse: bool, pai: bool, time: str, patient: str) -> N
     assert resources(mapped, "Device")[0]["specialization"][0]["systemType"]["coding"][0]["code"] == "528388"
 
 
-def test_oximeter_status_bits() -> None:
-    r = reading(
-        Kind.OXYGEN_SATURATION,
-        (Metric.SPO2, 93.0, Unit.PERCENT),
-        status=frozenset({Status.LOW_PERFUSION, Status.SIGNAL_QUALITY}),
-    )
-    mapped = check(r, "Patient/123", time="device")
-    bits = [o for o in resources(mapped, "Observation") if codings(o["code"]) == [(MDC, "150604")]]
-    assert [c["code"]["text"] for c in bits[0]["component"]] == ["low-perfusion", "signal-quality"]
+# The displays of MDC_PULS_OXIM_DEV_STATUS bits 0-15 in the PHD IG's CodeSystem ASN1ToHL7 (HL7/phd
+# input/fsh/CodeSystem.ASN1ToHL7.fsh, codes 150604.0 ... 150604.15), in MDER bit order.
+IG_150604 = [
+    "sensor-disconnected",
+    "sensor-malfunction",
+    "sensor-displaced",
+    "sensor-unsupported",
+    "sensor-off",
+    "sensor-interference",
+    "signal-searching",
+    "signal-pulse-questionable",
+    "signal-non-pulsatile",
+    "signal-erratic",
+    "signal-low-perfusion",
+    "signal-poor",
+    "signal-inadequate",
+    "signal-processing-irregularity",
+    "device-equipment-malfunction",
+    "device-extended-update",
+]
+STATUS_CODE = {"coding": [{"system": MDC, "code": "150604", "display": "MDC_PULS_OXIM_DEV_STATUS"}]}
+
+
+def _bit(mder: int) -> dict[str, Any]:
+    name = IG_150604[mder]
+    return {
+        "code": {"coding": [{"system": ASN1, "code": f"150604.{mder}", "display": name}], "text": name},
+        "valueBoolean": True,
+    }
+
+
+def _plx(raw: bytes) -> Any:
+    return plx.to_reading(plx.parse_spot_check(raw), BLE, RECEIVED)
+
+
+def _status_observation(mapped: Any) -> dict[str, Any]:
+    (o,) = [o for o in resources(mapped, "Observation") if codings(o["code"]) == [(MDC, "150604")]]
+    return o
+
+
+@pytest.mark.parametrize("bit", range(16))
+def test_every_plx_device_status_bit_becomes_its_ig_bit(bit: int) -> None:
+    """PLXS 1.0 §3.1 spot-check, flags 0x04, SpO2 97, PR 72, Device and Sensor Status with PLX bit n set.
+
+    The PLX field numbers the bits of 11073-10404's device-and-sensor-status from the least significant end;
+    MDER (and so ASN1ToHL7) numbers them from the most significant ("bit 0 is the HIGH order bit", IG
+    CodeSystem ASN1ToHL7 notes): PLX bit n is 150604.(15 - n). The names line up one by one (PLX bit 15
+    "sensor disconnected" = 150604.0 sensor-disconnected ... PLX bit 0 "extended display update" =
+    150604.15 device-extended-update), which is how this test checks the table.
+    """
+    raw = bytes([0x04, 0x61, 0x00, 0x48, 0x00]) + (1 << bit).to_bytes(3, "little")
+    mapped = map_reading(_plx(raw), "Patient/123", GATEWAY)
+    validate_bundle(mapped.bundle)
+    o = _status_observation(mapped)
+    assert o["component"] == [_bit(15 - bit)]
+    assert o["meta"]["profile"] == [PHD_SD + "PhdBitsEnumerationObservation"]
+    assert "interpretation" not in o and not [k for k in o if k.startswith("value")]  # BITs: components only
+
+
+def test_plx_status_bytes_to_whole_observations() -> None:
+    """PLXS 1.0 §3.1 spot-check with both status fields (flags 0x06): SpO2 97 %, PR 72 /min,
+    Measurement Status 0x4000 (bit 14 questionable measurement detected), Device and Sensor Status 0x000424
+    (bits 2 signal processing irregularity, 5 low perfusion, 10 sensor interference)."""
+    raw = bytes([0x06, 0x61, 0x00, 0x48, 0x00, 0x00, 0x40, 0x24, 0x04, 0x00])
+    mapped = map_reading(_plx(raw), "Patient/123", GATEWAY, local_tz=PLUS_ONE)
+    validate_bundle(mapped.bundle)
+    o = _status_observation(mapped)
+    spo2, pulse = (e["resource"] for e in mapped.entries[2:4])
+    primary_url = mapped.entries[2]["fullUrl"]
+    gateway_ext = spo2["extension"]
+    assert {k: v for k, v in o.items() if k != "identifier"} == {
+        "resourceType": "Observation",
+        "meta": {"profile": [PHD_SD + "PhdBitsEnumerationObservation"]},
+        "extension": gateway_ext,
+        "status": "final",
+        "category": [{"coding": [{"system": PHD[0], "code": PHD[1], "display": "PHD generated Observation"}]}],
+        "code": {**STATUS_CODE, "text": "Pulse oximeter device and sensor status"},
+        "subject": {"reference": "Patient/123"},
+        "effectiveDateTime": "2026-11-24T13:00:05.250000+00:00",
+        "issued": "2026-11-24T13:00:05.250000+00:00",
+        "device": {"reference": mapped.entries[0]["fullUrl"]},
+        # MDER order (ASN1ToHL7 code order): PLX bit 10 -> .5, bit 5 -> .10, bit 2 -> .13
+        "component": [_bit(5), _bit(10), _bit(13)],
+        "derivedFrom": [{"reference": primary_url}],
+    }
+    questionable = [{"coding": [{"system": POCD, "code": "questionable", "display": "Questionable"}]}]
+    assert [codings(x["code"])[0][1] for x in (spo2, pulse)] == ["150456", "149530"]
+    assert spo2["interpretation"] == pulse["interpretation"] == questionable  # PHD IG: measurement status
+    assert spo2["status"] == pulse["status"] == "final"
+
+
+def test_plx_early_estimate_is_preliminary_and_unavailable_not_performed() -> None:
+    """Measurement Status bit 6 (early estimated data) -> interpretation early-indication, status preliminary;
+    bit 13 (measurement unavailable) -> dataAbsentReason not-performed (PHD IG Measurement Status table)."""
+    early = map_reading(_plx(bytes([0x02, 0x61, 0x00, 0x48, 0x00, 0x40, 0x00])), "Patient/123", GATEWAY)
+    validate_bundle(early.bundle)
+    spo2 = early.entries[2]["resource"]
+    assert (spo2["status"], spo2["interpretation"][0]["coding"][0]["code"]) == ("preliminary", "early-indication")
+    gone = map_reading(_plx(bytes([0x02, 0x61, 0x00, 0x48, 0x00, 0x00, 0x20])), "Patient/123", GATEWAY)
+    validate_bundle(gone.bundle)
+    spo2 = gone.entries[2]["resource"]
+    assert "valueQuantity" not in spo2
+    assert spo2["dataAbsentReason"]["coding"][0]["code"] == "not-performed"
 
 
 def test_device_test_data_is_never_an_observation() -> None:

@@ -11,6 +11,8 @@ from tests.fhir_server import FhirServer
 
 LOINC = "http://loinc.org"
 MDC = "urn:iso:std:iso:11073:10101"
+ASN1 = "http://terminology.hl7.org/CodeSystem/ASN1ToHL7"
+POCD = "http://hl7.org/fhir/uv/pocd/CodeSystem/measurement-status"
 DEVICE = DeviceIdentity("ble-pulse-oximeter", address="C5:00:00:00:00:05", system_id="001bdc0000000005")
 GATEWAY = GatewayInfo(id="vitalgate-new-devices", version="0.1.0")
 PATIENT = "Patient/new-devices-1"
@@ -33,7 +35,8 @@ READINGS = [
         (Metric.SPO2, 94.0, Unit.PERCENT),
         (Metric.PULSE_RATE_OXIMETRY, 88.0, Unit.PER_MIN),
         (Metric.PULSE_AMPLITUDE_INDEX, 3.1, Unit.PERCENT),
-        status=frozenset({Status.LOW_PERFUSION}),
+        # PLX Measurement Status bit 14 and Device and Sensor Status bits 5 and 4 (PLXS 1.0 §3.1.1.3-4)
+        status=frozenset({Status.QUESTIONABLE_MEASUREMENT, Status.LOW_PERFUSION, Status.PLX_SIGNAL_POOR}),
     ),
     _reading(Kind.BODY_TEMPERATURE, (Metric.TEMPERATURE_TYMPANUM, 100.2, Unit.DEG_F)),
     _reading(
@@ -58,7 +61,16 @@ def test_new_kinds_are_created_once_and_searchable(medplum: FhirServer) -> None:
     assert [o["valueQuantity"]["value"] for o in spo2] == [94.0]
     assert medplum.search("Observation", code=f"{MDC}|149530", patient=PATIENT)[0]["valueQuantity"]["value"] == 88.0
     status = medplum.search("Observation", code=f"{MDC}|150604", patient=PATIENT)
-    assert [c["code"]["text"] for c in status[0]["component"]] == ["low-perfusion"]
+    assert [
+        (c["code"]["coding"][0]["system"], c["code"]["coding"][0]["code"], c["valueBoolean"])
+        for c in status[0]["component"]
+    ] == [(ASN1, "150604.10", True), (ASN1, "150604.11", True)]  # PHD IG ASN1ToHL7: low perfusion, signal poor
+    assert status[0]["meta"]["profile"] == [
+        "http://hl7.org/fhir/uv/phd/StructureDefinition/PhdBitsEnumerationObservation"
+    ]
+    assert status[0]["derivedFrom"][0]["reference"].startswith("Observation/")  # the SpO2, resolved by the server
+    questionable = medplum.search("Observation", code=f"{MDC}|150456", patient=PATIENT)[0]["interpretation"]
+    assert [(c["system"], c["code"]) for i in questionable for c in i["coding"]] == [(POCD, "questionable")]
     temp = medplum.search("Observation", code=f"{LOINC}|8310-5", patient=PATIENT)
     assert [(o["valueQuantity"]["code"], o["bodySite"]["text"]) for o in temp] == [("[degF]", "Tympanic membrane")]
     fat = medplum.search("Observation", code=f"{LOINC}|41982-0", patient=PATIENT)

@@ -49,7 +49,7 @@ def test_spot_check_spezi_vector() -> None:
         device=DEVICE,
         received_at=RX,
         device_time=datetime(2024, 11, 29, 23, 8, 57),
-        status=frozenset({Status.QUESTIONABLE_MEASUREMENT, Status.SENSOR_FAULT, Status.LOW_PERFUSION}),
+        status=frozenset({Status.QUESTIONABLE_MEASUREMENT, Status.PLX_EQUIPMENT_MALFUNCTION, Status.LOW_PERFUSION}),
         raw=SPEZI_SPOT,
     )
 
@@ -98,7 +98,7 @@ def test_clock_not_set_drops_the_time_stamp() -> None:
 @pytest.mark.parametrize(
     ("raw", "absent"),
     [
-        (bytes([0x02, 0x61, 0x00, 0x48, 0x00, 0x00, 0x20]), [Absent.UNSUCCESSFUL] * 2),  # measurement unavailable
+        (bytes([0x02, 0x61, 0x00, 0x48, 0x00, 0x00, 0x20]), [Absent.NOT_PERFORMED] * 2),  # measurement unavailable
         (bytes([0x02, 0x61, 0x00, 0x48, 0x00, 0x00, 0x80]), [Absent.UNSUCCESSFUL] * 2),  # invalid measurement
         (bytes([0x00, 0xFF, 0x07, 0x48, 0x00]), [Absent.NOT_A_NUMBER, None]),  # SpO2 NaN (SFLOAT 0x07FF)
         (bytes([0x00, 0x61, 0x00, 0x00, 0x08]), [None, Absent.NOT_AT_RESOLUTION]),  # pulse NRes (0x0800)
@@ -118,6 +118,51 @@ def test_test_data_is_flagged() -> None:
         Measurement(Metric.SPO2, 97, Unit.PERCENT),
         Measurement(Metric.PULSE_RATE_OXIMETRY, 72, Unit.PER_MIN),
     )
+
+
+# PLXS 1.0 §3.1.1.4 Device and Sensor Status, bit n (least significant first) -> its Status.
+DEVICE_STATUS_BITS = [
+    Status.PLX_EXTENDED_DISPLAY_UPDATE,  # 0 extended display update ongoing
+    Status.PLX_EQUIPMENT_MALFUNCTION,  # 1 equipment malfunction detected
+    Status.PLX_SIGNAL_PROCESSING_IRREGULARITY,  # 2 signal processing irregularity detected
+    Status.PLX_SIGNAL_INADEQUATE,  # 3 inadequate signal detected
+    Status.PLX_SIGNAL_POOR,  # 4 poor signal detected
+    Status.LOW_PERFUSION,  # 5 low perfusion detected
+    Status.PLX_SIGNAL_ERRATIC,  # 6 erratic signal detected
+    Status.PLX_SIGNAL_NON_PULSATILE,  # 7 nonpulsatile signal detected
+    Status.PLX_PULSE_QUESTIONABLE,  # 8 questionable pulse detected
+    Status.PLX_SIGNAL_SEARCHING,  # 9 signal analysis ongoing
+    Status.PLX_SENSOR_INTERFERENCE,  # 10 sensor interference detected
+    Status.PLX_SENSOR_OFF,  # 11 sensor unconnected to user
+    Status.PLX_SENSOR_UNSUPPORTED,  # 12 unknown sensor connected
+    Status.PLX_SENSOR_DISPLACED,  # 13 sensor displaced
+    Status.PLX_SENSOR_MALFUNCTION,  # 14 sensor malfunctioning
+    Status.PLX_SENSOR_DISCONNECTED,  # 15 sensor disconnected
+]
+
+
+@pytest.mark.parametrize("bit", range(24))
+def test_each_device_and_sensor_status_bit_is_its_own_status(bit: int) -> None:
+    """Flags 0x04 (device and sensor status present), SpO2 97, PR 72, status uint24 with one bit set."""
+    raw = bytes([0x04, 0x61, 0x00, 0x48, 0x00]) + (1 << bit).to_bytes(3, "little")
+    reading = plx.to_reading(plx.parse_spot_check(raw), DEVICE, RX)
+    assert reading.status == (frozenset({DEVICE_STATUS_BITS[bit]}) if bit < 16 else frozenset())  # 16-23 reserved
+
+
+@pytest.mark.parametrize(
+    ("word", "status"),
+    [
+        (0x4000, {Status.QUESTIONABLE_MEASUREMENT}),  # bit 14 questionable measurement detected
+        (0x1000, {Status.CALIBRATION_ONGOING}),  # bit 12 calibration ongoing
+        (0x0040, {Status.EARLY_ESTIMATE}),  # bit 6 early estimated data
+        (0x0400, {Status.TEST_DATA}),  # bit 10 data for demonstration
+        (0x03A0, set()),  # bits 5, 7, 8, 9: ongoing, validated, fully qualified, from storage: no flag
+    ],
+)
+def test_measurement_status_flags(word: int, status: set[Status]) -> None:
+    """PLXS 1.0 §3.1.1.3 Measurement Status (flags 0x02), SpO2 97, PR 72."""
+    raw = bytes([0x02, 0x61, 0x00, 0x48, 0x00]) + word.to_bytes(2, "little")
+    assert plx.to_reading(plx.parse_spot_check(raw), DEVICE, RX).status == frozenset(status)
 
 
 @pytest.mark.parametrize(

@@ -101,6 +101,33 @@ async def test_device_declared_test_data_is_withheld_not_sent(queue: ReadingQueu
     assert (await queue.lease(10))[0] == []
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Status.PLX_SENSOR_DISCONNECTED,
+        Status.PLX_SENSOR_MALFUNCTION,
+        Status.PLX_SENSOR_DISPLACED,
+        Status.PLX_SENSOR_UNSUPPORTED,
+        Status.PLX_SENSOR_OFF,
+        Status.PLX_EQUIPMENT_MALFUNCTION,
+    ],
+)
+async def test_oximeter_sensor_fault_is_withheld_not_sent(queue: ReadingQueue, fault: Status) -> None:
+    """A value measured through a disconnected, faulty, displaced, unknown or unworn sensor (PLX Device and
+    Sensor Status bits 15, 14, 13, 12, 11 and 1) is kept for review, not sent, as the folded flag was."""
+    await queue.bind("BP123456", 1, "Patient/p1")
+    await queue.put([replace(bp(), status=frozenset({fault}))])
+    assert (await queue.counts())[State.WITHHELD] == 1
+    assert (await queue.lease(10))[0] == []
+
+
+async def test_oximeter_signal_flags_are_sent(queue: ReadingQueue) -> None:
+    """Signal-quality bits (low perfusion, poor signal ...) describe the value; it is still the patient's."""
+    await queue.bind("BP123456", 1, "Patient/p1")
+    await queue.put([replace(bp(), status=frozenset({Status.LOW_PERFUSION, Status.PLX_SIGNAL_POOR}))])
+    assert len((await queue.lease(10))[0]) == 1
+
+
 async def test_concurrent_puts_share_commits(queue: ReadingQueue) -> None:
     before = queue.commits
     results = await asyncio.gather(*(queue.put([bp(minute=m % 60, user=m // 60)]) for m in range(300)))

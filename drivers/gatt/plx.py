@@ -26,9 +26,10 @@ trailing bytes raise `MalformedFrameError` (see blood_pressure.py).
 
 Decisions in `to_reading`: a special value (NaN, NRes, INF) becomes a measurement without a number
 (`Measurement.absent`, sent as dataAbsentReason like the other profiles' special values); "measurement
-unavailable" or "invalid measurement" make every value absent as unsuccessful; demonstration or test data is
-flagged `Status.TEST_DATA` (withheld like control solution); sensor faults `SENSOR_FAULT`; with "device
-clock is not set" the time stamp is dropped (the gateway's receive time stands in).
+unavailable" makes every value absent as not performed, "invalid measurement" as unsuccessful (PHD IG
+Measurement Status table: DAR not-performed / error); demonstration or test data is flagged `Status.TEST_DATA`
+(withheld like control solution); each device and sensor status bit its own `Status` (see `_DEVICE_FLAGS`);
+with "device clock is not set" the time stamp is dropped (the gateway's receive time stands in).
 """
 
 from __future__ import annotations
@@ -106,27 +107,40 @@ class PlxFeature(Enum):
     MULTIPLE_BONDS = 7
 
 
-# How a device/measurement status shows on a Reading; bits not listed (ongoing, validated ...) add nothing.
+# How the measurement status shows on a Reading (PHD IG STU 2, PhdBaseObservation notes, "Measurement Status":
+# the 11073 Measurement-Status attribute is not a BITs observation; questionable, calibrating and early estimate
+# become `interpretation`, demo / test data is not patient data (withheld), unavailable / invalid become
+# dataAbsentReason in `to_reading`). Ongoing, validated, fully qualified and from-storage add nothing.
 _MEASUREMENT_FLAGS: dict[MeasurementStatus, Status] = {
     MeasurementStatus.FOR_DEMONSTRATION: Status.TEST_DATA,
     MeasurementStatus.FOR_TESTING: Status.TEST_DATA,
     MeasurementStatus.QUESTIONABLE_MEASUREMENT: Status.QUESTIONABLE_MEASUREMENT,
+    MeasurementStatus.CALIBRATION_ONGOING: Status.CALIBRATION_ONGOING,
+    MeasurementStatus.EARLY_ESTIMATED_DATA: Status.EARLY_ESTIMATE,
 }
+# Every Device and Sensor Status bit is its own Status, sent as one bit of MDC_PULS_OXIM_DEV_STATUS (150604).
+# The PLX field is the 11073-10404 device-and-sensor-status BITS with its bits numbered from the other end:
+# PLX bit n (least significant first) is MDER bit 15 - n (PHD IG CodeSystem ASN1ToHL7: "bit 0 is the HIGH
+# order bit"), e.g. PLX bit 15 "sensor disconnected" = 150604.0 sensor-disconnected, PLX bit 0 "extended
+# display update ongoing" = 150604.15 device-extended-update. The sensor faults are withheld by the queue
+# (gateway.reading.WITHHELD_STATUS).
 _DEVICE_FLAGS: dict[DeviceStatus, Status] = {
-    DeviceStatus.EQUIPMENT_MALFUNCTION: Status.SENSOR_FAULT,
-    DeviceStatus.SENSOR_UNCONNECTED_TO_USER: Status.SENSOR_FAULT,
-    DeviceStatus.UNKNOWN_SENSOR_CONNECTED: Status.SENSOR_FAULT,
-    DeviceStatus.SENSOR_DISPLACED: Status.SENSOR_FAULT,
-    DeviceStatus.SENSOR_MALFUNCTIONING: Status.SENSOR_FAULT,
-    DeviceStatus.SENSOR_DISCONNECTED: Status.SENSOR_FAULT,
-    DeviceStatus.SIGNAL_PROCESSING_IRREGULARITY: Status.SIGNAL_QUALITY,
-    DeviceStatus.INADEQUATE_SIGNAL: Status.SIGNAL_QUALITY,
-    DeviceStatus.POOR_SIGNAL: Status.SIGNAL_QUALITY,
-    DeviceStatus.ERRATIC_SIGNAL: Status.SIGNAL_QUALITY,
-    DeviceStatus.NON_PULSATILE_SIGNAL: Status.SIGNAL_QUALITY,
-    DeviceStatus.SENSOR_INTERFERENCE: Status.SIGNAL_QUALITY,
+    DeviceStatus.EXTENDED_DISPLAY_UPDATE_ONGOING: Status.PLX_EXTENDED_DISPLAY_UPDATE,
+    DeviceStatus.EQUIPMENT_MALFUNCTION: Status.PLX_EQUIPMENT_MALFUNCTION,
+    DeviceStatus.SIGNAL_PROCESSING_IRREGULARITY: Status.PLX_SIGNAL_PROCESSING_IRREGULARITY,
+    DeviceStatus.INADEQUATE_SIGNAL: Status.PLX_SIGNAL_INADEQUATE,
+    DeviceStatus.POOR_SIGNAL: Status.PLX_SIGNAL_POOR,
     DeviceStatus.LOW_PERFUSION: Status.LOW_PERFUSION,
-    DeviceStatus.QUESTIONABLE_PULSE: Status.QUESTIONABLE_MEASUREMENT,
+    DeviceStatus.ERRATIC_SIGNAL: Status.PLX_SIGNAL_ERRATIC,
+    DeviceStatus.NON_PULSATILE_SIGNAL: Status.PLX_SIGNAL_NON_PULSATILE,
+    DeviceStatus.QUESTIONABLE_PULSE: Status.PLX_PULSE_QUESTIONABLE,
+    DeviceStatus.SIGNAL_ANALYSIS_ONGOING: Status.PLX_SIGNAL_SEARCHING,
+    DeviceStatus.SENSOR_INTERFERENCE: Status.PLX_SENSOR_INTERFERENCE,
+    DeviceStatus.SENSOR_UNCONNECTED_TO_USER: Status.PLX_SENSOR_OFF,
+    DeviceStatus.UNKNOWN_SENSOR_CONNECTED: Status.PLX_SENSOR_UNSUPPORTED,
+    DeviceStatus.SENSOR_DISPLACED: Status.PLX_SENSOR_DISPLACED,
+    DeviceStatus.SENSOR_MALFUNCTIONING: Status.PLX_SENSOR_MALFUNCTION,
+    DeviceStatus.SENSOR_DISCONNECTED: Status.PLX_SENSOR_DISCONNECTED,
 }
 
 
@@ -217,10 +231,16 @@ def to_reading(
 ) -> Reading:
     """An OXYGEN_SATURATION Reading: SpO2, plus pulse rate and PAI when present (absent when special)."""
     mstatus = m.measurement_status or frozenset()
-    failed = bool(mstatus & {MeasurementStatus.MEASUREMENT_UNAVAILABLE, MeasurementStatus.INVALID_MEASUREMENT})
+    failed: Absent | None = None
+    if MeasurementStatus.INVALID_MEASUREMENT in mstatus:
+        failed = Absent.UNSUCCESSFUL
+    elif MeasurementStatus.MEASUREMENT_UNAVAILABLE in mstatus:
+        failed = Absent.NOT_PERFORMED
 
     def value(metric: Metric, v: SFloat, unit: Unit) -> Measurement:
-        return Measurement.missing(metric, unit, Absent.UNSUCCESSFUL) if failed else measurement(metric, v, unit)
+        if failed is not None:
+            return Measurement.missing(metric, unit, failed)
+        return measurement(metric, v, unit)
 
     measurements = [
         value(Metric.SPO2, m.spo2, Unit.PERCENT),

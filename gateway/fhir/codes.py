@@ -33,7 +33,9 @@ from gateway.reading import Kind, Metric, Status, Unit
 
 __all__ = [
     "BITS_FAMILIES",
+    "INTERPRETATIONS",
     "KINDS",
+    "PRELIMINARY_STATUS",
     "QUANTITIES",
     "REJECTED_STATUS",
     "SPECIALIZATIONS",
@@ -442,8 +444,8 @@ class StatusBit:
     `code` None: no single ASN1ToHL7 bit says it, so only its name is carried, as text, and that BITs
     Observation does not claim PhdBitsEnumerationObservation (its components must be coded). Those are
     the aggregate flags of readings queued by release 0.1 (pulse rate out of range without direction,
-    device annunciation), the glucose meter's folded sensor faults (withheld, never sent as patient
-    data) and the glucose time fault (the MDC glucose status has no time bit).
+    device annunciation, folded PLX signal quality), the glucose meter's folded sensor faults (withheld,
+    never sent as patient data) and the glucose time fault (the MDC glucose status has no time bit).
     """
 
     family: str
@@ -468,13 +470,54 @@ STATUS_BITS: Final[MappingProxyType[Status, StatusBit]] = MappingProxyType(
         Status.DEVICE_FAULT: StatusBit("8417752", "8417752.10", "device-gen-fault"),
         Status.TIME_FAULT: StatusBit("8417752", None, "time-fault"),
         Status.DEVICE_ANNUNCIATION: StatusBit("8417752", None, "device-annunciation"),
-        # PLX device and sensor / measurement status (PLXS 1.0), folded as drivers/gatt/plx.py says; the
-        # oximeter's status family MDC_PULS_OXIM_DEV_STATUS (term 19532), named by text only.
-        Status.QUESTIONABLE_MEASUREMENT: StatusBit("150604", None, "questionable-measurement"),
-        Status.LOW_PERFUSION: StatusBit("150604", None, "low-perfusion"),
+        # PLX Device and Sensor Status (PLXS 1.0 §3.1.1.4), bit by bit, as MDC_PULS_OXIM_DEV_STATUS 150604
+        # (11073-10404, SCADA term 19532): codes and displays of CodeSystem ASN1ToHL7 (HL7/phd
+        # input/fsh/CodeSystem.ASN1ToHL7.fsh, 150604.0-.15, all "event" bits, so only set bits are sent) and
+        # the IG example Observation `bits-observation` (150604.2 / .7 / .10 / .11 / .12). MDER bit k is
+        # PLX bit 15 - k (drivers/gatt/plx.py).
+        Status.PLX_SENSOR_DISCONNECTED: StatusBit("150604", "150604.0", "sensor-disconnected"),
+        Status.PLX_SENSOR_MALFUNCTION: StatusBit("150604", "150604.1", "sensor-malfunction"),
+        Status.PLX_SENSOR_DISPLACED: StatusBit("150604", "150604.2", "sensor-displaced"),
+        Status.PLX_SENSOR_UNSUPPORTED: StatusBit("150604", "150604.3", "sensor-unsupported"),
+        Status.PLX_SENSOR_OFF: StatusBit("150604", "150604.4", "sensor-off"),
+        Status.PLX_SENSOR_INTERFERENCE: StatusBit("150604", "150604.5", "sensor-interference"),
+        Status.PLX_SIGNAL_SEARCHING: StatusBit("150604", "150604.6", "signal-searching"),
+        Status.PLX_PULSE_QUESTIONABLE: StatusBit("150604", "150604.7", "signal-pulse-questionable"),
+        Status.PLX_SIGNAL_NON_PULSATILE: StatusBit("150604", "150604.8", "signal-non-pulsatile"),
+        Status.PLX_SIGNAL_ERRATIC: StatusBit("150604", "150604.9", "signal-erratic"),
+        Status.LOW_PERFUSION: StatusBit("150604", "150604.10", "signal-low-perfusion"),
+        Status.PLX_SIGNAL_POOR: StatusBit("150604", "150604.11", "signal-poor"),
+        Status.PLX_SIGNAL_INADEQUATE: StatusBit("150604", "150604.12", "signal-inadequate"),
+        Status.PLX_SIGNAL_PROCESSING_IRREGULARITY: StatusBit("150604", "150604.13", "signal-processing-irregularity"),
+        Status.PLX_EQUIPMENT_MALFUNCTION: StatusBit("150604", "150604.14", "device-equipment-malfunction"),
+        Status.PLX_EXTENDED_DISPLAY_UPDATE: StatusBit("150604", "150604.15", "device-extended-update"),
+        # Folded signal bits of readings queued before the bits were kept one by one: text only.
         Status.SIGNAL_QUALITY: StatusBit("150604", None, "signal-quality"),
     }
 )
+
+# Measurement-Status conditions that the PHD IG (STU 2, PhdBaseObservation notes, "Measurement Status" table)
+# maps to `Observation.interpretation` with the PoCD measurement-status code system (the IG depends on
+# hl7.fhir.uv.pocd 0.3.0 for it; PhdBaseObservation slice `MsmtStatusInterpretation`), not to a BITs
+# Observation. Set on every measurement Observation of the reading (not on the BITs ones).
+POCD_MEASUREMENT_STATUS: Final = "http://hl7.org/fhir/uv/pocd/CodeSystem/measurement-status"
+INTERPRETATIONS: Final[MappingProxyType[Status, dict[str, Any]]] = MappingProxyType(
+    {
+        Status.QUESTIONABLE_MEASUREMENT: {
+            "coding": [{"system": POCD_MEASUREMENT_STATUS, "code": "questionable", "display": "Questionable"}]
+        },
+        Status.CALIBRATION_ONGOING: {
+            "coding": [
+                {"system": POCD_MEASUREMENT_STATUS, "code": "calibration-ongoing", "display": "Calibration ongoing"}
+            ]
+        },
+        Status.EARLY_ESTIMATE: {
+            "coding": [{"system": POCD_MEASUREMENT_STATUS, "code": "early-indication", "display": "Early indication"}]
+        },
+    }
+)
+# ... and an early estimate makes the Observation `preliminary` (same table; PhdBaseObservation.status).
+PRELIMINARY_STATUS: Final = frozenset({Status.EARLY_ESTIMATE})
 
 BITS_FAMILIES: Final[MappingProxyType[str, dict[str, Any]]] = MappingProxyType(
     {
@@ -482,7 +525,7 @@ BITS_FAMILIES: Final[MappingProxyType[str, dict[str, Any]]] = MappingProxyType(
             _mdc("8410608", "MDC_BLOOD_PRESSURE_MEASUREMENT_STATUS"), text="Blood pressure measurement status"
         ),
         "8417752": concept(_mdc("8417752", "MDC_GLU_METER_DEV_STATUS"), text="Glucose meter device status"),
-        "150604": concept(_mdc("150604", "MDC_PULS_OXIM_DEV_STATUS"), text="Pulse oximeter status"),
+        "150604": concept(_mdc("150604", "MDC_PULS_OXIM_DEV_STATUS"), text="Pulse oximeter device and sensor status"),
     }
 )
 

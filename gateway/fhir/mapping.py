@@ -25,7 +25,8 @@ through `validate_bundle`, plus hypothesis-generated readings). Decisions, after
 - Measurement status flags: a PhdBitsEnumerationObservation per flag family, one component per flag
   (ASN1ToHL7 bit code, valueBoolean true), derivedFrom the measurement (IG example `bpm-status`).
   A flag that stands for several bits (see `codes.StatusBit`) is carried as text, and that Observation
-  then does not claim the BITs profile.
+  then does not claim the BITs profile. Measurement-Status conditions (questionable, calibrating, early
+  estimate) are not bits: `interpretation` (and `preliminary`) on the measurement Observations, per the IG.
 - No number (IEEE 11073 special value, failed measurement): `dataAbsentReason` instead of the value,
   per PhdNumericObservation / PhdCompoundNumericObservation.
 - Simulated data (reading.simulated or test_data) carries meta.security v3-ActReason#HTEST.
@@ -61,6 +62,7 @@ _ABSENT: dict[Absent, dict[str, Any]] = {
     Absent.POSITIVE_INFINITY: c.ABSENT_POS_INF,
     Absent.NEGATIVE_INFINITY: c.ABSENT_NEG_INF,
     Absent.UNSUCCESSFUL: c.ABSENT_ERROR,
+    Absent.NOT_PERFORMED: c.ABSENT_NOT_PERFORMED,
 }
 _HEX_VARIANT = "89ab"
 
@@ -262,7 +264,7 @@ def _status_entries(
     """One PhdBitsEnumerationObservation per status family, bits in table order."""
     if not reading.status:
         return []
-    unknown = reading.status - c.STATUS_BITS.keys()
+    unknown = reading.status - c.STATUS_BITS.keys() - c.INTERPRETATIONS.keys()
     if unknown:
         raise MappingError(f"no FHIR mapping for status {sorted(s.value for s in unknown)}")
     families: dict[str, list[dict[str, Any]]] = {}
@@ -285,6 +287,22 @@ def _status_entries(
         resource["derivedFrom"] = [{"reference": primary}]
         out.append(_entry(next(_URLS), resource))
     return out
+
+
+def _interpret(reading: Reading, observations: list[dict[str, Any]]) -> None:
+    """Measurement-Status conditions on each measurement Observation: `interpretation`, `preliminary`.
+
+    PHD IG STU 2, PhdBaseObservation notes, "Measurement Status" (see `codes.INTERPRETATIONS`).
+    """
+    found = [concept for status, concept in c.INTERPRETATIONS.items() if status in reading.status]
+    if not found:
+        return
+    preliminary = bool(reading.status & c.PRELIMINARY_STATUS)
+    for entry in observations:
+        resource = entry["resource"]
+        if preliminary:
+            resource["status"] = "preliminary"
+        resource["interpretation"] = list(found)
 
 
 def _coincident_entry(
@@ -369,6 +387,7 @@ def map_reading(
         entry = _observation(obs_spec, found, ids, reading.kind.value, htest, extension, common)
         if entry is not None:
             observations.append(entry)
+    _interpret(reading, observations)
     primary_entry = observations[0]
     observations.extend(_status_entries(reading, ids, htest, extension, common, primary_entry["fullUrl"]))
     entries.extend(observations)

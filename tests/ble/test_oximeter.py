@@ -97,5 +97,9 @@ async def test_sensor_fault_and_test_data_flags_reach_the_reading(
         rec = await _session(link, ble, queue, oxi, continuous_seconds=0)
     finally:
         await oxi.stop()
-    assert [r.status for r in rec.readings] == [frozenset({Status.SENSOR_FAULT}), frozenset({Status.TEST_DATA})]
+    # device and sensor status bit 15 "sensor disconnected"; measurement status bit 10 "data for demonstration"
+    assert [r.status for r in rec.readings] == [
+        frozenset({Status.PLX_SENSOR_DISCONNECTED}),
+        frozenset({Status.TEST_DATA}),
+    ]
     assert rec.readings[1].measurement(Metric.PULSE_AMPLITUDE_INDEX) is not None
