@@ -14,7 +14,7 @@ from datetime import datetime
 
 import pytest
 
-from drivers.errors import ChecksumError, MalformedFrameError
+from drivers.errors import ChecksumError, LocalProtocolError, MalformedFrameError
 from drivers.omron import protocol as om
 
 RECORD_READ = [  # rx ch0..ch3, hass-omron #13
@@ -119,3 +119,53 @@ def test_a_second_captured_read() -> None:
     assert response is not None and (response.address, len(response.data)) == (0x05F4, 0x38)
     first = om.parse_record(om.MODELS["HEM-7322T"], response.data[:14])
     assert first == om.OmronRecord(128, 88, 74, datetime(2024, 6, 11, 17, 25, 17), False, False)
+
+
+# The time-sync block of the omblepy #57 settings read (HEM-7280T, settings at 0x0260 like the HEM-7322T):
+# settings bytes 0x14-0x1e. omblepy hem-7322t.py line 43 reads month, year, hour, day, second, minute from
+# bytes 2-7: 09 19 12 12 2c 1b -> 2025-09-18 18:27:44; byte 9 is the low byte of the sum of bytes 0-7 (line 53):
+# 08+c8+09+19+12+12+2c+1b = 0x15d -> 5d. Byte 8 (85) is the one omblepy writes as 00.
+CLOCK_7322T = bytes.fromhex("08c8091912122c1b855d")
+# A 16-byte block (omblepy hem-7361t.py layout, settings 0x2C-0x3C) from a hass-omron debug log (issue #92,
+# HEM-7188T1, read at 0x0010+0x2C): year, month, day, hour, minute, second at bytes 8-13 (hem-7361t.py line 42)
+# -> 2026-09-09 11:31:07; byte 14 = low byte of the sum of bytes 0-13: c2+a0+1a+09+09+0b+1f+07 = 0x1bf -> bf.
+CLOCK_7361T = bytes.fromhex("c2a00000000000001a09090b1f07bf00")
+
+
+def test_the_clock_blocks_of_the_captures() -> None:
+    assert om.parse_clock(om.MODELS["HEM-7322T"], CLOCK_7322T) == datetime(2025, 9, 18, 18, 27, 44)
+    assert om.parse_clock(om.MODELS["HEM-7600T"], CLOCK_7322T) == datetime(2025, 9, 18, 18, 27, 44)
+    assert om.parse_clock(om.MODELS["HEM-7361T"], CLOCK_7361T) == datetime(2026, 9, 9, 11, 31, 7)
+    # omblepy issue #7: a HEM-7361T whose block read all 0xFF; and a block with a wrong sum byte
+    assert om.parse_clock(om.MODELS["HEM-7361T"], b"\xff" * 16) is None
+    assert om.parse_clock(om.MODELS["HEM-7322T"], CLOCK_7322T[:9] + b"\x5e") is None
+
+
+def test_setting_the_clock_is_the_block_omblepy_writes() -> None:
+    """2026-11-30 09:05:07 written as omblepy's deviceSpecific_syncWithSystemTime builds it: hem-7322t.py
+    lines 51-53 (bytes 0-1 kept, 0b 1a 09 1e 07 05 = month 11, year 26, hour 9, day 30, second 7, minute 5,
+    then 00 and the sum 08+c8+0b+1a+09+1e+07+05 = 0x128 -> 28), hem-7361t.py lines 50-52 (bytes 0-7 kept,
+    1a 0b 1e 09 05 07, sum c2+a0+1a+0b+1e+09+05+07 = 0x1ba -> ba, then 00); written to the settings' write
+    window at the same offset (sharedDriver.py line 84: settingsWriteAddress + settingsTimeSyncBytes[0])."""
+    now = datetime(2026, 11, 30, 9, 5, 7)
+    big, little = om.MODELS["HEM-7322T"], om.MODELS["HEM-7361T"]
+    assert om.encode_clock(big, CLOCK_7322T, now) == bytes.fromhex("08c80b1a091e07050028")
+    assert om.encode_clock(little, CLOCK_7361T, now) == bytes.fromhex("c2a00000000000001a0b1e090507ba00")
+    assert om.write_command(0x0286 + 0x14, om.encode_clock(big, CLOCK_7322T, now)) == bytes.fromhex(
+        "1201c0029a0a08c80b1a091e0705002800ad"
+    )
+    assert om.write_command(0x0054 + 0x2C, om.encode_clock(little, CLOCK_7361T, now)) == bytes.fromhex(
+        "1801c0008010c2a00000000000001a0b1e090507ba000095"
+    )
+    assert om.parse_clock(big, om.encode_clock(big, CLOCK_7322T, now)) == now  # it reads back as set
+
+
+def test_no_clock_where_omblepy_has_none() -> None:
+    """omblepy hem-7530t.py: settingsTimeSyncBytes commented out, deviceSpecific_syncWithSystemTime raises
+    "not supported" (README matrix: time sync ❌ for the HEM-7530T)."""
+    model = om.MODELS["HEM-7530T"]
+    assert model.clock is None
+    with pytest.raises(LocalProtocolError):
+        om.encode_clock(model, bytes(10), datetime(2026, 11, 30, 9, 5, 7))
+    with pytest.raises(MalformedFrameError):
+        om.parse_clock(om.MODELS["HEM-7322T"], CLOCK_7322T[:9])  # a short block

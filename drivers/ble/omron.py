@@ -12,6 +12,12 @@ we have one, else the whole memory), commit them, store the slot, and only then 
 counters back to "nothing new" (`reset_unread`, default true) and end the transmission. A crash before
 the commit leaves the cuff's counters as they were: the next sync reads the same records again, and
 their identifiers (device time + values) keep them from being queued twice.
+
+Clock (HEM-7322T, 7361T, 7600T; omblepy cannot set the HEM-7530T's): the settings' time-sync block is read
+before the records, so their readings carry the offset of the clock that stamped them (and the operator
+sees it, as for Current Time devices); when it is off by more than `clock_tolerance_seconds` (or holds no
+valid time) it is set to the gateway's time (`set_clock`, default true) LAST, after the records are
+committed and the counters written: a refused or failed clock write costs nothing but a warning.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 
 import structlog
@@ -28,7 +34,8 @@ import structlog
 from drivers.base import DeviceContext
 from drivers.ble.common import BleDriver, BleOptions, BoundedFrames, next_frame, received_now, validate_options
 from drivers.ble.transport import BleSession, BleTimeoutError
-from drivers.errors import ChecksumError, DeviceProtocolError, MalformedFrameError
+from drivers.errors import ChecksumError, DeviceProtocolError, DriverError, MalformedFrameError
+from drivers.gatt import current_time as gatt_time
 from drivers.omron import protocol as om
 from gateway.errors import ConfigError
 from gateway.reading import DeviceIdentity, Reading
@@ -40,7 +47,7 @@ log = structlog.get_logger(__name__)
 #: The key VitalGate programs when none is configured (any 16 bytes do; it only has to match the cuff's).
 DEFAULT_KEY = bytes.fromhex("5669746c47617465204f6d726f6e2131")
 _HEX_KEY = re.compile(r"^[0-9a-fA-F]{32}$")
-_EXTRA = frozenset({"model", "pairing_key", "reset_unread"})
+_EXTRA = frozenset({"model", "pairing_key", "reset_unread", "set_clock"})
 Event = tuple[Literal["rx", "unlock"], int, bytes]
 Reject = Callable[[bytes, Exception], Awaitable[None]]
 
@@ -159,8 +166,9 @@ class OmronDriver(BleDriver):
         key = options.get("pairing_key")
         if key is not None and not (isinstance(key, str) and _HEX_KEY.match(key)):
             raise ConfigError(where, "pairing_key", "must be 32 hex digits (16 bytes)")
-        if not isinstance(options.get("reset_unread", True), bool):
-            raise ConfigError(where, "reset_unread", "must be true or false")
+        for flag in ("reset_unread", "set_clock"):
+            if not isinstance(options.get(flag, True), bool):
+                raise ConfigError(where, flag, "must be true or false")
 
     async def collect(
         self,
@@ -204,6 +212,11 @@ class OmronDriver(BleDriver):
         offset: timedelta | None,
         opts: BleOptions,
     ) -> None:
+        clock = await self._read_clock(link, ctx, model)
+        if clock is not None and offset is None and clock[1] is not None:
+            offset = clock[1]  # no Current Time service: the cuff's own clock gives the offset
+            if callable(report := getattr(ctx, "report_clock", None)):
+                report(offset)
         block: bytes | None = None
         state: list[tuple[int, int]] | None = None
         if model.unread is not None:
@@ -246,3 +259,54 @@ class OmronDriver(BleDriver):
             if answer.address != address:
                 raise DeviceProtocolError("omron: counter write answered for another address", answer.raw)
         log.info("omron_sync_done", model=model.name, committed=committed)
+        if clock is not None and bool(ctx.options.get("set_clock", True)):
+            await self._set_clock(link, ctx, model, *clock)
+
+    async def _read_clock(
+        self, link: _Link, ctx: DeviceContext, model: om.OmronModel
+    ) -> tuple[bytes, timedelta | None] | None:
+        """(the time-sync block, device minus gateway) before anything else; None when there is no clock."""
+        if model.clock is None:
+            return None
+        lo, hi = model.clock
+        try:
+            block = await link.read(model.settings_read + lo, hi - lo, model.block)
+        except DeviceProtocolError as exc:  # the records matter more: go on without the offset
+            log.warning("omron_clock_unreadable", model=model.name, error=type(exc).__name__)
+            return None
+        device_now = om.parse_clock(model, block)
+        if device_now is None:
+            log.warning("omron_clock_invalid", model=model.name, action="the gateway sets it after the sync")
+            return block, None
+        return block, gatt_time.clock_offset(device_now, _local_now(ctx))
+
+    async def _set_clock(
+        self, link: _Link, ctx: DeviceContext, model: om.OmronModel, block: bytes, offset: timedelta | None
+    ) -> None:
+        """Write the gateway's time into the cuff's clock when it is off (or invalid): after the commit."""
+        tolerance = ctx.clock_tolerance
+        if tolerance == timedelta.max:  # the gateway's own clock is implausible: never set from it
+            return
+        if offset is not None and abs(offset) <= tolerance:
+            return
+        assert model.clock is not None
+        address = model.settings_write + model.clock[0]
+        try:
+            data = om.encode_clock(model, block, _local_now(ctx))
+            answer = await link.transact(om.write_command(address, data), om.R_WRITE)
+            if answer.address != address:
+                raise DeviceProtocolError("omron: clock write answered for another address", answer.raw)
+        except (DriverError, OSError) as exc:  # the records are committed already; only the clock stays off
+            log.warning(
+                "omron_clock_set_failed",
+                model=model.name,
+                error=type(exc).__name__,
+                action="set the cuff's clock by hand if it stays off; readings are corrected by the offset",
+            )
+            return
+        log.info("omron_clock_set", model=model.name, offset_s=offset.total_seconds() if offset is not None else None)
+
+
+def _local_now(ctx: DeviceContext) -> datetime:
+    """The gateway's wall clock in the zone the cuff keeps, zone-less, to the second."""
+    return datetime.now(ctx.local_tz).replace(tzinfo=None, microsecond=0)

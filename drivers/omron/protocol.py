@@ -18,6 +18,14 @@ in pairing mode `02` + 16 zero bytes enters key programming (answer `82 00`) and
 
 Records: each model keeps a ring buffer of fixed-size records per user at known EEPROM addresses; a
 settings block holds, per user, the last written slot and an "unread records" count (0x8000 = none new).
+
+Clock: the settings also hold a "time sync" block (omblepy `settingsTimeSyncBytes`, written back at the
+same offset in the settings' write window, as the unread block is). Two formats (omblepy
+deviceSpecific/hem-7322t.py and hem-7600t.py `deviceSpecific_syncWithSystemTime`, 10 bytes: 2 kept, month,
+year-2000, hour, day, second, minute, a byte written 0, the low byte of the sum of the 8 before it;
+hem-7361t.py, 16 bytes: 8 kept, year-2000, month, day, hour, minute, second, the sum byte, a byte written
+0). omblepy does not set the HEM-7530T's clock (hem-7530t.py: "not supported"; README matrix: time sync ❌),
+so neither do we.
 """
 
 from __future__ import annotations
@@ -41,7 +49,9 @@ __all__ = [
     "OmronRecord",
     "Response",
     "RxAssembler",
+    "encode_clock",
     "packet",
+    "parse_clock",
     "parse_record",
     "read_command",
     "read_plan",
@@ -182,14 +192,21 @@ class OmronModel:
     settings_write: int
     unread: tuple[int, int] | None  # offsets of the unread-counter block in the settings; None: unknown
     layout: Literal["a", "a-7530", "b"]
+    clock: tuple[int, int] | None = None  # offsets of the time-sync block in the settings; None: not settable
 
 
+# Clock blocks: omblepy settingsTimeSyncBytes = [0x14, 0x1e] (hem-7322t.py line 20, hem-7600t.py line 20),
+# [0x2C, 0x3C] (hem-7361t.py line 20); hem-7530t.py has it commented out and raises "not supported".
 MODELS: dict[str, OmronModel] = {
-    "HEM-7322T": OmronModel("HEM-7322T", "big", (0x02AC, 0x0824), (100, 100), 0x0E, 0x38, 0x0260, 0x0286, (0, 8), "a"),
-    "HEM-7361T": OmronModel(
-        "HEM-7361T", "little", (0x0098, 0x06D8), (100, 100), 0x10, 0x10, 0x0010, 0x0054, (0, 16), "b"
+    "HEM-7322T": OmronModel(
+        "HEM-7322T", "big", (0x02AC, 0x0824), (100, 100), 0x0E, 0x38, 0x0260, 0x0286, (0, 8), "a", (0x14, 0x1E)
     ),
-    "HEM-7600T": OmronModel("HEM-7600T", "big", (0x02AC,), (100,), 0x0E, 0x38, 0x0260, 0x0286, (0, 8), "a"),
+    "HEM-7361T": OmronModel(
+        "HEM-7361T", "little", (0x0098, 0x06D8), (100, 100), 0x10, 0x10, 0x0010, 0x0054, (0, 16), "b", (0x2C, 0x3C)
+    ),
+    "HEM-7600T": OmronModel(
+        "HEM-7600T", "big", (0x02AC,), (100,), 0x0E, 0x38, 0x0260, 0x0286, (0, 8), "a", (0x14, 0x1E)
+    ),
     "HEM-7530T": OmronModel("HEM-7530T", "big", (0x02E8,), (90,), 0x0E, 0x10, 0x0260, 0x02A4, None, "a-7530"),
 }
 
@@ -254,6 +271,53 @@ def unread_state(model: OmronModel, block: bytes) -> list[tuple[int, int]]:
 def reset_unread(model: OmronModel, block: bytes) -> bytes:
     """The block with both unread counters set to "nothing new" (slots kept): what to write back."""
     return bytes(block[:4]) + NO_NEW.to_bytes(2, model.endian) * 2 + bytes(block[8:])
+
+
+# Where the date fields sit in a clock block, and where its sum byte goes: the low byte of the sum of the
+# bytes up to the last date field (omblepy sums the 8, resp. 14, bytes it built before appending it).
+_CLOCK_FIELDS: dict[str, tuple[tuple[str, ...], int, int]] = {
+    # layout: (field order, first field byte, sum byte)
+    "a": (("month", "year", "hour", "day", "second", "minute"), 2, 9),  # omblepy hem-7322t.py lines 43, 52-53
+    "b": (("year", "month", "day", "hour", "minute", "second"), 8, 14),  # omblepy hem-7361t.py lines 42, 51-52
+}
+
+
+def _clock_format(model: OmronModel, block: bytes) -> tuple[tuple[str, ...], int, int]:
+    if model.clock is None or model.layout not in _CLOCK_FIELDS:
+        raise LocalProtocolError(f"omron: {model.name} has no settable clock (omblepy: not supported)")
+    if len(block) != model.clock[1] - model.clock[0]:
+        raise MalformedFrameError("omron: clock block of the wrong size", bytes(block))
+    return _CLOCK_FIELDS[model.layout]
+
+
+def parse_clock(model: OmronModel, block: bytes) -> datetime | None:
+    """The cuff's clock from its time-sync block (zone-less local time); None when it holds no valid time
+    (a wrong sum byte, or fields that are not a date: omblepy issue #7 saw all 0xFF)."""
+    order, first, check = _clock_format(model, block)
+    if sum(block[: first + 6]) & 0xFF != block[check]:
+        return None
+    f = dict(zip(order, block[first : first + 6], strict=True))
+    try:
+        return datetime(f["year"] + 2000, f["month"], f["day"], f["hour"], f["minute"], f["second"])
+    except ValueError:
+        return None
+
+
+def encode_clock(model: OmronModel, block: bytes, now: datetime) -> bytes:
+    """The time-sync block as read, with the clock set to `now` (seconds, no zone): what to write back.
+
+    The bytes before the date are kept as the cuff had them; the byte omblepy writes 0 is written 0.
+    """
+    order, first, check = _clock_format(model, block)
+    if not 2000 <= now.year <= 2255:
+        raise LocalProtocolError("omron: the cuff's clock holds years 2000-2255")
+    fields = {"year": now.year - 2000, "month": now.month, "day": now.day, "hour": now.hour}
+    fields |= {"minute": now.minute, "second": now.second}
+    out = bytearray(block)
+    out[first : first + 6] = bytes(fields[name] for name in order)
+    out[check] = sum(out[: first + 6]) & 0xFF
+    out[8 if check == 9 else 15] = 0  # the byte beside the sum that omblepy writes as 0 ("does not seem to matter")
+    return bytes(out)
 
 
 def read_plan(model: OmronModel, user: int, count: int, last_slot: int) -> list[tuple[int, int]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from bumble import gatt
 from bumble.core import UUID
@@ -18,7 +18,7 @@ from bumble.device import Connection
 
 from simulators.ble.peripheral import SimulatedPeripheral
 
-__all__ = ["OmronCuff", "OmronReading", "encode_record"]
+__all__ = ["OmronCuff", "OmronReading", "decode_clock", "encode_clock", "encode_record"]
 
 # Where the models keep things (omblepy deviceSpecific/*): start addresses, slots, record size, settings.
 LAYOUT = {
@@ -26,6 +26,41 @@ LAYOUT = {
     "HEM-7361T": ("little", (0x0098, 0x06D8), 100, 16, 0x0010, 0x0054, 16),
     "HEM-7600T": ("big", (0x02AC,), 100, 14, 0x0260, 0x0286, 8),
 }
+# The clock ("time sync") block in the settings (omblepy settingsTimeSyncBytes): its offset, its size and the
+# order of the date bytes in it; after them a sum byte (low byte of the sum of the bytes up to the last date
+# byte) beside a byte the cuff keeps to itself. Our own encoder and decoder, written from omblepy's
+# deviceSpecific/hem-7322t.py (10 bytes) and hem-7361t.py (16 bytes) `deviceSpecific_syncWithSystemTime`.
+CLOCK = {
+    "HEM-7322T": (0x14, 10, ("month", "year", "hour", "day", "second", "minute")),
+    "HEM-7361T": (0x2C, 16, ("year", "month", "day", "hour", "minute", "second")),
+    "HEM-7600T": (0x14, 10, ("month", "year", "hour", "day", "second", "minute")),
+}
+
+
+def encode_clock(t: datetime, size: int, order: tuple[str, ...], head: bytes) -> bytes:
+    """A clock block as the cuff keeps it: `head` (what the cuff keeps before the date), date, sum, spare."""
+    parts = {"year": t.year - 2000, "month": t.month, "day": t.day, "hour": t.hour, "minute": t.minute}
+    parts["second"] = t.second
+    body = head + bytes(parts[k] for k in order)
+    # the spare byte as captured: 0x85 on a HEM-7280T (omblepy issue #57), 0x00 on a HEM-7188T1 (hass-omron #92)
+    tail = [0x85, sum(body) & 0xFF] if size == 10 else [sum(body) & 0xFF, 0x00]
+    return body + bytes(tail)
+
+
+def decode_clock(block: bytes, order: tuple[str, ...]) -> datetime | None:
+    """The time a written clock block sets; None when the cuff would refuse it (bad sum or no date)."""
+    date_at = len(block) - 8
+    body = block[: date_at + 6]
+    check = block[date_at + 7] if len(block) == 10 else block[date_at + 6]
+    if sum(body) & 0xFF != check:
+        return None
+    f = dict(zip(order, body[date_at:], strict=True))
+    try:
+        return datetime(f["year"] + 2000, f["month"], f["day"], f["hour"], f["minute"], f["second"])
+    except ValueError:
+        return None
+
+
 # Bit positions (from the most significant bit of the record as one integer): layout of 14-byte records
 # (HEM-7322T / 7600T) and of 16-byte ones (HEM-7361T); sys stored minus 25, year minus 2000.
 FIELDS = {
@@ -85,7 +120,13 @@ class OmronCuff(SimulatedPeripheral):
     kind = "omron-ble"
 
     def __init__(
-        self, model: str = "HEM-7322T", *, key: bytes | None = None, pairing_mode: bool = False, **kwargs: object
+        self,
+        model: str = "HEM-7322T",
+        *,
+        key: bytes | None = None,
+        pairing_mode: bool = False,
+        clock_skew: timedelta = timedelta(0),
+        **kwargs: object,
     ) -> None:
         kwargs.setdefault("name", "BLEsmart_0000021F")
         kwargs.setdefault("address", "C8:00:00:00:00:08")
@@ -93,7 +134,7 @@ class OmronCuff(SimulatedPeripheral):
         kwargs.setdefault("manufacturer", "OMRON HEALTHCARE")
         kwargs.setdefault("model", model)
         kwargs.setdefault("system_id", (0x0000_0008, 0x00_1B_DC))
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(clock_skew=clock_skew, **kwargs)  # type: ignore[arg-type]
         self.endian, self.users, self.slots, self.size, self.settings_read, self.settings_write, n = LAYOUT[model]
         self.eeprom = bytearray(b"\xff" * 0x1000)
         self.last = [0] * len(self.users)
@@ -107,6 +148,9 @@ class OmronCuff(SimulatedPeripheral):
         self.corrupt: set[int] = set()  # fault injection: these answers (by count, from 0) get a wrong XOR byte
         self._answers = 0
         self._unread_bytes = n
+        self.clock_sets: list[datetime] = []  # the times the gateway set, in order
+        self.refuse_clock = False  # fault injection: a clock write gets no answer (the gateway times out)
+        self.clock_garbage = False  # fault injection: the clock block reads all 0xFF (omblepy issue #7)
         self._pieces: list[bytes | None] = [None] * 4
         self._rx: list[gatt.Characteristic[bytes]] = []
         self._unlock: gatt.Characteristic[bytes] | None = None
@@ -120,6 +164,15 @@ class OmronCuff(SimulatedPeripheral):
             counter = self.unread[u] if self.unread[u] else 0x8000
             block[2 * u + 4 : 2 * u + 6] = counter.to_bytes(2, self.endian)  # type: ignore[arg-type]
         self.eeprom[self.settings_read : self.settings_read + len(block)] = block
+
+    def _write_clock(self) -> None:
+        if self.model not in CLOCK:
+            return
+        offset, size, order = CLOCK[self.model]
+        at = self.settings_read + offset
+        head = bytes([0x08, 0xC8] if size == 10 else [0xC2, 0xA0, 0, 0, 0, 0, 0, 0])
+        block = b"\xff" * size if self.clock_garbage else encode_clock(self.now(), size, order, head)
+        self.eeprom[at : at + size] = block
 
     def measure(self, user: int, reading: OmronReading) -> None:
         """A new measurement stored for `user` (1-based) in the next ring slot."""
@@ -136,6 +189,11 @@ class OmronCuff(SimulatedPeripheral):
         return [int.from_bytes(block[2 * u + 4 : 2 * u + 6], self.endian) for u in range(len(self.users))]  # type: ignore[arg-type]
 
     # -- GATT -------------------------------------------------------------------------------------------
+    def common_services(self) -> list[gatt.Service]:
+        """No Current Time service: these cuffs keep their clock in the EEPROM settings (omblepy reads and
+        sets it there), so that is the clock the gateway must find."""
+        return [s for s in super().common_services() if s.uuid != UUID.from_16_bits(0x1805)]
+
     def services(self) -> list[gatt.Service]:
         props = gatt.Characteristic.Properties
         perms = gatt.Characteristic.Permissions
@@ -195,9 +253,12 @@ class OmronCuff(SimulatedPeripheral):
             self.transmitting = True
             answer = _packet(b"\x80\x00", 0, bytes(16), count=0x10)
         elif kind == b"\x01\x00" and self.transmitting:
+            self._write_clock()  # the clock runs: its block reads the time of this read
             answer = _packet(b"\x81\x00", address, bytes(self.eeprom[address : address + count]))
         elif kind == b"\x01\xc0" and self.transmitting:
             data = command[6 : 6 + count]
+            if self.refuse_clock and self._clock_write(address) is not None:
+                return
             self._write(address, data)
             answer = _packet(b"\x81\xc0", address, data)
         elif kind == b"\x0f\x00":
@@ -212,8 +273,22 @@ class OmronCuff(SimulatedPeripheral):
         for i in range(0, len(answer), 16):
             await self.device.notify_subscriber(connection, self._rx[i // 16], answer[i : i + 16])
 
+    def _clock_write(self, address: int) -> tuple[int, tuple[str, ...]] | None:
+        """(size, field order) when `address` is the clock block in the settings' write window."""
+        if self.model in CLOCK and address == self.settings_write + CLOCK[self.model][0]:
+            return CLOCK[self.model][1], CLOCK[self.model][2]
+        return None
+
     def _write(self, address: int, data: bytes) -> None:
-        """Writes to the settings' write window land in the settings (as the real cuffs mirror them)."""
+        """Writes to the settings' write window land in the settings (as the real cuffs mirror them); a
+        clock block written there sets the cuff's clock (a bad one is ignored, as the cuff shows Err)."""
+        clock = self._clock_write(address)
+        if clock is not None and len(data) == clock[0]:
+            when = decode_clock(data, clock[1])
+            if when is not None:
+                self.clock_skew = when - datetime.now().replace(microsecond=0)
+                self.clock_sets.append(when)
+            return
         if self.settings_write <= address < self.settings_write + 0x40:
             address = self.settings_read + (address - self.settings_write)
         self.eeprom[address : address + len(data)] = data
