@@ -162,3 +162,29 @@ def test_omron_assembly_and_records_raise_only_typed_errors(pieces: list[tuple[i
     for model in om.MODELS.values():
         with contextlib.suppress(DriverError):
             om.parse_record(model, raw[: model.record_size])
+
+
+@FUZZ
+@given(block=st.binary(min_size=10, max_size=16), now=st.datetimes())
+def test_omron_clock_block_reads_as_a_time_or_none_and_writes_back_as_set(block: bytes, now: datetime) -> None:
+    """Any bytes a cuff may hold in its clock block: a datetime or None (never an exception); any gateway time
+    the cuff can hold is written so that it reads back as that time, the kept bytes untouched."""
+    from drivers.omron import protocol as om
+
+    now = now.replace(microsecond=0)
+    for model in om.MODELS.values():
+        if model.clock is None:
+            continue
+        size = model.clock[1] - model.clock[0]
+        if len(block) < size:
+            continue
+        mine = block[:size]
+        assert om.parse_clock(model, mine) is None or isinstance(om.parse_clock(model, mine), datetime)
+        if not 2000 <= now.year <= 2255:
+            with pytest.raises(DriverError):
+                om.encode_clock(model, mine, now)
+            continue
+        written = om.encode_clock(model, mine, now)
+        assert om.parse_clock(model, written) == now
+        kept = 2 if size == 10 else 8
+        assert written[:kept] == mine[:kept]
