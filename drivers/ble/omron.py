@@ -276,7 +276,11 @@ class OmronDriver(BleDriver):
             return None
         device_now = om.parse_clock(model, block)
         if device_now is None:
-            log.warning("omron_clock_invalid", model=model.name, action="the gateway sets it after the sync")
+            log.warning(
+                "omron_clock_invalid",
+                model=model.name,
+                action="readings keep the cuff's time uncorrected; set_clock (default true) sets it after the sync",
+            )
             return block, None
         return block, gatt_time.clock_offset(device_now, _local_now(ctx))
 
