@@ -244,7 +244,7 @@ class Drainer:
         confirmed = [o.item_id for o in batch if o.item_id in report.confirmed]
         await self.queue.ack(confirmed)
         if report.rejected:
-            await self.queue.set_state(dict(report.rejected), State.QUARANTINED)
+            await self.queue.set_state(dict(report.rejected), State.QUARANTINED, echoed=report.echoed)
             self.stats.rejected += len(report.rejected)
             log.error("backend_rejected", rows=len(report.rejected), reasons=sorted(set(report.rejected.values()))[:3])
         rest = {
