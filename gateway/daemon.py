@@ -26,6 +26,7 @@ from gateway.alarms import SNAPSHOT_NAME, Alarm, AlarmBoard, Severity
 from gateway.audit import current_actor
 from gateway.clock import BUILD_EPOCH, ClockWatch, Segment
 from gateway.clock import STATE_NAME as CLOCK_STATE
+from gateway.clockcheck import DEFAULT_LIMIT, judge
 from gateway.config import Config, DeviceConfig
 from gateway.crypto import KeyRing
 from gateway.diskguard import DiskGuard
@@ -76,6 +77,8 @@ class QueueDeviceContext:
         return self.tolerance
     health: HealthModel | None = None
     latest: dict[int | None, Reading] = field(default_factory=dict)  # newest per user slot, in memory only
+    clock_limit: timedelta = DEFAULT_LIMIT  # config `gateway.clock_implausible_seconds` (gateway.clockcheck)
+    clock_warned: bool = False  # an implausible device clock is logged once per device and run
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -99,9 +102,31 @@ class QueueDeviceContext:
                 offset,
                 {str(r.user_slot): self.queue.binding_for(r) is not None for r in readings},
             )
+        if result.new:
+            self._judge_clocks(readings, result.new)
         if self.on_submitted:
             self.on_submitted(readings, result.new)
         return result.new
+
+    def _judge_clocks(self, readings: Sequence[Reading], new: int) -> None:
+        """Count readings whose device clock is implausible (flagged in FHIR by the same rule) and warn once."""
+        if self.clock_trusted is not None and not self.clock_trusted():
+            return  # our own wall clock is wrong: every device would look wrong (gateway.clock)
+        verdicts = [judge(r, self.clock_limit, self.local_tz) for r in readings if r.device_time is not None]
+        flagged = [v for v in verdicts if v is not None]
+        if self.health is not None and verdicts:
+            self.health.clock_judged(self.device.name, min(len(flagged), new), flagged[-1].detail if flagged else None)
+        if flagged and not self.clock_warned:
+            self.clock_warned = True
+            log.warning(
+                "device_clock_implausible",
+                device=self.device.name,
+                problem=flagged[0].problem,
+                readings=len(flagged),
+                sentence=f"Device '{self.device.name}' has an implausible clock ({flagged[0].detail}); its readings "
+                "are kept and flagged in FHIR. Set the device's clock (see its manual; the gateway sets it itself "
+                "where the device lets it); `vitalgate status` counts the flagged readings.",
+            )
 
     async def _put_holding(self, readings: Sequence[Reading]) -> PutResult:
         delay = 0.2
@@ -238,6 +263,7 @@ class Gateway:
                 permanent_retry=cfg.retry_permanent,
                 local_tz=cfg.timezone,
                 test_data=cfg.test_data,
+                clock_limit=cfg.clock_implausible,
                 retention_seconds=cfg.retention.total_seconds(),
                 on_delivered=self.on_delivered,
                 heartbeat=lambda: self.health.beat("drainer"),
@@ -407,6 +433,7 @@ class Gateway:
             self.config.clock_tolerance,
             self.on_submitted,
             local_tz=self.config.timezone,
+            clock_limit=self.config.clock_implausible,
             hold_on_failure=not rereadable,
             disk=self.disk,
             clock_trusted=lambda: self.clock.trusted,

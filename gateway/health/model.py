@@ -58,6 +58,8 @@ class DeviceHealth:
     slots: dict[str, bool] = field(default_factory=dict)  # user slot ("None" if none) -> bound to a patient
     readings: int = 0
     rejected: int = 0
+    clock_flagged: int = 0  # readings since start whose device clock was implausible (gateway.clockcheck)
+    clock_problem: str | None = None  # what was wrong with the latest judged clock (no PHI); None: plausible
 
     @property
     def bound(self) -> str | None:
@@ -79,6 +81,8 @@ class DeviceHealth:
             "bound": self.bound,  # "yes", "no", "partly" (some user slots), None until a reading came
             "readings": self.readings,
             "rejected": self.rejected,
+            "clock_flagged_readings": self.clock_flagged,
+            "clock_problem": self.clock_problem,
         }
 
 
@@ -186,6 +190,13 @@ class HealthModel:
 
     def battery(self, name: str, percent: int) -> None:
         self.device(name).battery = percent
+
+    def clock_judged(self, name: str, flagged: int, problem: str | None) -> None:
+        """A batch of readings with device times was judged: `flagged` were implausible; `problem` is the
+        latest batch's finding (None once the clock looks right again, which ends the alarm)."""
+        dev = self.device(name)
+        dev.clock_flagged += flagged
+        dev.clock_problem = problem
 
     def clock_checked(self, name: str, offset: float | None) -> None:
         if offset is not None:
