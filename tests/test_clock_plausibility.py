@@ -187,7 +187,7 @@ async def test_flagged_readings_counted_per_device_warned_once_and_alarmed(tmp_p
     ctx = QueueDeviceContext(queue, dev, timedelta(seconds=60), local_tz=PLUS_ONE, health=model)
     reset = _reset_clock_reading(with_current_time=False)
     with capture_logs() as logs:
-        await ctx.submit([reset, replace(reset, device_time=reset.device_time + timedelta(minutes=1))])  # type: ignore[operator]
+        await ctx.submit([reset, replace(reset, device_time=datetime(2000, 1, 1, 0, 6))])
         await ctx.submit([replace(reset, device_time=datetime(2000, 1, 1, 9))])
     warnings = [e for e in logs if e["event"] == "device_clock_implausible"]
     assert len(warnings) == 1 and warnings[0]["device"] == "cuff" and warnings[0]["problem"] == "before-2010"
@@ -222,3 +222,18 @@ def test_clock_implausible_seconds_is_read_and_bounded(tmp_path: Any) -> None:
     assert parse_config({}).clock_implausible == timedelta(days=1)
     with pytest.raises(ConfigError, match="clock_implausible_seconds"):
         parse_config({"gateway": {"clock_implausible_seconds": 1}})
+
+
+def test_a_real_fhir_server_stores_a_time_fault_once(medplum: Any) -> None:
+    """Medplum's engine (tests/fhir_server) accepts the time-fault shape (effectivePeriod with only `end`,
+    a Coincident Time Stamp without value) and a resend creates nothing."""
+    r = _reset_clock_reading(with_current_time=False)
+    for expected in ("201", "200"):
+        mapped = map_reading(r, "Patient/clock-fault-1", GATEWAY, local_tz=PLUS_ONE)
+        resp = medplum.post(mapped.body)
+        assert resp.status_code == 200, resp.text[:300]
+        observations = [e for e in resp.json()["entry"] if e["response"]["location"].startswith("Observation/")]
+        assert {e["response"]["status"].split()[0] for e in observations} == {expected}
+    stored = medplum.search("Observation", subject="Patient/clock-fault-1")
+    assert len(stored) == 2  # BP panel and pulse, once each
+    assert all(o["effectivePeriod"] == {"end": "2026-11-24T07:31:00+00:00"} and o["note"] for o in stored)
