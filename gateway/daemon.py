@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta, tzinfo
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +227,18 @@ class Gateway:
             target=describe_target(config.forwarder, config.forwarder_options),
             devices=[(d.name, d.driver) for d in config.devices],
         )
+        self._watch_bundle_size()
+
+    def _watch_bundle_size(self) -> None:
+        """The HTTPS forwarder's Bundle size, lowered after the server refuses one, goes to the health model."""
+        if self.forwarder.name != "https":
+            return
+        from gateway.forwarders.https import HttpsForwarder
+
+        if isinstance(self.forwarder, HttpsForwarder):
+            configured = self.forwarder.settings.max_entries
+            self.model.bundle_limit(configured, self.forwarder.max_entries)
+            self.forwarder.on_max_entries = partial(self.model.bundle_limit, configured)
 
     def healthy(self) -> bool:
         """True while the queue writer commits and the drainer makes progress (for the systemd watchdog)."""

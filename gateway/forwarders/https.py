@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -255,6 +255,8 @@ class HttpsForwarder:
         self._reconnect = False  # set by reload(): rebuild the client with the new TLS files
         self._isolating = 0  # sends left with window 1 after an unlocatable transaction refusal
         self._max_entries = settings.max_entries  # lowered when the server refuses a Bundle's size
+        # Told the new size when it is lowered (the daemon's health model: status, --json, metrics).
+        self.on_max_entries: Callable[[int], None] | None = None
 
     def _tls_context(self) -> ssl.SSLContext:
         s = self.settings
@@ -380,6 +382,8 @@ class HttpsForwarder:
                     sentence=f"The FHIR server refused a Bundle of {entries} entries for its size; sending "
                     f"at most {self._max_entries} per Bundle from now on (set output.https.max_entries).",
                 )
+                if self.on_max_entries is not None:
+                    self.on_max_entries(self._max_entries)
                 pending[:0] = self._chunks(chunk)
                 continue
             except (RetryableError, PermanentError) as exc:

@@ -112,6 +112,9 @@ class HealthModel:
         self.forwarder_since = self.started_at
         self.retry_at: float | None = None
         self.last_success: float | None = None
+        # HTTPS: entries per Bundle, as configured and as in use (lowered after the server refused a size).
+        self.max_entries_configured: int | None = None
+        self.max_entries: int | None = None
         self.counts: dict[str, int] = {}
         self.oldest_pending: float | None = None  # created_at of the oldest pending row
         self.rejected_total = 0  # bad frames kept for review (from the queue)
@@ -154,6 +157,11 @@ class HealthModel:
             self._forwarder(ForwarderState.CONNECTED, None)
         self.backend_rejected += rejected
         self.quarantined += rejected
+
+    def bundle_limit(self, configured: int | None, effective: int | None) -> None:
+        """The HTTPS forwarder's Bundle size: `configured` (None: no cap) and the one in use."""
+        self.max_entries_configured = configured
+        self.max_entries = effective
 
     def quarantine(self, rows: int) -> None:
         self.quarantined += rows
@@ -249,6 +257,8 @@ class HealthModel:
                 "last_error": self.forwarder_error,
                 "retry_at": self.retry_at,
                 "last_success": self.last_success,
+                "max_entries": self.max_entries,
+                "max_entries_configured": self.max_entries_configured,
             },
             "queue": {
                 "counts": self.counts,

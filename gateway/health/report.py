@@ -78,6 +78,15 @@ def _render(doc: dict[str, Any], now: float | None = None) -> str:
         last = f.get("last_success")
         lines.append(f"{'last delivery':16} {when(last)}" + (f" ({ago(now - last)} ago)" if last else ""))
         lines.append(f"{'oldest pending':16} {ago(h['queue'].get('oldest_pending_age_seconds'))}")
+        size, configured = f.get("max_entries"), f.get("max_entries_configured")
+        if size is not None and size != configured:
+            was = "no cap" if configured is None else f"{configured} configured"
+            lines.append(
+                f"{'bundle size':16} at most {size} entries per Bundle ({was}): the FHIR server refused a larger "
+                "one; set output.https.max_entries to match it"
+            )
+        elif size is not None:
+            lines.append(f"{'bundle size':16} at most {size} entries per Bundle (output.https.max_entries)")
     alarms = doc.get("alarms") or []
     lines.append(f"{'alarms':16} {len(alarms) or 'none'}")
     lines.extend(f"  [{a['severity']}] {a['sentence']} ({a['code']})" for a in alarms)
