@@ -247,3 +247,55 @@ def test_sealed_echo_follows_its_row_through_keys_retire(tmp_path: Path) -> None
     assert old not in key.read_text()
     revealed = vitalgate("quarantine", "--reveal", str(row), "--json", "--config", str(cfg))
     assert json.loads(revealed.stdout)["server_text"] == NAME
+
+
+async def test_console_reveal_is_for_operators_and_audited(tmp_path: Path) -> None:
+    """The console's quarantine page: an operator opens the sealed text on purpose (audited first), a
+    viewer cannot, and the page lists it only as a button until then."""
+    import re
+
+    import aiohttp
+
+    from tests.console_support import PASSWORD, add_accounts, daemon, free_port
+    from tests.test_daemon import write_config
+
+    port = free_port()
+    cfg = write_config(tmp_path, count=0, extra=f"[console]\nenabled = true\nlisten = \"127.0.0.1\"\nport = {port}\n")
+    (tmp_path / "state").mkdir(mode=0o700, exist_ok=True)
+    q = await ReadingQueue.open(tmp_path / "state/queue.db", KeyRing.load(str(tmp_path / "data.key")))
+    try:
+        await q.bind("BP123456", 1, "Patient/p1")
+        await q.put([bp(minute=1)])
+        (item,), _ = await q.lease(1)
+        await q.set_state({item.item_id: "HTTP 422: error invalid"}, State.QUARANTINED, echoed={item.item_id: NAME})
+    finally:
+        await q.close()
+    accounts = add_accounts(cfg, {"olu": "operator", "vic": "viewer"})
+    base = f"http://127.0.0.1:{port}"
+
+    async def session(http: aiohttp.ClientSession, name: str) -> str:
+        async with http.get(f"{base}/login") as r:
+            token = re.search(r'name="csrf" value="([^"]+)"', await r.text()).group(1)  # type: ignore[union-attr]
+        form = {"csrf": token, "name": name, "password": PASSWORD, "code": accounts.code(name)}
+        async with http.post(f"{base}/login", data=form) as r:
+            assert "Dashboard" in await r.text()
+        async with http.get(f"{base}/quarantine") as r:
+            return await r.text()
+
+    with daemon(cfg, port):
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            page = await session(http, "vic")
+            assert NAME not in page and "Show server text" not in page
+            token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+            async with http.post(f"{base}/quarantine/reveal", data={"csrf": token, "id": str(item.item_id)}) as r:
+                assert r.status == 403 and NAME not in await r.text()
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            page = await session(http, "olu")
+            assert NAME not in page and "Show server text" in page
+            token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+            async with http.post(f"{base}/quarantine/reveal", data={"csrf": token, "id": str(item.item_id)}) as r:
+                assert r.status == 200 and NAME in await r.text()
+            async with http.get(f"{base}/audit") as r:
+                trail = await r.text()
+    assert "<td>console-quarantine-reveal</td>" in trail and f"reveal #{item.item_id}" in trail
+    assert NAME not in trail
