@@ -97,6 +97,7 @@ method = "none"
 """,
         devices=simulated("cuff", "SIM-ECHO", count=2),
     )
+    cfg.write_text(cfg.read_text().replace('level = "info"', 'level = "debug"'))  # every log line there is
     assert vitalgate("bind", "SIM-ECHO", "p-echo", "--config", str(cfg)).returncode == 0
     proc = start(["run", "--config", str(cfg)])
     status: dict[str, Any] = {}
