@@ -365,10 +365,12 @@ def _configured_name(d: dict[str, Any], configured: Sequence[Any]) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     damaged = 0
+    sealed: set[int] = set()
 
     async def go(q: ReadingQueue) -> tuple[dict[State, int], list[tuple[int, str]], int, dict[str, str]]:
         nonlocal damaged
         damaged = q.damaged_bindings
+        sealed.update(await q.sealed_echoes())
         return await q.counts(), await q.quarantined(), await q.reject_count(), dict(q.integrity_problems)
 
     from gateway.health.report import render_status, status_document
@@ -386,9 +388,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         doc["daemon"] = {"state": "not running", "detail": "not running (no daemon holds the state folder)"}
     doc["queue"]["damaged_bindings"] = damaged
     doc["integrity"] = list(integrity.values())
+    for item in doc["queue"]["quarantined"]:
+        item["server_text_sealed"] = item["id"] in sealed
     if _json_out(args, doc):
         return 0
     print(render_status(doc))
+    if sealed:
+        print(f"  {'server text':12} sealed for {len(sealed)} quarantined: vitalgate quarantine --reveal ID (audited)")
     if damaged:
         print(f"  {'bindings':12} {damaged} do not open (damaged or edited): bind those devices again")
     for sentence in integrity.values():
@@ -412,6 +418,38 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     print(f"{moved} quarantined readings queued again")
     if missing:
         print(f"not quarantined (left as they are): {', '.join(f'#{i}' for i in missing)}")
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    """List quarantined rows, or with --reveal open one row's sealed server text (audited: it may be PHI)."""
+    reveal: int | None = args.reveal
+
+    async def go(q: ReadingQueue) -> tuple[list[tuple[int, str]], set[int], str | None]:
+        rows, sealed = await q.quarantined(), await q.sealed_echoes()
+        return rows, sealed, (await q.reveal(reveal) if reveal is not None else None)
+
+    def detail(q: ReadingQueue) -> str:
+        return "list" if reveal is None else f"reveal #{reveal}: server text shown to the operator"
+
+    rows, sealed, text = asyncio.run(_with_queue(args, go, detail))
+    if reveal is not None:
+        held = dict(rows)
+        if reveal not in held:
+            print(f"vitalgate: #{reveal} is not quarantined (see `vitalgate quarantine`)", file=sys.stderr)
+            return EXIT_CONFIG
+        if _json_out(args, {"id": reveal, "reason": held[reveal], "server_text": text}):
+            return 0
+        print(f"#{reveal}: {held[reveal]}")
+        print(text if text is not None else "(the server said nothing more)")
+        return 0
+    doc = [{"id": i, "reason": r, "server_text_sealed": i in sealed} for i, r in rows]
+    if _json_out(args, {"quarantined": doc}):
+        return 0
+    for item in doc:
+        mark = "  [server text sealed: --reveal]" if item["server_text_sealed"] else ""
+        print(f"#{item['id']}: {item['reason']}{mark}")
+    print(f"{len(doc)} quarantined readings")
     return 0
 
 
@@ -516,6 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
     rq = add("requeue", cmd_requeue, "send quarantined readings again (after fixing the backend or config)")
     rq.add_argument("ids", nargs="*", type=arg.ROW_ID, help="row ids from `vitalgate status`")
     rq.add_argument("--all", action="store_true", help="every quarantined reading")
+    qr = add("quarantine", cmd_quarantine, "list quarantined readings; --reveal ID: what the server said (audited)")
+    qr.add_argument(
+        "--reveal", type=arg.ROW_ID, metavar="ID", help="open row ID's sealed server text (may name a patient)"
+    )
     a = add("audit", cmd_audit, "who ran which operator command when (bindings, listings)")
     a.add_argument("--limit", type=arg.AUDIT_LIMIT, default=100, help="entries to show (1-1000000)")
     a.add_argument("--verify", action="store_true", help="check the hash chain and MACs; exit 1 if broken")
@@ -550,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Operator commands that take --json.
-JSON_COMMANDS = ("status", "devices", "audit", "requeue", "drivers", "bind", "unbind")
+JSON_COMMANDS = ("status", "devices", "audit", "requeue", "quarantine", "drivers", "bind", "unbind")
 
 # Modules that add subcommands (scan, pair, simulate ...) register a function here.
 EXTENSIONS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []

@@ -60,6 +60,7 @@ class Config:
     key_file: str = "/etc/vitalgate/data.key"
     timezone: tzinfo | None = None  # None: the system's zone
     clock_tolerance: timedelta = timedelta(seconds=60)
+    clock_implausible: timedelta = timedelta(days=1)  # gateway.clockcheck: beyond this a reading is flagged
     test_data: bool = False
     queue_path: Path = Path("/var/lib/vitalgate/queue.db")
     retention: timedelta = timedelta(days=7)
@@ -175,6 +176,7 @@ def parse_config(doc: Mapping[str, Any], file: str = "<config>", base: Path | No
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         g.fail("timezone", f"unknown time zone {tz_name!r} (use an IANA name such as America/Chicago)")
     tolerance = g.number("clock_tolerance_seconds", 60, minimum=1, maximum=86400)
+    implausible = g.number("clock_implausible_seconds", 86400, minimum=60, maximum=10 * 365 * 86400)
     test_data = g.get("test_data", bool, False)
     g.finish()
 
@@ -215,6 +217,7 @@ def parse_config(doc: Mapping[str, Any], file: str = "<config>", base: Path | No
         key_file=key_file,
         timezone=tz,
         clock_tolerance=timedelta(seconds=tolerance),
+        clock_implausible=timedelta(seconds=implausible),
         test_data=test_data,
         queue_path=queue_path if queue_path.is_absolute() else state_dir / queue_path,
         retention=timedelta(days=retention_days),

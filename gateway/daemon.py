@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta, tzinfo
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from gateway.alarms import SNAPSHOT_NAME, Alarm, AlarmBoard, Severity
 from gateway.audit import current_actor
 from gateway.clock import BUILD_EPOCH, ClockWatch, Segment
 from gateway.clock import STATE_NAME as CLOCK_STATE
+from gateway.clockcheck import DEFAULT_LIMIT, judge
 from gateway.config import Config, DeviceConfig
 from gateway.crypto import KeyRing
 from gateway.diskguard import DiskGuard
@@ -76,6 +78,8 @@ class QueueDeviceContext:
         return self.tolerance
     health: HealthModel | None = None
     latest: dict[int | None, Reading] = field(default_factory=dict)  # newest per user slot, in memory only
+    clock_limit: timedelta = DEFAULT_LIMIT  # config `gateway.clock_implausible_seconds` (gateway.clockcheck)
+    clock_warned: bool = False  # an implausible device clock is logged once per device and run
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -99,9 +103,31 @@ class QueueDeviceContext:
                 offset,
                 {str(r.user_slot): self.queue.binding_for(r) is not None for r in readings},
             )
+        if result.new:
+            self._judge_clocks(readings, result.new)
         if self.on_submitted:
             self.on_submitted(readings, result.new)
         return result.new
+
+    def _judge_clocks(self, readings: Sequence[Reading], new: int) -> None:
+        """Count readings whose device clock is implausible (flagged in FHIR by the same rule) and warn once."""
+        if self.clock_trusted is not None and not self.clock_trusted():
+            return  # our own wall clock is wrong: every device would look wrong (gateway.clock)
+        verdicts = [judge(r, self.clock_limit, self.local_tz) for r in readings if r.device_time is not None]
+        flagged = [v for v in verdicts if v is not None]
+        if self.health is not None and verdicts:
+            self.health.clock_judged(self.device.name, min(len(flagged), new), flagged[-1].detail if flagged else None)
+        if flagged and not self.clock_warned:
+            self.clock_warned = True
+            log.warning(
+                "device_clock_implausible",
+                device=self.device.name,
+                problem=flagged[0].problem,
+                readings=len(flagged),
+                sentence=f"Device '{self.device.name}' has an implausible clock ({flagged[0].detail}); its readings "
+                "are kept and flagged in FHIR. Set the device's clock (see its manual; the gateway sets it itself "
+                "where the device lets it); `vitalgate status` counts the flagged readings.",
+            )
 
     async def _put_holding(self, readings: Sequence[Reading]) -> PutResult:
         delay = 0.2
@@ -201,6 +227,18 @@ class Gateway:
             target=describe_target(config.forwarder, config.forwarder_options),
             devices=[(d.name, d.driver) for d in config.devices],
         )
+        self._watch_bundle_size()
+
+    def _watch_bundle_size(self) -> None:
+        """The HTTPS forwarder's Bundle size, lowered after the server refuses one, goes to the health model."""
+        if self.forwarder.name != "https":
+            return
+        from gateway.forwarders.https import HttpsForwarder
+
+        if isinstance(self.forwarder, HttpsForwarder):
+            configured = self.forwarder.settings.max_entries
+            self.model.bundle_limit(configured, self.forwarder.max_entries)
+            self.forwarder.on_max_entries = partial(self.model.bundle_limit, configured)
 
     def healthy(self) -> bool:
         """True while the queue writer commits and the drainer makes progress (for the systemd watchdog)."""
@@ -238,6 +276,7 @@ class Gateway:
                 permanent_retry=cfg.retry_permanent,
                 local_tz=cfg.timezone,
                 test_data=cfg.test_data,
+                clock_limit=cfg.clock_implausible,
                 retention_seconds=cfg.retention.total_seconds(),
                 on_delivered=self.on_delivered,
                 heartbeat=lambda: self.health.beat("drainer"),
@@ -407,6 +446,7 @@ class Gateway:
             self.config.clock_tolerance,
             self.on_submitted,
             local_tz=self.config.timezone,
+            clock_limit=self.config.clock_implausible,
             hold_on_failure=not rereadable,
             disk=self.disk,
             clock_trusted=lambda: self.clock.trusted,

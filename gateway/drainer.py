@@ -13,11 +13,12 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import tzinfo
+from datetime import timedelta, tzinfo
 from typing import Protocol
 
 import structlog
 
+from gateway.clockcheck import DEFAULT_LIMIT
 from gateway.fhir import GatewayInfo, MappingError, map_reading
 from gateway.forwarders.base import Forwarder, Outgoing, PermanentError, RetryableError, SendReport
 from gateway.queue import Leased, ReadingQueue, State
@@ -77,6 +78,7 @@ class Drainer:
         permanent_retry: float = 600.0,
         local_tz: tzinfo | None = None,
         test_data: bool = False,
+        clock_limit: timedelta = DEFAULT_LIMIT,
         retention_seconds: float = 7 * 86400,
         on_delivered: Delivered | None = None,
         heartbeat: Callable[[], None] | None = None,
@@ -93,6 +95,7 @@ class Drainer:
         self.permanent_retry = permanent_retry
         self.local_tz = local_tz
         self.test_data = test_data
+        self.clock_limit = clock_limit  # config `gateway.clock_implausible_seconds` (gateway.clockcheck)
         self.retention_seconds = retention_seconds
         self.on_delivered = on_delivered
         self.heartbeat = heartbeat
@@ -244,7 +247,7 @@ class Drainer:
         confirmed = [o.item_id for o in batch if o.item_id in report.confirmed]
         await self.queue.ack(confirmed)
         if report.rejected:
-            await self.queue.set_state(dict(report.rejected), State.QUARANTINED)
+            await self.queue.set_state(dict(report.rejected), State.QUARANTINED, echoed=report.echoed)
             self.stats.rejected += len(report.rejected)
             log.error("backend_rejected", rows=len(report.rejected), reasons=sorted(set(report.rejected.values()))[:3])
         rest = {
@@ -299,7 +302,12 @@ class Drainer:
                 continue
             try:
                 mapped = map_reading(
-                    item.reading, binding.patient, self.gateway, local_tz=self.local_tz, test_data=self.test_data
+                    item.reading,
+                    binding.patient,
+                    self.gateway,
+                    local_tz=self.local_tz,
+                    test_data=self.test_data,
+                    clock_limit=self.clock_limit,
                 )
             except MappingError as exc:
                 unmappable[item.item_id] = f"mapping: {exc}"

@@ -73,6 +73,12 @@ class HealthCollector(Collector):
             "1 while the forwarder is connected to the backend",
             1.0 if m.forwarder_state is ForwarderState.CONNECTED else 0.0,
         )
+        if m.max_entries is not None:
+            yield GaugeMetricFamily(
+                "vitalgate_forwarder_bundle_max_entries",
+                "Entries per FHIR Bundle in use (lowered after the server refused a larger one)",
+                m.max_entries,
+            )
         states = GaugeMetricFamily(
             "vitalgate_forwarder_state", "Forwarder state (1 for the current one)", labels=["state"]
         )

@@ -18,7 +18,7 @@ import dataclasses
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import IntEnum
@@ -30,7 +30,7 @@ import orjson
 import structlog
 
 from gateway import audit as audit_trail
-from gateway import rowguard
+from gateway import echo, rowguard
 from gateway.codec import CodecError, decode_reading, encode_reading
 from gateway.crypto import DecryptError, KeyRing, Sealed
 from gateway.keycheck import QueueFileError, judge, known_answer, open_failure, sniff, used_key_ids_sql
@@ -225,6 +225,7 @@ class ReadingQueue:
             for conn in (writer, reader):
                 await conn.execute("PRAGMA synchronous = FULL")
             await writer.executescript(_SCHEMA)
+            await echo.ensure_column(writer)  # sealed server text of quarantined rows (gateway.echo)
             await _use_index_key(writer, keyring)
             await _check_key(writer, path, keyring)  # before anything derives keys from a key file that may not fit
             await audit_trail.ensure_schema(writer, keyring.subkey(AUDIT_KEY_LABEL))
@@ -458,7 +459,9 @@ class ReadingQueue:
         ids = [(time.time(), i) for i in item_ids]
 
         async def op(db: aiosqlite.Connection) -> None:
-            await db.executemany("UPDATE readings SET state = 1, done_at = ?, reason = NULL WHERE id = ?", ids)
+            await db.executemany(
+                "UPDATE readings SET state = 1, done_at = ?, reason = NULL, echo = NULL WHERE id = ?", ids
+            )
 
         if ids:
             await self._write(op)
@@ -474,16 +477,42 @@ class ReadingQueue:
         if rows:
             await self._write(op)
 
-    async def set_state(self, reasons: dict[int, str | None], state: State) -> None:
-        """Quarantine, withhold or park as unassigned, with a reason an operator can read (no PHI)."""
+    async def set_state(
+        self, reasons: dict[int, str | None], state: State, *, echoed: Mapping[int, str] | None = None
+    ) -> None:
+        """Quarantine, withhold or park as unassigned, with a reason an operator can read (no PHI).
+
+        `echoed`: a server's own words about a row (may carry PHI), sealed to that row (gateway.echo)."""
         now = time.time()
         rows = [(int(state), now, reason, i) for i, reason in reasons.items()]
+        texts = {i: t for i, t in (echoed or {}).items() if i in reasons and t}
 
         async def op(db: aiosqlite.Connection) -> None:
-            await db.executemany("UPDATE readings SET state = ?, done_at = ?, reason = ? WHERE id = ?", rows)
+            await db.executemany(
+                "UPDATE readings SET state = ?, done_at = ?, reason = ?, echo = NULL WHERE id = ?", rows
+            )
+            if texts:
+                marks = ",".join("?" * len(texts))
+                async with db.execute(f"SELECT id, dedup FROM readings WHERE id IN ({marks})", list(texts)) as cur:
+                    sealed = [(echo.seal_echo(self.keyring, d, texts[i]), i) for i, d in await cur.fetchall()]
+                # Only where the state change took (a tampered row's is refused by gateway.rowguard).
+                await db.executemany(f"UPDATE readings SET echo = ? WHERE id = ? AND state = {int(state)}", sealed)
 
         if rows:
             await self._write(op)
+
+    async def reveal(self, item_id: int) -> str | None:
+        """The sealed server text of a quarantined row, opened (None: the row has none). The caller audits."""
+        async with self._r.execute("SELECT dedup, echo FROM readings WHERE id = ? AND state = 2", (item_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None or row[1] is None:
+            return None
+        return echo.open_echo(self.keyring, row[0], row[1])
+
+    async def sealed_echoes(self) -> set[int]:
+        """Quarantined rows that carry sealed server text (without opening any)."""
+        async with self._r.execute("SELECT id FROM readings WHERE state = 2 AND echo IS NOT NULL") as cur:
+            return {int(r[0]) for r in await cur.fetchall()}
 
     async def counts(self) -> dict[State, int]:
         counts = dict.fromkeys(State, 0)
@@ -504,7 +533,7 @@ class ReadingQueue:
         where = "state = 2" if item_ids is None else f"state = 2 AND id IN ({','.join('?' * len(item_ids))})"
 
         async def op(db: aiosqlite.Connection) -> int:
-            reset = "state = 0, attempts = 0, next_at = 0, done_at = NULL, reason = NULL"
+            reset = "state = 0, attempts = 0, next_at = 0, done_at = NULL, reason = NULL, echo = NULL"
             cur = await db.execute(f"UPDATE readings SET {reset} WHERE {where}", item_ids or ())
             return cur.rowcount
 

@@ -2,11 +2,12 @@
 
 Order, so that a kill at any point leaves every row readable with the key file on disk:
 1. a new current key is appended to the key file if OLD is still current (a plain rotate);
-2. in ONE SQLite transaction: every row sealed with OLD is opened and sealed again with the current key;
-   every look-up tag (duplicate detection, bindings, device slots, checkpoints) is computed again with a
-   look-up key derived from the current key, and the queue's meta `index_key` names it; the audit trail's
-   MACs and the row-state MACs are recomputed under keys derived from it. Before the commit the database
-   is as it was; after it, every row opens with keys still in the file;
+2. in ONE SQLite transaction: every row sealed with OLD is opened and sealed again with the current key
+   (a quarantined row's sealed server text, gateway.echo, with it); every look-up tag (duplicate detection,
+   bindings, device slots, checkpoints) is computed again with a look-up key derived from the current key,
+   and the queue's meta `index_key` names it; the audit trail's MACs and the row-state MACs are recomputed
+   under keys derived from it. Before the commit the database is as it was; after it, every row opens
+   with keys still in the file;
 3. OLD is removed from the key file (mkstemp + rename: old file or new file, never half of one).
 A kill between 2 and 3 leaves OLD in the file unused; running the command again finishes the job.
 The gateway must be stopped meanwhile (it holds the old look-up key in memory).
@@ -24,6 +25,7 @@ import orjson
 from gateway import audit as audit_trail
 from gateway.codec import CodecError, decode_reading
 from gateway.crypto import DecryptError, Sealed
+from gateway.echo import reseal_echo
 from gateway.errors import KeyFileError
 from gateway.keycheck import known_answer
 from gateway.queue import AUDIT_KEY_LABEL, CHECKPOINT_V2, ReadingQueue
@@ -74,9 +76,9 @@ async def retire(q: ReadingQueue, old: str) -> RetireReport:
                 unreadable += 1
                 return None
 
-        async with db.execute("SELECT id, dedup, key_id, nonce, payload FROM readings") as cur:
+        async with db.execute("SELECT id, dedup, key_id, nonce, payload, echo FROM readings") as cur:
             readings = await cur.fetchall()
-        for item_id, dedup, key_id, nonce, payload in readings:
+        for item_id, dedup, key_id, nonce, payload, sealed_echo in readings:
             plain = reopen(b"readings|" + dedup, key_id, nonce, payload)
             if plain is None:
                 continue
@@ -86,9 +88,11 @@ async def retire(q: ReadingQueue, old: str) -> RetireReport:
                 unreadable += 1
                 continue
             s = new.seal(plain, b"readings|" + tag)
+            # The server's sealed words go with the row (bound to its identity, which changes here).
+            echoed = None if sealed_echo is None else reseal_echo(ring, new, dedup, tag, sealed_echo)
             await db.execute(
-                "UPDATE readings SET dedup = ?, key_id = ?, nonce = ?, payload = ? WHERE id = ?",
-                (tag, s.key_id, s.nonce, s.ciphertext, item_id),
+                "UPDATE readings SET dedup = ?, key_id = ?, nonce = ?, payload = ?, echo = ? WHERE id = ?",
+                (tag, s.key_id, s.nonce, s.ciphertext, echoed, item_id),
             )
             resealed += 1
             if resealed == kill_rows:

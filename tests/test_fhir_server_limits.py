@@ -126,3 +126,56 @@ async def test_batch_references_by_identifier_and_drops_phd_claims(medplum: Fhir
     assert report.confirmed == frozenset(range(200, 203))
     stored = medplum.search("Observation", patient="Patient/limits-batch")
     assert len(stored) == 3 and all("identifier" in o["device"] for o in stored)
+
+
+async def test_shrunk_bundle_size_shows_in_status_json_and_metrics(
+    pki: Pki, receiver: Receiver, tmp_path: Path
+) -> None:
+    """The operator sees the Bundle size in use, not only the log line: the daemon's health model (so
+    `status`, `status --json`, the console) and the Prometheus gauge follow the forwarder's shrink."""
+    from prometheus_client import generate_latest
+
+    from gateway.config import parse_config
+    from gateway.crypto import KeyRing
+    from gateway.daemon import Gateway
+    from gateway.health import snapshot
+    from gateway.health.report import render_status, status_document
+    from gateway.metrics import registry_for
+
+    receiver.faults.max_entries = 5
+    cfg = parse_config(
+        {
+            "gateway": {"state_dir": str(tmp_path / "state")},
+            "output": {
+                "forwarder": "https",
+                "https": {
+                    "base_url": f"https://localhost:{receiver.port}/fhir",
+                    "ca_file": str(pki.ca.cert_file),
+                    "max_entries": 8,
+                    "auth": {
+                        "method": "client_secret_basic",
+                        "token_url": f"https://localhost:{receiver.port}/token",
+                        "client_id": "gw-basic",
+                        "client_secret_file": str(pki.secret_file),
+                        "scope": "system/Observation.write system/Device.write",
+                    },
+                },
+            },
+        }
+    )
+    gw = Gateway(cfg, KeyRing.generate())
+    before = gw.model.as_dict()["forwarder"]
+    assert (before["max_entries"], before["max_entries_configured"]) == (8, 8)
+    async with gw.forwarder:
+        report = await gw.forwarder.send([item(i) for i in range(10)])  # 8 entries refused: halved to 4
+    assert report.confirmed == frozenset(range(10))
+    health = gw.model.as_dict()["forwarder"]
+    assert (health["max_entries"], health["max_entries_configured"]) == (4, 8)
+    (tmp_path / "state").mkdir(exist_ok=True)
+    snapshot.write(tmp_path / "state" / snapshot.SNAPSHOT_NAME, gw.model.as_dict())
+    text = render_status(status_document(tmp_path / "state", {"pending": 0}, [], 0))
+    assert (
+        "bundle size      at most 4 entries per Bundle (8 configured): the FHIR server refused a larger one; "
+        "set output.https.max_entries to match it"
+    ) in text.splitlines()
+    assert b"vitalgate_forwarder_bundle_max_entries 4.0" in generate_latest(registry_for(gw.model))

@@ -151,7 +151,7 @@ async def test_transaction_bad_entry_rejects_only_its_item(pki: Pki, receiver: R
         assert set(report.rejected) == {2}
         assert receiver.resources == {}
         reason = report.rejected[2]
-        assert reason.startswith("HTTP 422: error invalid (server text not kept)")
+        assert reason.startswith("HTTP 422: error invalid (server text withheld)")
         assert PHI_VALUE not in reason and "1962" not in reason
         assert len(reason) < 400
         assert (await fwd.send([batch[0], batch[2]])).confirmed == {1, 3}
@@ -181,7 +181,7 @@ async def test_batch_bundle_gives_per_entry_outcomes(pki: Pki, receiver: Receive
         report = await fwd.send(batch)
     assert report.confirmed == {1}
     assert set(report.rejected) == {2}
-    assert report.rejected[2].startswith("entry 2: HTTP 422: error invalid (server text not kept)")
+    assert report.rejected[2].startswith("entry 2: HTTP 422: error invalid (server text withheld)")
     assert PHI_VALUE not in report.rejected[2]
     (obs,) = receiver.of_type("Observation")
     device = batch[0].entries[0]["resource"]

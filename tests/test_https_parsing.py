@@ -31,7 +31,7 @@ def test_outcome_summary_literal() -> None:
         ],
     }
     assert outcome_summary(outcome, "HTTP 422") == (
-        "HTTP 422: error invalid (server text not kept) at Bundle.entry[#].resource.subject"
+        "HTTP 422: error invalid (server text withheld) at Bundle.entry[#].resource.subject"
     )
 
 
@@ -79,7 +79,7 @@ def test_outcome_summary_drops_unquoted_references_and_identifiers() -> None:
         ],
     }
     assert outcome_summary(outcome, "HTTP 400") == (
-        "HTTP 400: error not-found (server text not kept); error duplicate (server text not kept)"
+        "HTTP 400: error not-found (server text withheld); error duplicate (server text withheld)"
     )
 
 
@@ -99,6 +99,6 @@ def test_attack_server_echoing_a_patient_name_in_diagnostics_keeps_none_of_it() 
         ],
     }
     summary = outcome_summary(outcome, "HTTP 422")
-    assert summary == "HTTP 422: error business-rule (server text not kept) at Observation.subject"
+    assert summary == "HTTP 422: error business-rule (server text withheld) at Observation.subject"
     for word in ("Jane", "Doe", "Margaret", "March", "Riverside", "enrolment"):
         assert word not in summary

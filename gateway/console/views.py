@@ -150,17 +150,32 @@ def add_routes(app: web.Application, console: Console) -> None:
             request, s, note="Unbound." if removed else "", error="" if removed else "No such binding."
         )
 
-    async def quarantine(request: web.Request, s: Session, note: str = "", error: str = "") -> web.StreamResponse:
+    async def quarantine(
+        request: web.Request, s: Session, note: str = "", error: str = "", revealed: str = ""
+    ) -> web.StreamResponse:
         assert gw.queue is not None
         rows = await gw.queue.quarantined()
+        sealed = await gw.queue.sealed_echoes()
         body = message(note, "ok") + message(error) + f"<p>{len(rows)} readings are set aside for review.</p>"
+        if revealed:
+            body += f'<pre class="revealed" aria-label="What the server said">{e(revealed)}</pre>'
         if s.role.allows(Role.OPERATOR):
+
+            def reveal_form(i: int) -> str:
+                if i not in sealed:
+                    return ""
+                return (
+                    f'<form method="post" action="/quarantine/reveal">{csrf_field(s.csrf)}'
+                    f'<input type="hidden" name="id" value="{i}"><button type="submit" aria-label="Show what the '
+                    f'server said about row {i} (recorded in the audit trail)">Show server text</button></form>'
+                )
+
             body += table(
-                ("Row", "Reason", ""),
+                ("Row", "Reason", "", ""),
                 (
                     (f"#{i}", e(reason), f'<form method="post" action="/requeue">{csrf_field(s.csrf)}'
                      f'<input type="hidden" name="id" value="{i}"><button type="submit" aria-label="Send row {i} '
-                     'again">Send again</button></form>')
+                     'again">Send again</button></form>', reveal_form(i))
                     for i, reason in rows[:200]
                 ),
                 "Quarantined readings",
@@ -187,6 +202,19 @@ def add_routes(app: web.Application, console: Console) -> None:
             return await quarantine(request, s, error=f"Row #{text} is not quarantined (already sent again?).")
         return await quarantine(request, s, note=f"Row #{text} queued again.")
 
+    async def reveal(request: web.Request, s: Session) -> web.StreamResponse:
+        """The sealed server text of one row (may name a patient): audited before it is shown."""
+        form = await request.post()
+        assert gw.queue is not None
+        text = str(form.get("id", ""))
+        if not text.isdigit():
+            return await quarantine(request, s, error="Pick a row.")
+        await console.audit(s.user, "console-quarantine-reveal", f"reveal #{int(text)}: server text shown")
+        said = await gw.queue.reveal(int(text))
+        if said is None:
+            return await quarantine(request, s, error=f"Row #{int(text)} has no sealed server text.")
+        return await quarantine(request, s, note=f"What the server said about row #{int(text)}:", revealed=said)
+
     async def audit(request: web.Request, s: Session) -> web.StreamResponse:
         assert gw.queue is not None
         trail = await gw.queue.audit_trail(200)
@@ -205,6 +233,7 @@ def add_routes(app: web.Application, console: Console) -> None:
     app.router.add_post("/unbind", page(Role.OPERATOR, unbind))
     app.router.add_get("/quarantine", page(Role.VIEWER, quarantine))
     app.router.add_post("/requeue", page(Role.OPERATOR, requeue))
+    app.router.add_post("/quarantine/reveal", page(Role.OPERATOR, reveal))
     app.router.add_get("/audit", page(Role.OPERATOR, audit))
     add_admin_routes(app, console, page, render)
     add_pairing_routes(app, console, page, render)

@@ -20,7 +20,8 @@ through `validate_bundle`, plus hypothesis-generated readings). Decisions, after
 - Times: effectiveDateTime is the device time corrected by the known clock offset, with its UTC offset;
   `issued` is the gateway's receive time. When the clock offset is known, a PhdCoincidentTimeStamp
   Observation (gateway time as effective, the device clock as valueDateTime) is added and referenced
-  through the CoincidentTimeStampReference extension, so the device's own time can be recovered.
+  through the CoincidentTimeStampReference extension, so the device's own time can be recovered. A device
+  clock far from plausible (gateway.clockcheck) flags the reading as gateway.fhir.clockflag describes.
 - Gateway: a PhgDevice of its own, referenced with the core extension `observation-gatewayDevice`.
 - Measurement status flags: a PhdBitsEnumerationObservation per flag family, one component per flag
   (ASN1ToHL7 bit code, valueBoolean true), derivedFrom the measurement (IG example `bpm-status`).
@@ -43,6 +44,8 @@ from typing import Any
 
 import orjson
 
+from gateway import clockcheck
+from gateway.fhir import clockflag
 from gateway.fhir import codes as c
 from gateway.fhir.devices import condition, phd_device, phg_device
 from gateway.fhir.errors import MappingError
@@ -343,6 +346,7 @@ def map_reading(
     *,
     local_tz: tzinfo | None = None,
     test_data: bool = False,
+    clock_limit: timedelta = clockcheck.DEFAULT_LIMIT,
 ) -> MappedReading:
     """Map one reading for one patient to a transaction Bundle with fresh placeholder fullUrls.
 
@@ -370,8 +374,12 @@ def map_reading(
         {"fullUrl": phg_url, "resource": phg.resource, "request": phg.request},
     ]
     extension: list[dict[str, Any]] = [{"url": c.EXT_GATEWAY, "valueReference": {"reference": phg_url}}]
-    if reading.clock_offset is not None:
-        coin = _coincident_entry(reading, key, reading.clock_offset, phd_url, phg_url, htest, local_tz)
+    verdict = clockcheck.judge(reading, clock_limit, local_tz)  # an implausible device clock (gateway.fhir.clockflag)
+    time_fault = verdict is not None and clockflag.is_time_fault(verdict)
+    if reading.clock_offset is not None or time_fault:
+        coin = _coincident_entry(reading, key, reading.clock_offset or timedelta(0), phd_url, phg_url, htest, local_tz)
+        if time_fault:
+            clockflag.time_fault_coincident(coin["resource"])
         entries.append(coin)
         extension.append({"url": c.EXT_COINCIDENT, "valueReference": {"reference": coin["fullUrl"]}})
 
@@ -390,6 +398,9 @@ def map_reading(
     _interpret(reading, observations)
     primary_entry = observations[0]
     observations.extend(_status_entries(reading, ids, htest, extension, common, primary_entry["fullUrl"]))
+    if verdict is not None:
+        received = _datetime(reading.received_at.astimezone(UTC))
+        clockflag.flag_observations([o["resource"] for o in observations], verdict, received)
     entries.extend(observations)
 
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}

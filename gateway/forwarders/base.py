@@ -43,13 +43,16 @@ class SendReport:
     """What the backend said about a batch.
 
     Items in `confirmed` are acknowledged and may leave the queue. Items in `rejected` were refused on
-    their own merits (the reason is kept and they are quarantined). Items in neither are retried.
+    their own merits (the reason is kept and they are quarantined); the reason is stored and logged in
+    the clear, so it must hold no PHI. `echoed` is the backend's own free text about a rejected item,
+    which may carry PHI: the queue seals it (gateway.echo), nothing logs it. Items in neither are retried.
     `retry_after` is a backend's hint in seconds for the unconfirmed ones.
     """
 
     confirmed: frozenset[int]
     rejected: Mapping[int, str] = field(default_factory=dict)
     retry_after: float | None = None
+    echoed: Mapping[int, str] = field(default_factory=dict)
 
 
 class ForwarderError(Exception):

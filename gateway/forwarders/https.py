@@ -5,7 +5,9 @@ conditional create (`ifNoneExist` on the deterministic identifier), so resending
 no duplicates. The response decides every item on its own:
 
 - all of the item's entries 200/201 -> confirmed;
-- an entry 4xx (not 429) -> the item is rejected with a PHI-scrubbed summary of the OperationOutcome;
+- an entry 4xx (not 429) -> the item is rejected with a summary of the OperationOutcome kept in the clear
+  (status, severity, code, a sanitised expression) and the server's own words reported apart, for the
+  queue to seal (they may echo a patient's name);
 - 429/503 -> unconfirmed, with the server's Retry-After as the hint; other 5xx, timeouts and resets ->
   `RetryableError`; a whole-request 401 -> one token refresh and one retry (the only retry done here).
 
@@ -25,7 +27,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -44,7 +46,7 @@ from gateway.oauth import MAX_ASSERTION_LIFETIME, OAuthSettings, TokenSource
 from gateway.retry_after import parse_retry_after
 from gateway.secrets import resolve_secret_path
 
-__all__ = ["HttpsForwarder", "HttpsSettings", "build", "outcome_summary"]
+__all__ = ["HttpsForwarder", "HttpsSettings", "build", "outcome_summary", "outcome_text", "safe_expression"]
 
 log = structlog.get_logger(__name__)
 
@@ -109,23 +111,92 @@ def _strings(value: Any) -> list[str]:
     return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
-def outcome_summary(outcome: Any, fallback: str) -> str:
-    """`severity code [at expression]` for the first issues, scrubbed of PHI.
+# FHIRPath as servers write it in `expression`: dotted element names, each with an optional [index].
+_SEGMENT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}(?:\[\d{1,6}\])?")
+_ROOTS = frozenset({"Bundle", "Observation", "Device", "OperationOutcome", "Resource", "DomainResource"})
+_MAX_EXPRESSION = 80
 
-    The server's free text (`diagnostics`, `details.text`) is never kept: it can echo anything, a
-    patient's name included, and no scrubber can tell a name from a word. It would land in the log, in
-    `vitalgate status` and in the quarantine reason, which is stored in the clear."""
+
+def safe_expression(expression: str, vocabulary: frozenset[str] | None = None) -> str | None:
+    """The leading part of a FHIRPath `expression` that is plainly a path, or None.
+
+    A hostile backend can put anything in `expression`, a patient's name included. Kept: dotted segments
+    of FHIRPath name characters with an optional `[n]` (n shown as `#`), starting at a resource type we
+    send; each later segment must be an element name in `vocabulary` (the JSON keys of the Bundle sent) or,
+    without one, a lower-case FHIR element name. Cut at the first other segment (function calls, quoted
+    strings, spaces, names we never sent), bounded in length."""
+    kept: list[str] = []
+    for n, segment in enumerate(expression[:200].split(".")):
+        if not _SEGMENT.fullmatch(segment):
+            break
+        name = segment.split("[", 1)[0]
+        if n == 0:
+            ok = name in _ROOTS or (vocabulary is not None and name in vocabulary)
+        else:
+            ok = name in vocabulary if vocabulary is not None else name[0].islower()
+        if not ok:
+            break
+        kept.append(re.sub(r"\d+", "#", segment))
+    if not kept:
+        return None
+    path = ".".join(kept) + (".…" if len(kept) < len(expression.split(".")) else "")
+    return path if len(path) <= _MAX_EXPRESSION else path[: _MAX_EXPRESSION - 1] + "…"
+
+
+def _has_text(issue: Mapping[str, Any]) -> bool:
+    details = issue.get("details")
+    return bool(issue.get("diagnostics") or (isinstance(details, Mapping) and details.get("text")))
+
+
+def outcome_summary(outcome: Any, fallback: str, vocabulary: frozenset[str] | None = None) -> str:
+    """`severity code [at expression]` for the first issues: what is stored and logged in the clear.
+
+    The server's free text (`diagnostics`, `details.text`) is withheld here: it can echo anything, a
+    patient's name included, and no scrubber can tell a name from a word. `outcome_text` gives it to the
+    queue to seal (gateway.echo). Severity and code are bounded tokens; the expression is `safe_expression`."""
     parts: list[str] = []
     for issue in _issues(outcome)[:3]:
         text = f"{_scrub(str(issue.get('severity', '?')), 16)} {_scrub(str(issue.get('code', '?')), 24)}"
-        details = issue.get("details")
-        if issue.get("diagnostics") or (isinstance(details, Mapping) and details.get("text")):
-            text += " (server text not kept)"
+        if _has_text(issue):
+            text += " (server text withheld)"
         where = _strings(issue.get("expression")) or _strings(issue.get("location"))
-        if where:
-            text += f" at {_scrub(where[0], 60)}"
+        path = safe_expression(where[0], vocabulary) if where else None
+        if path:
+            text += f" at {path}"
         parts.append(text)
     return f"{fallback}: " + "; ".join(parts) if parts else fallback
+
+
+def outcome_text(outcome: Any) -> str:
+    """The server's own words in an OperationOutcome (diagnostics, details.text, expressions, locations),
+    one line per issue; "" when it has none. May carry PHI: only ever sealed, never logged or shown."""
+    lines: list[str] = []
+    for issue in _issues(outcome)[:20]:
+        details = issue.get("details")
+        words = [
+            issue.get("diagnostics"),
+            details.get("text") if isinstance(details, Mapping) else None,
+            *_strings(issue.get("expression")),
+            *_strings(issue.get("location")),
+        ]
+        said = [w for w in words if isinstance(w, str) and w.strip()]
+        if said:
+            lines.append(f"{issue.get('severity', '?')} {issue.get('code', '?')}: " + " | ".join(said))
+    return "\n".join(lines)
+
+
+def _vocabulary(batch: Sequence[Outgoing]) -> frozenset[str]:
+    """Every JSON key of the Bundles sent: the element names an honest server's expression can name."""
+    keys: set[str] = set()
+    stack: list[Any] = [o.bundle for o in batch]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, Mapping):
+            keys.update(k for k in value if isinstance(k, str))
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return frozenset(keys)
 
 
 def _entry_status(entry: Any) -> int:
@@ -184,6 +255,8 @@ class HttpsForwarder:
         self._reconnect = False  # set by reload(): rebuild the client with the new TLS files
         self._isolating = 0  # sends left with window 1 after an unlocatable transaction refusal
         self._max_entries = settings.max_entries  # lowered when the server refuses a Bundle's size
+        # Told the new size when it is lowered (the daemon's health model: status, --json, metrics).
+        self.on_max_entries: Callable[[int], None] | None = None
 
     def _tls_context(self) -> ssl.SSLContext:
         s = self.settings
@@ -292,6 +365,7 @@ class HttpsForwarder:
         pending = self._chunks(batch)
         confirmed: set[int] = set()
         rejected: dict[int, str] = {}
+        echoed: dict[int, str] = {}
         retry_after: float | None = None
         while pending:
             chunk = pending.pop(0)
@@ -308,17 +382,20 @@ class HttpsForwarder:
                     sentence=f"The FHIR server refused a Bundle of {entries} entries for its size; sending "
                     f"at most {self._max_entries} per Bundle from now on (set output.https.max_entries).",
                 )
+                if self.on_max_entries is not None:
+                    self.on_max_entries(self._max_entries)
                 pending[:0] = self._chunks(chunk)
                 continue
             except (RetryableError, PermanentError) as exc:
                 if not confirmed and not rejected:
                     raise
                 retry = exc.retry_after if isinstance(exc, RetryableError) else None
-                return SendReport(frozenset(confirmed), rejected, retry)
+                return SendReport(frozenset(confirmed), rejected, retry, echoed)
             confirmed.update(report.confirmed)
             rejected.update(report.rejected)
+            echoed.update(report.echoed)
             retry_after = report.retry_after if report.retry_after is not None else retry_after
-        return SendReport(frozenset(confirmed), rejected, retry_after)
+        return SendReport(frozenset(confirmed), rejected, retry_after, echoed)
 
     async def _send_chunk(self, batch: Sequence[Outgoing]) -> SendReport:
         packed = pack(batch, self.settings.bundle_type)
@@ -390,8 +467,9 @@ class HttpsForwarder:
         entries = payload.get("entry") or []
         if not isinstance(entries, list) or len(entries) != len(packed.owners):
             raise RetryableError("fhir: response entry count differs from request")
-        failed: dict[int, str] = {}
+        failed: dict[int, tuple[str, str]] = {}
         pending: set[int] = set()
+        vocabulary: frozenset[str] | None = None
         for index, (entry, owners) in enumerate(zip(entries, packed.owners, strict=True)):
             code = _entry_status(entry)
             if 200 <= code < 300:
@@ -399,21 +477,25 @@ class HttpsForwarder:
             if 400 <= code < 500 and code not in _RETRY_STATUSES:
                 response = entry.get("response") if isinstance(entry, Mapping) else None
                 outcome = response.get("outcome") if isinstance(response, Mapping) else None
-                reason = outcome_summary(outcome, f"entry {index}: HTTP {code}")
+                vocabulary = vocabulary if vocabulary is not None else _vocabulary(batch)
+                reason = outcome_summary(outcome, f"entry {index}: HTTP {code}", vocabulary)
+                said = outcome_text(outcome)
                 for pos in owners:
-                    failed.setdefault(pos, reason)
+                    failed.setdefault(pos, (reason, said))
             else:
                 pending.update(owners)
         confirmed = frozenset(
             item.item_id for pos, item in enumerate(batch) if pos not in failed and pos not in pending
         )
-        rejected = {batch[pos].item_id: reason for pos, reason in failed.items()}
-        return SendReport(confirmed, rejected, retry_after if pending else None)
+        rejected = {batch[pos].item_id: reason for pos, (reason, _) in failed.items()}
+        echoed = {batch[pos].item_id: said for pos, (_, said) in failed.items() if said}
+        return SendReport(confirmed, rejected, retry_after if pending else None, echoed)
 
     def _whole_refusal(self, status: int, payload: Any, batch: Sequence[Outgoing], packed: Packed) -> SendReport:
         """A 4xx for the whole Bundle: nothing was stored; a size limit shrinks the Bundle, otherwise find
         which reading caused it."""
-        reason = outcome_summary(payload, f"HTTP {status}")
+        reason = outcome_summary(payload, f"HTTP {status}", _vocabulary(batch))
+        said = outcome_text(payload)
         if _names_size_limit(status, payload):
             if len(batch) > 1:
                 raise _TooLarge(status)
@@ -422,10 +504,11 @@ class HttpsForwarder:
             log.critical("fhir_bundle_limit_below_one_reading", alert=True, entries=len(packed.owners))
             raise PermanentError(f"fhir: the server refuses a Bundle of one reading ({reason})")
         if len(batch) == 1:
-            return SendReport(frozenset(), {batch[0].item_id: reason})
+            return SendReport(frozenset(), {batch[0].item_id: reason}, echoed={batch[0].item_id: said} if said else {})
         culprits = {pos for i in _located_entries(payload) if i < len(packed.owners) for pos in packed.owners[i]}
         if culprits:
-            return SendReport(frozenset(), {batch[pos].item_id: reason for pos in culprits})
+            ids = [batch[pos].item_id for pos in culprits]
+            return SendReport(frozenset(), dict.fromkeys(ids, reason), echoed=dict.fromkeys(ids, said) if said else {})
         self._isolating = len(batch)
         log.warning("fhir_bundle_refused_isolating", status=status, items=len(batch))
         return SendReport(frozenset())

@@ -58,6 +58,8 @@ class DeviceHealth:
     slots: dict[str, bool] = field(default_factory=dict)  # user slot ("None" if none) -> bound to a patient
     readings: int = 0
     rejected: int = 0
+    clock_flagged: int = 0  # readings since start whose device clock was implausible (gateway.clockcheck)
+    clock_problem: str | None = None  # what was wrong with the latest judged clock (no PHI); None: plausible
 
     @property
     def bound(self) -> str | None:
@@ -79,6 +81,8 @@ class DeviceHealth:
             "bound": self.bound,  # "yes", "no", "partly" (some user slots), None until a reading came
             "readings": self.readings,
             "rejected": self.rejected,
+            "clock_flagged_readings": self.clock_flagged,
+            "clock_problem": self.clock_problem,
         }
 
 
@@ -108,6 +112,9 @@ class HealthModel:
         self.forwarder_since = self.started_at
         self.retry_at: float | None = None
         self.last_success: float | None = None
+        # HTTPS: entries per Bundle, as configured and as in use (lowered after the server refused a size).
+        self.max_entries_configured: int | None = None
+        self.max_entries: int | None = None
         self.counts: dict[str, int] = {}
         self.oldest_pending: float | None = None  # created_at of the oldest pending row
         self.rejected_total = 0  # bad frames kept for review (from the queue)
@@ -151,6 +158,11 @@ class HealthModel:
         self.backend_rejected += rejected
         self.quarantined += rejected
 
+    def bundle_limit(self, configured: int | None, effective: int | None) -> None:
+        """The HTTPS forwarder's Bundle size: `configured` (None: no cap) and the one in use."""
+        self.max_entries_configured = configured
+        self.max_entries = effective
+
     def quarantine(self, rows: int) -> None:
         self.quarantined += rows
 
@@ -186,6 +198,13 @@ class HealthModel:
 
     def battery(self, name: str, percent: int) -> None:
         self.device(name).battery = percent
+
+    def clock_judged(self, name: str, flagged: int, problem: str | None) -> None:
+        """A batch of readings with device times was judged: `flagged` were implausible; `problem` is the
+        latest batch's finding (None once the clock looks right again, which ends the alarm)."""
+        dev = self.device(name)
+        dev.clock_flagged += flagged
+        dev.clock_problem = problem
 
     def clock_checked(self, name: str, offset: float | None) -> None:
         if offset is not None:
@@ -238,6 +257,8 @@ class HealthModel:
                 "last_error": self.forwarder_error,
                 "retry_at": self.retry_at,
                 "last_success": self.last_success,
+                "max_entries": self.max_entries,
+                "max_entries_configured": self.max_entries_configured,
             },
             "queue": {
                 "counts": self.counts,

@@ -78,17 +78,31 @@ def _render(doc: dict[str, Any], now: float | None = None) -> str:
         last = f.get("last_success")
         lines.append(f"{'last delivery':16} {when(last)}" + (f" ({ago(now - last)} ago)" if last else ""))
         lines.append(f"{'oldest pending':16} {ago(h['queue'].get('oldest_pending_age_seconds'))}")
+        size, configured = f.get("max_entries"), f.get("max_entries_configured")
+        if size is not None and size != configured:
+            was = "no cap" if configured is None else f"{configured} configured"
+            lines.append(
+                f"{'bundle size':16} at most {size} entries per Bundle ({was}): the FHIR server refused a larger "
+                "one; set output.https.max_entries to match it"
+            )
+        elif size is not None:
+            lines.append(f"{'bundle size':16} at most {size} entries per Bundle (output.https.max_entries)")
     alarms = doc.get("alarms") or []
     lines.append(f"{'alarms':16} {len(alarms) or 'none'}")
     lines.extend(f"  [{a['severity']}] {a['sentence']} ({a['code']})" for a in alarms)
     if h is not None and h.get("devices"):
-        lines.append(f"{'DEVICE':20} {'LAST SEEN':10} {'BATTERY':>7} {'CLOCK':>8} {'BOUND':6} ERRORS")
+        head = f"{'DEVICE':20} {'LAST SEEN':10} {'BATTERY':>7} {'CLOCK':>8} {'BOUND':6} {'ERRORS':>6}"
+        lines.append(f"{head} CLOCK FLAGGED")
         for d in h["devices"]:
             seen = ago(now - d["last_seen"]) if d.get("last_seen") else "never"
             battery = "-" if d.get("battery_percent") is None else f"{d['battery_percent']}%"
             clock = "-" if d.get("clock_offset_seconds") is None else f"{d['clock_offset_seconds']:+.0f} s"
             bound = d.get("bound") or "?"
-            lines.append(f"  {d['name']:18} {seen:10} {battery:>7} {clock:>8} {bound:6} {d['session_errors']}")
+            flagged = d.get("clock_flagged_readings") or 0
+            lines.append(
+                f"  {d['name']:18} {seen:10} {battery:>7} {clock:>8} {bound:6} {d['session_errors']:>6} "
+                + (f"{flagged} readings: set the device's clock" if flagged else "-")
+            )
     q = doc["queue"]
     lines.append("queue:")
     lines.extend(f"  {state:12} {n}" for state, n in q["counts"].items())

@@ -78,6 +78,18 @@ def evaluate(model: HealthModel, board: AlarmBoard, th: Thresholds, facts: Facts
         else:
             board.clear(code)
 
+    for dev in model.devices.values():
+        code = f"device_clock:{dev.name}"
+        if dev.clock_problem is not None:
+            board.raise_(
+                code,
+                f"Device '{dev.name}' has an implausible clock ({dev.clock_problem}); {dev.clock_flagged} readings "
+                "since start are flagged in FHIR (time corrected or marked untrustworthy). Set the device's clock "
+                "(see its manual; the gateway sets it itself where the device lets it).",
+            )
+        else:
+            board.clear(code)
+
     if model.disk_free_fraction is not None and model.disk_free_fraction * 100 < th.disk_free_percent:
         board.raise_(
             "disk_low",
