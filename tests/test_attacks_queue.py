@@ -62,14 +62,14 @@ async def test_attack_restored_old_binding_row_is_refused(tmp_path: Path, keyrin
     try:
         await q.bind("BP123456", 1, "Patient/old-patient")
         db = sqlite3.connect(path)
-        old_row = db.execute("SELECT tag, key_id, nonce, payload, created_at FROM bindings").fetchone()
+        old_row = db.execute("SELECT tag, key_id, nonce, payload FROM bindings").fetchone()
         db.close()
         await q.bind("BP123456", 1, "Patient/new-patient")  # the device went to another patient
     finally:
         await q.close()
     _sql(
         path,
-        "INSERT OR REPLACE INTO bindings (tag, key_id, nonce, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO bindings (tag, key_id, nonce, payload) VALUES (?, ?, ?, ?)",
         *old_row,
     )
 
