@@ -729,15 +729,15 @@ class ReadingQueue:
         await self._write(op)
 
     async def reject(self, raw: bytes, error: Exception, *, source: str) -> None:
-        """Keep bad device input for review, encrypted; the error text names the fault, not the values."""
-        created = time.time()
-        tag = f"{created:.6f}|{source}".encode()
-        sealed = self._seal(b"rejects", tag, raw)
+        """Keep bad device input for review, encrypted; the error text names the fault, not the values.
+        The source (a configured device name) rides inside the seal and the row keeps only its day."""
+        created = _day(time.time())
+        sealed = self._seal(b"rejects", _reject_aad(created, ""), _reject_doc(source, raw))
 
         async def op(db: aiosqlite.Connection) -> None:
             await db.execute(
-                "INSERT INTO rejects (created_at, source, error, key_id, nonce, payload) VALUES (?, ?, ?, ?, ?, ?)",
-                (created, source, type(error).__name__, sealed.key_id, sealed.nonce, sealed.ciphertext),
+                "INSERT INTO rejects (created_at, source, error, key_id, nonce, payload) VALUES (?, '', ?, ?, ?, ?)",
+                (created, type(error).__name__, sealed.key_id, sealed.nonce, sealed.ciphertext),
             )
 
         await self._write(op)
@@ -749,8 +749,9 @@ class ReadingQueue:
         return int(row[0]) if row else 0
 
     async def purge_rejects(self, older_than_seconds: float, keep_at_most: int = MAX_REJECTS) -> int:
-        """Delete kept bad frames past retention, and the oldest beyond `keep_at_most` (a flooding device)."""
-        cutoff = time.time() - older_than_seconds
+        """Delete kept bad frames past retention (kept at least that, at most a day more: rows keep only their
+        day), and the oldest beyond `keep_at_most` (a flooding device)."""
+        cutoff = time.time() - older_than_seconds - DAY
 
         async def op(db: aiosqlite.Connection) -> int:
             cur = await db.execute("DELETE FROM rejects WHERE created_at < ?", (cutoff,))
@@ -768,15 +769,12 @@ class ReadingQueue:
             (after_id, limit),
         ) as cur:
             rows = await cur.fetchall()
-        return [
-            (
-                i,
-                source,
-                error,
-                self._open(b"rejects", f"{created:.6f}|{source}".encode(), kid, nonce, payload),
-            )
-            for i, created, source, error, kid, nonce, payload in rows
-        ]
+        out = []
+        for i, created, source, error, kid, nonce, payload in rows:
+            plain = self._open(b"rejects", _reject_aad(created, source), kid, nonce, payload)
+            name, raw = _reject_open(source, plain)
+            out.append((i, name, error, raw))
+        return out
 
     # ---------------------------------------------------------------- audit trail
 
@@ -834,6 +832,24 @@ def _day(t: float) -> float:
     return t - t % DAY
 
 
+def _reject_aad(created: float, source: str) -> bytes:
+    return f"{created:.6f}|{source}".encode()
+
+
+def _reject_doc(source: str, raw: bytes) -> bytes:
+    """Schema 2's sealed reject: the source's length (2 bytes), the source, then the raw frame."""
+    name = source.encode()[:0xFFFF]
+    return len(name).to_bytes(2, "big") + name + raw
+
+
+def _reject_open(source: str, plain: bytes) -> tuple[str, bytes]:
+    """(source, raw) of a reject row: a schema-1 row has its source in the clear (`source` not empty)."""
+    if source:
+        return source, plain
+    n = int.from_bytes(plain[:2], "big")
+    return plain[2 : 2 + n].decode(errors="replace"), plain[2 + n :]
+
+
 async def _migrate_metadata(db: aiosqlite.Connection, keyring: KeyRing) -> None:
     """Schema 1 -> 2, once: slot times and counts move into the slot's seal, binding and checkpoint times
     go, delivered rows keep only their day. Old values are zeroed where they lay (`secure_delete`) and the
@@ -863,6 +879,19 @@ async def _migrate_metadata(db: aiosqlite.Connection, keyring: KeyRing) -> None:
         for table, column in (("slots", "first_seen"), ("slots", "last_seen"), ("slots", "readings"),
                               ("bindings", "created_at"), ("checkpoints", "updated_at")):  # fmt: skip
             await db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        async with db.execute("SELECT id, created_at, source, key_id, nonce, payload FROM rejects") as cur:
+            rejects = list(await cur.fetchall())
+        for reject_id, created, source, key_id, nonce, payload in rejects:
+            try:
+                raw = keyring.open(Sealed(key_id, nonce, payload), b"rejects|" + _reject_aad(created, source))
+            except DecryptError:
+                continue  # left as it was: it did not open before either
+            day = _day(created)
+            s = keyring.seal(_reject_doc(source, raw), b"rejects|" + _reject_aad(day, ""))
+            await db.execute(
+                "UPDATE rejects SET created_at = ?, source = '', key_id = ?, nonce = ?, payload = ? WHERE id = ?",
+                (day, s.key_id, s.nonce, s.ciphertext, reject_id),
+            )
         await db.execute(
             f"UPDATE readings SET created_at = {_DAY_SQL.format('created_at')}, "
             f"done_at = {_DAY_SQL.format('done_at')}, next_at = 0 WHERE state = 1"

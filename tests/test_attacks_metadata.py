@@ -57,6 +57,8 @@ FIRST_SEEN, LAST_SEEN = 1763967600.123456, 1764399660.654321
 BOUND_AT, CHECKPOINT_AT = 1763967000.111111, 1764399661.222222
 RECEIVED, DELIVERED, RETRY = 1764399662.333333, 1764399700.444444, 1764399690.555555
 PENDING_RECEIVED = 1764400000.777777
+REJECTED = 1764399663.888888
+DEVICE_NAME = "mrs-smith-cuff"  # an operator's name for a device, as configured: kept only in the seal
 SLOT_COUNT = 7
 
 
@@ -97,6 +99,12 @@ def _old_queue(path: Path, ring: KeyRing) -> None:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (dedup, state, s.key_id, s.nonce, s.ciphertext, created, attempts, next_at, done),
         )
+    source = f"{DEVICE_NAME}:0x2A35"
+    s = ring.seal(b"\x01garbage", f"rejects|{REJECTED:.6f}|{source}".encode())
+    db.execute(
+        "INSERT INTO rejects (created_at, source, error, key_id, nonce, payload) VALUES (?, ?, ?, ?, ?, ?)",
+        (REJECTED, source, "ValueError", s.key_id, s.nonce, s.ciphertext),
+    )
     db.commit()
     db.close()
 
@@ -115,9 +123,10 @@ async def test_attack_stolen_card_after_upgrade_shows_no_slot_times_counts_or_ex
     path = tmp_path / "state" / "queue.db"
     path.parent.mkdir(mode=0o700)
     _old_queue(path, keyring)
-    hidden = (FIRST_SEEN, LAST_SEEN, BOUND_AT, CHECKPOINT_AT, RECEIVED, DELIVERED, RETRY)
+    hidden = (FIRST_SEEN, LAST_SEEN, BOUND_AT, CHECKPOINT_AT, RECEIVED, DELIVERED, RETRY, REJECTED)
     before = _file_bytes(path)
     assert all(struct.pack(">d", t) in before for t in hidden)  # SQLite keeps a REAL as a big-endian double
+    assert DEVICE_NAME.encode() in before
 
     async with await ReadingQueue.open(path, keyring) as q:
         # Everything the operator saw is still there, now from inside the seals.
@@ -128,16 +137,19 @@ async def test_attack_stolen_card_after_upgrade_shows_no_slot_times_counts_or_ex
         assert await q.checkpoint(CUFF.key, "racp") == "41"
         leased, broken = await q.lease(10)
         assert [lease.reading for lease in leased] == [bp(minute=2)] and broken == []
+        assert await q.rejects() == [(1, f"{DEVICE_NAME}:0x2A35", "ValueError", b"\x01garbage")]
         assert await q.integrity_check() == "ok"
 
     stolen = _file_bytes(path)
     assert not [t for t in hidden if struct.pack(">d", t) in stolen]
+    assert DEVICE_NAME.encode() not in stolen
     db = sqlite3.connect(path)
     try:
         assert _columns(db, "slots") == ["tag", "key_id", "nonce", "payload"]
         assert "created_at" not in _columns(db, "bindings") and "updated_at" not in _columns(db, "checkpoints")
         rows = db.execute("SELECT state, created_at, done_at, next_at FROM readings ORDER BY id").fetchall()
         assert rows == [(1, _day(RECEIVED), _day(DELIVERED), 0.0), (0, PENDING_RECEIVED, None, 0.0)]
+        assert db.execute("SELECT created_at, source FROM rejects").fetchall() == [(_day(REJECTED), "")]
         assert db.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone() == ("2",)
     finally:
         db.close()
@@ -162,6 +174,8 @@ async def test_attack_stolen_card_shows_no_device_activity_in_a_new_queue(tmp_pa
         leased, _ = await q.lease(3)
         await q.release({leased[0].item_id: 30.0})
         await q.ack([lease.item_id for lease in leased])
+        await q.reject(b"\x02junk", ValueError("bad frame"), source=f"{DEVICE_NAME}:0x2A35")
+        assert [r[1:] for r in await q.rejects()] == [(f"{DEVICE_NAME}:0x2A35", "ValueError", b"\x02junk")]
         devices = {d["user"]: d for d in await q.devices()}
     assert {u: d["readings"] for u, d in devices.items()} == {1: 5, 2: 5}
     assert all(start <= d["first_seen"] <= d["last_seen"] <= time.time() for d in devices.values())
@@ -176,5 +190,8 @@ async def test_attack_stolen_card_shows_no_device_activity_in_a_new_queue(tmp_pa
         assert all(c % DAY == 0 and d % DAY == 0 and n == 0 for c, d, n in delivered)
         slots = db.execute("SELECT payload FROM slots").fetchall()
         assert len(slots) == 2 and not any(b"readings" in bytes(p) or b"BP123456" in bytes(p) for (p,) in slots)
+        [(created, source)] = db.execute("SELECT created_at, source FROM rejects").fetchall()
+        assert created % DAY == 0 and source == ""
     finally:
         db.close()
+    assert DEVICE_NAME.encode() not in _file_bytes(path)
