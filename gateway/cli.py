@@ -26,7 +26,6 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.logging import configure_logging
 from gateway.queue import Binding, ReadingQueue, State, identity_selectors
 from gateway.reading import DeviceIdentity
-from gateway.sealedfile import bond_sealer
 from gateway.secrets import resolve_secret_path
 from gateway.systemd import Notifier
 
@@ -186,6 +185,7 @@ async def _run(cfg: Config, keyring: KeyRing) -> None:
 
     asyncio.get_running_loop().set_default_executor(DaemonThreadExecutor())  # SIGTERM never waits on a connect
     gw = Gateway(cfg, keyring, notifier=Notifier.from_environment())
+    gw.install_bond_sealer()
     stop = asyncio.Event()
     install_signals(stop, gw.reload_secrets)
     await gw.run(stop)
@@ -201,7 +201,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.statelock import StateLock
 
     ble_runtime.set_state_dir(cfg.state_dir)  # a relative BLE bond store lives in the state folder
-    ble_runtime.set_bond_sealer(bond_sealer(keyring))
     with StateLock(cfg.state_dir):  # one daemon per state folder, for the daemon's whole life
         asyncio.run(_run(cfg, keyring))
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -39,9 +40,13 @@ class SealedFileError(GatewayError, ValueError):
 class SealedFiles:
     """Reads and writes files sealed under one label; holds the key ring, so keys added by a rotation are used."""
 
-    def __init__(self, ring: KeyRing, label: str) -> None:
+    def __init__(self, ring: KeyRing, label: str, on_problem: Callable[[str | None], None] | None = None) -> None:
         self.ring = ring
         self.label = label
+        # Told when a file could not be used (the reason) and when one was written again (None): the daemon
+        # turns it into an alarm that `vitalgate status` shows.
+        self.on_problem = on_problem
+        self.problem: str | None = None
 
     def seal(self, plaintext: bytes) -> bytes:
         kid = self.ring.current_id
@@ -91,6 +96,17 @@ class SealedFiles:
         finally:
             if old is not None:
                 os.close(old)
+        if self.problem is not None:
+            self._report(None)
+
+    def unreadable(self, path: Path, reason: str) -> None:
+        """The file at `path` could not be used (the caller moved it aside): `reason` names why."""
+        self._report(reason)
+
+    def _report(self, problem: str | None) -> None:
+        self.problem = problem
+        if self.on_problem is not None:
+            self.on_problem(problem)
 
     def reseal(self, path: Path) -> bool:
         """Move a sealed (or legacy plaintext) file to the current key, for `keys rotate --retire`; False if
@@ -105,9 +121,9 @@ class SealedFiles:
         return True
 
 
-def bond_sealer(ring: KeyRing) -> SealedFiles:
+def bond_sealer(ring: KeyRing, on_problem: Callable[[str | None], None] | None = None) -> SealedFiles:
     """What seals the BLE bond store: handed to drivers.ble.runtime, which never sees the key itself."""
-    return SealedFiles(ring, BOND_STORE_LABEL)
+    return SealedFiles(ring, BOND_STORE_LABEL, on_problem)
 
 
 def key_id(blob: bytes) -> str | None:

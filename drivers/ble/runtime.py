@@ -49,6 +49,10 @@ class BondSealer(Protocol):
 
     def write(self, path: Path, plaintext: bytes) -> None: ...
 
+    def unreadable(self, path: Path, reason: str) -> None:
+        """The store could not be used and was moved aside (the gateway raises an alarm)."""
+        ...
+
 
 _transport: BleTransport | None = None
 _passkey: PasskeyProvider | None = None

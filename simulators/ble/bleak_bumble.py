@@ -508,6 +508,7 @@ class SafeJsonKeyStore(JsonKeyStore):
         with contextlib.suppress(OSError):
             os.replace(path, aside)  # same checked folder; kept for investigation, never read again
         self.problem = reason
+        self.sealer.unreadable(path, reason)
         _log.error(
             "ble_bond_store_unreadable",
             reason=reason,

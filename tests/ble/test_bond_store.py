@@ -154,6 +154,33 @@ async def test_attack_tampered_or_truncated_bond_file_says_re_pair_and_does_not_
         await hub.close()
 
 
+async def test_unreadable_bond_store_is_a_critical_alarm_until_a_device_is_paired_again(
+    link: LocalLink, meter: GlucoseMeter, tmp_path: Path
+) -> None:
+    """What the operator sees in `vitalgate status` (the daemon's alarm board) when the store did not open."""
+    from gateway.config import Config
+    from gateway.daemon import Gateway
+
+    ring = KeyRing.generate()
+    path = tmp_path / "state" / "ble-bonds.json"
+    await _pair(link, path, bond_sealer(ring), meter)
+    path.write_bytes(path.read_bytes()[:-1])  # truncated
+    gw = Gateway(Config(file="<t>", state_dir=tmp_path / "state"), ring)
+
+    hub = _hub(link, path, gw.bond_sealer)
+    try:
+        assert not await hub.is_bonded_address(meter.address)
+        [alarm] = gw.alarms.active()
+        assert alarm.code == "ble_bond_store_unreadable" and alarm.severity == "critical"
+        assert "Re-pair each device" in alarm.sentence and "tampered or truncated" in alarm.sentence
+        session = await _transport(hub).connect(meter.address, pair=True)  # the operator pairs again
+        await session.disconnect()
+        assert gw.alarms.active() == []
+        assert await hub.is_bonded_address(meter.address)
+    finally:
+        await hub.close()
+
+
 @pytest.mark.parametrize("other", ["another gateway's key", "same key id, other key"])
 async def test_attack_bond_file_does_not_open_with_a_wrong_key(
     link: LocalLink, meter: GlucoseMeter, tmp_path: Path, other: str
