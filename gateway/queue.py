@@ -952,9 +952,11 @@ async def _sealed_rows(
     for start in range(0, len(tags), 500):
         chunk = tags[start : start + 500]
         marks = ",".join("?" * len(chunk))
-        async with db.execute(f"SELECT tag, key_id, nonce, payload FROM {table} WHERE tag IN ({marks})", chunk) as cur:
-            for tag, key_id, nonce, payload in await cur.fetchall():
-                found[bytes(tag)] = (key_id, nonce, payload)
+        # One round trip to SQLite's thread (execute_fetchall), not three: this runs on every put.
+        sql = f"SELECT tag, key_id, nonce, payload FROM {table} WHERE tag IN ({marks})"
+        rows = await db.execute_fetchall(sql, chunk)
+        for tag, key_id, nonce, payload in rows:
+            found[bytes(tag)] = (key_id, nonce, payload)
     return found
 
 
