@@ -9,12 +9,12 @@ import signal
 
 from gateway.config import Config
 from gateway.crypto import KeyRing, key_line, parse_keys, rotate_key_source
-from gateway.errors import KeyFileError
+from gateway.errors import GatewayError, KeyFileError
 from gateway.keysource import KeySource, source_for
 from gateway.queue import ReadingQueue
 from gateway.rekey import KILL_ENV, retire
 from gateway.runlock import exclusive
-from gateway.sealedfile import SealedFileError, bond_sealer
+from gateway.sealedfile import bond_sealer
 
 __all__ = ["retire_key"]
 
@@ -28,7 +28,7 @@ def _reseal_bond_store(ring: KeyRing, cfg: Config) -> str:
     path = ble_runtime.keystore_path()
     try:
         return ", BLE bond store sealed again" if bond_sealer(ring).reseal(path) else ""
-    except SealedFileError as exc:
+    except GatewayError as exc:  # does not open (SealedFileError), or a link / loose mode (UnsafeFileError)
         return f", BLE bond store left as it was ({exc}; re-pair the devices)"
 
 
