@@ -136,6 +136,17 @@ class KeyRing:
             self._index_key
         )
 
+    def file_key(self, key_id: str, label: str) -> bytes:
+        """A key for one sealed file (the BLE bond store), derived from data key `key_id` itself, not from
+        the look-up key: the file names the key id it was sealed with, so a plain rotation leaves it
+        readable and it moves to the current key when next written (or by `keys rotate --retire`)."""
+        raw = self._raw.get(key_id)
+        if raw is None:
+            raise DecryptError(f"unknown key id {key_id!r}")
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"vitalgate file {label}".encode()).derive(
+            raw
+        )
+
     def tag(self, value: str) -> bytes:
         """Keyed hash: equal values give equal tags, but the tag reveals nothing without the key."""
         return hmac.new(self._index_key, value.encode(), hashlib.sha256).digest()

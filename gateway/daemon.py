@@ -41,6 +41,7 @@ from gateway.health import HealthModel
 from gateway.health.monitor import HealthMonitor, certificate_expiries, describe_target
 from gateway.queue import PutResult, ReadingQueue, State
 from gateway.reading import Reading
+from gateway.sealedfile import bond_sealer
 from gateway.secrets import resolve_secret_path
 from gateway.statelock import QueueReplacedError, QueueWatch
 from gateway.systemd import Health, Notifier
@@ -219,6 +220,8 @@ class Gateway:
         self.alarms.subscribe(_log_alarm)
         self.disk = DiskGuard(config.queue_path.parent, config.min_free_bytes, self.alarms)
         self.clock = ClockWatch(self.alarms, state_file=config.state_dir / CLOCK_STATE)
+        # Seals the BLE bond store (Bumble backend) at rest; a store that does not open raises an alarm.
+        self.bond_sealer = bond_sealer(keyring, self._bond_store_problem)
         # The operator's view (gateway.health): status, STATUS=, metrics and the console read this one model.
         self.model = HealthModel(
             version=__version__,
@@ -332,6 +335,23 @@ class Gateway:
                 await self.queue.audit(current_actor(), f"{self._role} stop", f"config {self.config.file}")
             await self.queue.close()
             log.info("gateway_stopped")
+
+    def install_bond_sealer(self) -> None:
+        """Hand the BLE runtime this gateway's bond sealer (`vitalgate run`; tests and the demo install theirs)."""
+        from drivers.ble import runtime as ble_runtime
+
+        ble_runtime.set_bond_sealer(self.bond_sealer)
+
+    def _bond_store_problem(self, problem: str | None) -> None:
+        if problem is None:
+            self.alarms.clear("ble_bond_store_unreadable")
+            return
+        self.alarms.raise_(
+            "ble_bond_store_unreadable",
+            f"The BLE bond store could not be opened ({problem}) and was moved aside: bonded devices give no "
+            "readings until paired again. Re-pair each device (vitalgate pair ADDRESS, or the console's Pair).",
+            Severity.CRITICAL,
+        )
 
     def _integrity_alarms(self, queue: ReadingQueue) -> None:
         """Rows or bindings changed outside vitalgate (gateway.rowguard) become critical alarms."""

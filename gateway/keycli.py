@@ -9,13 +9,27 @@ import signal
 
 from gateway.config import Config
 from gateway.crypto import KeyRing, key_line, parse_keys, rotate_key_source
-from gateway.errors import KeyFileError
+from gateway.errors import GatewayError, KeyFileError
 from gateway.keysource import KeySource, source_for
 from gateway.queue import ReadingQueue
 from gateway.rekey import KILL_ENV, retire
 from gateway.runlock import exclusive
+from gateway.sealedfile import bond_sealer
 
 __all__ = ["retire_key"]
+
+
+def _reseal_bond_store(ring: KeyRing, cfg: Config) -> str:
+    """Seal the BLE bond store (Bumble backend) under the current key before the old key leaves the file;
+    a part of the retire report."""
+    from drivers.ble import runtime as ble_runtime
+
+    ble_runtime.set_state_dir(cfg.state_dir)
+    path = ble_runtime.keystore_path()
+    try:
+        return ", BLE bond store sealed again" if bond_sealer(ring).reseal(path) else ""
+    except GatewayError as exc:  # does not open (SealedFileError), or a link / loose mode (UnsafeFileError)
+        return f", BLE bond store left as it was ({exc}; re-pair the devices)"
 
 
 def retire_key(args: argparse.Namespace, cfg: Config, actor: str) -> int:
@@ -37,6 +51,7 @@ async def _retire(spec: str, source: KeySource, old: str, cfg: Config, actor: st
     q = await ReadingQueue.open(cfg.queue_path, KeyRing.load(spec))
     try:
         report = await retire(q, old)
+        bonds = _reseal_bond_store(q.keyring, cfg)
         keys = [(kid, key) for kid, key in parse_keys(source.path, source.read()) if kid != old]
         header = "# VitalGate data keys: <id> <base64 AES-256 key>; the last line is current\n"
         source.write(header + "".join(key_line(kid, key) for kid, key in keys))
@@ -45,6 +60,7 @@ async def _retire(spec: str, source: KeySource, old: str, cfg: Config, actor: st
         detail = (
             f"key {old} retired: {report.resealed} rows sealed again, look-up key now {report.index_key}"
             f", {report.unreadable} unreadable rows left, {report.checkpoints_dropped} legacy checkpoints dropped"
+            f"{bonds}"
         )
         await q.audit(actor, "keys", detail)
         return detail

@@ -41,9 +41,11 @@ __all__ = ["Binding", "Leased", "PutResult", "ReadingQueue", "State", "identity_
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: slot times and counts sealed, binding/checkpoint times dropped (_migrate_metadata)
 AUDIT_KEY_LABEL = "audit v1"
 MAX_REJECTS = 10_000  # kept bad frames beyond this are purged oldest first (a flooding device)
+DAY = 86400.0  # delivered rows keep their times only to the UTC day (what a stolen card shows; README)
+_DAY_SQL = "CAST({0} / 86400 AS INTEGER) * 86400.0"  # that day's start, in SQL (times are positive)
 CHECKPOINT_V2 = b"\x01"  # sealed checkpoint payload: 0x01 + {"d": device key, "n": name, "v": value}
 
 _SCHEMA = """
@@ -67,24 +69,19 @@ CREATE TABLE IF NOT EXISTS slots (
     tag BLOB PRIMARY KEY,
     key_id TEXT NOT NULL,
     nonce BLOB NOT NULL,
-    payload BLOB NOT NULL,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL,
-    readings INTEGER NOT NULL DEFAULT 0
+    payload BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS bindings (
     tag BLOB PRIMARY KEY,
     key_id TEXT NOT NULL,
     nonce BLOB NOT NULL,
-    payload BLOB NOT NULL,
-    created_at REAL NOT NULL
+    payload BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     tag BLOB PRIMARY KEY,
     key_id TEXT NOT NULL,
     nonce BLOB NOT NULL,
-    payload BLOB NOT NULL,
-    updated_at REAL NOT NULL
+    payload BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -229,6 +226,7 @@ class ReadingQueue:
             await _use_index_key(writer, keyring)
             await _check_key(writer, path, keyring)  # before anything derives keys from a key file that may not fit
             await audit_trail.ensure_schema(writer, keyring.subkey(AUDIT_KEY_LABEL))
+            await _migrate_metadata(writer, keyring)
             await writer.execute(
                 "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', ?), ('bindings_version', '0')",
                 (str(SCHEMA_VERSION),),
@@ -391,14 +389,12 @@ class ReadingQueue:
             slot_tag = self.keyring.tag(f"slot|{r.device.key}|{r.user_slot}")
             latest[slot_tag] = (r, latest[slot_tag][1] + 1 if slot_tag in latest else 1)
             slot_of[dedup] = slot_tag
-        # One sealed device record per slot and batch, not per reading.
-        slots = {t: (self._seal(b"slots", t, _slot_doc(r)), n) for t, (r, n) in latest.items()}
 
         async def op(db: aiosqlite.Connection) -> int:
             # A slot counts unique readings, not every download of them (a meter re-sends its whole memory):
             # find which are new inside this transaction (the writer is the only one), then insert in order.
             known = await _existing(db, list(slot_of))
-            fresh: dict[bytes, int] = dict.fromkeys(slots, 0)
+            fresh: dict[bytes, int] = dict.fromkeys(latest, 0)
             for dedup, tag in slot_of.items():
                 if dedup not in known:
                     fresh[tag] += 1
@@ -409,13 +405,7 @@ class ReadingQueue:
                 rows,
             )
             inserted = db.total_changes - before
-            await db.executemany(
-                "INSERT INTO slots (tag, key_id, nonce, payload, first_seen, last_seen, readings) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tag) DO UPDATE SET key_id = excluded.key_id, "
-                "nonce = excluded.nonce, payload = excluded.payload, last_seen = excluded.last_seen, "
-                "readings = readings + excluded.readings",
-                [(t, s.key_id, s.nonce, s.ciphertext, now, now, fresh[t]) for t, (s, _) in slots.items()],
-            )
+            await _touch_slots(db, self.keyring, {t: r for t, (r, _) in latest.items()}, fresh, now)
             return inserted
 
         new = int(await self._write(op)) if rows else 0
@@ -456,12 +446,11 @@ class ReadingQueue:
         return leased, broken
 
     async def ack(self, item_ids: Iterable[int]) -> None:
-        ids = [(time.time(), i) for i in item_ids]
+        """Delivered: from now on the row's times say only the day (received, delivered), no retry time."""
+        ids = [(_day(time.time()), i) for i in item_ids]
 
         async def op(db: aiosqlite.Connection) -> None:
-            await db.executemany(
-                "UPDATE readings SET state = 1, done_at = ?, reason = NULL, echo = NULL WHERE id = ?", ids
-            )
+            await db.executemany(_ACK_SQL, ids)
 
         if ids:
             await self._write(op)
@@ -483,7 +472,7 @@ class ReadingQueue:
         """Quarantine, withhold or park as unassigned, with a reason an operator can read (no PHI).
 
         `echoed`: a server's own words about a row (may carry PHI), sealed to that row (gateway.echo)."""
-        now = time.time()
+        now = _day(time.time())
         rows = [(int(state), now, reason, i) for i, reason in reasons.items()]
         texts = {i: t for i, t in (echoed or {}).items() if i in reasons and t}
 
@@ -543,8 +532,9 @@ class ReadingQueue:
         return moved
 
     async def purge_delivered(self, older_than_seconds: float) -> int:
-        """Delete delivered rows past retention. Their idempotency keys go with them."""
-        cutoff = time.time() - older_than_seconds
+        """Delete delivered rows past retention. Their idempotency keys go with them. `done_at` holds the
+        delivery's day, so a row is kept at least the retention and at most a day more."""
+        cutoff = time.time() - older_than_seconds - DAY
 
         async def op(db: aiosqlite.Connection) -> int:
             cur = await db.execute("DELETE FROM readings WHERE state = 1 AND done_at < ?", (cutoff,))
@@ -564,7 +554,7 @@ class ReadingQueue:
             await db.execute("UPDATE readings SET next_at = ? WHERE state = 0 AND next_at > ?", (now, now + max_delay))
             await db.execute(
                 "UPDATE readings SET done_at = ? WHERE done_at IS NOT NULL AND (done_at > ? OR done_at < ?)",
-                (now, now + 60, floor),
+                (_day(now), now + 60, floor),
             )
             return db.total_changes - before
 
@@ -693,8 +683,8 @@ class ReadingQueue:
 
         async def op(db: aiosqlite.Connection) -> None:
             await db.execute(
-                "INSERT OR REPLACE INTO bindings (tag, key_id, nonce, payload, created_at) VALUES (?, ?, ?, ?, ?)",
-                (tag, sealed.key_id, sealed.nonce, sealed.ciphertext, time.time()),
+                "INSERT OR REPLACE INTO bindings (tag, key_id, nonce, payload) VALUES (?, ?, ?, ?)",
+                (tag, sealed.key_id, sealed.nonce, sealed.ciphertext),
             )
             await _bump_bindings_version(db)
             await rowguard.write_manifest(db, self.keyring)
@@ -722,19 +712,19 @@ class ReadingQueue:
 
     async def devices(self) -> list[dict[str, Any]]:
         """Every device slot seen, with its binding: what `vitalgate devices` shows the operator."""
-        async with self._r.execute(
-            "SELECT tag, key_id, nonce, payload, first_seen, last_seen, readings FROM slots ORDER BY first_seen"
-        ) as cur:
+        async with self._r.execute("SELECT tag, key_id, nonce, payload FROM slots") as cur:
             rows = await cur.fetchall()
         out = []
-        for tag, key_id, nonce, payload, first, last, n in rows:
+        for tag, key_id, nonce, payload in rows:
             try:
                 doc = orjson.loads(self._open(b"slots", tag, key_id, nonce, payload))
             except Exception as exc:
                 log.error("device_record_unreadable", error=_why(exc))
                 continue
-            out.append({**doc, "first_seen": first, "last_seen": last, "readings": n})
-        return out
+            # First and last seen and the count ride inside the seal (schema 2): the file shows none of them.
+            out.append({**doc, "first_seen": doc.get("first_seen"), "last_seen": doc.get("last_seen"),
+                        "readings": int(doc.get("readings") or 0)})  # fmt: skip
+        return sorted(out, key=lambda d: d["first_seen"] or 0.0)
 
     # ---------------------------------------------------------------- checkpoints and rejects
 
@@ -759,22 +749,22 @@ class ReadingQueue:
 
         async def op(db: aiosqlite.Connection) -> None:
             await db.execute(
-                "INSERT OR REPLACE INTO checkpoints (tag, key_id, nonce, payload, updated_at) VALUES (?, ?, ?, ?, ?)",
-                (tag, sealed.key_id, sealed.nonce, sealed.ciphertext, time.time()),
+                "INSERT OR REPLACE INTO checkpoints (tag, key_id, nonce, payload) VALUES (?, ?, ?, ?)",
+                (tag, sealed.key_id, sealed.nonce, sealed.ciphertext),
             )
 
         await self._write(op)
 
     async def reject(self, raw: bytes, error: Exception, *, source: str) -> None:
-        """Keep bad device input for review, encrypted; the error text names the fault, not the values."""
-        created = time.time()
-        tag = f"{created:.6f}|{source}".encode()
-        sealed = self._seal(b"rejects", tag, raw)
+        """Keep bad device input for review, encrypted; the error text names the fault, not the values.
+        The source (a configured device name) rides inside the seal and the row keeps only its day."""
+        created = _day(time.time())
+        sealed = self._seal(b"rejects", _reject_aad(created, ""), _reject_doc(source, raw))
 
         async def op(db: aiosqlite.Connection) -> None:
             await db.execute(
-                "INSERT INTO rejects (created_at, source, error, key_id, nonce, payload) VALUES (?, ?, ?, ?, ?, ?)",
-                (created, source, type(error).__name__, sealed.key_id, sealed.nonce, sealed.ciphertext),
+                "INSERT INTO rejects (created_at, source, error, key_id, nonce, payload) VALUES (?, '', ?, ?, ?, ?)",
+                (created, type(error).__name__, sealed.key_id, sealed.nonce, sealed.ciphertext),
             )
 
         await self._write(op)
@@ -786,8 +776,9 @@ class ReadingQueue:
         return int(row[0]) if row else 0
 
     async def purge_rejects(self, older_than_seconds: float, keep_at_most: int = MAX_REJECTS) -> int:
-        """Delete kept bad frames past retention, and the oldest beyond `keep_at_most` (a flooding device)."""
-        cutoff = time.time() - older_than_seconds
+        """Delete kept bad frames past retention (kept at least that, at most a day more: rows keep only their
+        day), and the oldest beyond `keep_at_most` (a flooding device)."""
+        cutoff = time.time() - older_than_seconds - DAY
 
         async def op(db: aiosqlite.Connection) -> int:
             cur = await db.execute("DELETE FROM rejects WHERE created_at < ?", (cutoff,))
@@ -805,15 +796,12 @@ class ReadingQueue:
             (after_id, limit),
         ) as cur:
             rows = await cur.fetchall()
-        return [
-            (
-                i,
-                source,
-                error,
-                self._open(b"rejects", f"{created:.6f}|{source}".encode(), kid, nonce, payload),
-            )
-            for i, created, source, error, kid, nonce, payload in rows
-        ]
+        out = []
+        for i, created, source, error, kid, nonce, payload in rows:
+            plain = self._open(b"rejects", _reject_aad(created, source), kid, nonce, payload)
+            name, raw = _reject_open(source, plain)
+            out.append((i, name, error, raw))
+        return out
 
     # ---------------------------------------------------------------- audit trail
 
@@ -861,6 +849,92 @@ class ReadingQueue:
         return str(row[0]) if row else "no answer"
 
 
+_ACK_SQL = (
+    "UPDATE readings SET state = 1, done_at = ?, reason = NULL, echo = NULL, next_at = 0, "
+    f"created_at = {_DAY_SQL.format('created_at')} WHERE id = ?"
+)
+
+
+def _day(t: float) -> float:
+    return t - t % DAY
+
+
+def _reject_aad(created: float, source: str) -> bytes:
+    return f"{created:.6f}|{source}".encode()
+
+
+def _reject_doc(source: str, raw: bytes) -> bytes:
+    """Schema 2's sealed reject: the source's length (2 bytes), the source, then the raw frame."""
+    name = source.encode()[:0xFFFF]
+    return len(name).to_bytes(2, "big") + name + raw
+
+
+def _reject_open(source: str, plain: bytes) -> tuple[str, bytes]:
+    """(source, raw) of a reject row: a schema-1 row has its source in the clear (`source` not empty)."""
+    if source:
+        return source, plain
+    n = int.from_bytes(plain[:2], "big")
+    return plain[2 : 2 + n].decode(errors="replace"), plain[2 + n :]
+
+
+async def _migrate_metadata(db: aiosqlite.Connection, keyring: KeyRing) -> None:
+    """Schema 1 -> 2, once: slot times and counts move into the slot's seal, binding and checkpoint times
+    go, delivered rows keep only their day. Old values are zeroed where they lay (`secure_delete`) and the
+    WAL is checkpointed and truncated, so the file no longer holds them (flash may keep older copies)."""
+    async with db.execute("PRAGMA table_info(slots)") as cur:
+        slot_columns = {row[1] for row in await cur.fetchall()}
+    if "first_seen" not in slot_columns:
+        return
+    await db.execute("PRAGMA secure_delete = ON")
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        async with db.execute("SELECT tag, key_id, nonce, payload, first_seen, last_seen, readings FROM slots") as cur:
+            rows = list(await cur.fetchall())
+        unreadable = 0
+        for tag, key_id, nonce, payload, first, last, n in rows:
+            try:
+                doc = orjson.loads(keyring.open(Sealed(key_id, nonce, payload), b"slots|" + tag))
+            except Exception:
+                unreadable += 1  # left as it was; `devices` reports it as unreadable, as before
+                continue
+            doc.update(first_seen=first, last_seen=last, readings=n)
+            s = keyring.seal(orjson.dumps(doc), b"slots|" + tag)
+            await db.execute(
+                "UPDATE slots SET key_id = ?, nonce = ?, payload = ? WHERE tag = ?",
+                (s.key_id, s.nonce, s.ciphertext, tag),
+            )
+        for table, column in (("slots", "first_seen"), ("slots", "last_seen"), ("slots", "readings"),
+                              ("bindings", "created_at"), ("checkpoints", "updated_at")):  # fmt: skip
+            await db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        async with db.execute("SELECT id, created_at, source, key_id, nonce, payload FROM rejects") as cur:
+            rejects = list(await cur.fetchall())
+        for reject_id, created, source, key_id, nonce, payload in rejects:
+            try:
+                raw = keyring.open(Sealed(key_id, nonce, payload), b"rejects|" + _reject_aad(created, source))
+            except DecryptError:
+                continue  # left as it was: it did not open before either
+            day = _day(created)
+            s = keyring.seal(_reject_doc(source, raw), b"rejects|" + _reject_aad(day, ""))
+            await db.execute(
+                "UPDATE rejects SET created_at = ?, source = '', key_id = ?, nonce = ?, payload = ? WHERE id = ?",
+                (day, s.key_id, s.nonce, s.ciphertext, reject_id),
+            )
+        await db.execute(
+            f"UPDATE readings SET created_at = {_DAY_SQL.format('created_at')}, "
+            f"done_at = {_DAY_SQL.format('done_at')}, next_at = 0 WHERE state = 1"
+        )
+        await db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        await db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await db.execute("ROLLBACK")
+        raise
+    finally:
+        await db.execute("PRAGMA secure_delete = OFF")
+    await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    log.warning("queue_metadata_sealed", slots=len(rows), unreadable=unreadable, schema=SCHEMA_VERSION)
+
+
 def _why(exc: Exception) -> str:
     """A row's quarantine reason: the fault's type and text (crypto and codec errors carry no values)."""
     if isinstance(exc, DecryptError | CodecError):
@@ -883,20 +957,58 @@ async def _existing(db: aiosqlite.Connection, dedups: list[bytes]) -> set[bytes]
     return found
 
 
-def _slot_doc(r: Reading) -> bytes:
+def _slot_doc(r: Reading) -> dict[str, Any]:
     d = r.device
-    return orjson.dumps(
-        {
-            "key": d.key,
-            "driver": d.driver,
-            "address": d.address,
-            "serial_number": d.serial_number,
-            "system_id": d.system_id,
-            "manufacturer": d.manufacturer,
-            "model": d.model,
-            "user": r.user_slot,
-        }
-    )
+    return {
+        "key": d.key,
+        "driver": d.driver,
+        "address": d.address,
+        "serial_number": d.serial_number,
+        "system_id": d.system_id,
+        "manufacturer": d.manufacturer,
+        "model": d.model,
+        "user": r.user_slot,
+    }
+
+
+async def _sealed_rows(
+    db: aiosqlite.Connection, table: str, tags: list[bytes]
+) -> dict[bytes, tuple[str, bytes, bytes]]:
+    """tag -> (key_id, nonce, payload) of these rows (looked up in chunks under SQLite's variable limit)."""
+    found: dict[bytes, tuple[str, bytes, bytes]] = {}
+    for start in range(0, len(tags), 500):
+        chunk = tags[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        # One round trip to SQLite's thread (execute_fetchall), not three: this runs on every put.
+        sql = f"SELECT tag, key_id, nonce, payload FROM {table} WHERE tag IN ({marks})"
+        rows = await db.execute_fetchall(sql, chunk)
+        for tag, key_id, nonce, payload in rows:
+            found[bytes(tag)] = (key_id, nonce, payload)
+    return found
+
+
+async def _touch_slots(
+    db: aiosqlite.Connection, keyring: KeyRing, latest: dict[bytes, Reading], fresh: dict[bytes, int], now: float
+) -> None:
+    """One sealed record per device slot and batch: identity, first and last seen, unique readings, all under
+    the seal (a stolen card shows how many slots there are, not when or how often each was used). Runs
+    inside the writer's transaction, so the read-modify-write of a slot's record cannot interleave."""
+    known = await _sealed_rows(db, "slots", list(latest))
+    rows = []
+    for tag, r in latest.items():
+        prev: dict[str, Any] = {}
+        if tag in known:
+            try:
+                prev = orjson.loads(keyring.open(Sealed(*known[tag]), b"slots|" + tag))
+            except Exception as exc:  # a damaged record starts again; the readings themselves are intact
+                log.error("device_record_unreadable", error=_why(exc), hint="its counts start again")
+        doc = _slot_doc(r)
+        doc["first_seen"] = prev.get("first_seen") or now
+        doc["last_seen"] = now
+        doc["readings"] = int(prev.get("readings") or 0) + fresh[tag]
+        s = keyring.seal(orjson.dumps(doc), b"slots|" + tag)
+        rows.append((tag, s.key_id, s.nonce, s.ciphertext))
+    await db.executemany("INSERT OR REPLACE INTO slots (tag, key_id, nonce, payload) VALUES (?, ?, ?, ?)", rows)
 
 
 async def _use_index_key(db: aiosqlite.Connection, keyring: KeyRing) -> None:

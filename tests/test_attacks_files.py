@@ -236,12 +236,13 @@ def test_attack_symlinked_queue_folder_is_refused(tmp_path: Path) -> None:
 
 def test_attack_symlinked_ble_bond_store_is_refused(tmp_path: Path) -> None:
     pytest.importorskip("bumble")
+    from gateway.sealedfile import bond_sealer
     from simulators.ble.bleak_bumble import SafeJsonKeyStore
 
     victim = _victim(tmp_path)
     bonds = tmp_path / "bonds.json"
     bonds.symlink_to(victim)
-    store = SafeJsonKeyStore(namespace="gw", filename=str(bonds))
+    store = SafeJsonKeyStore(namespace="gw", filename=str(bonds), sealer=bond_sealer(KeyRing.generate()))
     with pytest.raises(UnsafeFileError, match="symbolic link"):
         asyncio.run(store.load())
     bonds.unlink()
@@ -249,7 +250,7 @@ def test_attack_symlinked_ble_bond_store_is_refused(tmp_path: Path) -> None:
     (tmp_path / "bonds.json.tmp").symlink_to(victim)
     asyncio.run(store.save({"gw": {"AA:BB:CC:DD:EE:FF/P": {"ltk": {"value": "00"}}}}))
     assert victim.read_text() == "untouched\n"
-    assert bonds.stat().st_mode & 0o777 == 0o600 and "ltk" in bonds.read_text()
+    assert bonds.stat().st_mode & 0o777 == 0o600 and b"ltk" not in bonds.read_bytes()  # sealed
 
 
 def test_ble_bond_store_resolves_against_the_state_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ from gateway.alarms import SNAPSHOT_NAME
 from gateway.config import Config
 from gateway.crypto import KeyRing
 from gateway.daemon import Gateway
-from gateway.queue import ReadingQueue, State
+from gateway.queue import DAY, ReadingQueue, State
 from gateway.reading import Status
 from tests.conftest import bp
 
@@ -62,14 +62,14 @@ async def test_attack_restored_old_binding_row_is_refused(tmp_path: Path, keyrin
     try:
         await q.bind("BP123456", 1, "Patient/old-patient")
         db = sqlite3.connect(path)
-        old_row = db.execute("SELECT tag, key_id, nonce, payload, created_at FROM bindings").fetchone()
+        old_row = db.execute("SELECT tag, key_id, nonce, payload FROM bindings").fetchone()
         db.close()
         await q.bind("BP123456", 1, "Patient/new-patient")  # the device went to another patient
     finally:
         await q.close()
     _sql(
         path,
-        "INSERT OR REPLACE INTO bindings (tag, key_id, nonce, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO bindings (tag, key_id, nonce, payload) VALUES (?, ?, ?, ?)",
         *old_row,
     )
 
@@ -131,5 +131,6 @@ async def test_attack_reject_flood_is_paged_and_purged(tmp_path: Path, keyring: 
         assert [raw for *_, raw in first + second] == [bytes([i]) * 8 for i in range(20)]
         assert await q.purge_rejects(older_than_seconds=3600, keep_at_most=5) == 25
         assert [raw for *_, raw in await q.rejects()] == [bytes([i]) * 8 for i in range(25, 30)]
-        assert await q.purge_rejects(older_than_seconds=0) == 5
+        # Rows keep only their day: kept at least the retention, at most a day more.
+        assert await q.purge_rejects(older_than_seconds=-DAY) == 5
         assert await q.reject_count() == 0

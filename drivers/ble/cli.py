@@ -89,11 +89,23 @@ def cmd_pair(args: argparse.Namespace) -> int:
         return passkey if passkey is not None else await _ask_passkey()
 
     runtime.set_passkey_provider(provider)
-    from gateway.config import load_config
-    from gateway.errors import ConfigError
+    if runtime.bond_store_in_use():
+        from gateway.config import load_config
+        from gateway.crypto import KeyRing
+        from gateway.errors import GatewayError
+        from gateway.sealedfile import bond_sealer
 
-    with contextlib.suppress(ConfigError):  # no config yet: bonds go beside the working directory
-        runtime.set_state_dir(load_config(Path(args.config)).state_dir)
+        try:  # the bond store is sealed with a key derived from the gateway's data key
+            cfg = load_config(Path(args.config))
+            runtime.set_state_dir(cfg.state_dir)
+            runtime.set_bond_sealer(bond_sealer(KeyRing.load(cfg.key_file)))
+        except GatewayError as exc:
+            print(
+                f"vitalgate: pairing keeps the device's bond keys sealed with the gateway's data key, which "
+                f"needs the gateway's configuration ({exc}); pass --config FILE",
+                file=sys.stderr,
+            )
+            return 2
 
     async def go() -> None:
         session = await runtime.get_transport().connect(args.address, timeout=args.timeout, pair=True)

@@ -12,8 +12,9 @@ Use it through bleak's public API, exactly like BlueZ::
     BleakScanner(backend=BleakScannerBumble, hub=hub)
     BleakClient(device, backend=BleakClientBumble, hub=hub)
 
-Bonding: keys go to the hub's key store (a JSON file when `keystore_path` is set, so `vitalgate pair`
-and `vitalgate run` share them). Like BlueZ, a connection to a bonded peer is encrypted right away.
+Bonding: keys go to the hub's key store (a file sealed with the gateway's data key when `keystore_path`
+and `sealer` are set, so `vitalgate pair` and `vitalgate run` share them; in memory otherwise). Like
+BlueZ, a connection to a bonded peer is encrypted right away.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
 from bleak.args import SizedBuffer
 from bleak.assigned_numbers import CHARACTERISTIC_PROPERTIES, CharacteristicPropertyName
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -50,6 +52,7 @@ __all__ = ["BleakClientBumble", "BleakScannerBumble", "BumbleHub", "PasskeyProvi
 
 PasskeyProvider = Callable[[], Awaitable[int | None]]
 T = TypeVar("T")
+_log = structlog.get_logger(__name__)
 
 CENTRAL_ADDRESS = "F0:47:57:00:00:01"  # static random (two top bits set): the gateway's own address
 
@@ -92,9 +95,13 @@ class BumbleHub:
         address: str = CENTRAL_ADDRESS,
         keystore_path: str | None = None,
         passkey: PasskeyProvider | None = None,
+        sealer: Any = None,
     ) -> None:
         if (link is None) == (hci_transport is None):
             raise ValueError("give exactly one of link= or hci_transport=")
+        if keystore_path is not None and sealer is None:
+            raise ValueError("a bond store file is sealed at rest: give sealer= (gateway.sealedfile.SealedFiles)")
+        self._sealer = sealer
         self._link = link
         self._hci_spec = hci_transport
         self._address = hci.Address(address, hci.Address.RANDOM_DEVICE_ADDRESS)
@@ -135,7 +142,7 @@ class BumbleHub:
     def _make_keystore(self, device: Device) -> KeyStore:
         if self._keystore_path is None:
             return MemoryKeyStore()
-        return SafeJsonKeyStore(namespace=str(self._address), filename=self._keystore_path)
+        return SafeJsonKeyStore(namespace=str(self._address), filename=self._keystore_path, sealer=self._sealer)
 
     async def start_scanning(self) -> Device:
         device = await self.device()
@@ -449,31 +456,67 @@ def _parse_address(text: str) -> hci.Address:
 
 
 class SafeJsonKeyStore(JsonKeyStore):
-    """Bumble's JSON bond store, read and written through `gateway.safefiles`: the LTKs and IRKs in it are
-    secrets, so a symlink at its name or at Bumble's fixed `<name>.tmp` is refused, never written through."""
+    """Bumble's JSON bond store, sealed at rest: the LTKs, IRKs and CSRKs in it are secrets. Read and written
+    through the gateway's sealer (gateway.sealedfile: AES-256-GCM under a key derived from the data key,
+    `gateway.safefiles` underneath, so a symlink at its name is refused and no fixed `<name>.tmp` is used).
 
-    def __init__(self, namespace: str, filename: str) -> None:
+    A plaintext store from an earlier release is sealed on first open. One that does not open (tampered,
+    truncated, or sealed with a key no longer in the key file) is moved aside to `<name>.unreadable`, kept
+    for investigation, and the gateway goes on with no bonds: the devices must be paired again.
+    """
+
+    def __init__(self, namespace: str, filename: str, sealer: Any) -> None:
         super().__init__(namespace, filename)
         self.filename = Path(os.path.abspath(filename))  # Bumble resolves links here: keep the name itself
         self.directory_name = self.filename.parent
+        self.sealer = sealer
+        self.problem: str | None = None  # the last reason the store could not be opened, for tests and logs
 
     async def load(self) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, dict[str, Any]]]:
-        from gateway.safefiles import open_folder, read_private
-
         path = Path(self.filename)
-        os.close(open_folder(path.parent, create=True))
-        db = json.loads(read_private(path)) if os.path.lexists(path) else {}
+        db = self._read(path)
         if self.namespace in db:
             return (db, db[self.namespace])
         if self.namespace == self.DEFAULT_NAMESPACE and len(db) == 1:
-            return next(iter(db.items()))
+            return (db, next(iter(db.values())))
         key_map: dict[str, dict[str, Any]] = {}
         db[self.namespace] = key_map
         return (db, key_map)
 
-    async def save(self, db: dict[str, dict[str, dict[str, Any]]]) -> None:
-        from gateway.safefiles import open_folder, write_atomic
+    def _read(self, path: Path) -> dict[str, dict[str, dict[str, Any]]]:
+        try:
+            found = self.sealer.read(path)
+        except ValueError as exc:  # gateway.sealedfile.SealedFileError: does not open
+            return self._unreadable(path, str(exc))
+        if found is None:
+            return {}
+        data, sealed = found
+        try:
+            db = json.loads(data)
+        except ValueError:
+            db = None
+        if not isinstance(db, dict) or not all(isinstance(v, dict) for v in db.values()):
+            what = "its contents are not a bond list" if sealed else "neither sealed nor a plaintext bond list"
+            return self._unreadable(path, f"{path}: {what}")
+        if not sealed:  # an earlier release's plaintext store: seal it now, the plaintext goes
+            self.sealer.write(path, data)
+            _log.warning("ble_bond_store_sealed", path=str(path), bonds=sum(len(v) for v in db.values()))
+        return db
 
-        path = Path(self.filename)
-        os.close(open_folder(path.parent, create=True))
-        write_atomic(path, json.dumps(db, sort_keys=True, indent=4).encode(), private_folder=True)
+    def _unreadable(self, path: Path, reason: str) -> dict[str, dict[str, dict[str, Any]]]:
+        aside = path.with_name(path.name + ".unreadable")
+        with contextlib.suppress(OSError):
+            os.replace(path, aside)  # same checked folder; kept for investigation, never read again
+        self.problem = reason
+        self.sealer.unreadable(path, reason)
+        _log.error(
+            "ble_bond_store_unreadable",
+            reason=reason,
+            moved_to=str(aside),
+            action="bonded BLE devices give no readings until paired again: re-pair the device "
+            "(vitalgate pair ADDRESS, or the console's Pair button)",
+        )
+        return {}
+
+    async def save(self, db: dict[str, dict[str, dict[str, Any]]]) -> None:
+        self.sealer.write(Path(self.filename), json.dumps(db, sort_keys=True).encode())

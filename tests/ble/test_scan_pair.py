@@ -22,6 +22,7 @@ from drivers.ble.bleak_transport import BleakTransport
 from drivers.ble.cli import format_adverts
 from drivers.ble.transport import Advert, BlePairingError, ScanFilter, normalize_uuid
 from gateway.crypto import create_key_file
+from gateway.sealedfile import MAGIC
 from simulators.ble.bleak_bumble import BleakClientBumble, BleakScannerBumble, BumbleHub
 from simulators.ble.cuff import BloodPressureCuff
 from simulators.ble.glucose import GlucoseMeter
@@ -142,9 +143,10 @@ def test_cli_simulate_scan_pair_run_across_processes(tmp_path: Path) -> None:
         assert pair.returncode == 0, pair.stderr
         assert "bonded with C3:00:00:00:00:03" in pair.stdout
         assert "bound C3:00:00:00:00:03" in pair.stdout
-        assert "C3:00:00:00:00:03" in (tmp_path / "bonds.json").read_text()
+        bonds = (tmp_path / "bonds.json").read_bytes()
+        assert bonds.startswith(MAGIC) and b"C3:00:00:00:00:03" not in bonds  # sealed with the data key
         assert (tmp_path / "bonds.json").stat().st_mode & 0o077 == 0  # pairing keys are secrets
-        bad = vitalgate("pair", "C1:00:00:00:00:99", "--timeout", "1")
+        bad = vitalgate("pair", "C1:00:00:00:00:99", "--timeout", "1", "--config", str(cfg))
         assert bad.returncode == 1
         assert "did not advertise" in bad.stderr
 
