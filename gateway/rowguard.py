@@ -46,6 +46,12 @@ class Guard:
     def mac(self, dedup: bytes | None, state: int | None) -> bytes:
         return hmac.new(self.key, bytes(dedup or b"") + b"|" + str(state).encode(), hashlib.sha256).digest()
 
+    def valid(self, mac: object, dedup: object, state: object) -> bool:
+        """Whether a row's stored MAC is the one for its tag and state (checked in Python by `lease`)."""
+        if not isinstance(mac, bytes) or not isinstance(dedup, bytes | None) or not isinstance(state, int | None):
+            return False  # a value of another type put there by hand: never valid, never an exception
+        return hmac.compare_digest(mac, self.mac(dedup, state))
+
 
 async def install(writer: aiosqlite.Connection, reader: aiosqlite.Connection, keyring: KeyRing) -> Guard:
     """Functions on both connections, triggers on the writer, and the one-time migration of an old queue."""
