@@ -248,13 +248,12 @@ class Gateway:
         return self.health.healthy()
 
     async def run(self, stop: asyncio.Event) -> None:
-        from gateway.runlock import held_while_running
-
-        with held_while_running(self.config.queue_path):  # `keys rotate --retire` waits for us to stop
-            try:
-                await self._run(stop)
-            except* QueueReplacedError as group:
-                raise group.exceptions[0] from None  # one sentence for the CLI, not an exception group
+        # `vitalgate run` holds the state folder's lock around this (gateway.statelock): one daemon per folder,
+        # and `keys rotate --retire` is refused while it runs.
+        try:
+            await self._run(stop)
+        except* QueueReplacedError as group:
+            raise group.exceptions[0] from None  # one sentence for the CLI, not an exception group
 
     async def _run(self, stop: asyncio.Event) -> None:
         cfg = self.config

@@ -13,8 +13,8 @@ from gateway.errors import GatewayError, KeyFileError
 from gateway.keysource import KeySource, source_for
 from gateway.queue import ReadingQueue
 from gateway.rekey import KILL_ENV, retire
-from gateway.runlock import exclusive
 from gateway.sealedfile import bond_sealer
+from gateway.statelock import daemon_stopped
 
 __all__ = ["retire_key"]
 
@@ -36,7 +36,7 @@ def retire_key(args: argparse.Namespace, cfg: Config, actor: str) -> int:
     spec = args.path or cfg.key_file
     source = source_for(spec)
     old = str(args.retire)
-    with exclusive(cfg.queue_path):  # the daemon holds the old look-up key in memory: it must be stopped
+    with daemon_stopped(cfg.state_dir):  # the daemon holds the old look-up key in memory: it must be stopped
         ids = [kid for kid, _ in parse_keys(source.path, source.read())]
         if old not in ids:
             raise KeyFileError(f"{source.path}: holds no key {old} (keys: {', '.join(ids)})")

@@ -421,28 +421,43 @@ class ReadingQueue:
         """Up to `limit` pending rows due now, oldest first, skipping `exclude` (already in flight).
 
         Rows that no longer open (key lost, tampered, unknown format) come back separately with a reason
-        so the caller can quarantine them; they are never silently dropped.
+        so the caller can quarantine them; they are never silently dropped. A row whose state MAC is wrong
+        (its state was edited outside vitalgate, gateway.rowguard) is never leased: `sweep_tampered` takes
+        it at the next open.
         """
         skip = set(exclude)
-        async with self._r.execute(
-            "SELECT id, attempts, key_id, nonce, payload, dedup FROM readings "
-            "WHERE state = 0 AND next_at <= ? AND mac = vg_state_mac(dedup, state) ORDER BY id LIMIT ?",
-            (time.time(), limit + len(skip)),
-        ) as cur:
-            rows = await cur.fetchall()
         leased: list[Leased] = []
         broken: list[tuple[int, str]] = []
-        for item_id, attempts, key_id, nonce, payload, dedup in rows:
-            if item_id in skip:
-                continue
-            if len(leased) + len(broken) >= limit:
+        now = time.time()
+        after: int | None = None
+        # The MAC is checked here on the page fetched, not in the SQL: a WHERE on it ran the HMAC for every due
+        # row before ORDER BY ... LIMIT (quadratic over a backlog). Rows passed over (excluded or failing the
+        # MAC) do not count against `limit`: the next page starts after them.
+        while len(leased) + len(broken) < limit:
+            page = limit - len(leased) - len(broken) + len(skip)
+            sql = (
+                "SELECT id, attempts, key_id, nonce, payload, dedup, state, mac FROM readings "
+                "WHERE state = 0 AND next_at <= ?"
+            )
+            args: tuple[float | int, ...] = (now, page)
+            if after is not None:
+                sql, args = sql + " AND id > ?", (now, after, page)
+            async with self._r.execute(sql + " ORDER BY id LIMIT ?", args) as cur:
+                rows = list(await cur.fetchall())
+            for item_id, attempts, key_id, nonce, payload, dedup, state, mac in rows:
+                after = item_id
+                if item_id in skip or not self.guard.valid(mac, dedup, state):
+                    continue
+                if len(leased) + len(broken) >= limit:
+                    break
+                try:
+                    reading = decode_reading(self._open(b"readings", dedup, key_id, nonce, payload))
+                except Exception as exc:  # one damaged row (any way) must not hold up the rest
+                    broken.append((item_id, _why(exc)))
+                    continue
+                leased.append(Leased(item_id, attempts, reading))
+            if len(rows) < page:
                 break
-            try:
-                reading = decode_reading(self._open(b"readings", dedup, key_id, nonce, payload))
-            except Exception as exc:  # one damaged row (any way) must not hold up the rest
-                broken.append((item_id, _why(exc)))
-                continue
-            leased.append(Leased(item_id, attempts, reading))
         return leased, broken
 
     async def ack(self, item_ids: Iterable[int]) -> None:

@@ -3,9 +3,11 @@
 Two daemons on one state folder both drain the same rows: the backend gets every reading twice (574
 duplicates in 15 s in the fault campaign). The daemon therefore holds an exclusive `flock` on
 `<state_dir>/daemon.lock` for its lifetime; the kernel drops it when the process dies, however it dies,
-so there is no stale lock to clean up. Writing operator commands (bind, unbind, requeue, keys rotate) take
-`<state_dir>/admin.lock` briefly so two of them never interleave; they run beside the daemon, which picks
-their changes up through the queue.
+so there is no stale lock to clean up. Maintenance that must not run beside the daemon (`keys rotate
+--retire`, which changes the look-up key the daemon holds in memory) takes the same lock
+(`daemon_stopped`): it is refused while a daemon runs, and no daemon starts until it is done. Writing
+operator commands (bind, unbind, requeue, keys rotate) take `<state_dir>/admin.lock` briefly so two of
+them never interleave; they run beside the daemon, which picks their changes up through the queue.
 
 A queue file deleted or replaced under a running daemon (a restore, a clean-up script) would have the
 daemon go on writing to an unlinked file: everything committed from then on vanishes at the next start.
@@ -24,7 +26,16 @@ from pathlib import Path
 
 from gateway.errors import GatewayError
 
-__all__ = ["DAEMON_LOCK", "QueueReplacedError", "QueueWatch", "StateLock", "StateLockedError", "admin_lock"]
+__all__ = [
+    "DAEMON_LOCK",
+    "GatewayRunningError",
+    "QueueReplacedError",
+    "QueueWatch",
+    "StateLock",
+    "StateLockedError",
+    "admin_lock",
+    "daemon_stopped",
+]
 
 DAEMON_LOCK = "daemon.lock"
 ADMIN_LOCK = "admin.lock"
@@ -32,6 +43,10 @@ ADMIN_LOCK = "admin.lock"
 
 class StateLockedError(GatewayError):
     """Another process holds the state folder's lock."""
+
+
+class GatewayRunningError(GatewayError):
+    """The daemon runs on this state folder, and the command must not run beside it."""
 
 
 class QueueReplacedError(GatewayError):
@@ -112,6 +127,25 @@ def admin_lock(folder: Path, wait: float = 30.0) -> Iterator[None]:
     """Held by a writing operator command for its few milliseconds of work."""
     lock = StateLock(folder, ADMIN_LOCK)
     lock.acquire(wait=wait, on_wait=f"vitalgate: waiting up to {wait:g} s for another operator command ...")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def daemon_stopped(folder: Path) -> Iterator[None]:
+    """Held by maintenance that needs the daemon stopped: the daemon's own lock, taken without waiting."""
+    from gateway.safefiles import open_folder
+
+    os.close(open_folder(folder, create=True))
+    lock = StateLock(folder)
+    try:
+        lock.acquire()
+    except StateLockedError:
+        raise GatewayRunningError(
+            f"{folder}: the gateway is running on this state folder; stop it first (systemctl stop vitalgate)"
+        ) from None
     try:
         yield
     finally:

@@ -299,10 +299,10 @@ def test_sighup_with_a_credential_key_says_restart(tmp_path: Path, monkeypatch: 
 
 def test_retire_refuses_while_the_gateway_runs(tmp_path: Path) -> None:
     """The running daemon holds the old look-up key in memory: a retire beside it is refused."""
-    from gateway.runlock import held_while_running
+    from gateway.statelock import StateLock
 
     _key, cfg, old = _setup(tmp_path)
-    with held_while_running(tmp_path / "state/queue.db"):  # what Gateway.run holds
+    with StateLock(tmp_path / "state"):  # what `vitalgate run` holds for the daemon's whole life
         busy = _retire(cfg, old)
     assert busy.returncode == 3 and "the gateway is running" in busy.stderr
     assert old in _key_ids(_key)

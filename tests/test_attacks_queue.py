@@ -56,6 +56,24 @@ async def test_attack_withheld_row_flipped_to_pending_is_never_sent(tmp_path: Pa
         await q.close()
 
 
+async def test_attack_many_flipped_rows_do_not_starve_the_lease(tmp_path: Path, keyring: KeyRing) -> None:
+    """More flipped rows than a lease's limit, all older than the good ones: the lease passes over them page
+    by page (the MAC is checked on each fetched page, not on every due row) and still fills its batch."""
+    path = tmp_path / "q.db"
+    async with await ReadingQueue.open(path, keyring) as q:
+        await q.bind("BP123456", 1, "Patient/p1")
+        await q.put([replace(bp(minute=m), status=frozenset({Status.CONTROL_SOLUTION})) for m in range(5)])
+        await q.put([bp(minute=m) for m in range(10, 14)])
+        _sql(path, "UPDATE readings SET state = 0 WHERE state = 4")  # the attack: 5 rows ahead of the 4 good
+        _sql(path, "UPDATE readings SET mac = 'not a mac' WHERE id = (SELECT max(id) FROM readings)")  # wrong type
+        leased, broken = await q.lease(2)
+        assert [x.reading.device_time for x in leased] == [bp(minute=m).device_time for m in (10, 11)]
+        assert broken == []
+        leased, broken = await q.lease(10, exclude=[leased[0].item_id])
+        assert [x.reading.device_time for x in leased] == [bp(minute=m).device_time for m in (11, 12)]
+        assert broken == []
+
+
 async def test_attack_restored_old_binding_row_is_refused(tmp_path: Path, keyring: KeyRing) -> None:
     path = tmp_path / "q.db"
     q = await ReadingQueue.open(path, keyring)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.statelock import StateLock
+from gateway.statelock import StateLock, daemon_stopped
 from tests.faults.common import events, identifiers, simulated, start, stop, vitalgate, wait_for, write_config
 
 EXIT_LOCKED, EXIT_REPLACED = 5, 6
@@ -45,6 +45,23 @@ def test_a_second_daemon_on_the_same_state_folder_exits_5_and_nothing_is_sent_tw
         wait_for(lambda: _snapshot_pid(tmp_path) == again.pid, 30, "the restarted daemon's alarm board")
     finally:
         assert stop(again)[0] == 0
+
+
+def test_retire_and_the_daemon_exclude_each_other_through_the_one_lock(tmp_path: Path) -> None:
+    """`keys rotate --retire` takes the daemon's own lock: while it runs no daemon starts (exit 5), and while
+    a daemon runs it is refused (exit 3) before it touches the key file."""
+    cfg = write_config(tmp_path, devices=simulated("cuff", "S-RET", 0, interval=0.05))
+    with daemon_stopped(tmp_path / "state"):  # what a retire holds for its whole run
+        refused = vitalgate("run", "--config", str(cfg), timeout=30)
+    assert refused.returncode == EXIT_LOCKED, refused.stderr
+    assert "Traceback" not in refused.stderr
+    proc = start(["run", "--config", str(cfg)])
+    try:
+        wait_for(StateLock(tmp_path / "state").held_by_other, 30, "the daemon taking the lock")
+        retire = vitalgate("keys", "rotate", "--retire", "0000", "--config", str(cfg))
+        assert retire.returncode == 3 and "the gateway is running" in retire.stderr, retire.stderr
+    finally:
+        assert stop(proc)[0] == 0
 
 
 def _snapshot_pid(folder: Path) -> int | None:
