@@ -153,6 +153,9 @@ class BleakSession:
 
         await self._run("subscribe", self._client.start_notify(char, deliver), timeout)
 
+    async def unsubscribe(self, uuid: int | str, *, timeout: float | None = None) -> None:
+        await self._run("unsubscribe", self._client.stop_notify(self._char(uuid)), timeout)
+
     async def pair(self, *, timeout: float | None = None) -> None:
         try:
             await self._run("pair", self._client.pair(), timeout)

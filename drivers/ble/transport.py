@@ -138,6 +138,10 @@ class BleSession(Protocol):
         """Enable notifications or indications (whichever the characteristic has)."""
         ...
 
+    async def unsubscribe(self, uuid: int | str, *, timeout: float | None = None) -> None:
+        """Disable them again (the device stops sending before the gateway hangs up)."""
+        ...
+
     async def pair(self, *, timeout: float | None = None) -> None: ...
 
     async def bonded_and_encrypted(self) -> bool:
