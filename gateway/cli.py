@@ -464,13 +464,30 @@ def cmd_drivers(args: argparse.Namespace) -> int:
                     "error": type(exc).__name__,
                 }
             )
-    if _json_out(args, {"drivers": rows}):
+    from drivers.ble.quirks import TABLE
+
+    quirks = [
+        {
+            "manufacturer": q.manufacturer,
+            "model": q.model,
+            "applied": q.quirks.effects(),
+            "behaviour": q.behaviour,
+            "source": q.source,
+        }
+        for q in TABLE
+    ]
+    if _json_out(args, {"drivers": rows, "quirks": quirks}):
         return 0
     for r in rows:
         if r["error"]:
             print(f"{r['name']:24} (cannot load: {r['error']}) [{r['package']}]")
         else:
             print(f"{r['name']:24} {r['transport']:7} {r['description']} [{r['package']}]")
+    print("\nBLE device quirks (by Device Information manufacturer / model; any other device: standard behaviour):")
+    for q in quirks:
+        print(f"  {q['manufacturer']} / {q['model']}: {'; '.join(q['applied'])}")
+        print(f"      why: {q['behaviour']}")
+        print(f"      source: {q['source']}")
     return 0
 
 

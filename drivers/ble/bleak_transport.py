@@ -110,6 +110,10 @@ class BleakSession:
         props = char.properties if char is not None else []
         return "write" in props or "write-without-response" in props
 
+    def can_read(self, uuid: int | str) -> bool:
+        char = self._chars.get(normalize_uuid(uuid))
+        return char is not None and "read" in char.properties
+
     def _char(self, uuid: int | str) -> BleakGATTCharacteristic:
         try:
             return self._chars[normalize_uuid(uuid)]
