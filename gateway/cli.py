@@ -321,6 +321,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
                 "device": ident,
                 "name": _configured_name(d, configured),
                 "patient": None if patient == "(unassigned)" else patient,
+                "quirks": _quirks_shown(d),
             }
         )
     if _json_out(args, {"devices": rows}):
@@ -337,7 +338,23 @@ def cmd_devices(args: argparse.Namespace) -> int:
             f"{r['device']:34} {user:4} {r['name']:16} {r['driver']:18} {(r['model'] or ''):26} {r['readings']:>8}  "
             f"{(r['system_id'] or '-'):16}  {when(r['last_seen']):20}  {r['patient'] or '(unassigned)'}"
         )
+        if r["quirks"]:
+            print(f"{'':34} quirks: {'; '.join(r['quirks'])} (see `vitalgate drivers`)")
     return 0
+
+
+def _quirks_shown(d: dict[str, Any]) -> list[str]:
+    """What the quirks table changes for this BLE device (by its Device Information); [] when standard."""
+    from drivers import registry
+    from drivers.ble.quirks import quirks_for
+
+    try:
+        if registry.load(str(d["driver"])).transport != "ble":
+            return []
+    except Exception:  # a driver that is gone or broken: nothing to say about its sessions
+        return []
+    found, row = quirks_for(DeviceIdentity(d["driver"], manufacturer=d.get("manufacturer"), model=d.get("model")))
+    return found.effects() if row is not None else []
 
 
 def _is_bluetooth_address(text: str | None) -> bool:
