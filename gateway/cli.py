@@ -500,7 +500,7 @@ def cmd_drivers(args: argparse.Namespace) -> int:
             print(f"{r['name']:24} (cannot load: {r['error']}) [{r['package']}]")
         else:
             print(f"{r['name']:24} {r['transport']:7} {r['description']} [{r['package']}]")
-    print("\nBLE device quirks (by Device Information manufacturer / model; any other device: standard behaviour):")
+    print("BLE device quirks (by Device Information manufacturer / model; any other device: standard behaviour):")
     for q in quirks:
         print(f"  {q['manufacturer']} / {q['model']}: {'; '.join(q['applied'])}")
         print(f"      why: {q['behaviour']}")
