@@ -371,6 +371,8 @@ class BleDriver:
                     applied=", ".join(self.quirks.effects()),
                     behaviour=row.behaviour,
                 )
+            if callable(report := getattr(ctx, "report_quirks", None)):
+                report(self.quirks.effects() if row is not None else [])
             if self.quirks.clock_zone:
                 # The device's clock keeps this zone: compare, set and read its time stamps in it.
                 ctx = cast(DeviceContext, ZonedContext(ctx, parse_zone(self.quirks.clock_zone)))

@@ -58,6 +58,7 @@ class DeviceHealth:
     slots: dict[str, bool] = field(default_factory=dict)  # user slot ("None" if none) -> bound to a patient
     readings: int = 0
     rejected: int = 0
+    quirks: list[str] = field(default_factory=list)  # what a quirks row changes for this device (BLE)
 
     @property
     def bound(self) -> str | None:
@@ -79,6 +80,7 @@ class DeviceHealth:
             "bound": self.bound,  # "yes", "no", "partly" (some user slots), None until a reading came
             "readings": self.readings,
             "rejected": self.rejected,
+            "quirks": list(self.quirks),
         }
 
 
@@ -190,6 +192,9 @@ class HealthModel:
     def clock_checked(self, name: str, offset: float | None) -> None:
         if offset is not None:
             self.device(name).clock_offset = offset
+
+    def quirks(self, name: str, effects: list[str]) -> None:
+        self.device(name).quirks = list(effects)
 
     def input_rejected(self, name: str) -> None:
         self.device(name).rejected += 1

@@ -89,6 +89,8 @@ def _render(doc: dict[str, Any], now: float | None = None) -> str:
             clock = "-" if d.get("clock_offset_seconds") is None else f"{d['clock_offset_seconds']:+.0f} s"
             bound = d.get("bound") or "?"
             lines.append(f"  {d['name']:18} {seen:10} {battery:>7} {clock:>8} {bound:6} {d['session_errors']}")
+            if d.get("quirks"):
+                lines.append(f"  {'':18} quirks: {'; '.join(d['quirks'])}")
     q = doc["queue"]
     lines.append("queue:")
     lines.extend(f"  {state:12} {n}" for state, n in q["counts"].items())

@@ -15,6 +15,7 @@ from drivers.ble.indicating import BloodPressureDriver
 from drivers.ble.quirks import STANDARD, QuirkRow, Quirks, quirks_for
 from drivers.gatt import blood_pressure
 from drivers.gatt.date_time import parse_date_time
+from gateway.health.model import HealthModel
 from gateway.queue import ReadingQueue
 from gateway.reading import DeviceIdentity
 from simulators.ble.cuff import BloodPressureCuff
@@ -165,10 +166,13 @@ async def test_roche_clock_read_and_set_at_date_time(link: LocalLink, ble: Bleak
     )
     await meter.start(link)
     rec = make_ctx(queue, "ble-blood-pressure", "roche", address=meter.address, idle_timeout=1.0)
+    rec.ctx.health = HealthModel(version="t", gateway_id="g", forwarder="file", target="out")
     try:
         await BloodPressureDriver(ble).run(rec.ctx)
     finally:
         await meter.stop()
+    # Operators see it: the health model (`vitalgate status`) says what applies to this device.
+    assert rec.ctx.health.as_dict()["devices"][0]["quirks"] == ["clock at 0x2A08"]
     (reading,) = rec.readings
     assert reading.clock_offset is not None and abs(reading.clock_offset - skew) < timedelta(seconds=3)
     assert len(meter.date_time_writes) == 1  # off by 10 min (> 30 s tolerance): set, at 0x2A08
