@@ -322,6 +322,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
                 "device": ident,
                 "name": _configured_name(d, configured),
                 "patient": None if patient == "(unassigned)" else patient,
+                "quirks": _quirks_shown(d),
             }
         )
     if _json_out(args, {"devices": rows}):
@@ -338,7 +339,23 @@ def cmd_devices(args: argparse.Namespace) -> int:
             f"{r['device']:34} {user:4} {r['name']:16} {r['driver']:18} {(r['model'] or ''):26} {r['readings']:>8}  "
             f"{(r['system_id'] or '-'):16}  {when(r['last_seen']):20}  {r['patient'] or '(unassigned)'}"
         )
+        if r["quirks"]:
+            print(f"{'':34} quirks: {'; '.join(r['quirks'])} (see `vitalgate drivers`)")
     return 0
+
+
+def _quirks_shown(d: dict[str, Any]) -> list[str]:
+    """What the quirks table changes for this BLE device (by its Device Information); [] when standard."""
+    from drivers import registry
+    from drivers.ble.quirks import quirks_for
+
+    try:
+        if registry.load(str(d["driver"])).transport != "ble":
+            return []
+    except Exception:  # a driver that is gone or broken: nothing to say about its sessions
+        return []
+    found, row = quirks_for(DeviceIdentity(d["driver"], manufacturer=d.get("manufacturer"), model=d.get("model")))
+    return found.effects() if row is not None else []
 
 
 def _is_bluetooth_address(text: str | None) -> bool:
@@ -503,13 +520,30 @@ def cmd_drivers(args: argparse.Namespace) -> int:
                     "error": type(exc).__name__,
                 }
             )
-    if _json_out(args, {"drivers": rows}):
+    from drivers.ble.quirks import TABLE
+
+    quirks = [
+        {
+            "manufacturer": q.manufacturer,
+            "model": q.model,
+            "applied": q.quirks.effects(),
+            "behaviour": q.behaviour,
+            "source": q.source,
+        }
+        for q in TABLE
+    ]
+    if _json_out(args, {"drivers": rows, "quirks": quirks}):
         return 0
     for r in rows:
         if r["error"]:
             print(f"{r['name']:24} (cannot load: {r['error']}) [{r['package']}]")
         else:
             print(f"{r['name']:24} {r['transport']:7} {r['description']} [{r['package']}]")
+    print("BLE device quirks (by Device Information manufacturer / model; any other device: standard behaviour):")
+    for q in quirks:
+        print(f"  {q['manufacturer']} / {q['model']}: {'; '.join(q['applied'])}")
+        print(f"      why: {q['behaviour']}")
+        print(f"      source: {q['source']}")
     return 0
 
 

@@ -178,6 +178,11 @@ class QueueDeviceContext:
             self.health.seen(self.device.name)
             self.health.clock_checked(self.device.name, offset.total_seconds() if offset is not None else None)
 
+    def report_quirks(self, effects: list[str]) -> None:
+        """A session identified the device and applied a quirks row (drivers/ble/quirks.py; [] = standard)."""
+        if self.health is not None:
+            self.health.quirks(self.device.name, effects)
+
     async def checkpoint(self, name: str) -> str | None:
         return await self.queue.checkpoint(self.device.name, name)
 

@@ -49,3 +49,27 @@ async def test_devices_shows_address_name_system_id_and_unique_count(
         "Patient/p1",
     ]  # fmt: skip
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", " ".join(cells[8:-1]))  # last seen, UTC
+
+
+async def test_devices_shows_the_quirks_that_apply(tmp_path: Path, key_file: Path, capsys: Any) -> None:
+    """A BLE device whose Device Information matches a quirks row shows what the row changes; others nothing."""
+    import json
+
+    from gateway.reading import DeviceIdentity
+
+    cfg = tmp_path / "vg.toml"
+    cfg.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\nkey_file = "{key_file}"\n')
+    roche = DeviceIdentity("ble-glucose", address="C0:FF:EE:00:00:02", manufacturer="Roche", model="Accu-Chek Guide")
+    serial = DeviceIdentity("onetouch-ultra2", serial_number="ROCHE-LOOKALIKE", manufacturer="Roche", model="X")
+    q = await ReadingQueue.open(tmp_path / "queue.db", KeyRing.load(str(key_file)))
+    try:
+        await q.put([bp(user=None, device=roche), bp(user=1), bp(user=None, device=serial)])
+    finally:
+        await q.close()
+    assert await asyncio.to_thread(main, ["devices", "--json", "--config", str(cfg)]) == 0
+    shown = {d["device"]: d["quirks"] for d in json.loads(capsys.readouterr().out)["devices"]}
+    assert shown["C0:FF:EE:00:00:02"] == ["clock at 0x2A08"]
+    assert shown["ROCHE-LOOKALIKE"] == []  # a serial meter: the BLE table does not apply to its sessions
+    assert sorted(map(len, shown.values())) == [0, 0, 1]  # the standard cuff: nothing
+    assert await asyncio.to_thread(main, ["devices", "--config", str(cfg)]) == 0
+    assert "quirks: clock at 0x2A08 (see `vitalgate drivers`)" in capsys.readouterr().out

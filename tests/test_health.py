@@ -216,3 +216,15 @@ def test_journal_priorities_prefix_every_line(tmp_path: Path) -> None:
         assert not stdout_is_journal(stream, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino + 1}"})
         assert not stdout_is_journal(stream, {})
     configure_logging("info", "json", io.StringIO(), journal=False)
+
+
+def test_status_text_shows_the_quirks_applied_to_a_device(tmp_path: Path) -> None:
+    m = model(Clock())
+    m.battery("cuff", 81)
+    m.quirks("cuff", ["clock at 0x2A08", "waits 1 s after connecting"])
+    snapshot.write(tmp_path / "health.json", m.as_dict())
+    doc = status_document(tmp_path, {"pending": 0}, [], 0)
+    assert doc["health"]["devices"][0]["quirks"] == ["clock at 0x2A08", "waits 1 s after connecting"]
+    text = render_status(doc).splitlines()
+    row = next(i for i, line in enumerate(text) if line.split()[:1] == ["cuff"])
+    assert text[row + 1].split() == ["quirks:", "clock", "at", "0x2A08;", "waits", "1", "s", "after", "connecting"]

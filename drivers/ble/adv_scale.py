@@ -2,10 +2,14 @@
 
 No connection: the gateway listens to the scale's advertisements (alongside every connected session: the
 adapter's scan is shared) and reads each weigh-in from the service data (drivers/adv/xiaomi_scale.py).
-One run listens for `listen_seconds`; the core starts the next after `poll_seconds`. Stabilized weigh-ins
-only, one reading per weigh-in however often the scale repeats it. These scales do not know their users:
-`users = [{ slot = 1, min_kg = 50, max_kg = 70 }, ...]` assigns a slot by weight range (ambiguous or out of
-every range: slot 255, kept unassigned). Bound like any device (`vitalgate bind ADDRESS PATIENT --user N`).
+One run listens for `listen_seconds`; the core starts the next after `poll_seconds`. The listener scans
+passively (no scan requests: the scale's service data is in its advertisement, and a scan request only costs
+its battery), alongside the connected sessions' scans; on BlueZ that is an AdvertisementMonitor matching the
+two service data UUIDs (`passive_scan_args`), and a stack that refuses it gets an active scan and a warning.
+Stabilized weigh-ins only, one reading per weigh-in however often the scale repeats it. These scales do not
+know their users: `users = [{ slot = 1, min_kg = 50, max_kg = 70 }, ...]` assigns a slot by weight range
+(ambiguous or out of every range: slot 255, kept unassigned). Bound like any device
+(`vitalgate bind ADDRESS PATIENT --user N`).
 
 Malformed payloads are rejected and kept once per distinct payload (the scale repeats them every second).
 A scale clock that is off (often: set in UTC) is measured from the live advert and recorded as the
@@ -74,6 +78,9 @@ def live_offset(frame: mi.MiScaleFrame, tolerance: timedelta, tz: tzinfo | None)
     return offset if abs(offset) > tolerance else None
 
 
+SERVICE_DATA = (0x181D, 0x181B)  # Mi Scale 2, Mi Body Composition Scale 2: what the passive scan listens for
+
+
 class XiaomiScaleDriver:
     name: ClassVar[str] = "xiaomi-scale"
     transport: ClassVar[str] = "ble"
@@ -83,6 +90,7 @@ class XiaomiScaleDriver:
         self._ble = ble
         self._tracker: mi.WeighInTracker | None = None  # kept across runs: repeats span them
         self._rejected: set[bytes] = set()
+        self.passive = True  # listen without scan requests; False once the stack refused a passive scan
 
     @classmethod
     def validate(cls, options: Mapping[str, Any], where: str) -> None:
@@ -118,10 +126,30 @@ class XiaomiScaleDriver:
 
         queue: asyncio.Queue[Advert] = asyncio.Queue(maxsize=1024)
 
-        async def pump() -> None:
-            async for advert in ble.adverts(ScanFilter(address=opts.address)):
+        wanted = ScanFilter(address=opts.address, service_data=SERVICE_DATA)
+
+        async def listen_to(passive: bool) -> None:
+            async for advert in ble.adverts(wanted, passive=passive):
                 if not queue.full():  # a flood of adverts is dropped, not buffered without bound
                     queue.put_nowait(advert)
+
+        async def pump() -> None:
+            if not self.passive:
+                await listen_to(False)
+                return
+            try:
+                await listen_to(True)
+            except BleError as exc:
+                # BlueZ without its experimental AdvertisementMonitor cannot scan passively: still listen.
+                self.passive = False
+                log.warning(
+                    "adv_scale_passive_scan_unavailable",
+                    driver=self.name,
+                    error=str(exc),
+                    hint="passive scanning needs bluetoothd started with --experimental (BlueZ >= 5.56, Linux >= "
+                    "5.10); listening with an active scan instead (the scale gets scan requests)",
+                )
+                await listen_to(False)
 
         # The scan runs in its own task: cancelling a wait on the iterator itself would close it.
         scanning = asyncio.create_task(pump(), name=f"adv-scan-{opts.address}")

@@ -18,6 +18,8 @@ from typing import Any, Self, TypeVar
 
 import structlog
 from bleak import BleakClient, BleakScanner
+from bleak.args.bluez import OrPattern
+from bleak.assigned_numbers import AdvertisementDataType
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.device import BLEDevice
@@ -40,7 +42,7 @@ from drivers.ble.transport import (
     normalize_uuid,
 )
 
-__all__ = ["BleakSession", "BleakTransport"]
+__all__ = ["BleakSession", "BleakTransport", "passive_scan_args"]
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -110,6 +112,10 @@ class BleakSession:
         props = char.properties if char is not None else []
         return "write" in props or "write-without-response" in props
 
+    def can_read(self, uuid: int | str) -> bool:
+        char = self._chars.get(normalize_uuid(uuid))
+        return char is not None and "read" in char.properties
+
     def _char(self, uuid: int | str) -> BleakGATTCharacteristic:
         try:
             return self._chars[normalize_uuid(uuid)]
@@ -152,6 +158,9 @@ class BleakSession:
             handler(bytes(data))
 
         await self._run("subscribe", self._client.start_notify(char, deliver), timeout)
+
+    async def unsubscribe(self, uuid: int | str, *, timeout: float | None = None) -> None:
+        await self._run("unsubscribe", self._client.stop_notify(self._char(uuid)), timeout)
 
     async def pair(self, *, timeout: float | None = None) -> None:
         try:
@@ -204,6 +213,24 @@ class BleakSession:
         await self.disconnect()
 
 
+def passive_scan_args(scan_filter: ScanFilter) -> dict[str, Any]:
+    """bleak's arguments for a passive scan (no SCAN_REQ) of the adverts `scan_filter` wants.
+
+    On BlueZ a passive scan is an AdvertisementMonitor (BlueZ >= 5.56 started with --experimental, kernel
+    >= 5.10), which reports only adverts matching at least one "or pattern" (bleak: `BlueZScannerArgs`
+    `or_patterns`; bleak raises without one). Our patterns: service data for each 16-bit UUID in
+    `scan_filter.service_data`, the UUID little-endian at the start of the AD structure's data
+    (Core Supplement Part A §1.11). Other backends take `scanning_mode` and ignore `bluez`.
+    """
+    if not scan_filter.service_data:
+        raise BleError("a passive scan needs the service data UUIDs to listen for (BlueZ matches adverts on them)")
+    patterns = [
+        OrPattern(0, AdvertisementDataType.SERVICE_DATA_UUID16, uuid.to_bytes(2, "little"))
+        for uuid in scan_filter.service_data
+    ]
+    return {"scanning_mode": "passive", "bluez": {"or_patterns": patterns}}
+
+
 class BleakTransport:
     """Scanner and client factory; `backend_kwargs` go to both backends through bleak."""
 
@@ -222,22 +249,40 @@ class BleakTransport:
         self._op_timeout = op_timeout
         self._kwargs = backend_kwargs
 
-    def _scanner(self, callback: Callable[[BLEDevice, AdvertisementData], None]) -> BleakScanner:
-        return BleakScanner(callback, backend=self._scanner_backend, **self._kwargs)
+    def _scanner(
+        self, callback: Callable[[BLEDevice, AdvertisementData], None], passive: ScanFilter | None = None
+    ) -> BleakScanner:
+        kwargs: dict[str, Any] = dict(self._kwargs)
+        if passive is not None:
+            args = passive_scan_args(passive)
+            kwargs["bluez"] = {**kwargs.get("bluez", {}), **args["bluez"]}
+            kwargs["scanning_mode"] = args["scanning_mode"]
+        return BleakScanner(callback, backend=self._scanner_backend, **kwargs)
 
-    async def _start(self, on_advert: Callable[[BLEDevice, AdvertisementData], None], operation: str) -> BleakScanner:
-        """Start a scanner; failing here means the stack is unreachable (see drivers.ble.stack)."""
-        scanner = self._scanner(on_advert)
+    async def _start(
+        self,
+        on_advert: Callable[[BLEDevice, AdvertisementData], None],
+        operation: str,
+        passive: ScanFilter | None = None,
+    ) -> BleakScanner:
+        """Start a scanner; failing here means the stack is unreachable (see drivers.ble.stack), or, for a
+        passive scan, that the stack cannot scan passively (BlueZ without --experimental): a plain BleError
+        with bleak's reason, so the caller may listen actively instead."""
         try:
+            scanner = self._scanner(on_advert, passive)
             await scanner.start()
         except asyncio.CancelledError:
             raise
+        except BleError:
+            raise
         except Exception as exc:
             _cancel_if_cancelling()
+            if passive is not None:
+                raise BleError(f"passive scan refused: {exc}") from exc
             raise stack_error(operation, exc, self._stack_hint) from exc
         return scanner
 
-    async def adverts(self, scan_filter: ScanFilter = ANY_DEVICE) -> AsyncIterator[Advert]:
+    async def adverts(self, scan_filter: ScanFilter = ANY_DEVICE, *, passive: bool = False) -> AsyncIterator[Advert]:
         queue: asyncio.Queue[Advert] = asyncio.Queue()
 
         def on_advert(device: BLEDevice, data: AdvertisementData) -> None:
@@ -245,7 +290,7 @@ class BleakTransport:
             if scan_filter.matches(advert):
                 queue.put_nowait(advert)
 
-        scanner = await self._start(on_advert, "scan")
+        scanner = await self._start(on_advert, "passive scan" if passive else "scan", scan_filter if passive else None)
         try:
             while True:
                 yield await queue.get()

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import partial
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import structlog
 
 from drivers.base import DeviceContext
-from drivers.ble.quirks import STANDARD, Quirks, quirks_for
+from drivers.ble.quirks import STANDARD, Quirks, parse_zone, quirks_for, with_clock_zone
 from drivers.ble.runtime import get_transport
 from drivers.ble.transport import (
     BleError,
@@ -33,7 +33,7 @@ from drivers.ble.transport import (
 from drivers.errors import DeviceProtocolError
 from drivers.gatt import battery, device_info, uuids
 from drivers.gatt import current_time as gatt_time
-from drivers.gatt.date_time import encode_date_time
+from drivers.gatt.date_time import encode_date_time, parse_date_time
 from gateway.errors import ConfigError
 from gateway.reading import DeviceIdentity, Reading
 
@@ -203,16 +203,22 @@ async def check_clock(
     if now is None:
         now = partial(_gateway_local_now, tz)
     offset: timedelta | None = None
-    if session.has(uuids.CURRENT_TIME):
+    target = quirks.time_characteristic
+    # Where the clock is read: Current Time when the device has it, else the row's own clock (Date Time).
+    source = uuids.CURRENT_TIME if session.has(uuids.CURRENT_TIME) else target
+    if session.can_read(source):
+        device_now: datetime | None
         try:
-            device_now = gatt_time.parse_current_time(await session.read(uuids.CURRENT_TIME)).time
+            raw = await session.read(source)
+            device_now = (
+                gatt_time.parse_current_time(raw).time if source == uuids.CURRENT_TIME else parse_date_time(raw)
+            )
         except DeviceProtocolError as exc:
             log.warning("ble_current_time_malformed", error=type(exc).__name__)
             device_now = None
         if device_now is not None:
             offset = gatt_time.clock_offset(device_now.replace(microsecond=0), now())
     off = offset is not None and abs(offset) > tolerance
-    target = quirks.time_characteristic
     if (quirks.set_clock == "always" or (quirks.set_clock == "when-off" and off)) and session.can_write(target):
         value = gatt_time.encode_current_time(now()) if target == uuids.CURRENT_TIME else encode_date_time(now())
         try:
@@ -221,6 +227,28 @@ async def check_clock(
         except BleError as exc:  # some devices refuse; the offset still corrects the readings
             log.warning("ble_clock_set_failed", error=type(exc).__name__)
     return offset
+
+
+class ZonedContext:
+    """The session's context for a device whose clock keeps a declared zone (`Quirks.clock_zone`).
+
+    Readings pass through `with_clock_zone` on their way to the queue, so every driver's time stamps are
+    read in the device's zone without a branch in the driver; everything else is the core's context.
+    """
+
+    def __init__(self, ctx: DeviceContext, zone: tzinfo) -> None:
+        self._ctx = ctx
+        self.zone = zone
+
+    def __getattr__(self, name: str) -> Any:  # options, checkpoints, report_* hooks: the core's
+        return getattr(self._ctx, name)
+
+    @property
+    def local_tz(self) -> tzinfo | None:
+        return self.zone
+
+    async def submit(self, readings: Sequence[Reading]) -> int:
+        return await self._ctx.submit([with_clock_zone(r, self.zone) for r in readings])
 
 
 FrameSink = Callable[[bytes], Reading]
@@ -336,7 +364,18 @@ class BleDriver:
             identity = await read_identity(session, self.name)
             self.quirks, row = quirks_for(identity)
             if row is not None:
-                log.info("ble_device_quirks", driver=self.name, model=identity.model, behaviour=row.behaviour)
+                log.info(
+                    "ble_device_quirks",
+                    driver=self.name,
+                    model=identity.model,
+                    applied=", ".join(self.quirks.effects()),
+                    behaviour=row.behaviour,
+                )
+            if callable(report := getattr(ctx, "report_quirks", None)):
+                report(self.quirks.effects() if row is not None else [])
+            if self.quirks.clock_zone:
+                # The device's clock keeps this zone: compare, set and read its time stamps in it.
+                ctx = cast(DeviceContext, ZonedContext(ctx, parse_zone(self.quirks.clock_zone)))
             if self.quirks.connect_delay:
                 await asyncio.sleep(self.quirks.connect_delay)
             offset = await check_clock(session, ctx.clock_tolerance, tz=ctx.local_tz, quirks=self.quirks)

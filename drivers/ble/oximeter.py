@@ -56,6 +56,21 @@ def checkpoint_name(identity: DeviceIdentity) -> str:
     return f"{CHECKPOINT}:{identity.key}"
 
 
+async def _stop_stream(session: BleSession) -> None:
+    """Turn the continuous notifications off before the gateway hangs up.
+
+    A worn oximeter streams about once a second; hanging up mid-stream leaves a sample in flight towards a
+    link that is gone (Bumble's controller logs it as `!!! no connection for`). Once the device confirmed the
+    Client Characteristic Configuration write it sends no more, so the disconnect that follows is clean.
+    """
+    if not session.is_connected:
+        return
+    try:
+        await session.unsubscribe(uuids.PLX_CONTINUOUS_MEASUREMENT)
+    except BleError as exc:  # the device left meanwhile, or refused: the disconnect follows anyway
+        log.debug("plx_stream_stop_failed", error=type(exc).__name__)
+
+
 class PulseOximeterDriver(BleDriver):
     name: ClassVar[str] = "ble-pulse-oximeter"
     description: ClassVar[str] = "Bluetooth LE pulse oximeter (Pulse Oximeter Service 0x1822, spot-check + sampled)"
@@ -85,7 +100,8 @@ class PulseOximeterDriver(BleDriver):
         sink: BoundedFrames[Frame] = BoundedFrames(MAX_QUEUED_RECORD_FRAMES)
         if session.has(uuids.PLX_SPOT_CHECK_MEASUREMENT):
             await session.subscribe(uuids.PLX_SPOT_CHECK_MEASUREMENT, lambda b: sink(("spot", b)))
-        if o["continuous_seconds"] > 0 and session.has(uuids.PLX_CONTINUOUS_MEASUREMENT):
+        streaming = o["continuous_seconds"] > 0 and session.has(uuids.PLX_CONTINUOUS_MEASUREMENT)
+        if streaming:
             await session.subscribe(uuids.PLX_CONTINUOUS_MEASUREMENT, lambda b: sink(("continuous", b)))
         storage = session.has(uuids.RECORD_ACCESS_CONTROL_POINT) and (
             features is None or plx.PlxFeature.SPOT_CHECK_STORAGE in features.supported
@@ -126,6 +142,8 @@ class PulseOximeterDriver(BleDriver):
                 # now, may the oximeter forget them.
                 await session.write(uuids.RECORD_ACCESS_CONTROL_POINT, sync.delete_request())
                 deleted = True
+        if streaming:
+            await _stop_stream(session)
         committed += await self._commit(ctx, sync, identity, offset, opts.simulated)
         if sync.failure is not None:
             log.warning("plx_racp_failed", code=sync.failure.name)

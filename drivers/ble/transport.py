@@ -93,15 +93,19 @@ class Advert:
 @dataclass(frozen=True, slots=True)
 class ScanFilter:
     """Which adverts to keep: any of `services` (normalized UUIDs), and/or an exact address, name, or
-    manufacturer (Bluetooth SIG company id in the manufacturer-specific data, as HA's matchers do)."""
+    manufacturer (Bluetooth SIG company id in the manufacturer-specific data, as HA's matchers do), and/or
+    service data for any of `service_data` (16-bit UUIDs; what a passive scan on BlueZ matches on)."""
 
     services: tuple[str, ...] = ()
     address: str | None = None
     name: str | None = None
     manufacturer_id: int | None = None
+    service_data: tuple[int, ...] = ()
 
     def matches(self, advert: Advert) -> bool:
         if self.address is not None and advert.address.upper() != self.address.upper():
+            return False
+        if self.service_data and not any(normalize_uuid(u) in advert.service_data for u in self.service_data):
             return False
         if self.name is not None and advert.name != self.name:
             return False
@@ -128,6 +132,8 @@ class BleSession(Protocol):
 
     def can_write(self, uuid: int | str) -> bool: ...
 
+    def can_read(self, uuid: int | str) -> bool: ...
+
     async def read(self, uuid: int | str, *, timeout: float | None = None) -> bytes: ...
 
     async def write(
@@ -136,6 +142,10 @@ class BleSession(Protocol):
 
     async def subscribe(self, uuid: int | str, handler: NotifyHandler, *, timeout: float | None = None) -> None:
         """Enable notifications or indications (whichever the characteristic has)."""
+        ...
+
+    async def unsubscribe(self, uuid: int | str, *, timeout: float | None = None) -> None:
+        """Disable them again (the device stops sending before the gateway hangs up)."""
         ...
 
     async def pair(self, *, timeout: float | None = None) -> None: ...
@@ -154,8 +164,9 @@ class BleSession(Protocol):
 class BleTransport(Protocol):
     """Scanning and connecting; one per process (it owns the adapter)."""
 
-    def adverts(self, scan_filter: ScanFilter = ANY_DEVICE) -> AsyncIterator[Advert]:
-        """Adverts as they arrive, until the consumer stops iterating."""
+    def adverts(self, scan_filter: ScanFilter = ANY_DEVICE, *, passive: bool = False) -> AsyncIterator[Advert]:
+        """Adverts as they arrive, until the consumer stops iterating. `passive`: listen only, no scan
+        requests (advertisement-only devices; needs `scan_filter.service_data` for BlueZ's patterns)."""
         ...
 
     async def scan(self, duration: float, scan_filter: ScanFilter = ANY_DEVICE) -> list[Advert]:

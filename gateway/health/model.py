@@ -60,6 +60,7 @@ class DeviceHealth:
     rejected: int = 0
     clock_flagged: int = 0  # readings since start whose device clock was implausible (gateway.clockcheck)
     clock_problem: str | None = None  # what was wrong with the latest judged clock (no PHI); None: plausible
+    quirks: list[str] = field(default_factory=list)  # what a quirks row changes for this device (BLE)
 
     @property
     def bound(self) -> str | None:
@@ -83,6 +84,7 @@ class DeviceHealth:
             "rejected": self.rejected,
             "clock_flagged_readings": self.clock_flagged,
             "clock_problem": self.clock_problem,
+            "quirks": list(self.quirks),
         }
 
 
@@ -209,6 +211,9 @@ class HealthModel:
     def clock_checked(self, name: str, offset: float | None) -> None:
         if offset is not None:
             self.device(name).clock_offset = offset
+
+    def quirks(self, name: str, effects: list[str]) -> None:
+        self.device(name).quirks = list(effects)
 
     def input_rejected(self, name: str) -> None:
         self.device(name).rejected += 1

@@ -103,6 +103,8 @@ def _render(doc: dict[str, Any], now: float | None = None) -> str:
                 f"  {d['name']:18} {seen:10} {battery:>7} {clock:>8} {bound:6} {d['session_errors']:>6} "
                 + (f"{flagged} readings: set the device's clock" if flagged else "-")
             )
+            if d.get("quirks"):
+                lines.append(f"  {'':18} quirks: {'; '.join(d['quirks'])}")
     q = doc["queue"]
     lines.append("queue:")
     lines.extend(f"  {state:12} {n}" for state, n in q["counts"].items())

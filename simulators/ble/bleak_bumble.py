@@ -111,8 +111,12 @@ class BumbleHub:
         self._transport: Transport | None = None
         self._lock = asyncio.Lock()
         self.connect_lock = asyncio.Lock()  # Bumble allows one pending LE connection at a time
-        self._scanners = 0
+        self._active = 0  # scanners that want scan responses (SCAN_REQ sent)
+        self._passive = 0  # scanners that only listen (advertisement-only devices)
         self._scan_lock = asyncio.Lock()  # start/stop of the shared scan must not interleave
+        # The scan type of every LE Set (Extended) Scan Parameters command the host sent its controller,
+        # "active" or "passive": what the adapter was really told (tests check it, as a sniffer would).
+        self.scan_parameters: list[str] = []
 
     async def device(self) -> Device:
         async with self._lock:
@@ -123,7 +127,7 @@ class BumbleHub:
     async def _open(self) -> Device:
         if self._link is not None:
             controller = Controller("gateway", link=self._link, public_address=None)
-            device = Device(address=self._address, host=Host(controller, AsyncPipeSink(controller)))
+            device = Device(address=self._address, host=Host(controller, _RecordingSink(controller, self)))
         else:
             assert self._hci_spec is not None
             self._transport = await open_transport(self._hci_spec)
@@ -144,19 +148,49 @@ class BumbleHub:
             return MemoryKeyStore()
         return SafeJsonKeyStore(namespace=str(self._address), filename=self._keystore_path, sealer=self._sealer)
 
-    async def start_scanning(self) -> Device:
+    async def start_scanning(self, *, active: bool = True) -> Device:
+        """Join the shared scan. One adapter scans one way: actively while any scanner wants scan responses
+        (a connect looking for its device, `vitalgate scan`), passively while only listeners remain."""
         device = await self.device()
         async with self._scan_lock:
-            self._scanners += 1
-            if not device.is_scanning:
-                await device.start_scanning(active=True, filter_duplicates=False)
+            if active:
+                self._active += 1
+            else:
+                self._passive += 1
+            await self._rescan(device)
         return device
 
-    async def stop_scanning(self) -> None:
+    async def stop_scanning(self, *, active: bool = True) -> None:
         async with self._scan_lock:
-            self._scanners -= 1
-            if self._scanners == 0 and self._device is not None and self._device.is_scanning:
-                await self._device.stop_scanning()
+            if active:
+                self._active -= 1
+            else:
+                self._passive -= 1
+            if self._device is not None:
+                await self._rescan(self._device)
+
+    async def _rescan(self, device: Device) -> None:
+        """Bring the controller's scan to what the scanners now need (under `_scan_lock`)."""
+        wanted: bool | None = True if self._active else False if self._passive else None
+        running: bool | None = (not device.scanning_is_passive) if device.is_scanning else None
+        if wanted == running:
+            return
+        if device.is_scanning:
+            await device.stop_scanning()
+        if wanted is not None:
+            await device.start_scanning(active=wanted, filter_duplicates=False)
+
+    def _note_hci(self, packet: bytes) -> None:
+        if packet[:1] != b"\x01":  # HCI command packets only
+            return
+        try:
+            command = hci.HCI_Packet.from_bytes(packet)
+        except Exception:  # not ours to judge: the controller answers it
+            return
+        if isinstance(command, hci.HCI_LE_Set_Scan_Parameters_Command):
+            self.scan_parameters.append("active" if command.le_scan_type else "passive")
+        elif isinstance(command, hci.HCI_LE_Set_Extended_Scan_Parameters_Command):
+            self.scan_parameters.append("active" if any(command.scan_types) else "passive")
 
     async def is_bonded(self, address: hci.Address) -> bool:
         device = await self.device()
@@ -208,8 +242,24 @@ def _advertisement_data(adv: Advertisement) -> AdvertisementData:
     )
 
 
+class _RecordingSink(AsyncPipeSink):
+    """The host-to-controller pipe, noting the scan parameters the host sets (like an HCI trace)."""
+
+    def __init__(self, controller: Controller, hub: BumbleHub) -> None:
+        super().__init__(controller)
+        self._hub = hub
+
+    def on_packet(self, packet: bytes) -> None:
+        self._hub._note_hci(bytes(packet))
+        super().on_packet(packet)
+
+
 class BleakScannerBumble(BaseBleakScanner):
-    """Scans on the hub's central; advertisement reports become bleak `AdvertisementData`."""
+    """Scans on the hub's central; advertisement reports become bleak `AdvertisementData`.
+
+    `scanning_mode="passive"` (bleak's argument) joins the hub's scan as a listener: no scan requests while
+    no active scanner runs. bleak's `bluez=` arguments (or_patterns) arrive in `kwargs` and are not needed here.
+    """
 
     def __init__(
         self,
@@ -220,6 +270,7 @@ class BleakScannerBumble(BaseBleakScanner):
     ) -> None:
         super().__init__(detection_callback, service_uuids)
         self._hub = _hub(kwargs)
+        self._active = scanning_mode != "passive"
         self._device: Device | None = None
 
     def _on_advertisement(self, adv: Advertisement) -> None:
@@ -232,7 +283,7 @@ class BleakScannerBumble(BaseBleakScanner):
 
     async def start(self) -> None:
         self.seen_devices = {}
-        self._device = await self._hub.start_scanning()
+        self._device = await self._hub.start_scanning(active=self._active)
         self._device.on(Device.EVENT_ADVERTISEMENT, self._on_advertisement)
 
     async def stop(self) -> None:
@@ -240,7 +291,7 @@ class BleakScannerBumble(BaseBleakScanner):
             return
         self._device.remove_listener(Device.EVENT_ADVERTISEMENT, self._on_advertisement)
         self._device = None
-        await self._hub.stop_scanning()
+        await self._hub.stop_scanning(active=self._active)
 
 
 def _bleak_address(address: hci.Address) -> str:
@@ -286,8 +337,9 @@ class BleakClientBumble(BaseBleakClient):
         async with self._hub.connect_lock:
             # For a bonded peer Bumble first scans for it (identity resolution) and, if it started that
             # scan itself, stops it afterwards, under our other scanners' feet. Keeping the hub's shared
-            # scan running across the connect avoids both the hang and the stolen scan.
-            await self._hub.start_scanning()
+            # scan running across the connect avoids both the hang and the stolen scan. Passively: the
+            # device was already found, and an advertisement-only listener keeps its passive scan.
+            await self._hub.start_scanning(active=False)
             try:
                 # Bumble's own timeout cancels the attempt at the controller; an outer timeout or a task
                 # cancelled while connecting must do the same (see `_connect_or_cancel`).
@@ -297,7 +349,7 @@ class BleakClientBumble(BaseBleakClient):
             except Exception as exc:
                 raise BleakDeviceNotFoundError(self.address, f"connect failed: {type(exc).__name__}") from exc
             finally:
-                await self._hub.stop_scanning()
+                await self._hub.stop_scanning(active=False)
         self._connection = connection
         connection.on(Connection.EVENT_DISCONNECTION, self._on_disconnection)
         try:

@@ -7,8 +7,10 @@ is `IndicatingPeripheral`'s.
 from __future__ import annotations
 
 import struct
+from datetime import datetime
 
 from bumble import gatt
+from bumble.device import Connection
 
 from simulators.ble import encoding
 from simulators.ble.encoding import BpRecord
@@ -36,6 +38,12 @@ class BloodPressureCuff(IndicatingPeripheral[BpRecord]):
         self.date_time_char = date_time_char  # a writable Date Time 0x2A08, as A&D cuffs use to set the clock
         self.date_time_writes: list[bytes] = []
 
+    def _write_dt(self, _conn: Connection, value: bytes) -> None:
+        """Date Time written: kept for the test, and the clock follows it (as the device's would)."""
+        self.date_time_writes.append(bytes(value))
+        year, month, day, hour, minute, second = struct.unpack("<HBBBBB", bytes(value)[:7])
+        self.clock_skew = datetime(year, month, day, hour, minute, second) - datetime.now().replace(microsecond=0)
+
     def encode(self, record: BpRecord) -> bytes:
         return encoding.encode_bp(record)
 
@@ -43,7 +51,11 @@ class BloodPressureCuff(IndicatingPeripheral[BpRecord]):
         services = super().services()
         if self.date_time_char:
             props, perms = gatt.Characteristic.Properties, gatt.Characteristic.Permissions
-            value = gatt.CharacteristicValue(write=lambda _c, v: self.date_time_writes.append(bytes(v)))
-            clock = gatt.Characteristic(uuid16(0x2A08), props.WRITE, perms.WRITEABLE, value)
+            value: gatt.CharacteristicValue[bytes] = gatt.CharacteristicValue(
+                read=lambda _c: encoding.date_time(self.now()), write=self._write_dt
+            )
+            clock: gatt.Characteristic[bytes] = gatt.Characteristic(
+                uuid16(0x2A08), props.READ | props.WRITE, perms.READABLE | perms.WRITEABLE, value
+            )
             services[0] = gatt.Service(uuid16(0x1810), [*services[0].characteristics, clock])
         return services

@@ -106,7 +106,9 @@ class PulseOximeter(SimulatedPeripheral):
         self.linger = linger
         self.requests: list[bytes] = []
         self.sent_continuous = 0
+        self.stream_stops = 0  # times a connected central turned the continuous notifications off
         self._busy = 0
+        self._streaming = False
         self._reported = False
         self._spot: gatt.Characteristic[bytes] | None = None
         self._cont: gatt.Characteristic[bytes] | None = None
@@ -128,6 +130,7 @@ class PulseOximeter(SimulatedPeripheral):
 
     def on_connected(self, connection: Connection) -> None:
         self._reported = False
+        self._streaming = False
 
     # -- jobs: each one counts as busy; the last to finish starts the linger-and-disconnect ------------
     def _job(self, coro: object) -> None:
@@ -154,6 +157,8 @@ class PulseOximeter(SimulatedPeripheral):
             self._job(self._send_spot(connection))
 
     def _on_cont_subscription(self, connection: Connection, notify: bool, _indicate: bool) -> None:
+        self._streaming = notify  # a central writing the CCCD off stops the stream (GATT: no more notifications)
+        self.stream_stops += not notify
         if notify:
             self._job(self._stream(connection))
 
@@ -168,7 +173,7 @@ class PulseOximeter(SimulatedPeripheral):
 
     async def _stream(self, connection: Connection) -> None:
         assert self.device is not None and self._cont is not None
-        while self.continuous:
+        while self.continuous and self._streaming and self.connection is connection:
             r = self.continuous.pop(0)
             await self.device.notify_subscriber(
                 connection, self._cont, r if isinstance(r, bytes) else encode_continuous(r)

@@ -63,6 +63,7 @@ class SimulatedPeripheral:
         system_id: tuple[int, int] | None = (0x0000_0001, 0x00_1B_DC),
         clock_skew: timedelta = timedelta(0),
         clock_writable: bool = True,
+        current_time: bool = True,
         passkey: int | None = None,
         battery: int = 87,
         manufacturer: str = "VitalGate Simulators",
@@ -74,6 +75,7 @@ class SimulatedPeripheral:
         self.system_id = system_id
         self.clock_skew = clock_skew
         self.clock_writable = clock_writable
+        self.current_time = current_time  # False: no Current Time service (the clock lives elsewhere, if anywhere)
         self.passkey = passkey
         self.battery = battery
         self.manufacturer = manufacturer
@@ -121,19 +123,20 @@ class SimulatedPeripheral:
             info.append(gatt.Characteristic(uuid16(0x2A23), props.READ, perms.READABLE, sid))
         time_props = props.READ | props.NOTIFY | (props.WRITE if self.clock_writable else 0)
         time_perms = perms.READABLE | (perms.WRITEABLE if self.clock_writable else 0)
+        clock = gatt.Service(
+            uuid16(0x1805),
+            [
+                gatt.Characteristic(
+                    uuid16(0x2A2B),
+                    time_props,
+                    time_perms,
+                    gatt.CharacteristicValue(read=self._read_time, write=self._write_time),
+                )
+            ],
+        )
         return [
             gatt.Service(uuid16(0x180A), info),
-            gatt.Service(
-                uuid16(0x1805),
-                [
-                    gatt.Characteristic(
-                        uuid16(0x2A2B),
-                        time_props,
-                        time_perms,
-                        gatt.CharacteristicValue(read=self._read_time, write=self._write_time),
-                    )
-                ],
-            ),
+            *([clock] if self.current_time else []),
             gatt.Service(
                 uuid16(0x180F),
                 [

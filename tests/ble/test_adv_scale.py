@@ -4,20 +4,37 @@ weigh-ins, the gateway listening (no connection), the real queue; a connected de
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
+import pytest
+from bleak.args.bluez import OrPattern
+from bleak.assigned_numbers import AdvertisementDataType
+from bleak.backends.bluezdbus.scanner import BleakScannerBlueZDBus
+from bleak.exc import BleakError
 from bumble.link import LocalLink
 
 from drivers.ble.adv_scale import XiaomiScaleDriver
-from drivers.ble.bleak_transport import BleakTransport
+from drivers.ble.bleak_transport import BleakTransport, passive_scan_args
 from drivers.ble.thermometer import ThermometerDriver
+from drivers.ble.transport import BleError, ScanFilter
 from gateway.queue import ReadingQueue
 from gateway.reading import Kind, Measurement, Metric, Unit
+from simulators.ble.bleak_bumble import BleakClientBumble, BleakScannerBumble, BumbleHub
 from simulators.ble.mi_scale import MiScale
 from simulators.ble.thermometer import TemperatureRecord, Thermometer
 from tests.ble.conftest import make_ctx
 
 AT = datetime(2026, 11, 30, 7, 15, 0)
+
+
+async def wait_until(predicate: Callable[[], bool], seconds: float) -> None:
+    async with asyncio.timeout(seconds):
+        while not predicate():  # noqa: ASYNC110 - polling the hub's HCI trace and the recorded readings
+            await asyncio.sleep(0.02)
+
+
 USERS = [{"slot": 1, "min_kg": 50, "max_kg": 70}, {"slot": 2, "min_kg": 75, "max_kg": 100}]
 
 
@@ -95,3 +112,97 @@ async def test_a_scale_clock_in_utc_is_corrected(link: LocalLink, ble: BleakTran
     (reading,) = rec.readings
     assert reading.clock_offset is not None and abs(reading.clock_offset - skew) < timedelta(seconds=5)
     assert abs(reading.effective_time() - reading.received_at) < timedelta(seconds=5)
+
+
+async def test_listener_scans_passively_and_a_connected_session_still_works(
+    link: LocalLink, hub: BumbleHub, ble: BleakTransport, queue: ReadingQueue
+) -> None:
+    """What the gateway's host tells its controller (LE Set Scan Parameters, as an HCI trace shows): passive
+    while only the scale's listener scans; active only while a connected session looks for its device (one
+    adapter scans one way), passive again after; the weigh-in and the thermometer's reading both arrive."""
+    scale = MiScale("v2")
+    thermo = Thermometer([TemperatureRecord(37.1)])
+    await scale.start(link)
+    await thermo.start(link)
+    rec = make_ctx(
+        queue, "xiaomi-scale", "mi", address=scale.address, users=USERS, listen_seconds=6.0, settle_seconds=0.6
+    )
+    thermo_rec = make_ctx(queue, ThermometerDriver.name, "thermo", address=thermo.address, idle_timeout=1.0)
+    driver = XiaomiScaleDriver(ble)
+
+    try:
+        listening = asyncio.create_task(driver.run(rec.ctx))
+        await wait_until(lambda: hub.scan_parameters == ["passive"], 30)  # the listener alone: passive
+        await scale.weigh(62.35, impedance=455, at=AT)
+        await wait_until(lambda: len(rec.readings) == 2, 30)  # weight and impedance, heard passively
+        assert hub.scan_parameters == ["passive"]
+        await ThermometerDriver(ble).run(thermo_rec.ctx)  # a connected session meanwhile
+        during = list(hub.scan_parameters)
+        await scale.weigh(84.1, impedance=None, at=AT.replace(minute=16))
+        await listening
+    finally:
+        await scale.stop()
+        await thermo.stop()
+    assert [r.measurements[0].reported_value for r in thermo_rec.readings] == [37.1]
+    assert during == ["passive", "active", "passive"]  # active only while the session looked for its device
+    assert hub.scan_parameters == during  # and the listener went on passively to the end
+    assert driver.passive
+    assert [(r.user_slot, r.measurements[0].reported_value) for r in rec.readings] == [
+        (1, 62.35),
+        (1, 455.0),
+        (2, 84.1),
+    ]
+
+
+def test_passive_scan_arguments_for_bluez() -> None:
+    """BlueZ scans passively only through an AdvertisementMonitor, which needs or-patterns (bleak raises
+    without one). Ours match the two service data UUIDs, little-endian at the start of the AD data."""
+    args = passive_scan_args(ScanFilter(address="C6:00:00:00:00:06", service_data=(0x181D, 0x181B)))
+    assert args == {
+        "scanning_mode": "passive",
+        "bluez": {
+            "or_patterns": [
+                OrPattern(0, AdvertisementDataType.SERVICE_DATA_UUID16, b"\x1d\x18"),
+                OrPattern(0, AdvertisementDataType.SERVICE_DATA_UUID16, b"\x1b\x18"),
+            ]
+        },
+    }
+    with pytest.raises(BleError, match="service data"):
+        passive_scan_args(ScanFilter(address="C6:00:00:00:00:06"))
+    # bleak's own BlueZ backend takes them (constructing it needs no D-Bus; starting it would): it is what
+    # `BleakTransport()` builds on Linux. Its attributes are bleak's private ones, read here only to check.
+    scanner = BleakScannerBlueZDBus(None, None, "passive", bluez=args["bluez"])
+    assert scanner._scanning_mode == "passive" and scanner._or_patterns == args["bluez"]["or_patterns"]
+    with pytest.raises(BleakError, match="or_patterns"):
+        BleakScannerBlueZDBus(None, None, "passive", bluez={})
+
+
+async def test_stack_without_passive_scanning_falls_back_to_active(
+    link: LocalLink, hub: BumbleHub, queue: ReadingQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """BlueZ without --experimental refuses a passive scan; it cannot be produced here (no BlueZ), so a Bumble
+    scanner stands in that refuses `scanning_mode="passive"` with bleak's BlueZ message. The listener warns
+    with what to do and listens actively: the weigh-in is still read."""
+
+    class NoPassiveScanner(BleakScannerBumble):
+        def __init__(self, callback: Any, uuids: Any, scanning_mode: str = "active", **kwargs: Any) -> None:
+            if scanning_mode == "passive":
+                raise BleakError("passive scanning on Linux requires BlueZ >= 5.55 with --experimental enabled")
+            super().__init__(callback, uuids, scanning_mode, **kwargs)
+
+    ble = BleakTransport(scanner_backend=NoPassiveScanner, client_backend=BleakClientBumble, hub=hub)
+    scale = MiScale("v1")
+    await scale.start(link)
+    rec = make_ctx(
+        queue, "xiaomi-scale", "mi", address=scale.address, users=USERS, listen_seconds=3.0, settle_seconds=0.5
+    )
+    driver = XiaomiScaleDriver(ble)
+    try:
+        listening = asyncio.create_task(driver.run(rec.ctx))
+        await wait_until(lambda: hub.scan_parameters == ["active"], 30)
+        await scale.weigh(62.35, at=AT)
+        await listening
+    finally:
+        await scale.stop()
+    assert [r.measurements[0].reported_value for r in rec.readings] == [62.35]
+    assert driver.passive is False and hub.scan_parameters == ["active"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
+import pytest
 from bumble.link import LocalLink
 
 from drivers.ble.bleak_transport import BleakTransport
@@ -103,3 +105,24 @@ async def test_sensor_fault_and_test_data_flags_reach_the_reading(
         frozenset({Status.TEST_DATA}),
     ]
     assert rec.readings[1].measurement(Metric.PULSE_AMPLITUDE_INDEX) is not None
+
+
+async def test_stream_turned_off_before_hanging_up(
+    link: LocalLink, ble: BleakTransport, queue: ReadingQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The session ends (quiet for idle_timeout) while the worn oximeter still streams: the gateway writes the
+    continuous CCCD off and only then disconnects, so no sample is in flight towards a link that is gone
+    (before: Bumble's controller logged `!!! no connection for ...` in every demo run)."""
+    samples: list[ContinuousSample | bytes] = [ContinuousSample(97, 70 + i % 3) for i in range(50)]
+    oxi = PulseOximeter(continuous=samples, period=0.4)
+    await oxi.start(link)
+    caplog.set_level(logging.WARNING, logger="bumble")
+    try:
+        rec = make_ctx(queue, PulseOximeterDriver.name, "plx", address=oxi.address, idle_timeout=0.2)
+        await PulseOximeterDriver(ble).run(rec.ctx)
+        await oxi.disconnected.wait()
+    finally:
+        await oxi.stop()
+    assert oxi.stream_stops == 1  # the CCCD write came while connected
+    assert 0 < oxi.sent_continuous < len(samples)  # the session ended mid-stream, and the stream stopped
+    assert [r.getMessage() for r in caplog.records if "no connection" in r.getMessage()] == []
