@@ -186,6 +186,7 @@ async def _run(cfg: Config, keyring: KeyRing) -> None:
     asyncio.get_running_loop().set_default_executor(DaemonThreadExecutor())  # SIGTERM never waits on a connect
     gw = Gateway(cfg, keyring, notifier=Notifier.from_environment())
     gw.install_bond_sealer()
+    gw.freeze_gc = True  # this process is the daemon (not a test harness): freeze start-up's objects once started
     stop = asyncio.Event()
     install_signals(stop, gw.reload_secrets)
     await gw.run(stop)

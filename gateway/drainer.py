@@ -130,6 +130,9 @@ class Drainer:
                             purged = await self.queue.purge_delivered(self.retention_seconds)
                             if purged:
                                 log.info("delivered_purged", rows=purged)
+                            withheld = await self.queue.purge_withheld(self.retention_seconds)
+                            if withheld:
+                                log.info("withheld_purged", rows=withheld)
                             dropped = await self.queue.purge_rejects(self.retention_seconds)
                             if dropped:
                                 log.info("rejects_purged", rows=dropped)

@@ -227,6 +227,7 @@ class ReadingQueue:
             await _check_key(writer, path, keyring)  # before anything derives keys from a key file that may not fit
             await audit_trail.ensure_schema(writer, keyring.subkey(AUDIT_KEY_LABEL))
             await _migrate_metadata(writer, keyring)
+            await _cut_withheld_times(writer)
             await writer.execute(
                 "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', ?), ('bindings_version', '0')",
                 (str(SCHEMA_VERSION),),
@@ -365,6 +366,7 @@ class ReadingQueue:
     async def put(self, readings: Sequence[Reading]) -> PutResult:
         """Encrypt and commit; returns once durable. A reading already queued is not stored again."""
         now = time.time()
+        today = _day(now)
         rows = []
         latest: dict[bytes, tuple[Reading, int]] = {}  # per device slot: its newest reading and a count
         slot_of: dict[bytes, bytes] = {}  # reading dedup tag -> device slot tag (repeats in a batch once)
@@ -373,7 +375,8 @@ class ReadingQueue:
             dedup = self.keyring.tag("reading|" + r.idempotency_key)
             sealed = self._seal(b"readings", dedup, encode_reading(r))
             state = State.PENDING if self.binding_for(r) else State.UNASSIGNED
-            if _withheld(r):
+            withheld = _withheld(r)
+            if withheld:
                 state = State.WITHHELD
             rows.append(
                 (
@@ -382,7 +385,8 @@ class ReadingQueue:
                     sealed.key_id,
                     sealed.nonce,
                     sealed.ciphertext,
-                    now,
+                    today if withheld else now,  # a withheld row is never sent: its day only, as a delivered one
+                    today if withheld else None,  # the day it was withheld: what the retention purge reads
                     self.guard.mac(dedup, int(state)),
                 )
             )
@@ -400,8 +404,8 @@ class ReadingQueue:
                     fresh[tag] += 1
             before = db.total_changes
             await db.executemany(
-                "INSERT OR IGNORE INTO readings (dedup, state, key_id, nonce, payload, created_at, mac) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO readings (dedup, state, key_id, nonce, payload, created_at, done_at, mac) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             inserted = db.total_changes - before
@@ -490,11 +494,12 @@ class ReadingQueue:
         now = _day(time.time())
         rows = [(int(state), now, reason, i) for i, reason in reasons.items()]
         texts = {i: t for i, t in (echoed or {}).items() if i in reasons and t}
+        sql = "UPDATE readings SET state = ?, done_at = ?, reason = ?, echo = NULL WHERE id = ?"
+        if state is State.WITHHELD:  # never sent: keeps only its day, as a delivered row (`_WITHHOLD_SQL`)
+            sql = _WITHHOLD_SQL
 
         async def op(db: aiosqlite.Connection) -> None:
-            await db.executemany(
-                "UPDATE readings SET state = ?, done_at = ?, reason = ?, echo = NULL WHERE id = ?", rows
-            )
+            await db.executemany(sql, rows)
             if texts:
                 marks = ",".join("?" * len(texts))
                 async with db.execute(f"SELECT id, dedup FROM readings WHERE id IN ({marks})", list(texts)) as cur:
@@ -557,6 +562,20 @@ class ReadingQueue:
 
         return int(await self._write(op))
 
+    async def purge_withheld(self, older_than_seconds: float) -> int:
+        """Delete withheld rows (never sent) past the same retention as delivered ones, read from `done_at`
+        (the day they were withheld): kept at least the retention and at most a day more. Quarantined rows
+        stay until an operator acts on them."""
+        cutoff = time.time() - older_than_seconds - DAY
+
+        async def op(db: aiosqlite.Connection) -> int:
+            cur = await db.execute(
+                f"DELETE FROM readings WHERE state = {int(State.WITHHELD)} AND done_at < ?", (cutoff,)
+            )
+            return cur.rowcount
+
+        return int(await self._write(op))
+
     # ---------------------------------------------------------------- times stamped by a wrong clock
 
     async def clamp_times(self, now: float, max_delay: float, floor: float) -> int:
@@ -581,32 +600,48 @@ class ReadingQueue:
     async def shift_times(self, low: float, high: float, delta: float) -> int:
         """Move the receive times of rows committed while the wall clock read [low, high] by `delta`:
         the clock was wrong then and is right now (gateway.clock). Re-sealed under the same identity."""
+        withheld = int(State.WITHHELD)
         async with self._r.execute(
-            "SELECT id, key_id, nonce, payload, dedup FROM readings WHERE created_at BETWEEN ? AND ?", (low, high)
+            "SELECT id, key_id, nonce, payload, dedup, state FROM readings WHERE created_at BETWEEN ? AND ? "
+            f"AND state != {withheld} UNION ALL "
+            # A withheld row keeps only its day: found by it, then told apart by its sealed receive time.
+            "SELECT id, key_id, nonce, payload, dedup, state FROM readings WHERE created_at BETWEEN ? AND ? "
+            f"AND state = {withheld}",
+            (low, high, _day(low), high),
         ) as cur:
             rows = await cur.fetchall()
-        updates = []
-        for item_id, key_id, nonce, payload, dedup in rows:
+        updates, days = [], []
+        for item_id, key_id, nonce, payload, dedup, state in rows:
             try:
                 reading = decode_reading(self._open(b"readings", dedup, key_id, nonce, payload))
             except Exception:
                 continue  # a row that does not open is quarantined by the drainer with its reason
+            if state == withheld and not low <= reading.received_at.timestamp() <= high:
+                continue  # withheld on that day, but not while the clock was wrong
             shift = timedelta(seconds=delta)
             # The device clock's offset was measured against the wrong gateway clock too.
             offset = reading.clock_offset - shift if reading.clock_offset is not None else None
             fixed = dataclasses.replace(reading, received_at=reading.received_at + shift, clock_offset=offset)
             sealed = self._seal(b"readings", dedup, encode_reading(fixed))
-            updates.append((sealed.key_id, sealed.nonce, sealed.ciphertext, delta, item_id))
+            if state == withheld:
+                day = _day(fixed.received_at.timestamp())
+                days.append((sealed.key_id, sealed.nonce, sealed.ciphertext, day, day, item_id))
+            else:
+                updates.append((sealed.key_id, sealed.nonce, sealed.ciphertext, delta, item_id))
 
         async def op(db: aiosqlite.Connection) -> None:
             await db.executemany(
                 "UPDATE readings SET key_id = ?, nonce = ?, payload = ?, created_at = created_at + ? WHERE id = ?",
                 updates,
             )
+            await db.executemany(
+                "UPDATE readings SET key_id = ?, nonce = ?, payload = ?, created_at = ?, done_at = ? WHERE id = ?",
+                days,
+            )
 
-        if updates:
+        if updates or days:
             await self._write(op)
-        return len(updates)
+        return len(updates) + len(days)
 
     async def unassigned(self) -> list[Leased]:
         """Unassigned rows that open; one that does not is quarantined with its reason, not skipped forever."""
@@ -869,6 +904,13 @@ _ACK_SQL = (
     f"created_at = {_DAY_SQL.format('created_at')} WHERE id = ?"
 )
 
+# Withheld (never sent): like an ack, the row keeps only the day it was received and withheld (README, threat
+# model). Parameters: state, done_at (the day), reason, id.
+_WITHHOLD_SQL = (
+    "UPDATE readings SET state = ?, done_at = ?, reason = ?, echo = NULL, next_at = 0, "
+    f"created_at = {_DAY_SQL.format('created_at')} WHERE id = ?"
+)
+
 
 def _day(t: float) -> float:
     return t - t % DAY
@@ -948,6 +990,27 @@ async def _migrate_metadata(db: aiosqlite.Connection, keyring: KeyRing) -> None:
         await db.execute("PRAGMA secure_delete = OFF")
     await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     log.warning("queue_metadata_sealed", slots=len(rows), unreadable=unreadable, schema=SCHEMA_VERSION)
+
+
+async def _cut_withheld_times(db: aiosqlite.Connection) -> None:
+    """Rows withheld before withheld rows kept only their day: cut to it now (and dated for the retention
+    purge), the old values zeroed where they lay as in `_migrate_metadata`. Nothing to do on later opens."""
+    day = _DAY_SQL.format("created_at")
+    where = f"state = {int(State.WITHHELD)} AND (done_at IS NULL OR created_at != {day} OR next_at != 0)"
+    async with db.execute(f"SELECT count(*) FROM readings WHERE {where}") as cur:
+        row = await cur.fetchone()
+    if not row or not row[0]:
+        return
+    await db.execute("PRAGMA secure_delete = ON")
+    try:
+        await db.execute(
+            f"UPDATE readings SET created_at = {day}, done_at = {_DAY_SQL.format('coalesce(done_at, created_at)')}, "
+            f"next_at = 0 WHERE {where}"
+        )
+    finally:
+        await db.execute("PRAGMA secure_delete = OFF")
+    await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    log.info("withheld_times_cut", rows=int(row[0]))
 
 
 def _why(exc: Exception) -> str:

@@ -18,7 +18,7 @@ import orjson
 
 from gateway.codec import encode_reading
 from gateway.crypto import KeyRing
-from gateway.queue import CHECKPOINT_V2, DAY, ReadingQueue
+from gateway.queue import CHECKPOINT_V2, DAY, ReadingQueue, State
 from tests.conftest import CUFF, bp
 
 # The schema-1 tables exactly as gateway/queue.py created them before this change (the readings table as it
@@ -195,3 +195,69 @@ async def test_attack_stolen_card_shows_no_device_activity_in_a_new_queue(tmp_pa
     finally:
         db.close()
     assert DEVICE_NAME.encode() not in _file_bytes(path)
+
+
+def _doubles_between(blob: bytes, low: float, high: float) -> list[float]:
+    """Every big-endian double (SQLite's REAL on disk) at any byte offset of `blob` within [low, high]."""
+    found = []
+    for shift in range(8):
+        tail = blob[shift:]
+        found += [t for (t,) in struct.iter_unpack(">d", tail[: len(tail) - len(tail) % 8]) if low <= t <= high]
+    return found
+
+
+async def test_attack_stolen_card_shows_no_exact_time_of_a_withheld_reading(tmp_path: Path, keyring: KeyRing) -> None:
+    """A withheld reading (control solution, sensor fault) is never sent, so it is never acked: it must not
+    keep its exact receive time for good. The thief searches the file's bytes (incl. the WAL) for any time
+    stamp from the moment it was committed; the same search finds a pending row's (the search works)."""
+    from dataclasses import replace
+
+    from gateway.reading import Status
+
+    path = tmp_path / "queue.db"
+    async with await ReadingQueue.open(path, keyring) as q:
+        await q.bind("BP123456", 1, "Patient/p-1")
+        t0 = time.time()
+        await q.put([bp(minute=1)])  # pending: keeps its exact receive time (README says why)
+        t1 = time.time()
+        await q.put([replace(bp(minute=2), status=frozenset({Status.CONTROL_SOLUTION}))])
+        t2 = time.time()
+        counts = {s.name: n for s, n in (await q.counts()).items() if n}
+    assert counts == {"PENDING": 1, "WITHHELD": 1}  # still counted in `status`
+
+    stolen = _file_bytes(path)
+    assert len(_doubles_between(stolen, t0, t1)) == 1  # the pending row's created_at: the search finds it
+    assert _doubles_between(stolen, t1, t2) == []  # nothing from the moment the withheld row was committed
+    db = sqlite3.connect(path)
+    try:
+        [(created, done, next_at)] = db.execute("SELECT created_at, done_at, next_at FROM readings WHERE state = 4")
+    finally:
+        db.close()
+    assert created == done == _day(t1) and next_at == 0  # its day only, which the retention purge reads
+
+
+async def test_attack_stolen_card_withheld_rows_of_an_older_queue_are_cut_to_the_day_on_open(
+    tmp_path: Path, keyring: KeyRing
+) -> None:
+    """Rows withheld by an older vitalgate kept their exact receive time and no `done_at` (never purged):
+    the first open cuts them to the day, zeroes the old values in the file, and dates them for the purge."""
+    path = tmp_path / "state" / "queue.db"
+    path.parent.mkdir(mode=0o700)
+    _old_queue(path, keyring)
+    db = sqlite3.connect(path)
+    db.execute("UPDATE readings SET state = 4, done_at = NULL, next_at = ? WHERE state = 0", (RETRY + 1,))
+    db.commit()
+    db.close()
+    before = _file_bytes(path)
+    assert struct.pack(">d", PENDING_RECEIVED) in before
+
+    async with await ReadingQueue.open(path, keyring) as q:
+        assert (await q.counts())[State.WITHHELD] == 1  # the guard trusted the old rows as found, once
+    stolen = _file_bytes(path)
+    assert struct.pack(">d", PENDING_RECEIVED) not in stolen and struct.pack(">d", RETRY + 1) not in stolen
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT created_at, done_at, next_at FROM readings WHERE state = 4").fetchall()
+    finally:
+        db.close()
+    assert rows == [(_day(PENDING_RECEIVED), _day(PENDING_RECEIVED), 0.0)]

@@ -112,6 +112,8 @@ def test_run_forwards_bound_readings_holds_unbound_and_keeps_phi_out_of_logs(tmp
 
     events = [orjson.loads(line) for line in out.splitlines()]
     assert {"gateway_started", "forwarder_connected", "delivered", "gateway_stopped"} <= {e["event"] for e in events}
+    # Once started, the daemon froze start-up's objects out of the collector (gateway.daemon, bench_pipeline).
+    assert [e["objects"] > 10_000 for e in events if e["event"] == "gc_frozen"] == [True]
     logs = out + err
     for needle in (b"phi-needle", b"SERIAL-NEEDLE", b"mm[Hg]", b"mg/dL", b"resourceType", b"Patient/"):
         assert needle not in logs, needle

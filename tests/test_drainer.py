@@ -256,3 +256,38 @@ async def test_unexpected_error_does_not_stop_the_drainer(queue: ReadingQueue) -
     assert fwd.sent[0] == [1, 2]  # the send that failed
     assert sorted(i for batch in fwd.sent[1:] for i in batch) == [1, 2]  # then each delivered exactly once
     assert (await queue.counts())[State.DELIVERED] == 2
+
+
+async def test_drainer_purges_withheld_rows_past_retention_and_keeps_quarantined(
+    queue: ReadingQueue, tmp_path: Path
+) -> None:
+    """The daemon's purge point (the drainer, hourly): withheld rows past `retention_days` go, as
+    delivered ones do; a quarantined row as old stays for the operator."""
+    import sqlite3
+
+    from structlog.testing import capture_logs
+
+    from gateway.reading import Status
+
+    await queue.bind("BP123456", 1, "Patient/p1")
+    await queue.put([replace(bp(minute=m), status=frozenset({Status.CONTROL_SOLUTION})) for m in range(3)])
+    await queue.put([bp(minute=9)])
+    leased, _ = await queue.lease(10)
+    await queue.set_state({leased[0].item_id: "HTTP 422"}, State.QUARANTINED)
+    with sqlite3.connect(tmp_path / "queue.db") as db:  # all set aside 3 days ago (no MAC covers done_at)
+        db.execute("UPDATE readings SET done_at = done_at - 3 * 86400")
+    db.close()
+    async with FileForwarder(tmp_path / "out") as fwd:
+        drainer = Drainer(queue, fwd, GW, retention_seconds=86400)
+        with capture_logs() as logs:
+            task = asyncio.create_task(drainer.run())
+            try:
+                async with asyncio.timeout(15):
+                    while (await queue.counts())[State.WITHHELD]:  # noqa: ASYNC110 - polling the queue
+                        await asyncio.sleep(0.05)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    assert {s: n for s, n in (await queue.counts()).items() if n} == {State.QUARANTINED: 1}
+    assert [e["rows"] for e in logs if e["event"] == "withheld_purged"] == [3]

@@ -88,6 +88,80 @@ async def test_delivered_rows_are_purged_after_retention(queue: ReadingQueue) ->
     assert sum((await queue.counts()).values()) == 0
 
 
+async def test_withheld_rows_are_purged_after_retention_quarantined_rows_kept(
+    queue: ReadingQueue, tmp_path: Path
+) -> None:
+    """Withheld rows are never sent, so never acked: they go after the delivered rows' retention (read from
+    `done_at`, the day they were withheld). Quarantined rows wait for an operator, however old."""
+    await queue.bind("BP123456", 1, "Patient/p1")
+    await queue.put([replace(bp(), status=frozenset({Status.CONTROL_SOLUTION})), bp(minute=5)])
+    leased, _ = await queue.lease(10)
+    await queue.set_state({leased[0].item_id: "HTTP 422"}, State.QUARANTINED)
+    assert await queue.purge_withheld(3600) == 0  # withheld today: kept at least the retention
+    with sqlite3.connect(tmp_path / "queue.db") as db:  # both were set aside long ago (no MAC covers done_at)
+        db.execute("UPDATE readings SET done_at = done_at - 400 * 86400")
+    db.close()
+    assert await queue.purge_withheld(7 * DAY) == 1
+    assert await queue.purge_delivered(7 * DAY) == 0
+    counts = {s: n for s, n in (await queue.counts()).items() if n}
+    assert counts == {State.QUARANTINED: 1}
+
+
+async def test_withholding_a_row_later_keeps_its_day_only(queue: ReadingQueue, tmp_path: Path) -> None:
+    """`set_state(..., WITHHELD)` (the queue's other way to withhold) cuts the receive time as `put` does."""
+    await queue.bind("BP123456", 1, "Patient/p1")
+    await queue.put([bp()])
+    leased, _ = await queue.lease(1)
+    await queue.release({leased[0].item_id: 30.0})
+    await queue.set_state({leased[0].item_id: "sensor fault"}, State.WITHHELD)
+    with sqlite3.connect(tmp_path / "queue.db") as db:
+        [(state, created, done, next_at)] = db.execute("SELECT state, created_at, done_at, next_at FROM readings")
+    db.close()
+    assert state == State.WITHHELD and created % DAY == 0 and done % DAY == 0 and next_at == 0
+
+
+async def test_clock_repair_moves_withheld_rows_by_their_sealed_receive_time(
+    queue: ReadingQueue, keyring: KeyRing, tmp_path: Path
+) -> None:
+    """gateway.clock's repair finds rows stamped while the clock was wrong by `created_at`; a withheld row
+    keeps only its day there, so it is found by the day and told apart by its sealed receive time. It is
+    moved like a pending row and keeps only its (corrected) day; a row withheld that day before the wrong
+    clock is left alone."""
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.codec import decode_reading
+    from gateway.crypto import Sealed
+
+    await queue.bind("BP123456", 1, "Patient/p1")
+    control = frozenset({Status.CONTROL_SOLUTION})
+    before = datetime.now(UTC) - timedelta(seconds=5)  # withheld that day, before the clock went wrong
+    await queue.put([replace(bp(minute=1), status=control, received_at=before)])
+    low = datetime.now(UTC)
+    await queue.put([replace(bp(minute=2), status=control, received_at=low), replace(bp(minute=3), received_at=low)])
+    high = datetime.now(UTC).timestamp()
+    delta = 40 * DAY + 3600.0  # the wrong clock was 40 days and an hour behind
+    assert await queue.shift_times(low.timestamp(), high, delta) == 2
+
+    def rows() -> dict[int, tuple[Any, ...]]:
+        with sqlite3.connect(tmp_path / "queue.db") as db:
+            got = db.execute("SELECT id, state, created_at, done_at, dedup, key_id, nonce, payload FROM readings")
+            out = {}
+            for i, state, created, done, dedup, key_id, nonce, payload in got:
+                r = decode_reading(keyring.open(Sealed(key_id, nonce, payload), b"readings|" + dedup))
+                out[i] = (state, created, done, r.received_at)
+        db.close()
+        return out
+
+    (early, withheld, pending) = sorted(rows().items())
+    fixed = low + timedelta(seconds=delta)
+    state, created, done, received = early[1]
+    assert (state, received) == (State.WITHHELD, before) and created == done and created % DAY == 0  # as it was
+    day = fixed.timestamp() - fixed.timestamp() % DAY
+    assert withheld[1] == (State.WITHHELD, day, day, fixed)
+    assert pending[1][0] == State.PENDING and pending[1][3] == fixed
+    assert low.timestamp() + delta - 5 < pending[1][1] < high + delta  # its exact (corrected) receive time
+
+
 async def test_control_solution_is_withheld_not_sent(queue: ReadingQueue) -> None:
     await queue.bind("BP123456", 1, "Patient/p1")
     await queue.put([replace(bp(), status=frozenset({Status.CONTROL_SOLUTION}))])

@@ -13,9 +13,9 @@ from typing import Any
 
 from gateway.alarms import Alarm
 from gateway.console.users import Role
-from gateway.health.report import ago, when
+from gateway.health.report import ago, bundle_size_text, clock_flagged_text, when
 
-__all__ = ["csrf_field", "health_panel", "layout", "login_page", "message", "table"]
+__all__ = ["clock_flagged_cell", "csrf_field", "health_panel", "layout", "login_page", "message", "table"]
 
 
 def e(value: object) -> str:
@@ -83,10 +83,11 @@ def login_page(token: str, error: str | None = None, name: str = "") -> str:
 
 
 def table(headers: Iterable[str], rows: Iterable[Iterable[str]], caption: str) -> str:
-    head = "".join(f'<th scope="col">{e(h)}</th>' for h in headers)
+    names = list(headers)
+    head = "".join(f'<th scope="col">{e(h)}</th>' for h in names)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
     return f'<div class="scroll"><table><caption>{e(caption)}</caption><thead><tr>{head}</tr></thead>' \
-           f"<tbody>{body or '<tr><td colspan=9>none</td></tr>'}</tbody></table></div>"  # fmt: skip
+           f"<tbody>{body or f'<tr><td colspan={len(names)}>none</td></tr>'}</tbody></table></div>"  # fmt: skip
 
 
 def health_panel(h: dict[str, Any], alarms: list[Alarm], now: float | None = None) -> str:
@@ -96,8 +97,13 @@ def health_panel(h: dict[str, Any], alarms: list[Alarm], now: float | None = Non
     classes = {"connected": "ok", "ready": "ok", "starting": "warn", "backing off": "warn", "refused": "bad"}
     state_class = classes.get(f["state"], "warn")
     last = f.get("last_success")
+    retry = f.get("retry_at")
+    forwarder_sub = f"{e(f['name'])} to {e(f['target'])}, since {e(when(f.get('since')))}" + (
+        f"; next try in {e(ago(retry - now))}" if retry is not None else ""
+    )
+    counts = q["counts"]
     tiles = [
-        ("Forwarder", f'<span class="{state_class}">{e(f["state"])}</span>', f"{e(f['name'])} to {e(f['target'])}"),
+        ("Forwarder", f'<span class="{state_class}">{e(f["state"])}</span>', forwarder_sub),
         ("Last delivery", e(ago(now - last) + " ago") if last else "never", e(when(last))),
         ("Oldest pending", e(ago(q.get("oldest_pending_age_seconds"))), f"{q['counts'].get('pending', 0)} pending"),
         (
@@ -107,7 +113,13 @@ def health_panel(h: dict[str, Any], alarms: list[Alarm], now: float | None = Non
         ),
         ("Quarantined", str(q["counts"].get("quarantined", 0)), f"{q['rejected_input_total']} bad frames kept"),
         ("Unassigned", str(q["counts"].get("unassigned", 0)), "waiting for a binding"),
+        ("Withheld", str(counts.get("withheld", 0)), "kept, never sent (control solution, sensor fault)"),
     ]
+    bundle = bundle_size_text(f)
+    if bundle is not None:  # HTTPS only: entries per Bundle, lowered when the FHIR server refused a size
+        sentence, lowered = bundle
+        size = f'<span class="warn">{f["max_entries"]}</span>' if lowered else str(f["max_entries"])
+        tiles.append(("Bundle size", size, e(sentence)))
     tiles_html = "".join(
         f'<div class="tile"><h2>{e(t)}</h2><p class="big" data-k="{e(t)}">{v}</p><p>{sub}</p></div>'
         for t, v, sub in tiles
@@ -116,7 +128,7 @@ def health_panel(h: dict[str, Any], alarms: list[Alarm], now: float | None = Non
     alarm_items = "".join(f'<li class="{e(a.severity.value)}">{e(a.sentence)}</li>' for a in alarms)
     alarm_html = f'<ul class="alarms">{alarm_items}</ul>' if alarms else '<p class="ok">No alarms.</p>'
     devices = table(
-        ("Device", "Last seen", "Battery", "Clock offset", "Bound", "Session errors"),
+        ("Device", "Last seen", "Battery", "Clock offset", "Bound", "Session errors", "Clock flagged"),
         (
             (
                 e(d["name"]),
@@ -125,15 +137,27 @@ def health_panel(h: dict[str, Any], alarms: list[Alarm], now: float | None = Non
                 "-" if d.get("clock_offset_seconds") is None else f"{d['clock_offset_seconds']:+.0f} s",
                 d.get("bound") or "not yet known",
                 str(d["session_errors"]),
+                clock_flagged_cell(d),
             )
             for d in h["devices"]
         ),
         "Configured devices",
     )
     up = ago(now - h["started_at"])
+    disk = h.get("disk_free_fraction")
+    disk_text = "" if disk is None else f", {disk * 100:.0f}% of the queue's disk free"
     return (
         f'<section aria-labelledby="alarms-h"><h2 id="alarms-h">Alarms</h2>{alarm_html}</section>'
         f'<div class="tiles">{tiles_html}</div>{err}{devices}'
-        f'<p class="small">Gateway {e(h["gateway_id"])}, version {e(h["version"])}, up {e(up)}; '
+        f'<p class="small">Gateway {e(h["gateway_id"])}, version {e(h["version"])}, up {e(up)}{e(disk_text)}; '
         f"updated {e(when(now))}</p>"
     )
+
+
+def clock_flagged_cell(d: dict[str, Any]) -> str:
+    """Readings flagged for an implausible device clock (as `status` says it), with the latest finding."""
+    text = clock_flagged_text(d)
+    if text is None:
+        return "-"
+    problem = f" ({e(d['clock_problem'])})" if d.get("clock_problem") else ""
+    return f'<span class="warn">{e(text)}</span>{problem}'

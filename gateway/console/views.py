@@ -77,7 +77,8 @@ def add_routes(app: web.Application, console: Console) -> None:
         body = message(note, "ok") + message(error)
         h = gw.model.as_dict()
         body += table(
-            ("Device", "Driver", "Last seen", "Last reading", "Battery", "Clock offset", "Bound", "Errors"),
+            ("Device", "Driver", "Last seen", "Last reading", "Battery", "Clock offset", "Bound", "Readings",
+             "Rejected", "Errors", "Clock flagged"),
             (
                 (
                     e(d["name"]), e(d["driver"]),
@@ -86,7 +87,9 @@ def add_routes(app: web.Application, console: Console) -> None:
                     "-" if d["battery_percent"] is None else f"{d['battery_percent']}%",
                     "-" if d["clock_offset_seconds"] is None else f"{d['clock_offset_seconds']:+.0f} s",
                     d["bound"] or "not yet known",
+                    str(d["readings"]), str(d["rejected"]),
                     f"{d['session_errors']}" + (f" ({e(d['last_error'])})" if d["last_error"] else ""),
+                    pages.clock_flagged_cell(d),
                 )
                 for d in h["devices"]
             ),

@@ -16,7 +16,7 @@ from gateway.alarms import SNAPSHOT_NAME as ALARMS_SNAPSHOT
 from gateway.alarms import read_snapshot as read_alarms
 from gateway.health import snapshot
 
-__all__ = ["ago", "render_status", "status_document", "when"]
+__all__ = ["ago", "bundle_size_text", "clock_flagged_text", "render_status", "status_document", "when"]
 
 
 def status_document(
@@ -57,6 +57,28 @@ def ago(seconds: float | None) -> str:
     return f"{s} s"
 
 
+def bundle_size_text(forwarder: dict[str, Any]) -> tuple[str, bool] | None:
+    """The HTTPS Bundle size sentence (shared by `status` and the console) and whether the server lowered
+    it below what was configured; None for forwarders without a Bundle size."""
+    size, configured = forwarder.get("max_entries"), forwarder.get("max_entries_configured")
+    if size is None:
+        return None
+    if size != configured:
+        was = "no cap" if configured is None else f"{configured} configured"
+        return (
+            f"at most {size} entries per Bundle ({was}): the FHIR server refused a larger one; "
+            "set output.https.max_entries to match it",
+            True,
+        )
+    return f"at most {size} entries per Bundle (output.https.max_entries)", False
+
+
+def clock_flagged_text(device: dict[str, Any]) -> str | None:
+    """A device's readings flagged for an implausible clock, as `status` and the console say it; None: none."""
+    flagged = device.get("clock_flagged_readings") or 0
+    return f"{flagged} readings: set the device's clock" if flagged else None
+
+
 def render_status(doc: dict[str, Any], now: float | None = None) -> str:
     try:
         return _render(doc, now)
@@ -78,15 +100,9 @@ def _render(doc: dict[str, Any], now: float | None = None) -> str:
         last = f.get("last_success")
         lines.append(f"{'last delivery':16} {when(last)}" + (f" ({ago(now - last)} ago)" if last else ""))
         lines.append(f"{'oldest pending':16} {ago(h['queue'].get('oldest_pending_age_seconds'))}")
-        size, configured = f.get("max_entries"), f.get("max_entries_configured")
-        if size is not None and size != configured:
-            was = "no cap" if configured is None else f"{configured} configured"
-            lines.append(
-                f"{'bundle size':16} at most {size} entries per Bundle ({was}): the FHIR server refused a larger "
-                "one; set output.https.max_entries to match it"
-            )
-        elif size is not None:
-            lines.append(f"{'bundle size':16} at most {size} entries per Bundle (output.https.max_entries)")
+        bundle = bundle_size_text(f)
+        if bundle is not None:
+            lines.append(f"{'bundle size':16} {bundle[0]}")
     alarms = doc.get("alarms") or []
     lines.append(f"{'alarms':16} {len(alarms) or 'none'}")
     lines.extend(f"  [{a['severity']}] {a['sentence']} ({a['code']})" for a in alarms)
@@ -98,10 +114,9 @@ def _render(doc: dict[str, Any], now: float | None = None) -> str:
             battery = "-" if d.get("battery_percent") is None else f"{d['battery_percent']}%"
             clock = "-" if d.get("clock_offset_seconds") is None else f"{d['clock_offset_seconds']:+.0f} s"
             bound = d.get("bound") or "?"
-            flagged = d.get("clock_flagged_readings") or 0
             lines.append(
                 f"  {d['name']:18} {seen:10} {battery:>7} {clock:>8} {bound:6} {d['session_errors']:>6} "
-                + (f"{flagged} readings: set the device's clock" if flagged else "-")
+                + (clock_flagged_text(d) or "-")
             )
             if d.get("quirks"):
                 lines.append(f"  {'':18} quirks: {'; '.join(d['quirks'])}")
