@@ -300,3 +300,19 @@ async def test_console_reveal_is_for_operators_and_audited(tmp_path: Path) -> No
                 trail = await r.text()
     assert "<td>console-quarantine-reveal</td>" in trail and f"reveal #{item.item_id}" in trail
     assert NAME not in trail
+
+
+def test_attack_patient_name_in_issue_severity_and_code_is_not_kept_in_the_clear() -> None:
+    """A hostile server puts the name where a code belongs. OperationOutcome.issue.severity and .code are
+    required codes from closed value sets (FHIR R4 IssueSeverity, IssueType); anything else is its own
+    words: withheld from the plaintext reason (shown as `?`), kept in the sealed text."""
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {"severity": NAME, "code": f"Patient {NAME}", "expression": ["Observation.subject"]},
+            {"severity": "fatal", "code": "too-costly"},
+        ],
+    }
+    summary = outcome_summary(outcome, "HTTP 422", frozenset({"subject"}))
+    assert summary == "HTTP 422: ? ? at Observation.subject; fatal too-costly"
+    assert f"{NAME} Patient {NAME}" in outcome_text(outcome)
