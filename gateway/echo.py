@@ -12,6 +12,8 @@ Stored in `readings.echo` as one blob: key id length (1 byte), key id, nonce, ci
 
 from __future__ import annotations
 
+import contextlib
+
 import aiosqlite
 
 from gateway.crypto import NONCE_BYTES, DecryptError, KeyRing, Sealed
@@ -58,8 +60,23 @@ def reseal_echo(old: KeyRing, new: KeyRing, old_dedup: bytes, new_dedup: bytes, 
 
 
 async def ensure_column(db: aiosqlite.Connection) -> None:
-    """Migrate a queue made before sealed echoes: add the nullable column (existing rows have none)."""
+    """Migrate a queue made before sealed echoes: add the nullable column (existing rows have none).
+
+    Looked for again under the write lock: another process opening the queue at the same moment (the daemon
+    and `vitalgate status`) may have added it while this one waited."""
+    if await _has_echo(db):
+        return
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        if not await _has_echo(db):
+            await db.execute("ALTER TABLE readings ADD COLUMN echo BLOB")
+        await db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await db.execute("ROLLBACK")
+        raise
+
+
+async def _has_echo(db: aiosqlite.Connection) -> bool:
     async with db.execute("PRAGMA table_info(readings)") as cur:
-        have = {row[1] for row in await cur.fetchall()}
-    if "echo" not in have:
-        await db.execute("ALTER TABLE readings ADD COLUMN echo BLOB")
+        return "echo" in {row[1] for row in await cur.fetchall()}
