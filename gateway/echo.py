@@ -36,8 +36,10 @@ def seal_echo(keyring: KeyRing, dedup: bytes, text: str) -> bytes:
     return bytes([len(kid)]) + kid + sealed.nonce + sealed.ciphertext
 
 
-def open_echo(keyring: KeyRing, dedup: bytes, blob: bytes) -> str:
+def open_echo(keyring: KeyRing, dedup: bytes, blob: object) -> str:
     """The text sealed by `seal_echo`; DecryptError when it does not open (other row, tampered, key gone)."""
+    if not isinstance(blob, bytes | bytearray | memoryview):  # text or a number put there by hand
+        raise DecryptError(f"malformed sealed value (a {type(blob).__name__}, not a sealed blob)")
     blob = bytes(blob)
     if not blob:
         raise DecryptError("malformed sealed value (empty)")
@@ -49,7 +51,7 @@ def open_echo(keyring: KeyRing, dedup: bytes, blob: bytes) -> str:
     return plain.decode("utf-8", errors="replace")
 
 
-def reseal_echo(old: KeyRing, new: KeyRing, old_dedup: bytes, new_dedup: bytes, blob: bytes) -> bytes | None:
+def reseal_echo(old: KeyRing, new: KeyRing, old_dedup: bytes, new_dedup: bytes, blob: object) -> bytes | None:
     """For `keys rotate --retire`: the blob under the current key and the row's new identity; None if it
     no longer opens (the reason in plaintext stays; only the server's words are lost)."""
     try:

@@ -365,3 +365,34 @@ async def test_attack_sealed_echo_moved_to_another_row_shows_a_sentence_in_the_c
             async with http.get(f"{base}/audit") as r:
                 trail = await r.text()
     assert f"reveal #{b}" in trail
+
+
+@pytest.mark.parametrize("planted", ["Zelda Quixotica", 3.5, -1])
+async def test_attack_sealed_echo_edited_to_another_type_is_refused_and_retire_goes_on(
+    tmp_path: Path, planted: object
+) -> None:
+    """Someone with write access puts text or a number where the sealed blob was (SQLite keeps any type in
+    any column): a reveal says it does not open (DecryptError: the CLI's and console's sentence), and
+    `keys rotate --retire` re-seals everything else and drops only that text, as for any that does not open."""
+    from gateway.crypto import DecryptError, create_key_file, rotate_key_source
+    from gateway.rekey import retire
+
+    key, path = tmp_path / "data.key", tmp_path / "q.db"
+    old = create_key_file(key)
+    async with await ReadingQueue.open(path, KeyRing.load(str(key))) as q:
+        await q.bind("BP123456", 1, "Patient/p1")
+        await q.put([bp(minute=1), bp(minute=2)])
+        leased, _ = await q.lease(10)
+        a, b = (item.item_id for item in leased)
+        await q.set_state({a: "HTTP 422", b: "HTTP 422"}, State.QUARANTINED, echoed={a: NAME, b: "kept"})
+
+        async def plant(db: Any) -> None:
+            await db.execute("UPDATE readings SET echo = ? WHERE id = ?", (planted, a))
+
+        await q.transaction(plant)
+        with pytest.raises(DecryptError):
+            await q.reveal(a)
+    rotate_key_source(str(key))
+    async with await ReadingQueue.open(path, KeyRing.load(str(key))) as q:
+        await retire(q, old)
+        assert await q.reveal(b) == "kept" and await q.reveal(a) is None
