@@ -18,6 +18,7 @@ loginuid`, set at login and kept across sudo). `SUDO_USER` is recorded only as a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -84,17 +85,32 @@ def _head_mac(key: bytes, count: int, last: bytes) -> bytes:
 
 async def ensure_schema(db: aiosqlite.Connection, key: bytes) -> None:
     """Add the chain columns to an older queue and chain its existing entries (trusted as found)."""
+    if not await _missing(db):
+        return
+    # One transaction, the columns looked for again under the write lock: another process opening the
+    # queue at the same moment may have just done it, and a kill half-way leaves the trail as it was.
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        missing = await _missing(db)
+        for column in missing:
+            await db.execute(f"ALTER TABLE audit ADD COLUMN {column} {_COLUMNS[column]}")
+        async with db.execute("SELECT 1 FROM meta WHERE k = 'audit_head'") as cur:
+            has_head = await cur.fetchone() is not None
+        # Only a queue from before the chain is chained as found; a chained trail whose head record went
+        # missing is not re-chained (that would launder edits): `verify` reports it.
+        if missing and not has_head:
+            await remac(db, key, rechain=True)
+        await db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await db.execute("ROLLBACK")
+        raise
+
+
+async def _missing(db: aiosqlite.Connection) -> list[str]:
     async with db.execute("PRAGMA table_info(audit)") as cur:
         have = {row[1] for row in await cur.fetchall()}
-    missing = [c for c in _COLUMNS if c not in have]
-    for column in missing:
-        await db.execute(f"ALTER TABLE audit ADD COLUMN {column} {_COLUMNS[column]}")
-    async with db.execute("SELECT 1 FROM meta WHERE k = 'audit_head'") as cur:
-        has_head = await cur.fetchone() is not None
-    # Only a queue from before the chain is chained as found; a chained trail whose head record went
-    # missing is not re-chained (that would launder edits): `verify` reports it.
-    if missing and not has_head:
-        await remac(db, key, rechain=True)
+    return [c for c in _COLUMNS if c not in have]
 
 
 async def _rows(db: aiosqlite.Connection) -> list[tuple[Entry, bytes | None, bytes | None, bytes | None]]:

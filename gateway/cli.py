@@ -787,8 +787,13 @@ def _audit_command(args: argparse.Namespace, outcome: str) -> None:
             await q.close()
 
     try:
+        from gateway.safefiles import open_folder
+        from gateway.statelock import admin_lock
+
         cfg = load_config(Path(args.config))
-        asyncio.run(go(cfg))
+        os.close(open_folder(cfg.state_dir, create=True))
+        with admin_lock(cfg.state_dir, wait=5):  # not beside a `keys rotate --retire` (statelock.daemon_stopped)
+            asyncio.run(go(cfg))
     except Exception:
         audit.forward(actor, action, outcome, b"")
 

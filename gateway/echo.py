@@ -12,6 +12,8 @@ Stored in `readings.echo` as one blob: key id length (1 byte), key id, nonce, ci
 
 from __future__ import annotations
 
+import contextlib
+
 import aiosqlite
 
 from gateway.crypto import NONCE_BYTES, DecryptError, KeyRing, Sealed
@@ -34,8 +36,10 @@ def seal_echo(keyring: KeyRing, dedup: bytes, text: str) -> bytes:
     return bytes([len(kid)]) + kid + sealed.nonce + sealed.ciphertext
 
 
-def open_echo(keyring: KeyRing, dedup: bytes, blob: bytes) -> str:
+def open_echo(keyring: KeyRing, dedup: bytes, blob: object) -> str:
     """The text sealed by `seal_echo`; DecryptError when it does not open (other row, tampered, key gone)."""
+    if not isinstance(blob, bytes | bytearray | memoryview):  # text or a number put there by hand
+        raise DecryptError(f"malformed sealed value (a {type(blob).__name__}, not a sealed blob)")
     blob = bytes(blob)
     if not blob:
         raise DecryptError("malformed sealed value (empty)")
@@ -47,7 +51,7 @@ def open_echo(keyring: KeyRing, dedup: bytes, blob: bytes) -> str:
     return plain.decode("utf-8", errors="replace")
 
 
-def reseal_echo(old: KeyRing, new: KeyRing, old_dedup: bytes, new_dedup: bytes, blob: bytes) -> bytes | None:
+def reseal_echo(old: KeyRing, new: KeyRing, old_dedup: bytes, new_dedup: bytes, blob: object) -> bytes | None:
     """For `keys rotate --retire`: the blob under the current key and the row's new identity; None if it
     no longer opens (the reason in plaintext stays; only the server's words are lost)."""
     try:
@@ -58,8 +62,23 @@ def reseal_echo(old: KeyRing, new: KeyRing, old_dedup: bytes, new_dedup: bytes, 
 
 
 async def ensure_column(db: aiosqlite.Connection) -> None:
-    """Migrate a queue made before sealed echoes: add the nullable column (existing rows have none)."""
+    """Migrate a queue made before sealed echoes: add the nullable column (existing rows have none).
+
+    Looked for again under the write lock: another process opening the queue at the same moment (the daemon
+    and `vitalgate status`) may have added it while this one waited."""
+    if await _has_echo(db):
+        return
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        if not await _has_echo(db):
+            await db.execute("ALTER TABLE readings ADD COLUMN echo BLOB")
+        await db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await db.execute("ROLLBACK")
+        raise
+
+
+async def _has_echo(db: aiosqlite.Connection) -> bool:
     async with db.execute("PRAGMA table_info(readings)") as cur:
-        have = {row[1] for row in await cur.fetchall()}
-    if "echo" not in have:
-        await db.execute("ALTER TABLE readings ADD COLUMN echo BLOB")
+        return "echo" in {row[1] for row in await cur.fetchall()}

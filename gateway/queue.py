@@ -945,6 +945,10 @@ async def _migrate_metadata(db: aiosqlite.Connection, keyring: KeyRing) -> None:
     await db.execute("PRAGMA secure_delete = ON")
     await db.execute("BEGIN IMMEDIATE")
     try:
+        async with db.execute("PRAGMA table_info(slots)") as cur:  # under the write lock: another process
+            if "first_seen" not in {row[1] for row in await cur.fetchall()}:  # opening it may have just done it
+                await db.execute("ROLLBACK")
+                return
         async with db.execute("SELECT tag, key_id, nonce, payload, first_seen, last_seen, readings FROM slots") as cur:
             rows = list(await cur.fetchall())
         unreadable = 0

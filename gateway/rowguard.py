@@ -83,9 +83,12 @@ async def install(writer: aiosqlite.Connection, reader: aiosqlite.Connection, ke
     if "mac" not in have:
         # A queue from before this guard: its rows and bindings are trusted as found, once.
         await writer.execute("BEGIN IMMEDIATE")
-        await writer.execute("ALTER TABLE readings ADD COLUMN mac BLOB")
-        await writer.execute("UPDATE readings SET mac = vg_state_mac(dedup, state)")
-        await write_manifest(writer, keyring)
+        async with writer.execute("PRAGMA table_info(readings)") as cur:  # again under the write lock: another
+            have = {row[1] for row in await cur.fetchall()}  # process opening the queue may have just done it
+        if "mac" not in have:
+            await writer.execute("ALTER TABLE readings ADD COLUMN mac BLOB")
+            await writer.execute("UPDATE readings SET mac = vg_state_mac(dedup, state)")
+            await write_manifest(writer, keyring)
         await writer.execute("COMMIT")
     return guard
 

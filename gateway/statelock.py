@@ -135,7 +135,9 @@ def admin_lock(folder: Path, wait: float = 30.0) -> Iterator[None]:
 
 @contextlib.contextmanager
 def daemon_stopped(folder: Path) -> Iterator[None]:
-    """Held by maintenance that needs the daemon stopped: the daemon's own lock, taken without waiting."""
+    """Held by maintenance that needs the daemon stopped: the daemon's own lock, taken without waiting, and
+    the operator commands' lock: a command opened beside a retire would hold the retired look-up key and,
+    once the retire commits, sweep every row as tampered and sign its audit entry with the retired key."""
     from gateway.safefiles import open_folder
 
     os.close(open_folder(folder, create=True))
@@ -147,7 +149,8 @@ def daemon_stopped(folder: Path) -> Iterator[None]:
             f"{folder}: the gateway is running on this state folder; stop it first (systemctl stop vitalgate)"
         ) from None
     try:
-        yield
+        with admin_lock(folder):
+            yield
     finally:
         lock.release()
 

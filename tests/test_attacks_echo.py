@@ -300,3 +300,99 @@ async def test_console_reveal_is_for_operators_and_audited(tmp_path: Path) -> No
                 trail = await r.text()
     assert "<td>console-quarantine-reveal</td>" in trail and f"reveal #{item.item_id}" in trail
     assert NAME not in trail
+
+
+def test_attack_patient_name_in_issue_severity_and_code_is_not_kept_in_the_clear() -> None:
+    """A hostile server puts the name where a code belongs. OperationOutcome.issue.severity and .code are
+    required codes from closed value sets (FHIR R4 IssueSeverity, IssueType); anything else is its own
+    words: withheld from the plaintext reason (shown as `?`), kept in the sealed text."""
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {"severity": NAME, "code": f"Patient {NAME}", "expression": ["Observation.subject"]},
+            {"severity": "fatal", "code": "too-costly"},
+        ],
+    }
+    summary = outcome_summary(outcome, "HTTP 422", frozenset({"subject"}))
+    assert summary == "HTTP 422: ? ? at Observation.subject; fatal too-costly"
+    assert f"{NAME} Patient {NAME}" in outcome_text(outcome)
+
+
+async def test_attack_sealed_echo_moved_to_another_row_shows_a_sentence_in_the_console(tmp_path: Path) -> None:
+    """Someone with write access copies one row's sealed text onto another (gateway.echo binds it to its
+    row, so it does not open there), and posts row ids no form offers (a superscript digit, a number past
+    SQLite's integers): the console answers each with a sentence on the quarantine page, not a server
+    error, and the attempted reveal is still audited."""
+    import re
+
+    import aiohttp
+
+    from tests.console_support import PASSWORD, add_accounts, daemon, free_port
+    from tests.test_daemon import write_config
+
+    port = free_port()
+    cfg = write_config(tmp_path, count=0, extra=f"[console]\nenabled = true\nlisten = \"127.0.0.1\"\nport = {port}\n")
+    (tmp_path / "state").mkdir(mode=0o700, exist_ok=True)
+    q = await ReadingQueue.open(tmp_path / "state/queue.db", KeyRing.load(str(tmp_path / "data.key")))
+    try:
+        await q.bind("BP123456", 1, "Patient/p1")
+        await q.put([bp(minute=1), bp(minute=2)])
+        leased, _ = await q.lease(10)
+        a, b = (item.item_id for item in leased)
+        await q.set_state({a: "HTTP 422", b: "HTTP 422"}, State.QUARANTINED, echoed={a: NAME})
+
+        async def copy(db: Any) -> None:
+            await db.execute("UPDATE readings SET echo = (SELECT echo FROM readings WHERE id = ?) WHERE id = ?", (a, b))
+
+        await q.transaction(copy)
+    finally:
+        await q.close()
+    accounts = add_accounts(cfg, {"olu": "operator"})
+    base = f"http://127.0.0.1:{port}"
+    with daemon(cfg, port):
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            async with http.get(f"{base}/login") as r:
+                token = re.search(r'name="csrf" value="([^"]+)"', await r.text()).group(1)  # type: ignore[union-attr]
+            form = {"csrf": token, "name": "olu", "password": PASSWORD, "code": accounts.code("olu")}
+            async with http.post(f"{base}/login", data=form) as r:
+                page = await r.text()
+            token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+            for row in (str(b), "²", "9" * 30):
+                async with http.post(f"{base}/quarantine/reveal", data={"csrf": token, "id": row}) as r:
+                    body = await r.text()
+                    assert r.status == 200, (row, body[-500:])
+                    assert "readings are set aside for review" in body and NAME not in body
+            async with http.get(f"{base}/audit") as r:
+                trail = await r.text()
+    assert f"reveal #{b}" in trail
+
+
+@pytest.mark.parametrize("planted", ["Zelda Quixotica", 3.5, -1])
+async def test_attack_sealed_echo_edited_to_another_type_is_refused_and_retire_goes_on(
+    tmp_path: Path, planted: object
+) -> None:
+    """Someone with write access puts text or a number where the sealed blob was (SQLite keeps any type in
+    any column): a reveal says it does not open (DecryptError: the CLI's and console's sentence), and
+    `keys rotate --retire` re-seals everything else and drops only that text, as for any that does not open."""
+    from gateway.crypto import DecryptError, create_key_file, rotate_key_source
+    from gateway.rekey import retire
+
+    key, path = tmp_path / "data.key", tmp_path / "q.db"
+    old = create_key_file(key)
+    async with await ReadingQueue.open(path, KeyRing.load(str(key))) as q:
+        await q.bind("BP123456", 1, "Patient/p1")
+        await q.put([bp(minute=1), bp(minute=2)])
+        leased, _ = await q.lease(10)
+        a, b = (item.item_id for item in leased)
+        await q.set_state({a: "HTTP 422", b: "HTTP 422"}, State.QUARANTINED, echoed={a: NAME, b: "kept"})
+
+        async def plant(db: Any) -> None:
+            await db.execute("UPDATE readings SET echo = ? WHERE id = ?", (planted, a))
+
+        await q.transaction(plant)
+        with pytest.raises(DecryptError):
+            await q.reveal(a)
+    rotate_key_source(str(key))
+    async with await ReadingQueue.open(path, KeyRing.load(str(key))) as q:
+        await retire(q, old)
+        assert await q.reveal(b) == "kept" and await q.reveal(a) is None

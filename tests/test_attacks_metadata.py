@@ -261,3 +261,35 @@ async def test_attack_stolen_card_withheld_rows_of_an_older_queue_are_cut_to_the
     finally:
         db.close()
     assert rows == [(_day(PENDING_RECEIVED), _day(PENDING_RECEIVED), 0.0)]
+
+
+async def test_fault_daemon_and_status_opening_a_schema_1_queue_at_once_both_open(
+    tmp_path: Path, keyring: KeyRing
+) -> None:
+    """After an upgrade the daemon starts while `vitalgate status` (a monitoring poll) opens the queue too:
+    two connections, each in its own SQLite thread, both see a schema-1 file and both want to change it.
+    Each must look again under the write lock; neither may fail with "restore it from a backup"."""
+    import asyncio
+
+    from gateway.keycheck import known_answer
+
+    for attempt in range(5):  # the race is real (two threads), not staged: several tries make it show
+        path = tmp_path / f"state{attempt}" / "queue.db"
+        path.parent.mkdir(mode=0o700)
+        _old_queue(path, keyring)
+        db = sqlite3.connect(path)  # as a schema-1 release left it: key index and known answer in place
+        db.executemany("INSERT INTO meta (k, v) VALUES (?, ?)", [("index_key", keyring.index_id),
+                                                                  *known_answer(keyring).items()])  # fmt: skip
+        db.commit()
+        db.close()
+        opened = await asyncio.gather(*(ReadingQueue.open(path, keyring) for _ in range(2)), return_exceptions=True)
+        for q in opened:
+            if isinstance(q, ReadingQueue):
+                await q.close()
+        assert [type(q).__name__ for q in opened] == ["ReadingQueue"] * 2, [str(q) for q in opened]
+        async with await ReadingQueue.open(path, keyring) as q:
+            [device] = await q.devices()
+            assert (device["first_seen"], device["readings"]) == (FIRST_SEEN, SLOT_COUNT)
+            leased, broken = await q.lease(10)
+            assert [lease.reading for lease in leased] == [bp(minute=2)] and broken == []
+            assert await q.rejects() == [(1, f"{DEVICE_NAME}:0x2A35", "ValueError", b"\x01garbage")]

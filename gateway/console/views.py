@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway.console import pages
 from gateway.console.pages import csrf_field, e, message, table
 from gateway.console.users import Role
+from gateway.crypto import DecryptError
 from gateway.errors import ConfigError
 from gateway.health.report import when
 
@@ -210,10 +211,14 @@ def add_routes(app: web.Application, console: Console) -> None:
         form = await request.post()
         assert gw.queue is not None
         text = str(form.get("id", ""))
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit() and len(text) <= 18):  # "²" is a digit; SQLite ints are 64-bit
             return await quarantine(request, s, error="Pick a row.")
         await console.audit(s.user, "console-quarantine-reveal", f"reveal #{int(text)}: server text shown")
-        said = await gw.queue.reveal(int(text))
+        try:
+            said = await gw.queue.reveal(int(text))
+        except DecryptError:  # copied from another row or edited (gateway.echo binds it to its row)
+            why = "does not open (edited, or moved from another row); the reason shown is all that is left."
+            return await quarantine(request, s, error=f"Row #{int(text)}'s sealed server text {why}")
         if said is None:
             return await quarantine(request, s, error=f"Row #{int(text)} has no sealed server text.")
         return await quarantine(request, s, note=f"What the server said about row #{int(text)}:", revealed=said)

@@ -84,20 +84,6 @@ class HttpsSettings:
 
 # --- response interpretation -------------------------------------------------------------------------
 
-_QUOTED = re.compile(r"(['\"]).*?\1")
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_IDENTIFIER = re.compile(r"(?:\b(?:urn|https?):|[^\s,;'\"|]+\|)[^\s,;'\"]*")  # URIs, system|value tokens
-_REFERENCE = re.compile(r"\b([A-Z][A-Za-z]+)/[^\s,;'\"]+")  # Patient/jdoe -> Patient/…
-
-
-def _scrub(text: str, limit: int = 120) -> str:
-    """A server's diagnostics may echo values or identifiers: drop identifiers, references' ids, quoted
-    text and numbers, cap length."""
-    text = _REFERENCE.sub(r"\1/…", _IDENTIFIER.sub("…", text))
-    text = _NUMBER.sub("#", _QUOTED.sub("'…'", text))
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
 
 def _issues(outcome: Any) -> list[Mapping[str, Any]]:
     """The OperationOutcome's issues that are objects; anything malformed yields none."""
@@ -115,6 +101,22 @@ def _strings(value: Any) -> list[str]:
 _SEGMENT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}(?:\[\d{1,6}\])?")
 _ROOTS = frozenset({"Bundle", "Observation", "Device", "OperationOutcome", "Resource", "DomainResource"})
 _MAX_EXPRESSION = 80
+# OperationOutcome.issue.severity and .code are required codes from closed value sets (FHIR R4
+# http://hl7.org/fhir/R4/valueset-issue-severity.html, valueset-issue-type.html): anything else in them is
+# the server's own words (a hostile one can put a name there) and is shown as "?".
+_SEVERITIES = frozenset({"fatal", "error", "warning", "information"})
+# fmt: off
+_ISSUE_TYPES = frozenset({
+    "invalid", "structure", "required", "value", "invariant", "security", "login", "unknown", "expired",
+    "forbidden", "suppressed", "processing", "not-supported", "duplicate", "multiple-matches", "not-found",
+    "deleted", "too-long", "code-invalid", "extension", "too-costly", "business-rule", "conflict", "transient",
+    "lock-error", "no-store", "exception", "timeout", "incomplete", "throttled", "informational",
+})
+# fmt: on
+
+
+def _code(value: Any, allowed: frozenset[str]) -> str:
+    return value if isinstance(value, str) and value in allowed else "?"
 
 
 def safe_expression(expression: str, vocabulary: frozenset[str] | None = None) -> str | None:
@@ -153,10 +155,10 @@ def outcome_summary(outcome: Any, fallback: str, vocabulary: frozenset[str] | No
 
     The server's free text (`diagnostics`, `details.text`) is withheld here: it can echo anything, a
     patient's name included, and no scrubber can tell a name from a word. `outcome_text` gives it to the
-    queue to seal (gateway.echo). Severity and code are bounded tokens; the expression is `safe_expression`."""
+    queue to seal (gateway.echo). Severity and code only from their value sets; the expression is `safe_expression`."""
     parts: list[str] = []
     for issue in _issues(outcome)[:3]:
-        text = f"{_scrub(str(issue.get('severity', '?')), 16)} {_scrub(str(issue.get('code', '?')), 24)}"
+        text = f"{_code(issue.get('severity'), _SEVERITIES)} {_code(issue.get('code'), _ISSUE_TYPES)}"
         if _has_text(issue):
             text += " (server text withheld)"
         where = _strings(issue.get("expression")) or _strings(issue.get("location"))

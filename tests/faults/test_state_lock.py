@@ -104,3 +104,72 @@ def test_queue_file_deleted_or_replaced_stops_the_daemon_with_an_alarm(tmp_path:
 def _exits(proc: object, seconds: float) -> bool:
     wait_for(lambda: proc.poll() is not None, seconds, "daemon stopping on its own")  # type: ignore[attr-defined]
     return True
+
+
+async def test_fault_status_during_keys_retire_waits_and_no_reading_is_marked_tampered(tmp_path: Path) -> None:
+    """A monitoring poll (`vitalgate status`) while `keys rotate --retire` re-keys the queue. The poll must
+    wait: had it opened the queue during the retire's transaction, it would hold the retired look-up key,
+    sweep every row as "state changed outside vitalgate" (TAMPERED, never sent) once the retire commits,
+    and sign its audit entry with the retired key (`audit --verify` fails). Real retire transaction, the
+    real operator-command path (`_with_queue`: admin lock, open, audit) in a thread of its own."""
+    import asyncio
+    import sqlite3
+    import threading
+
+    from gateway import cli
+    from gateway.crypto import KeyRing, create_key_file, rotate_key_source
+    from gateway.queue import ReadingQueue, State
+    from gateway.rekey import retire
+    from tests.conftest import bp
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    key = tmp_path / "data.key"
+    old = create_key_file(key)
+    cfg = tmp_path / "vg.toml"
+    cfg.write_text(f'[gateway]\nstate_dir = "{state}"\nkey_file = "{key}"\n')
+    path = state / "queue.db"
+    async with await ReadingQueue.open(path, KeyRing.load(str(key))) as q:
+        await q.bind("BP123456", 1, "Patient/p1")
+        for user in range(1, 41):  # a backlog: the retire's one transaction takes a while
+            await q.put([bp(minute=m, user=user) for m in range(60)])
+    rotate_key_source(str(key))
+
+    polled: list[object] = []
+
+    def poll() -> None:
+        args = cli.build_parser().parse_args(["status", "--config", str(cfg)])
+        try:
+            polled.append(asyncio.run(cli._with_queue(args, lambda q: q.counts())))
+        except Exception as exc:  # reported by the assertion below
+            polled.append(exc)
+
+    def retire_in_progress() -> bool:
+        probe = sqlite3.connect(path, timeout=0)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return False
+        except sqlite3.OperationalError:
+            return True
+        finally:
+            probe.close()
+
+    poller = threading.Thread(target=poll, name="status-poll")
+    with daemon_stopped(state):  # what keys rotate --retire holds (gateway.keycli)
+        qa = await ReadingQueue.open(path, KeyRing.load(str(key)))
+        try:
+            job = asyncio.create_task(retire(qa, old))
+            while not retire_in_progress():
+                assert not job.done(), "the retire finished before its transaction was seen"
+                await asyncio.sleep(0.005)
+            poller.start()  # the poll arrives while the retire's transaction runs
+            await job
+        finally:
+            await qa.close()
+    await asyncio.to_thread(poller.join, 60)
+    assert len(polled) == 1 and isinstance(polled[0], dict), polled
+    async with await ReadingQueue.open(path, KeyRing.load(str(key))) as q:
+        counts = await q.counts()
+        assert counts[State.TAMPERED] == 0 and sum(counts.values()) == 2400, counts
+        assert await q.verify_audit() == []
