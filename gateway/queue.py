@@ -35,7 +35,9 @@ from gateway.bindings import Binding, device_selectors, identity_selectors, norm
 from gateway.codec import CodecError, decode_reading, encode_reading
 from gateway.crypto import DecryptError, KeyRing, Sealed
 from gateway.keycheck import QueueFileError, judge, known_answer, open_failure, sniff, used_key_ids_sql
+from gateway.queue_days import _ACK_SQL, _DAY_SQL, _WITHHOLD_SQL, DAY, _day
 from gateway.reading import WITHHELD_STATUS, Reading
+from gateway.rejects import MAX_REJECTS, _reject_aad, _reject_doc, _reject_open
 from gateway.safefiles import check_no_symlink, open_folder
 
 __all__ = [
@@ -53,9 +55,6 @@ log = structlog.get_logger(__name__)
 
 SCHEMA_VERSION = 2  # 2: slot times and counts sealed, binding/checkpoint times dropped (_migrate_metadata)
 AUDIT_KEY_LABEL = "audit v1"
-MAX_REJECTS = 10_000  # kept bad frames beyond this are purged oldest first (a flooding device)
-DAY = 86400.0  # delivered rows keep their times only to the UTC day (what a stolen card shows; README)
-_DAY_SQL = "CAST({0} / 86400 AS INTEGER) * 86400.0"  # that day's start, in SQL (times are positive)
 CHECKPOINT_V2 = b"\x01"  # sealed checkpoint payload: 0x01 + {"d": device key, "n": name, "v": value}
 
 _SCHEMA = """
@@ -861,41 +860,6 @@ class ReadingQueue:
         async with self._r.execute("PRAGMA integrity_check") as cur:
             row = await cur.fetchone()
         return str(row[0]) if row else "no answer"
-
-
-_ACK_SQL = (
-    "UPDATE readings SET state = 1, done_at = ?, reason = NULL, echo = NULL, next_at = 0, "
-    f"created_at = {_DAY_SQL.format('created_at')} WHERE id = ?"
-)
-
-# Withheld (never sent): like an ack, the row keeps only the day it was received and withheld (README, threat
-# model). Parameters: state, done_at (the day), reason, id.
-_WITHHOLD_SQL = (
-    "UPDATE readings SET state = ?, done_at = ?, reason = ?, echo = NULL, next_at = 0, "
-    f"created_at = {_DAY_SQL.format('created_at')} WHERE id = ?"
-)
-
-
-def _day(t: float) -> float:
-    return t - t % DAY
-
-
-def _reject_aad(created: float, source: str) -> bytes:
-    return f"{created:.6f}|{source}".encode()
-
-
-def _reject_doc(source: str, raw: bytes) -> bytes:
-    """Schema 2's sealed reject: the source's length (2 bytes), the source, then the raw frame."""
-    name = source.encode()[:0xFFFF]
-    return len(name).to_bytes(2, "big") + name + raw
-
-
-def _reject_open(source: str, plain: bytes) -> tuple[str, bytes]:
-    """(source, raw) of a reject row: a schema-1 row has its source in the clear (`source` not empty)."""
-    if source:
-        return source, plain
-    n = int.from_bytes(plain[:2], "big")
-    return plain[2 : 2 + n].decode(errors="replace"), plain[2 + n :]
 
 
 async def _migrate_metadata(db: aiosqlite.Connection, keyring: KeyRing) -> None:
