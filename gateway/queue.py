@@ -31,10 +31,12 @@ import structlog
 from gateway import audit as audit_trail
 from gateway import echo, rowguard
 from gateway.bindings import Binding, device_selectors, identity_selectors, normalize_selector
-from gateway.codec import CodecError, decode_reading, encode_reading
+from gateway.codec import decode_reading, encode_reading
 from gateway.crypto import DecryptError, KeyRing, Sealed
+from gateway.device_slots import _touch_slots
 from gateway.keycheck import QueueFileError, open_failure, sniff
 from gateway.queue_days import _ACK_SQL, _WITHHOLD_SQL, DAY, _day
+from gateway.queue_rows import _existing, _why
 from gateway.queue_schema import (
     _SCHEMA,
     SCHEMA_VERSION,
@@ -810,79 +812,7 @@ class ReadingQueue:
         return str(row[0]) if row else "no answer"
 
 
-def _why(exc: Exception) -> str:
-    """A row's quarantine reason: the fault's type and text (crypto and codec errors carry no values)."""
-    if isinstance(exc, DecryptError | CodecError):
-        return f"{type(exc).__name__}: {exc}"[:200]
-    return f"{type(exc).__name__}: cannot open or decode this row"
-
-
 def _withheld(r: Reading) -> bool:
     return bool(r.status & WITHHELD_STATUS)
-
-
-async def _existing(db: aiosqlite.Connection, dedups: list[bytes]) -> set[bytes]:
-    """Which of these reading tags are already stored (looked up in chunks under SQLite's variable limit)."""
-    found: set[bytes] = set()
-    for start in range(0, len(dedups), 500):
-        chunk = dedups[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        async with db.execute(f"SELECT dedup FROM readings WHERE dedup IN ({marks})", chunk) as cur:
-            found.update(bytes(row[0]) for row in await cur.fetchall())
-    return found
-
-
-def _slot_doc(r: Reading) -> dict[str, Any]:
-    d = r.device
-    return {
-        "key": d.key,
-        "driver": d.driver,
-        "address": d.address,
-        "serial_number": d.serial_number,
-        "system_id": d.system_id,
-        "manufacturer": d.manufacturer,
-        "model": d.model,
-        "user": r.user_slot,
-    }
-
-
-async def _sealed_rows(
-    db: aiosqlite.Connection, table: str, tags: list[bytes]
-) -> dict[bytes, tuple[str, bytes, bytes]]:
-    """tag -> (key_id, nonce, payload) of these rows (looked up in chunks under SQLite's variable limit)."""
-    found: dict[bytes, tuple[str, bytes, bytes]] = {}
-    for start in range(0, len(tags), 500):
-        chunk = tags[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        # One round trip to SQLite's thread (execute_fetchall), not three: this runs on every put.
-        sql = f"SELECT tag, key_id, nonce, payload FROM {table} WHERE tag IN ({marks})"
-        rows = await db.execute_fetchall(sql, chunk)
-        for tag, key_id, nonce, payload in rows:
-            found[bytes(tag)] = (key_id, nonce, payload)
-    return found
-
-
-async def _touch_slots(
-    db: aiosqlite.Connection, keyring: KeyRing, latest: dict[bytes, Reading], fresh: dict[bytes, int], now: float
-) -> None:
-    """One sealed record per device slot and batch: identity, first and last seen, unique readings, all under
-    the seal (a stolen card shows how many slots there are, not when or how often each was used). Runs
-    inside the writer's transaction, so the read-modify-write of a slot's record cannot interleave."""
-    known = await _sealed_rows(db, "slots", list(latest))
-    rows = []
-    for tag, r in latest.items():
-        prev: dict[str, Any] = {}
-        if tag in known:
-            try:
-                prev = orjson.loads(keyring.open(Sealed(*known[tag]), b"slots|" + tag))
-            except Exception as exc:  # a damaged record starts again; the readings themselves are intact
-                log.error("device_record_unreadable", error=_why(exc), hint="its counts start again")
-        doc = _slot_doc(r)
-        doc["first_seen"] = prev.get("first_seen") or now
-        doc["last_seen"] = now
-        doc["readings"] = int(prev.get("readings") or 0) + fresh[tag]
-        s = keyring.seal(orjson.dumps(doc), b"slots|" + tag)
-        rows.append((tag, s.key_id, s.nonce, s.ciphertext))
-    await db.executemany("INSERT OR REPLACE INTO slots (tag, key_id, nonce, payload) VALUES (?, ?, ?, ?)", rows)
 
     # else: not this queue's key file; _check_key says so in the known-answer check's words
