@@ -18,7 +18,7 @@ import dataclasses
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -36,7 +36,7 @@ from gateway.crypto import DecryptError, KeyRing, Sealed
 from gateway.device_slots import _touch_slots
 from gateway.keycheck import QueueFileError, open_failure, sniff
 from gateway.queue_days import _ACK_SQL, _WITHHOLD_SQL, DAY, _day
-from gateway.queue_rows import _existing, _why
+from gateway.queue_rows import _existing, _Op, _why
 from gateway.queue_schema import (
     _SCHEMA,
     SCHEMA_VERSION,
@@ -50,10 +50,13 @@ from gateway.queue_schema import (
     _use_index_key,
 )
 from gateway.reading import WITHHELD_STATUS, Reading
-from gateway.rejects import MAX_REJECTS, _reject_aad, _reject_doc, _reject_open
+from gateway.rejects import MAX_REJECTS, RejectsMixin
 from gateway.safefiles import check_no_symlink, open_folder
 
 __all__ = [
+    "DAY",
+    "MAX_REJECTS",
+    "SCHEMA_VERSION",
     "Binding",
     "Leased",
     "PutResult",
@@ -83,10 +86,7 @@ class Leased:
     reading: Reading
 
 
-_Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
-
-
-class ReadingQueue:
+class ReadingQueue(RejectsMixin):
     """Open with `await ReadingQueue.open(path, keyring)`; close with `await q.close()`."""
 
     def __init__(self, path: Path, keyring: KeyRing, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
@@ -689,7 +689,7 @@ class ReadingQueue:
                         "readings": int(doc.get("readings") or 0)})  # fmt: skip
         return sorted(out, key=lambda d: d["first_seen"] or 0.0)
 
-    # ---------------------------------------------------------------- checkpoints and rejects
+    # ---------------------------------------------------------------- checkpoints (rejects: gateway.rejects)
 
     async def checkpoint(self, device_key: str, name: str) -> str | None:
         tag = self.keyring.tag(f"checkpoint|{device_key}|{name}")
@@ -717,54 +717,6 @@ class ReadingQueue:
             )
 
         await self._write(op)
-
-    async def reject(self, raw: bytes, error: Exception, *, source: str) -> None:
-        """Keep bad device input for review, encrypted; the error text names the fault, not the values.
-        The source (a configured device name) rides inside the seal and the row keeps only its day."""
-        created = _day(time.time())
-        sealed = self._seal(b"rejects", _reject_aad(created, ""), _reject_doc(source, raw))
-
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.execute(
-                "INSERT INTO rejects (created_at, source, error, key_id, nonce, payload) VALUES (?, '', ?, ?, ?, ?)",
-                (created, type(error).__name__, sealed.key_id, sealed.nonce, sealed.ciphertext),
-            )
-
-        await self._write(op)
-
-    async def reject_count(self) -> int:
-        """How many bad frames are kept, without decrypting any (for `status`)."""
-        async with self._r.execute("SELECT count(*) FROM rejects") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
-
-    async def purge_rejects(self, older_than_seconds: float, keep_at_most: int = MAX_REJECTS) -> int:
-        """Delete kept bad frames past retention (kept at least that, at most a day more: rows keep only their
-        day), and the oldest beyond `keep_at_most` (a flooding device)."""
-        cutoff = time.time() - older_than_seconds - DAY
-
-        async def op(db: aiosqlite.Connection) -> int:
-            cur = await db.execute("DELETE FROM rejects WHERE created_at < ?", (cutoff,))
-            removed = cur.rowcount
-            cur = await db.execute("DELETE FROM rejects WHERE id <= (SELECT max(id) FROM rejects) - ?", (keep_at_most,))
-            return int(removed + cur.rowcount)
-
-        return int(await self._write(op))
-
-    async def rejects(self, limit: int = 1000, after_id: int = 0) -> list[tuple[int, str, str, bytes]]:
-        """(id, source, error type, raw bytes) of kept bad frames, a page of `limit` after `after_id`."""
-        async with self._r.execute(
-            "SELECT id, created_at, source, error, key_id, nonce, payload FROM rejects WHERE id > ? "
-            "ORDER BY id LIMIT ?",
-            (after_id, limit),
-        ) as cur:
-            rows = await cur.fetchall()
-        out = []
-        for i, created, source, error, kid, nonce, payload in rows:
-            plain = self._open(b"rejects", _reject_aad(created, source), kid, nonce, payload)
-            name, raw = _reject_open(source, plain)
-            out.append((i, name, error, raw))
-        return out
 
     # ---------------------------------------------------------------- audit trail
 

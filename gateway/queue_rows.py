@@ -7,10 +7,31 @@ and the binding store all use them.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
 import aiosqlite
 
 from gateway.codec import CodecError
-from gateway.crypto import DecryptError
+from gateway.crypto import DecryptError, KeyRing, Sealed
+
+_Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
+
+
+class QueueCore(Protocol):
+    """What the queue's parts (mixins of gateway.queue.ReadingQueue) use of it: its key ring, its read
+    connection, its single writer and its row seal (the self-type of their methods, for mypy)."""
+
+    keyring: KeyRing
+    _r: aiosqlite.Connection
+    new_data: asyncio.Event
+
+    async def _write(self, op: _Op) -> Any: ...
+
+    def _seal(self, table: bytes, tag: bytes, plaintext: bytes) -> Sealed: ...
+
+    def _open(self, table: bytes, tag: bytes, key_id: str, nonce: bytes, payload: bytes) -> bytes: ...
 
 
 def _why(exc: Exception) -> str:
