@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ from gateway.codec import decode_reading, encode_reading
 from gateway.crypto import DecryptError, KeyRing, Sealed
 from gateway.device_slots import _touch_slots
 from gateway.keycheck import QueueFileError, open_failure, sniff
+from gateway.queue_clock import ClockRepairMixin
 from gateway.queue_days import _ACK_SQL, _WITHHOLD_SQL, DAY, _day
 from gateway.queue_rows import _existing, _Op, _why
 from gateway.queue_schema import (
@@ -86,7 +85,7 @@ class Leased:
     reading: Reading
 
 
-class ReadingQueue(RejectsMixin):
+class ReadingQueue(RejectsMixin, ClockRepairMixin):
     """Open with `await ReadingQueue.open(path, keyring)`; close with `await q.close()`."""
 
     def __init__(self, path: Path, keyring: KeyRing, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
@@ -488,73 +487,6 @@ class ReadingQueue(RejectsMixin):
             return cur.rowcount
 
         return int(await self._write(op))
-
-    # ---------------------------------------------------------------- times stamped by a wrong clock
-
-    async def clamp_times(self, now: float, max_delay: float, floor: float) -> int:
-        """After a wall-clock jump or at start: no retry later than `max_delay` from now, no delivered row
-        stamped in the future or before `floor` (the build date: a wrong clock's stamp; it then keeps a
-        full retention from now instead of being purged at once). Returns the rows changed."""
-
-        async def op(db: aiosqlite.Connection) -> int:
-            before = db.total_changes
-            await db.execute("UPDATE readings SET next_at = ? WHERE state = 0 AND next_at > ?", (now, now + max_delay))
-            await db.execute(
-                "UPDATE readings SET done_at = ? WHERE done_at IS NOT NULL AND (done_at > ? OR done_at < ?)",
-                (_day(now), now + 60, floor),
-            )
-            return db.total_changes - before
-
-        changed = int(await self._write(op))
-        if changed:
-            self.new_data.set()
-        return changed
-
-    async def shift_times(self, low: float, high: float, delta: float) -> int:
-        """Move the receive times of rows committed while the wall clock read [low, high] by `delta`:
-        the clock was wrong then and is right now (gateway.clock). Re-sealed under the same identity."""
-        withheld = int(State.WITHHELD)
-        async with self._r.execute(
-            "SELECT id, key_id, nonce, payload, dedup, state FROM readings WHERE created_at BETWEEN ? AND ? "
-            f"AND state != {withheld} UNION ALL "
-            # A withheld row keeps only its day: found by it, then told apart by its sealed receive time.
-            "SELECT id, key_id, nonce, payload, dedup, state FROM readings WHERE created_at BETWEEN ? AND ? "
-            f"AND state = {withheld}",
-            (low, high, _day(low), high),
-        ) as cur:
-            rows = await cur.fetchall()
-        updates, days = [], []
-        for item_id, key_id, nonce, payload, dedup, state in rows:
-            try:
-                reading = decode_reading(self._open(b"readings", dedup, key_id, nonce, payload))
-            except Exception:
-                continue  # a row that does not open is quarantined by the drainer with its reason
-            if state == withheld and not low <= reading.received_at.timestamp() <= high:
-                continue  # withheld on that day, but not while the clock was wrong
-            shift = timedelta(seconds=delta)
-            # The device clock's offset was measured against the wrong gateway clock too.
-            offset = reading.clock_offset - shift if reading.clock_offset is not None else None
-            fixed = dataclasses.replace(reading, received_at=reading.received_at + shift, clock_offset=offset)
-            sealed = self._seal(b"readings", dedup, encode_reading(fixed))
-            if state == withheld:
-                day = _day(fixed.received_at.timestamp())
-                days.append((sealed.key_id, sealed.nonce, sealed.ciphertext, day, day, item_id))
-            else:
-                updates.append((sealed.key_id, sealed.nonce, sealed.ciphertext, delta, item_id))
-
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.executemany(
-                "UPDATE readings SET key_id = ?, nonce = ?, payload = ?, created_at = created_at + ? WHERE id = ?",
-                updates,
-            )
-            await db.executemany(
-                "UPDATE readings SET key_id = ?, nonce = ?, payload = ?, created_at = ?, done_at = ? WHERE id = ?",
-                days,
-            )
-
-        if updates or days:
-            await self._write(op)
-        return len(updates) + len(days)
 
     async def unassigned(self) -> list[Leased]:
         """Unassigned rows that open; one that does not is quarantined with its reason, not skipped forever."""
