@@ -698,5 +698,3 @@ class ReadingQueue(RejectsMixin, ClockRepairMixin):
 
 def _withheld(r: Reading) -> bool:
     return bool(r.status & WITHHELD_STATUS)
-
-    # else: not this queue's key file; _check_key says so in the known-answer check's words

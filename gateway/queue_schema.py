@@ -176,6 +176,7 @@ async def _use_index_key(db: aiosqlite.Connection, keyring: KeyRing) -> None:
         await db.execute("INSERT OR IGNORE INTO meta (k, v) VALUES ('index_key', ?)", (keyring.index_id,))
     elif str(row[0]) in keyring:
         keyring.use_index(str(row[0]))
+    # else: not this queue's key file; _check_key says so in the known-answer check's words
 
 
 def _lenient_text(raw: bytes) -> str:
