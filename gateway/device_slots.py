@@ -14,7 +14,7 @@ import orjson
 import structlog
 
 from gateway.crypto import KeyRing, Sealed
-from gateway.queue_rows import _sealed_rows, _why
+from gateway.queue_rows import QueueCore, _sealed_rows, _why
 from gateway.reading import Reading
 
 log = structlog.get_logger(__name__)
@@ -56,3 +56,23 @@ async def _touch_slots(
         s = keyring.seal(orjson.dumps(doc), b"slots|" + tag)
         rows.append((tag, s.key_id, s.nonce, s.ciphertext))
     await db.executemany("INSERT OR REPLACE INTO slots (tag, key_id, nonce, payload) VALUES (?, ?, ?, ?)", rows)
+
+
+class DevicesMixin:
+    """ReadingQueue's read side of the registry."""
+
+    async def devices(self: QueueCore) -> list[dict[str, Any]]:
+        """Every device slot seen, with its binding: what `vitalgate devices` shows the operator."""
+        async with self._r.execute("SELECT tag, key_id, nonce, payload FROM slots") as cur:
+            rows = await cur.fetchall()
+        out = []
+        for tag, key_id, nonce, payload in rows:
+            try:
+                doc = orjson.loads(self._open(b"slots", tag, key_id, nonce, payload))
+            except Exception as exc:
+                log.error("device_record_unreadable", error=_why(exc))
+                continue
+            # First and last seen and the count ride inside the seal (schema 2): the file shows none of them.
+            out.append({**doc, "first_seen": doc.get("first_seen"), "last_seen": doc.get("last_seen"),
+                        "readings": int(doc.get("readings") or 0)})  # fmt: skip
+        return sorted(out, key=lambda d: d["first_seen"] or 0.0)

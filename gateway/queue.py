@@ -31,8 +31,9 @@ from gateway import echo, rowguard
 from gateway.bindings import Binding, device_selectors, identity_selectors, normalize_selector
 from gateway.codec import decode_reading, encode_reading
 from gateway.crypto import DecryptError, KeyRing, Sealed
-from gateway.device_slots import _touch_slots
+from gateway.device_slots import DevicesMixin, _touch_slots
 from gateway.keycheck import QueueFileError, open_failure, sniff
+from gateway.queue_audit import AUDIT_KEY_LABEL, AuditMixin
 from gateway.queue_clock import ClockRepairMixin
 from gateway.queue_days import _ACK_SQL, _WITHHOLD_SQL, DAY, _day
 from gateway.queue_rows import _existing, _Op, _why
@@ -53,6 +54,8 @@ from gateway.rejects import MAX_REJECTS, RejectsMixin
 from gateway.safefiles import check_no_symlink, open_folder
 
 __all__ = [
+    "AUDIT_KEY_LABEL",
+    "CHECKPOINT_V2",
     "DAY",
     "MAX_REJECTS",
     "SCHEMA_VERSION",
@@ -68,7 +71,6 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-AUDIT_KEY_LABEL = "audit v1"
 CHECKPOINT_V2 = b"\x01"  # sealed checkpoint payload: 0x01 + {"d": device key, "n": name, "v": value}
 
 
@@ -85,7 +87,7 @@ class Leased:
     reading: Reading
 
 
-class ReadingQueue(RejectsMixin, ClockRepairMixin):
+class ReadingQueue(RejectsMixin, ClockRepairMixin, DevicesMixin, AuditMixin):
     """Open with `await ReadingQueue.open(path, keyring)`; close with `await q.close()`."""
 
     def __init__(self, path: Path, keyring: KeyRing, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
@@ -523,7 +525,7 @@ class ReadingQueue(RejectsMixin, ClockRepairMixin):
             self.new_data.set()
         return len(rows)
 
-    # ---------------------------------------------------------------- bindings and devices
+    # ---------------------------------------------------------------- bindings (devices: gateway.device_slots)
 
     def binding_for(self, reading: Reading) -> Binding | None:
         return next((b for b in self._bindings if b.matches(reading)), None)
@@ -605,22 +607,6 @@ class ReadingQueue(RejectsMixin, ClockRepairMixin):
         await self.reload_bindings()
         return removed
 
-    async def devices(self) -> list[dict[str, Any]]:
-        """Every device slot seen, with its binding: what `vitalgate devices` shows the operator."""
-        async with self._r.execute("SELECT tag, key_id, nonce, payload FROM slots") as cur:
-            rows = await cur.fetchall()
-        out = []
-        for tag, key_id, nonce, payload in rows:
-            try:
-                doc = orjson.loads(self._open(b"slots", tag, key_id, nonce, payload))
-            except Exception as exc:
-                log.error("device_record_unreadable", error=_why(exc))
-                continue
-            # First and last seen and the count ride inside the seal (schema 2): the file shows none of them.
-            out.append({**doc, "first_seen": doc.get("first_seen"), "last_seen": doc.get("last_seen"),
-                        "readings": int(doc.get("readings") or 0)})  # fmt: skip
-        return sorted(out, key=lambda d: d["first_seen"] or 0.0)
-
     # ---------------------------------------------------------------- checkpoints (rejects: gateway.rejects)
 
     async def checkpoint(self, device_key: str, name: str) -> str | None:
@@ -650,20 +636,7 @@ class ReadingQueue(RejectsMixin, ClockRepairMixin):
 
         await self._write(op)
 
-    # ---------------------------------------------------------------- audit trail
-
-    async def audit(self, actor: str, action: str, detail: str = "") -> None:
-        """Record who looked at or changed PHI-bearing state (bindings, device lists, queue contents).
-
-        `detail` must carry no PHI: callers pass counts or keyed tags, never patient ids or serials.
-        Entries are hash-chained and MAC-ed (gateway.audit) and copied to syslog.
-        """
-        key = self.keyring.subkey(AUDIT_KEY_LABEL)
-
-        async def op(db: aiosqlite.Connection) -> bytes:
-            return await audit_trail.append(db, key, actor, action, detail)
-
-        audit_trail.forward(actor, action, detail, await self._write(op))
+    # ---------------------------------------------------------------- meta (audit trail: gateway.queue_audit)
 
     async def swap_meta(self, key: str, value: str) -> str | None:
         """Store `value` under `key` in the meta table; returns what was there (e.g. the last config hash)."""
@@ -675,20 +648,6 @@ class ReadingQueue(RejectsMixin, ClockRepairMixin):
             return None if row is None else str(row[0])
 
         return await self._write(op)  # type: ignore[no-any-return]
-
-    async def verify_audit(self) -> list[str]:
-        """Breaks in the audit trail (edited, deleted or inserted entries); empty when intact."""
-        return await audit_trail.verify(self._r, self.keyring.subkey(AUDIT_KEY_LABEL))
-
-    async def audit_trail(self, limit: int = 100) -> list[tuple[float, str, str, str]]:
-        async with self._r.execute(
-            "SELECT at, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?", (limit,)
-        ) as cur:
-            return [(at, actor, action, detail) for at, actor, action, detail in await cur.fetchall()]
-
-    def reference_tag(self, *parts: object) -> str:
-        """A short keyed tag that lets an auditor match entries about the same binding without the ids."""
-        return self.keyring.tag("audit|" + "|".join(map(str, parts))).hex()[:12]
 
     async def integrity_check(self) -> str:
         async with self._r.execute("PRAGMA integrity_check") as cur:
