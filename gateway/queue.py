@@ -28,9 +28,10 @@ import structlog
 
 from gateway import audit as audit_trail
 from gateway import echo, rowguard
+from gateway.binding_store import BindingStoreMixin
 from gateway.bindings import Binding, device_selectors, identity_selectors, normalize_selector
 from gateway.codec import decode_reading, encode_reading
-from gateway.crypto import DecryptError, KeyRing, Sealed
+from gateway.crypto import KeyRing, Sealed
 from gateway.device_slots import DevicesMixin, _touch_slots
 from gateway.keycheck import QueueFileError, open_failure, sniff
 from gateway.queue_audit import AUDIT_KEY_LABEL, AuditMixin
@@ -41,7 +42,6 @@ from gateway.queue_schema import (
     _SCHEMA,
     SCHEMA_VERSION,
     State,
-    _bump_bindings_version,
     _check_key,
     _close_all,
     _cut_withheld_times,
@@ -87,7 +87,7 @@ class Leased:
     reading: Reading
 
 
-class ReadingQueue(RejectsMixin, ClockRepairMixin, DevicesMixin, AuditMixin):
+class ReadingQueue(BindingStoreMixin, RejectsMixin, ClockRepairMixin, DevicesMixin, AuditMixin):
     """Open with `await ReadingQueue.open(path, keyring)`; close with `await q.close()`."""
 
     def __init__(self, path: Path, keyring: KeyRing, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
@@ -524,88 +524,6 @@ class ReadingQueue(RejectsMixin, ClockRepairMixin, DevicesMixin, AuditMixin):
             await self._write(op)
             self.new_data.set()
         return len(rows)
-
-    # ---------------------------------------------------------------- bindings (devices: gateway.device_slots)
-
-    def binding_for(self, reading: Reading) -> Binding | None:
-        return next((b for b in self._bindings if b.matches(reading)), None)
-
-    async def bindings_changed(self) -> bool:
-        async with self._r.execute("SELECT v FROM meta WHERE k = 'bindings_version'") as cur:
-            row = await cur.fetchone()
-        return row is not None and row[0] != self._bindings_version
-
-    async def reload_bindings(self) -> list[Binding]:
-        async with self._r.execute("SELECT v FROM meta WHERE k = 'bindings_version'") as cur:
-            row = await cur.fetchone()
-        async with self._r.execute("SELECT tag, key_id, nonce, payload FROM bindings") as cur:
-            rows = await cur.fetchall()
-        bindings = []
-        if any(key_id not in self.keyring for _, key_id, _, _ in rows) and self.keyring.reload():
-            log.info("data_keys_reloaded", current=self.keyring.current_id)  # rotated by `vitalgate keys rotate`
-        vouched, refused = await rowguard.manifest_check(self._r, self.keyring, [tuple(r) for r in rows])
-        if refused:
-            self._integrity(
-                "bindings_tampered",
-                f"{refused} binding rows were put into the database outside vitalgate (e.g. an old binding "
-                "restored from a copy) and are ignored; check `vitalgate devices` and bind again as intended.",
-            )
-        damaged = 0
-        for tag, key_id, nonce, payload in vouched:
-            try:
-                doc = orjson.loads(self._open(b"bindings", tag, key_id, nonce, payload))
-                bindings.append(Binding(doc["device"], doc["user"], doc["patient"]))
-            except DecryptError as exc:
-                # E.g. bound with a key rotated after start while the key is a systemd credential (a copy made
-                # at start): never loop on it; its readings wait as unassigned until the restart.
-                damaged += 1
-                self._integrity(
-                    "binding_unreadable",
-                    f"a binding cannot be opened ({exc}); if the data key was rotated, restart the gateway "
-                    "(systemctl restart vitalgate) so it loads the new key",
-                )
-            except Exception as exc:  # its readings stay unassigned (kept) until the device is bound again
-                damaged += 1
-                log.error("binding_unreadable", error=_why(exc), hint="bind the device again")
-        self.damaged_bindings = damaged
-        self._bindings = bindings
-        self._bindings_version = row[0] if row else ""
-        return bindings
-
-    async def bind(self, device: str, user_slot: int | None, patient: str) -> None:
-        device = normalize_selector(device)
-        tag = self.keyring.tag(f"binding|{device}|{user_slot}")
-        doc = orjson.dumps({"device": device, "user": user_slot, "patient": patient})
-        sealed = self._seal(b"bindings", tag, doc)
-
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.execute(
-                "INSERT OR REPLACE INTO bindings (tag, key_id, nonce, payload) VALUES (?, ?, ?, ?)",
-                (tag, sealed.key_id, sealed.nonce, sealed.ciphertext),
-            )
-            await _bump_bindings_version(db)
-            await rowguard.write_manifest(db, self.keyring)
-
-        await self._write(op)
-        await self.reload_bindings()
-        await self.assign_unassigned()
-
-    async def unbind(self, device: str, user_slot: int | None) -> bool:
-        # Also the form as typed: bindings stored before `addr:` / `eui64:` were normalized stay removable.
-        forms = {normalize_selector(device), device.strip()}
-        tags = [(self.keyring.tag(f"binding|{form}|{user_slot}"),) for form in forms]
-
-        async def op(db: aiosqlite.Connection) -> int:
-            before = db.total_changes
-            await db.executemany("DELETE FROM bindings WHERE tag = ?", tags)
-            removed = db.total_changes - before
-            await _bump_bindings_version(db)
-            await rowguard.write_manifest(db, self.keyring)
-            return removed
-
-        removed = int(await self._write(op)) > 0
-        await self.reload_bindings()
-        return removed
 
     # ---------------------------------------------------------------- checkpoints (rejects: gateway.rejects)
 
