@@ -8,6 +8,12 @@ use a second connection and so only ever see committed rows.
 Every payload is AES-256-GCM sealed with the row's identity as associated data: a payload copied onto
 another row does not open. Identities are keyed hashes, so the file holds neither values, device serials
 nor patient ids in plaintext.
+
+This module holds the running queue (open, the writer, readings in and out); its other concerns are parts
+of their own, mixed into ReadingQueue or called at open: tables, states and migrations (queue_schema), the
+day-cut rule (queue_days), bindings (bindings, binding_store), device slots (device_slots), kept bad input
+(rejects), wrong-clock repairs (queue_clock), the audit trail (queue_audit), shared row helpers (queue_rows).
+The names callers import from here (ReadingQueue, State, Binding, DAY, ...) stay importable from here.
 """
 
 from __future__ import annotations
