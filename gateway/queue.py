@@ -8,20 +8,23 @@ use a second connection and so only ever see committed rows.
 Every payload is AES-256-GCM sealed with the row's identity as associated data: a payload copied onto
 another row does not open. Identities are keyed hashes, so the file holds neither values, device serials
 nor patient ids in plaintext.
+
+This module holds the running queue (open, the writer, readings in and out); its other concerns are parts
+of their own, mixed into ReadingQueue or called at open: tables, states and migrations (queue_schema), the
+day-cut rule (queue_days), bindings (bindings, binding_store), device slots (device_slots), kept bad input
+(rejects), wrong-clock repairs (queue_clock), the audit trail (queue_audit), shared row helpers (queue_rows).
+The names callers import from here (ReadingQueue, State, Binding, DAY, ...) stay importable from here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
@@ -31,84 +34,50 @@ import structlog
 
 from gateway import audit as audit_trail
 from gateway import echo, rowguard
-from gateway.codec import CodecError, decode_reading, encode_reading
-from gateway.crypto import DecryptError, KeyRing, Sealed
-from gateway.keycheck import QueueFileError, judge, known_answer, open_failure, sniff, used_key_ids_sql
-from gateway.reading import WITHHELD_STATUS, DeviceIdentity, Reading
+from gateway.binding_store import BindingStoreMixin
+from gateway.bindings import Binding, device_selectors, identity_selectors, normalize_selector
+from gateway.codec import decode_reading, encode_reading
+from gateway.crypto import KeyRing, Sealed
+from gateway.device_slots import DevicesMixin, _touch_slots
+from gateway.keycheck import QueueFileError, open_failure, sniff
+from gateway.queue_audit import AUDIT_KEY_LABEL, AuditMixin
+from gateway.queue_clock import ClockRepairMixin
+from gateway.queue_days import _ACK_SQL, _WITHHOLD_SQL, DAY, _day
+from gateway.queue_rows import _existing, _Op, _why
+from gateway.queue_schema import (
+    _SCHEMA,
+    SCHEMA_VERSION,
+    State,
+    _check_key,
+    _close_all,
+    _cut_withheld_times,
+    _lenient_text,
+    _migrate_metadata,
+    _use_index_key,
+)
+from gateway.reading import WITHHELD_STATUS, Reading
+from gateway.rejects import MAX_REJECTS, RejectsMixin
 from gateway.safefiles import check_no_symlink, open_folder
 
-__all__ = ["Binding", "Leased", "PutResult", "ReadingQueue", "State", "identity_selectors"]
+__all__ = [
+    "AUDIT_KEY_LABEL",
+    "CHECKPOINT_V2",
+    "DAY",
+    "MAX_REJECTS",
+    "SCHEMA_VERSION",
+    "Binding",
+    "Leased",
+    "PutResult",
+    "ReadingQueue",
+    "State",
+    "device_selectors",
+    "identity_selectors",
+    "normalize_selector",
+]
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 2  # 2: slot times and counts sealed, binding/checkpoint times dropped (_migrate_metadata)
-AUDIT_KEY_LABEL = "audit v1"
-MAX_REJECTS = 10_000  # kept bad frames beyond this are purged oldest first (a flooding device)
-DAY = 86400.0  # delivered rows keep their times only to the UTC day (what a stolen card shows; README)
-_DAY_SQL = "CAST({0} / 86400 AS INTEGER) * 86400.0"  # that day's start, in SQL (times are positive)
 CHECKPOINT_V2 = b"\x01"  # sealed checkpoint payload: 0x01 + {"d": device key, "n": name, "v": value}
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS readings (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    dedup BLOB NOT NULL UNIQUE,
-    state INTEGER NOT NULL,
-    key_id TEXT NOT NULL,
-    nonce BLOB NOT NULL,
-    payload BLOB NOT NULL,
-    created_at REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_at REAL NOT NULL DEFAULT 0,
-    done_at REAL,
-    reason TEXT
-);
-CREATE INDEX IF NOT EXISTS readings_ready ON readings (state, next_at, id);
-CREATE INDEX IF NOT EXISTS readings_done ON readings (state, done_at);
-CREATE TABLE IF NOT EXISTS slots (
-    tag BLOB PRIMARY KEY,
-    key_id TEXT NOT NULL,
-    nonce BLOB NOT NULL,
-    payload BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS bindings (
-    tag BLOB PRIMARY KEY,
-    key_id TEXT NOT NULL,
-    nonce BLOB NOT NULL,
-    payload BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS checkpoints (
-    tag BLOB PRIMARY KEY,
-    key_id TEXT NOT NULL,
-    nonce BLOB NOT NULL,
-    payload BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rejects (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created_at REAL NOT NULL,
-    source TEXT NOT NULL,
-    error TEXT NOT NULL,
-    key_id TEXT NOT NULL,
-    nonce BLOB NOT NULL,
-    payload BLOB NOT NULL
-);
-"""
-
-
-class State(IntEnum):
-    PENDING = 0
-    DELIVERED = 1
-    QUARANTINED = 2
-    UNASSIGNED = 3
-    WITHHELD = 4  # kept but never sent as patient data (control solution, sensor fault)
-    TAMPERED = 5  # its state was changed outside vitalgate (gateway.rowguard): never sent, never requeued
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,56 +93,7 @@ class Leased:
     reading: Reading
 
 
-@dataclass(frozen=True, slots=True)
-class Binding:
-    """Operator's statement: readings of this device (and user slot) belong to this patient.
-
-    `device` matches any of a reading's identifiers (System ID, serial number, address or `DeviceIdentity.key`).
-    """
-
-    device: str
-    user_slot: int | None
-    patient: str
-
-    def matches(self, reading: Reading) -> bool:
-        if self.user_slot != reading.user_slot:
-            return False
-        return self.device in device_selectors(reading)
-
-
-def device_selectors(reading: Reading) -> set[str]:
-    return identity_selectors(reading.device)
-
-
-def identity_selectors(d: DeviceIdentity) -> set[str]:
-    """Every name an operator may bind this device by (see `Binding`); `vitalgate devices` uses it too."""
-    names = {d.key}
-    if d.address:
-        names |= {d.address.upper(), f"addr:{d.address.upper()}"}
-    if d.serial_number:
-        names |= {d.serial_number, f"serial:{d.manufacturer or d.driver}:{d.serial_number}"}
-    if d.system_id:
-        names |= {d.system_id.lower(), f"eui64:{d.system_id.lower()}"}
-    return names
-
-
-def normalize_selector(device: str) -> str:
-    """Addresses compare upper-case, System IDs lower-case (bare or `addr:` / `eui64:`); others as typed."""
-    s = device.strip()
-    for prefix, normalize in (("addr:", str.upper), ("eui64:", str.lower)):
-        if s.lower().startswith(prefix):
-            return prefix + normalize(s[len(prefix) :].strip())
-    if len(s) == 17 and s.count(":") == 5:
-        return s.upper()
-    if len(s) == 16 and all(c in "0123456789abcdefABCDEF" for c in s):
-        return s.lower()
-    return s
-
-
-_Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
-
-
-class ReadingQueue:
+class ReadingQueue(BindingStoreMixin, RejectsMixin, ClockRepairMixin, DevicesMixin, AuditMixin):
     """Open with `await ReadingQueue.open(path, keyring)`; close with `await q.close()`."""
 
     def __init__(self, path: Path, keyring: KeyRing, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
@@ -576,73 +496,6 @@ class ReadingQueue:
 
         return int(await self._write(op))
 
-    # ---------------------------------------------------------------- times stamped by a wrong clock
-
-    async def clamp_times(self, now: float, max_delay: float, floor: float) -> int:
-        """After a wall-clock jump or at start: no retry later than `max_delay` from now, no delivered row
-        stamped in the future or before `floor` (the build date: a wrong clock's stamp; it then keeps a
-        full retention from now instead of being purged at once). Returns the rows changed."""
-
-        async def op(db: aiosqlite.Connection) -> int:
-            before = db.total_changes
-            await db.execute("UPDATE readings SET next_at = ? WHERE state = 0 AND next_at > ?", (now, now + max_delay))
-            await db.execute(
-                "UPDATE readings SET done_at = ? WHERE done_at IS NOT NULL AND (done_at > ? OR done_at < ?)",
-                (_day(now), now + 60, floor),
-            )
-            return db.total_changes - before
-
-        changed = int(await self._write(op))
-        if changed:
-            self.new_data.set()
-        return changed
-
-    async def shift_times(self, low: float, high: float, delta: float) -> int:
-        """Move the receive times of rows committed while the wall clock read [low, high] by `delta`:
-        the clock was wrong then and is right now (gateway.clock). Re-sealed under the same identity."""
-        withheld = int(State.WITHHELD)
-        async with self._r.execute(
-            "SELECT id, key_id, nonce, payload, dedup, state FROM readings WHERE created_at BETWEEN ? AND ? "
-            f"AND state != {withheld} UNION ALL "
-            # A withheld row keeps only its day: found by it, then told apart by its sealed receive time.
-            "SELECT id, key_id, nonce, payload, dedup, state FROM readings WHERE created_at BETWEEN ? AND ? "
-            f"AND state = {withheld}",
-            (low, high, _day(low), high),
-        ) as cur:
-            rows = await cur.fetchall()
-        updates, days = [], []
-        for item_id, key_id, nonce, payload, dedup, state in rows:
-            try:
-                reading = decode_reading(self._open(b"readings", dedup, key_id, nonce, payload))
-            except Exception:
-                continue  # a row that does not open is quarantined by the drainer with its reason
-            if state == withheld and not low <= reading.received_at.timestamp() <= high:
-                continue  # withheld on that day, but not while the clock was wrong
-            shift = timedelta(seconds=delta)
-            # The device clock's offset was measured against the wrong gateway clock too.
-            offset = reading.clock_offset - shift if reading.clock_offset is not None else None
-            fixed = dataclasses.replace(reading, received_at=reading.received_at + shift, clock_offset=offset)
-            sealed = self._seal(b"readings", dedup, encode_reading(fixed))
-            if state == withheld:
-                day = _day(fixed.received_at.timestamp())
-                days.append((sealed.key_id, sealed.nonce, sealed.ciphertext, day, day, item_id))
-            else:
-                updates.append((sealed.key_id, sealed.nonce, sealed.ciphertext, delta, item_id))
-
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.executemany(
-                "UPDATE readings SET key_id = ?, nonce = ?, payload = ?, created_at = created_at + ? WHERE id = ?",
-                updates,
-            )
-            await db.executemany(
-                "UPDATE readings SET key_id = ?, nonce = ?, payload = ?, created_at = ?, done_at = ? WHERE id = ?",
-                days,
-            )
-
-        if updates or days:
-            await self._write(op)
-        return len(updates) + len(days)
-
     async def unassigned(self) -> list[Leased]:
         """Unassigned rows that open; one that does not is quarantined with its reason, not skipped forever."""
         async with self._r.execute(
@@ -678,105 +531,7 @@ class ReadingQueue:
             self.new_data.set()
         return len(rows)
 
-    # ---------------------------------------------------------------- bindings and devices
-
-    def binding_for(self, reading: Reading) -> Binding | None:
-        return next((b for b in self._bindings if b.matches(reading)), None)
-
-    async def bindings_changed(self) -> bool:
-        async with self._r.execute("SELECT v FROM meta WHERE k = 'bindings_version'") as cur:
-            row = await cur.fetchone()
-        return row is not None and row[0] != self._bindings_version
-
-    async def reload_bindings(self) -> list[Binding]:
-        async with self._r.execute("SELECT v FROM meta WHERE k = 'bindings_version'") as cur:
-            row = await cur.fetchone()
-        async with self._r.execute("SELECT tag, key_id, nonce, payload FROM bindings") as cur:
-            rows = await cur.fetchall()
-        bindings = []
-        if any(key_id not in self.keyring for _, key_id, _, _ in rows) and self.keyring.reload():
-            log.info("data_keys_reloaded", current=self.keyring.current_id)  # rotated by `vitalgate keys rotate`
-        vouched, refused = await rowguard.manifest_check(self._r, self.keyring, [tuple(r) for r in rows])
-        if refused:
-            self._integrity(
-                "bindings_tampered",
-                f"{refused} binding rows were put into the database outside vitalgate (e.g. an old binding "
-                "restored from a copy) and are ignored; check `vitalgate devices` and bind again as intended.",
-            )
-        damaged = 0
-        for tag, key_id, nonce, payload in vouched:
-            try:
-                doc = orjson.loads(self._open(b"bindings", tag, key_id, nonce, payload))
-                bindings.append(Binding(doc["device"], doc["user"], doc["patient"]))
-            except DecryptError as exc:
-                # E.g. bound with a key rotated after start while the key is a systemd credential (a copy made
-                # at start): never loop on it; its readings wait as unassigned until the restart.
-                damaged += 1
-                self._integrity(
-                    "binding_unreadable",
-                    f"a binding cannot be opened ({exc}); if the data key was rotated, restart the gateway "
-                    "(systemctl restart vitalgate) so it loads the new key",
-                )
-            except Exception as exc:  # its readings stay unassigned (kept) until the device is bound again
-                damaged += 1
-                log.error("binding_unreadable", error=_why(exc), hint="bind the device again")
-        self.damaged_bindings = damaged
-        self._bindings = bindings
-        self._bindings_version = row[0] if row else ""
-        return bindings
-
-    async def bind(self, device: str, user_slot: int | None, patient: str) -> None:
-        device = normalize_selector(device)
-        tag = self.keyring.tag(f"binding|{device}|{user_slot}")
-        doc = orjson.dumps({"device": device, "user": user_slot, "patient": patient})
-        sealed = self._seal(b"bindings", tag, doc)
-
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.execute(
-                "INSERT OR REPLACE INTO bindings (tag, key_id, nonce, payload) VALUES (?, ?, ?, ?)",
-                (tag, sealed.key_id, sealed.nonce, sealed.ciphertext),
-            )
-            await _bump_bindings_version(db)
-            await rowguard.write_manifest(db, self.keyring)
-
-        await self._write(op)
-        await self.reload_bindings()
-        await self.assign_unassigned()
-
-    async def unbind(self, device: str, user_slot: int | None) -> bool:
-        # Also the form as typed: bindings stored before `addr:` / `eui64:` were normalized stay removable.
-        forms = {normalize_selector(device), device.strip()}
-        tags = [(self.keyring.tag(f"binding|{form}|{user_slot}"),) for form in forms]
-
-        async def op(db: aiosqlite.Connection) -> int:
-            before = db.total_changes
-            await db.executemany("DELETE FROM bindings WHERE tag = ?", tags)
-            removed = db.total_changes - before
-            await _bump_bindings_version(db)
-            await rowguard.write_manifest(db, self.keyring)
-            return removed
-
-        removed = int(await self._write(op)) > 0
-        await self.reload_bindings()
-        return removed
-
-    async def devices(self) -> list[dict[str, Any]]:
-        """Every device slot seen, with its binding: what `vitalgate devices` shows the operator."""
-        async with self._r.execute("SELECT tag, key_id, nonce, payload FROM slots") as cur:
-            rows = await cur.fetchall()
-        out = []
-        for tag, key_id, nonce, payload in rows:
-            try:
-                doc = orjson.loads(self._open(b"slots", tag, key_id, nonce, payload))
-            except Exception as exc:
-                log.error("device_record_unreadable", error=_why(exc))
-                continue
-            # First and last seen and the count ride inside the seal (schema 2): the file shows none of them.
-            out.append({**doc, "first_seen": doc.get("first_seen"), "last_seen": doc.get("last_seen"),
-                        "readings": int(doc.get("readings") or 0)})  # fmt: skip
-        return sorted(out, key=lambda d: d["first_seen"] or 0.0)
-
-    # ---------------------------------------------------------------- checkpoints and rejects
+    # ---------------------------------------------------------------- checkpoints (rejects: gateway.rejects)
 
     async def checkpoint(self, device_key: str, name: str) -> str | None:
         tag = self.keyring.tag(f"checkpoint|{device_key}|{name}")
@@ -805,68 +560,7 @@ class ReadingQueue:
 
         await self._write(op)
 
-    async def reject(self, raw: bytes, error: Exception, *, source: str) -> None:
-        """Keep bad device input for review, encrypted; the error text names the fault, not the values.
-        The source (a configured device name) rides inside the seal and the row keeps only its day."""
-        created = _day(time.time())
-        sealed = self._seal(b"rejects", _reject_aad(created, ""), _reject_doc(source, raw))
-
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.execute(
-                "INSERT INTO rejects (created_at, source, error, key_id, nonce, payload) VALUES (?, '', ?, ?, ?, ?)",
-                (created, type(error).__name__, sealed.key_id, sealed.nonce, sealed.ciphertext),
-            )
-
-        await self._write(op)
-
-    async def reject_count(self) -> int:
-        """How many bad frames are kept, without decrypting any (for `status`)."""
-        async with self._r.execute("SELECT count(*) FROM rejects") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
-
-    async def purge_rejects(self, older_than_seconds: float, keep_at_most: int = MAX_REJECTS) -> int:
-        """Delete kept bad frames past retention (kept at least that, at most a day more: rows keep only their
-        day), and the oldest beyond `keep_at_most` (a flooding device)."""
-        cutoff = time.time() - older_than_seconds - DAY
-
-        async def op(db: aiosqlite.Connection) -> int:
-            cur = await db.execute("DELETE FROM rejects WHERE created_at < ?", (cutoff,))
-            removed = cur.rowcount
-            cur = await db.execute("DELETE FROM rejects WHERE id <= (SELECT max(id) FROM rejects) - ?", (keep_at_most,))
-            return int(removed + cur.rowcount)
-
-        return int(await self._write(op))
-
-    async def rejects(self, limit: int = 1000, after_id: int = 0) -> list[tuple[int, str, str, bytes]]:
-        """(id, source, error type, raw bytes) of kept bad frames, a page of `limit` after `after_id`."""
-        async with self._r.execute(
-            "SELECT id, created_at, source, error, key_id, nonce, payload FROM rejects WHERE id > ? "
-            "ORDER BY id LIMIT ?",
-            (after_id, limit),
-        ) as cur:
-            rows = await cur.fetchall()
-        out = []
-        for i, created, source, error, kid, nonce, payload in rows:
-            plain = self._open(b"rejects", _reject_aad(created, source), kid, nonce, payload)
-            name, raw = _reject_open(source, plain)
-            out.append((i, name, error, raw))
-        return out
-
-    # ---------------------------------------------------------------- audit trail
-
-    async def audit(self, actor: str, action: str, detail: str = "") -> None:
-        """Record who looked at or changed PHI-bearing state (bindings, device lists, queue contents).
-
-        `detail` must carry no PHI: callers pass counts or keyed tags, never patient ids or serials.
-        Entries are hash-chained and MAC-ed (gateway.audit) and copied to syslog.
-        """
-        key = self.keyring.subkey(AUDIT_KEY_LABEL)
-
-        async def op(db: aiosqlite.Connection) -> bytes:
-            return await audit_trail.append(db, key, actor, action, detail)
-
-        audit_trail.forward(actor, action, detail, await self._write(op))
+    # ---------------------------------------------------------------- meta (audit trail: gateway.queue_audit)
 
     async def swap_meta(self, key: str, value: str) -> str | None:
         """Store `value` under `key` in the meta table; returns what was there (e.g. the last config hash)."""
@@ -879,253 +573,11 @@ class ReadingQueue:
 
         return await self._write(op)  # type: ignore[no-any-return]
 
-    async def verify_audit(self) -> list[str]:
-        """Breaks in the audit trail (edited, deleted or inserted entries); empty when intact."""
-        return await audit_trail.verify(self._r, self.keyring.subkey(AUDIT_KEY_LABEL))
-
-    async def audit_trail(self, limit: int = 100) -> list[tuple[float, str, str, str]]:
-        async with self._r.execute(
-            "SELECT at, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?", (limit,)
-        ) as cur:
-            return [(at, actor, action, detail) for at, actor, action, detail in await cur.fetchall()]
-
-    def reference_tag(self, *parts: object) -> str:
-        """A short keyed tag that lets an auditor match entries about the same binding without the ids."""
-        return self.keyring.tag("audit|" + "|".join(map(str, parts))).hex()[:12]
-
     async def integrity_check(self) -> str:
         async with self._r.execute("PRAGMA integrity_check") as cur:
             row = await cur.fetchone()
         return str(row[0]) if row else "no answer"
 
 
-_ACK_SQL = (
-    "UPDATE readings SET state = 1, done_at = ?, reason = NULL, echo = NULL, next_at = 0, "
-    f"created_at = {_DAY_SQL.format('created_at')} WHERE id = ?"
-)
-
-# Withheld (never sent): like an ack, the row keeps only the day it was received and withheld (README, threat
-# model). Parameters: state, done_at (the day), reason, id.
-_WITHHOLD_SQL = (
-    "UPDATE readings SET state = ?, done_at = ?, reason = ?, echo = NULL, next_at = 0, "
-    f"created_at = {_DAY_SQL.format('created_at')} WHERE id = ?"
-)
-
-
-def _day(t: float) -> float:
-    return t - t % DAY
-
-
-def _reject_aad(created: float, source: str) -> bytes:
-    return f"{created:.6f}|{source}".encode()
-
-
-def _reject_doc(source: str, raw: bytes) -> bytes:
-    """Schema 2's sealed reject: the source's length (2 bytes), the source, then the raw frame."""
-    name = source.encode()[:0xFFFF]
-    return len(name).to_bytes(2, "big") + name + raw
-
-
-def _reject_open(source: str, plain: bytes) -> tuple[str, bytes]:
-    """(source, raw) of a reject row: a schema-1 row has its source in the clear (`source` not empty)."""
-    if source:
-        return source, plain
-    n = int.from_bytes(plain[:2], "big")
-    return plain[2 : 2 + n].decode(errors="replace"), plain[2 + n :]
-
-
-async def _migrate_metadata(db: aiosqlite.Connection, keyring: KeyRing) -> None:
-    """Schema 1 -> 2, once: slot times and counts move into the slot's seal, binding and checkpoint times
-    go, delivered rows keep only their day. Old values are zeroed where they lay (`secure_delete`) and the
-    WAL is checkpointed and truncated, so the file no longer holds them (flash may keep older copies)."""
-    async with db.execute("PRAGMA table_info(slots)") as cur:
-        slot_columns = {row[1] for row in await cur.fetchall()}
-    if "first_seen" not in slot_columns:
-        return
-    await db.execute("PRAGMA secure_delete = ON")
-    await db.execute("BEGIN IMMEDIATE")
-    try:
-        async with db.execute("PRAGMA table_info(slots)") as cur:  # under the write lock: another process
-            if "first_seen" not in {row[1] for row in await cur.fetchall()}:  # opening it may have just done it
-                await db.execute("ROLLBACK")
-                return
-        async with db.execute("SELECT tag, key_id, nonce, payload, first_seen, last_seen, readings FROM slots") as cur:
-            rows = list(await cur.fetchall())
-        unreadable = 0
-        for tag, key_id, nonce, payload, first, last, n in rows:
-            try:
-                doc = orjson.loads(keyring.open(Sealed(key_id, nonce, payload), b"slots|" + tag))
-            except Exception:
-                unreadable += 1  # left as it was; `devices` reports it as unreadable, as before
-                continue
-            doc.update(first_seen=first, last_seen=last, readings=n)
-            s = keyring.seal(orjson.dumps(doc), b"slots|" + tag)
-            await db.execute(
-                "UPDATE slots SET key_id = ?, nonce = ?, payload = ? WHERE tag = ?",
-                (s.key_id, s.nonce, s.ciphertext, tag),
-            )
-        for table, column in (("slots", "first_seen"), ("slots", "last_seen"), ("slots", "readings"),
-                              ("bindings", "created_at"), ("checkpoints", "updated_at")):  # fmt: skip
-            await db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
-        async with db.execute("SELECT id, created_at, source, key_id, nonce, payload FROM rejects") as cur:
-            rejects = list(await cur.fetchall())
-        for reject_id, created, source, key_id, nonce, payload in rejects:
-            try:
-                raw = keyring.open(Sealed(key_id, nonce, payload), b"rejects|" + _reject_aad(created, source))
-            except DecryptError:
-                continue  # left as it was: it did not open before either
-            day = _day(created)
-            s = keyring.seal(_reject_doc(source, raw), b"rejects|" + _reject_aad(day, ""))
-            await db.execute(
-                "UPDATE rejects SET created_at = ?, source = '', key_id = ?, nonce = ?, payload = ? WHERE id = ?",
-                (day, s.key_id, s.nonce, s.ciphertext, reject_id),
-            )
-        await db.execute(
-            f"UPDATE readings SET created_at = {_DAY_SQL.format('created_at')}, "
-            f"done_at = {_DAY_SQL.format('done_at')}, next_at = 0 WHERE state = 1"
-        )
-        await db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        await db.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await db.execute("ROLLBACK")
-        raise
-    finally:
-        await db.execute("PRAGMA secure_delete = OFF")
-    await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    log.warning("queue_metadata_sealed", slots=len(rows), unreadable=unreadable, schema=SCHEMA_VERSION)
-
-
-async def _cut_withheld_times(db: aiosqlite.Connection) -> None:
-    """Rows withheld before withheld rows kept only their day: cut to it now (and dated for the retention
-    purge), the old values zeroed where they lay as in `_migrate_metadata`. Nothing to do on later opens."""
-    day = _DAY_SQL.format("created_at")
-    where = f"state = {int(State.WITHHELD)} AND (done_at IS NULL OR created_at != {day} OR next_at != 0)"
-    async with db.execute(f"SELECT count(*) FROM readings WHERE {where}") as cur:
-        row = await cur.fetchone()
-    if not row or not row[0]:
-        return
-    await db.execute("PRAGMA secure_delete = ON")
-    try:
-        await db.execute(
-            f"UPDATE readings SET created_at = {day}, done_at = {_DAY_SQL.format('coalesce(done_at, created_at)')}, "
-            f"next_at = 0 WHERE {where}"
-        )
-    finally:
-        await db.execute("PRAGMA secure_delete = OFF")
-    await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    log.info("withheld_times_cut", rows=int(row[0]))
-
-
-def _why(exc: Exception) -> str:
-    """A row's quarantine reason: the fault's type and text (crypto and codec errors carry no values)."""
-    if isinstance(exc, DecryptError | CodecError):
-        return f"{type(exc).__name__}: {exc}"[:200]
-    return f"{type(exc).__name__}: cannot open or decode this row"
-
-
 def _withheld(r: Reading) -> bool:
     return bool(r.status & WITHHELD_STATUS)
-
-
-async def _existing(db: aiosqlite.Connection, dedups: list[bytes]) -> set[bytes]:
-    """Which of these reading tags are already stored (looked up in chunks under SQLite's variable limit)."""
-    found: set[bytes] = set()
-    for start in range(0, len(dedups), 500):
-        chunk = dedups[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        async with db.execute(f"SELECT dedup FROM readings WHERE dedup IN ({marks})", chunk) as cur:
-            found.update(bytes(row[0]) for row in await cur.fetchall())
-    return found
-
-
-def _slot_doc(r: Reading) -> dict[str, Any]:
-    d = r.device
-    return {
-        "key": d.key,
-        "driver": d.driver,
-        "address": d.address,
-        "serial_number": d.serial_number,
-        "system_id": d.system_id,
-        "manufacturer": d.manufacturer,
-        "model": d.model,
-        "user": r.user_slot,
-    }
-
-
-async def _sealed_rows(
-    db: aiosqlite.Connection, table: str, tags: list[bytes]
-) -> dict[bytes, tuple[str, bytes, bytes]]:
-    """tag -> (key_id, nonce, payload) of these rows (looked up in chunks under SQLite's variable limit)."""
-    found: dict[bytes, tuple[str, bytes, bytes]] = {}
-    for start in range(0, len(tags), 500):
-        chunk = tags[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        # One round trip to SQLite's thread (execute_fetchall), not three: this runs on every put.
-        sql = f"SELECT tag, key_id, nonce, payload FROM {table} WHERE tag IN ({marks})"
-        rows = await db.execute_fetchall(sql, chunk)
-        for tag, key_id, nonce, payload in rows:
-            found[bytes(tag)] = (key_id, nonce, payload)
-    return found
-
-
-async def _touch_slots(
-    db: aiosqlite.Connection, keyring: KeyRing, latest: dict[bytes, Reading], fresh: dict[bytes, int], now: float
-) -> None:
-    """One sealed record per device slot and batch: identity, first and last seen, unique readings, all under
-    the seal (a stolen card shows how many slots there are, not when or how often each was used). Runs
-    inside the writer's transaction, so the read-modify-write of a slot's record cannot interleave."""
-    known = await _sealed_rows(db, "slots", list(latest))
-    rows = []
-    for tag, r in latest.items():
-        prev: dict[str, Any] = {}
-        if tag in known:
-            try:
-                prev = orjson.loads(keyring.open(Sealed(*known[tag]), b"slots|" + tag))
-            except Exception as exc:  # a damaged record starts again; the readings themselves are intact
-                log.error("device_record_unreadable", error=_why(exc), hint="its counts start again")
-        doc = _slot_doc(r)
-        doc["first_seen"] = prev.get("first_seen") or now
-        doc["last_seen"] = now
-        doc["readings"] = int(prev.get("readings") or 0) + fresh[tag]
-        s = keyring.seal(orjson.dumps(doc), b"slots|" + tag)
-        rows.append((tag, s.key_id, s.nonce, s.ciphertext))
-    await db.executemany("INSERT OR REPLACE INTO slots (tag, key_id, nonce, payload) VALUES (?, ?, ?, ?)", rows)
-
-
-async def _use_index_key(db: aiosqlite.Connection, keyring: KeyRing) -> None:
-    """The queue names the key its look-up tags derive from (the key file's first, until a retire)."""
-    async with db.execute("SELECT v FROM meta WHERE k = 'index_key'") as cur:
-        row = await cur.fetchone()
-    if row is None:
-        await db.execute("INSERT OR IGNORE INTO meta (k, v) VALUES ('index_key', ?)", (keyring.index_id,))
-    elif str(row[0]) in keyring:
-        keyring.use_index(str(row[0]))
-    # else: not this queue's key file; _check_key says so in the known-answer check's words
-
-
-def _lenient_text(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="replace")
-
-
-async def _close_all(conns: list[aiosqlite.Connection]) -> None:
-    for conn in conns:
-        with contextlib.suppress(Exception):
-            await conn.close()
-
-
-async def _check_key(db: aiosqlite.Connection, path: Path, keyring: KeyRing) -> None:
-    """Judge the key against the known-answer row; seal one into a queue that has none yet."""
-    async with db.execute("SELECT k, v FROM meta WHERE k LIKE 'kat_%'") as cur:
-        meta: dict[str, object] = {k: v for k, v in await cur.fetchall()}
-    async with db.execute(f"{used_key_ids_sql()} UNION SELECT v FROM meta WHERE k = 'index_key'") as cur:
-        ids = [r[0] for r in await cur.fetchall()]
-    if any(k not in keyring for k in ids):
-        keyring.reload()  # rotated by `vitalgate keys rotate` since this ring was loaded?
-    judge(path, keyring, meta, ids)
-    if not meta:
-        await db.executemany("INSERT OR IGNORE INTO meta (k, v) VALUES (?, ?)", list(known_answer(keyring).items()))
-
-
-async def _bump_bindings_version(db: aiosqlite.Connection) -> None:
-    await db.execute("UPDATE meta SET v = CAST(CAST(v AS INTEGER) + 1 AS TEXT) WHERE k = 'bindings_version'")
