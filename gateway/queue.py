@@ -54,6 +54,7 @@ from gateway.queue_schema import (
     _lenient_text,
     _migrate_metadata,
     _use_index_key,
+    _use_wal,
 )
 from gateway.reading import WITHHELD_STATUS, Reading
 from gateway.rejects import MAX_REJECTS, RejectsMixin
@@ -138,7 +139,7 @@ class ReadingQueue(BindingStoreMixin, RejectsMixin, ClockRepairMixin, DevicesMix
                 # A row edited to hold invalid UTF-8 text must fail that row, not every fetch of its table.
                 conn.text_factory = _lenient_text
                 await conn.execute("PRAGMA busy_timeout = 10000")
-            await writer.execute("PRAGMA journal_mode = WAL")
+            await _use_wal(writer)
             for conn in (writer, reader):
                 await conn.execute("PRAGMA synchronous = FULL")
             await writer.executescript(_SCHEMA)

@@ -7,7 +7,10 @@ the running queue. State is here because it is the `readings.state` column's cod
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import sqlite3
+import time
 from enum import IntEnum
 from pathlib import Path
 
@@ -203,7 +206,30 @@ async def _check_key(db: aiosqlite.Connection, path: Path, keyring: KeyRing) -> 
         keyring.reload()  # rotated by `vitalgate keys rotate` since this ring was loaded?
     judge(path, keyring, meta, ids)
     if not meta:
-        await db.executemany("INSERT OR IGNORE INTO meta (k, v) VALUES (?, ?)", list(known_answer(keyring).items()))
+        # One transaction: another process opening the new queue at the same moment must see all of the
+        # known answer or none of it, never a part it would judge as the wrong key.
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            await db.executemany("INSERT OR IGNORE INTO meta (k, v) VALUES (?, ?)", list(known_answer(keyring).items()))
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        await db.execute("COMMIT")
+
+
+async def _use_wal(db: aiosqlite.Connection) -> None:
+    """Switch a new (or pre-WAL) file to WAL. The switch needs the file to itself and SQLite does not wait
+    for it (no busy handler), so a second process opening the queue at the same moment (the daemon starting
+    while `status` polls) retries for as long as the busy timeout instead of failing with "locked"."""
+    deadline = time.monotonic() + 10.0
+    while True:
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.02)
 
 
 async def _bump_bindings_version(db: aiosqlite.Connection) -> None:

@@ -418,3 +418,20 @@ async def test_requeue_gives_quarantined_rows_another_try(queue: ReadingQueue) -
     assert [(x.item_id, x.attempts) for x in again] == [(leased[0].item_id, 0)]
     assert await queue.requeue() == 2
     assert (await queue.counts())[State.PENDING] == 3
+
+
+async def test_fault_two_processes_creating_the_queue_at_once_both_open(tmp_path: Path, keyring: KeyRing) -> None:
+    """First start after install: the daemon creates the queue while `vitalgate status` (a monitoring poll)
+    opens it too. Two connections, each in its own SQLite thread, race for real: the switch to WAL and the
+    known-answer rows must not make either fail with "locked" or "the key does not fit" (found by review:
+    about one try in four failed)."""
+    for attempt in range(12):
+        path = tmp_path / f"state{attempt}" / "queue.db"
+        path.parent.mkdir(mode=0o700)
+        opened = await asyncio.gather(*(ReadingQueue.open(path, keyring) for _ in range(2)), return_exceptions=True)
+        for q in opened:
+            if isinstance(q, ReadingQueue):
+                await q.close()
+        assert [type(q).__name__ for q in opened] == ["ReadingQueue"] * 2, [str(q) for q in opened]
+        async with await ReadingQueue.open(path, keyring) as q:  # the known answer is whole: the key still fits
+            assert await q.put([bp(minute=1)])
