@@ -78,6 +78,7 @@ class QueueDeviceContext:
         if self.clock_trusted is not None and not self.clock_trusted():
             return timedelta.max
         return self.tolerance
+
     health: HealthModel | None = None
     latest: dict[int | None, Reading] = field(default_factory=dict)  # newest per user slot, in memory only
     clock_limit: timedelta = DEFAULT_LIMIT  # config `gateway.clock_implausible_seconds` (gateway.clockcheck)
@@ -257,10 +258,15 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         # `vitalgate run` holds the state folder's lock around this (gateway.statelock): one daemon per folder,
         # and `keys rotate --retire` is refused while it runs.
+        replaced: BaseException | None = None
         try:
             await self._run(stop)
         except* QueueReplacedError as group:
-            raise group.exceptions[0] from None  # one sentence for the CLI, not an exception group
+            replaced = group.exceptions[0]
+        if replaced is not None:
+            # One sentence for the CLI, not an exception group. Raised here, not inside `except*`: before
+            # CPython 3.11.4 (Debian 12 has 3.11.2) a raise there is wrapped in a new group (gh-103590).
+            raise replaced from None
 
     async def _run(self, stop: asyncio.Event) -> None:
         cfg = self.config
@@ -564,6 +570,8 @@ def config_digest(file: str) -> str:
     except OSError:
         data = file.encode()
     return hashlib.sha256(data).hexdigest()
+
+
 async def _cancel_and_wait(tasks: Sequence[asyncio.Task[Any]]) -> None:
     """Cancel, and cancel again until they end.
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +16,17 @@ from gateway.crypto import KeyRing, create_key_file
 from gateway.queue import ReadingQueue
 from gateway.reading import DeviceIdentity, Kind, Measurement, Metric, Reading, Unit
 from tests.fhir_server import medplum  # noqa: F401  (session fixture: one real FHIR server per run)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A test run by a normal user (a newcomer with sudo, not root) cannot read the host's credential secret
+    (/var/lib/systemd/credential.secret is root's), so `systemd-creds encrypt` would fail in `vitalgate
+    setup` and the credential tests. systemd-creds reads the secret from $SYSTEMD_CREDENTIAL_SECRET when set:
+    such a run gets a secret of its own (created by systemd-creds on first use), the same code path."""
+    if os.geteuid() != 0 and "SYSTEMD_CREDENTIAL_SECRET" not in os.environ:
+        folder = tempfile.mkdtemp(prefix="vitalgate-creds-")
+        atexit.register(shutil.rmtree, folder, True)
+        os.environ["SYSTEMD_CREDENTIAL_SECRET"] = os.path.join(folder, "credential.secret")
 
 
 @pytest.fixture
