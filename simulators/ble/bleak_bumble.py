@@ -512,9 +512,10 @@ class SafeJsonKeyStore(JsonKeyStore):
     through the gateway's sealer (gateway.sealedfile: AES-256-GCM under a key derived from the data key,
     `gateway.safefiles` underneath, so a symlink at its name is refused and no fixed `<name>.tmp` is used).
 
-    A plaintext store from an earlier release is sealed on first open. One that does not open (tampered,
-    truncated, or sealed with a key no longer in the key file) is moved aside to `<name>.unreadable`, kept
-    for investigation, and the gateway goes on with no bonds: the devices must be paired again.
+    One that does not open (tampered, truncated, or sealed with a key no longer in the key file) is moved
+    aside to `<name>.unreadable`, kept for investigation, and the gateway goes on with no bonds: the devices
+    must be paired again. So does a plaintext store (an earlier release's, or a planted one): it is kept
+    aside sealed and its plaintext is overwritten.
     """
 
     def __init__(self, namespace: str, filename: str, sealer: Any) -> None:
@@ -550,15 +551,23 @@ class SafeJsonKeyStore(JsonKeyStore):
         if not isinstance(db, dict) or not all(isinstance(v, dict) for v in db.values()):
             what = "its contents are not a bond list" if sealed else "neither sealed nor a plaintext bond list"
             return self._unreadable(path, f"{path}: {what}")
-        if not sealed:  # an earlier release's plaintext store: seal it now, the plaintext goes
-            self.sealer.write(path, data)
-            _log.warning("ble_bond_store_sealed", path=str(path), bonds=sum(len(v) for v in db.values()))
+        if not sealed:
+            # An earlier release's store, or one planted by someone who could write to the card (an LTK of
+            # their choosing would let their device pass for the patient's bonded one): the two look the same,
+            # so a plaintext store is never trusted. Kept sealed aside for investigation, its plaintext
+            # overwritten (gateway.sealedfile zeroes it), and the devices are paired again.
+            aside = path.with_name(path.name + ".unreadable")
+            self.sealer.write(aside, data)
+            self.sealer.write(path, b"{}")
+            reason = f"{path}: not sealed (an earlier release's store, or one put there by someone else)"
+            return self._unreadable(path, reason, move=False)
         return db
 
-    def _unreadable(self, path: Path, reason: str) -> dict[str, dict[str, dict[str, Any]]]:
+    def _unreadable(self, path: Path, reason: str, *, move: bool = True) -> dict[str, dict[str, dict[str, Any]]]:
         aside = path.with_name(path.name + ".unreadable")
-        with contextlib.suppress(OSError):
-            os.replace(path, aside)  # same checked folder; kept for investigation, never read again
+        if move:
+            with contextlib.suppress(OSError):
+                os.replace(path, aside)  # same checked folder; kept for investigation, never read again
         self.problem = reason
         self.sealer.unreadable(path, reason)
         _log.error(

@@ -203,29 +203,38 @@ async def test_attack_bond_file_does_not_open_with_a_wrong_key(
     assert json.loads(bond_sealer(ring).open(aside.read_bytes()))
 
 
-async def test_plaintext_bond_store_of_an_earlier_release_is_sealed_on_first_open(
+async def test_attack_planted_plaintext_bond_store_is_not_trusted_and_its_plaintext_is_overwritten(
     link: LocalLink, meter: GlucoseMeter, tmp_path: Path
 ) -> None:
+    """Someone who can write to the card replaces the sealed store with a plaintext one holding keys of their
+    choosing (found by review: it was taken as an earlier release's store and sealed, bonds and all). An
+    earlier release's store looks the same, so neither is trusted: no bond, a critical alarm until a device
+    is paired again, the contents kept aside sealed, and the plaintext's blocks overwritten."""
     path = tmp_path / "state" / "ble-bonds.json"
     ring = KeyRing.generate()
     await _pair(link, path, bond_sealer(ring), meter)
     plain = bond_sealer(ring).open(path.read_bytes())
-    # As the earlier release wrote it (Bumble's JSON, indented), mode 0600.
+    # Bumble's JSON as an earlier release wrote it (indented), mode 0600: here the real bond, as a planted
+    # store would hold the LTK the attacker's device uses.
     path.write_text(json.dumps(json.loads(plain), sort_keys=True, indent=4))
     old_inode = tmp_path / "state" / "old-inode"
     os.link(path, old_inode)  # a second name for the plaintext's blocks, to see them scrubbed
     ltk = (await _negotiated(meter))["ltk"].hex().encode()
     assert ltk in path.read_bytes()
 
-    hub = _hub(link, path, bond_sealer(ring))
+    problems: list[str | None] = []
+    hub = _hub(link, path, bond_sealer(ring, problems.append))
     try:
         with structlog.testing.capture_logs() as logs:
-            assert await hub.is_bonded_address(meter.address)
+            assert not await hub.is_bonded_address(meter.address)
     finally:
         await hub.close()
-    assert [e["bonds"] for e in logs if e["event"] == "ble_bond_store_sealed"] == [1]
-    sealed = path.read_bytes()
-    assert sealed.startswith(MAGIC) and ltk not in sealed
+    assert [e["log_level"] for e in logs if e["event"] == "ble_bond_store_unreadable"] == ["error"]
+    assert problems and problems[0] is not None and "not sealed" in problems[0]
+    sealed, aside = path.read_bytes(), (tmp_path / "state" / "ble-bonds.json.unreadable").read_bytes()
+    assert sealed.startswith(MAGIC) and aside.startswith(MAGIC)
+    assert ltk not in sealed and ltk not in aside
+    assert json.loads(bond_sealer(ring).open(aside)) == json.loads(plain)  # kept for investigation
     assert set(old_inode.read_bytes()) == {0}  # the plaintext's old blocks overwritten (best effort on flash)
 
 
