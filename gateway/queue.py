@@ -55,6 +55,7 @@ from gateway.queue_schema import (
     _migrate_metadata,
     _use_index_key,
     _use_wal,
+    _withhold_old_server_reasons,
 )
 from gateway.reading import WITHHELD_STATUS, Reading
 from gateway.rejects import MAX_REJECTS, RejectsMixin
@@ -149,6 +150,7 @@ class ReadingQueue(BindingStoreMixin, RejectsMixin, ClockRepairMixin, DevicesMix
             await audit_trail.ensure_schema(writer, keyring.subkey(AUDIT_KEY_LABEL))
             await _migrate_metadata(writer, keyring)
             await _cut_withheld_times(writer)
+            await _withhold_old_server_reasons(writer)
             await writer.execute(
                 "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', ?), ('bindings_version', '0')",
                 (str(SCHEMA_VERSION),),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sqlite3
 import time
 from enum import IntEnum
@@ -173,6 +174,47 @@ async def _cut_withheld_times(db: aiosqlite.Connection) -> None:
         await db.execute("PRAGMA secure_delete = OFF")
     await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     log.info("withheld_times_cut", rows=int(row[0]))
+
+
+# A backend's refusal as releases before sealed server text stored it: `[entry N: ]HTTP NNN: <the server's
+# severity, code and expression, only lightly scrubbed>`. What follows the status may hold an echoed name.
+_OLD_SERVER_REASON = re.compile(r"^((?:entry \d+: )?HTTP \d{3}): .*", re.DOTALL)
+OLD_SERVER_REASON_NOTE = "the server's details, stored by an earlier release, withheld"
+
+
+async def _withhold_old_server_reasons(db: aiosqlite.Connection) -> None:
+    """Once per queue: quarantine reasons an earlier release took from a backend's OperationOutcome are cut
+    to their HTTP status (the server's words now go sealed, gateway.echo), old values zeroed where they lay.
+    A queue created by this release has none; the meta row marks it done either way."""
+    done = "SELECT 1 FROM meta WHERE k = 'server_reasons'"
+    async with db.execute(done) as cur:
+        if await cur.fetchone():
+            return
+    fixed: list[tuple[str, int]] = []
+    await db.execute("PRAGMA secure_delete = ON")
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        async with db.execute(done) as cur:  # under the write lock: another process may have just done it
+            if await cur.fetchone():
+                await db.execute("ROLLBACK")
+                return
+        async with db.execute("SELECT id, reason FROM readings WHERE reason LIKE '%HTTP %'") as cur:
+            for item_id, reason in await cur.fetchall():
+                m = _OLD_SERVER_REASON.match(str(reason))
+                if m:
+                    fixed.append((f"{m.group(1)}: {OLD_SERVER_REASON_NOTE}", item_id))
+        await db.executemany("UPDATE readings SET reason = ? WHERE id = ?", fixed)
+        await db.execute("INSERT INTO meta (k, v) VALUES ('server_reasons', 'sealed')")
+        await db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await db.execute("ROLLBACK")
+        raise
+    finally:
+        await db.execute("PRAGMA secure_delete = OFF")
+    if fixed:
+        await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        log.info("old_server_reasons_withheld", rows=len(fixed))
 
 
 async def _use_index_key(db: aiosqlite.Connection, keyring: KeyRing) -> None:

@@ -261,7 +261,7 @@ async def test_console_reveal_is_for_operators_and_audited(tmp_path: Path) -> No
     from tests.test_daemon import write_config
 
     port = free_port()
-    cfg = write_config(tmp_path, count=0, extra=f"[console]\nenabled = true\nlisten = \"127.0.0.1\"\nport = {port}\n")
+    cfg = write_config(tmp_path, count=0, extra=f'[console]\nenabled = true\nlisten = "127.0.0.1"\nport = {port}\n')
     (tmp_path / "state").mkdir(mode=0o700, exist_ok=True)
     q = await ReadingQueue.open(tmp_path / "state/queue.db", KeyRing.load(str(tmp_path / "data.key")))
     try:
@@ -331,7 +331,7 @@ async def test_attack_sealed_echo_moved_to_another_row_shows_a_sentence_in_the_c
     from tests.test_daemon import write_config
 
     port = free_port()
-    cfg = write_config(tmp_path, count=0, extra=f"[console]\nenabled = true\nlisten = \"127.0.0.1\"\nport = {port}\n")
+    cfg = write_config(tmp_path, count=0, extra=f'[console]\nenabled = true\nlisten = "127.0.0.1"\nport = {port}\n')
     (tmp_path / "state").mkdir(mode=0o700, exist_ok=True)
     q = await ReadingQueue.open(tmp_path / "state/queue.db", KeyRing.load(str(tmp_path / "data.key")))
     try:
@@ -396,3 +396,49 @@ async def test_attack_sealed_echo_edited_to_another_type_is_refused_and_retire_g
     async with await ReadingQueue.open(path, KeyRing.load(str(key))) as q:
         await retire(q, old)
         assert await q.reveal(b) == "kept" and await q.reveal(a) is None
+
+
+async def test_attack_name_in_a_reason_stored_by_an_earlier_release_is_cut_on_upgrade(
+    tmp_path: Path, keyring: KeyRing
+) -> None:
+    """Releases before sealed server text kept an OperationOutcome's severity, code and expression in the
+    quarantine reason, only lightly scrubbed: a hostile backend's `Patient.name.JaneDoe` stayed in the clear
+    (found by review). Opening such a queue once cuts every such reason to its HTTP status and zeroes the old
+    text where it lay; local reasons (a row that does not open) are kept as they were."""
+    import sqlite3
+
+    path = tmp_path / "state" / "queue.db"
+    name = "JaneQuietpatient"
+    old = {  # reasons as the earlier release's outcome_summary wrote them
+        1: f"HTTP 422: error invalid (server text not kept) at Patient.name.{name}",
+        2: f"entry 0: HTTP 400: {name} required",
+        3: "DecryptError: unknown key id k9",
+    }
+    async with await ReadingQueue.open(path, keyring) as q:
+        await q.bind("BP123456", 1, "Patient/p1")
+        await q.put([bp(minute=m) for m in (1, 2, 3)])
+        leased, _ = await q.lease(10)
+        await q.set_state({lease.item_id: old[n] for n, lease in enumerate(leased, 1)}, State.QUARANTINED)
+    db = sqlite3.connect(path)  # as the earlier release left the file: no mark that reasons were cut
+    db.execute("DELETE FROM meta WHERE k = 'server_reasons'")
+    db.commit()
+    db.close()
+    assert name.encode() in _db_bytes(path.parent)
+
+    async with await ReadingQueue.open(path, keyring) as q:
+        reasons = sorted(reason for _, reason in await q.quarantined())
+    assert reasons == sorted(
+        [
+            "DecryptError: unknown key id k9",
+            "HTTP 422: the server's details, stored by an earlier release, withheld",
+            "entry 0: HTTP 400: the server's details, stored by an earlier release, withheld",
+        ]
+    )
+    assert name.encode() not in _db_bytes(path.parent)
+    # Done once: a reason written by this release after the upgrade is left as it is.
+    async with await ReadingQueue.open(path, keyring) as q:
+        await q.put([bp(minute=4)])
+        leased, _ = await q.lease(10)
+        await q.set_state({leased[0].item_id: "HTTP 422: error invalid at Observation.subject"}, State.QUARANTINED)
+    async with await ReadingQueue.open(path, keyring) as q:
+        assert "HTTP 422: error invalid at Observation.subject" in [r for _, r in await q.quarantined()]
