@@ -321,7 +321,7 @@ def test_attack_patient_name_in_issue_severity_and_code_is_not_kept_in_the_clear
 async def test_attack_sealed_echo_moved_to_another_row_shows_a_sentence_in_the_console(tmp_path: Path) -> None:
     """Someone with write access copies one row's sealed text onto another (gateway.echo binds it to its
     row, so it does not open there), and posts row ids no form offers (a superscript digit, a number past
-    SQLite's integers): the console answers each with a sentence on the quarantine page, not a server
+    SQLite's integers) to reveal or to requeue: the console answers each with a sentence on the quarantine page, not a server
     error, and the attempted reveal is still audited."""
     import re
 
@@ -362,6 +362,10 @@ async def test_attack_sealed_echo_moved_to_another_row_shows_a_sentence_in_the_c
                     body = await r.text()
                     assert r.status == 200, (row, body[-500:])
                     assert "readings are set aside for review" in body and NAME not in body
+            for row in ("²", "9" * 30):  # the requeue form's id likewise (a server error before)
+                async with http.post(f"{base}/requeue", data={"csrf": token, "id": row}) as r:
+                    body = await r.text()
+                    assert r.status == 200 and "Pick a row to send again." in body, (row, body[-500:])
             async with http.get(f"{base}/audit") as r:
                 trail = await r.text()
     assert f"reveal #{b}" in trail

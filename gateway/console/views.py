@@ -198,7 +198,7 @@ def add_routes(app: web.Application, console: Console) -> None:
             await console.audit(s.user, "console-requeue", "all")
             return await quarantine(request, s, note=f"{moved} readings queued again.")
         text = str(form.get("id", ""))
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit() and len(text) <= 18):  # as in reveal: "²", past 64 bits
             return await quarantine(request, s, error="Pick a row to send again.")
         moved = await gw.queue.requeue([int(text)])
         await console.audit(s.user, "console-requeue", "1 rows")
