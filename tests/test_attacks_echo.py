@@ -321,8 +321,8 @@ def test_attack_patient_name_in_issue_severity_and_code_is_not_kept_in_the_clear
 async def test_attack_sealed_echo_moved_to_another_row_shows_a_sentence_in_the_console(tmp_path: Path) -> None:
     """Someone with write access copies one row's sealed text onto another (gateway.echo binds it to its
     row, so it does not open there), and posts row ids no form offers (a superscript digit, a number past
-    SQLite's integers) to reveal or to requeue: the console answers each with a sentence on the quarantine page, not a server
-    error, and the attempted reveal is still audited."""
+    SQLite's integers) to reveal or to requeue: the console answers each with a sentence on the quarantine
+    page, not a server error, and the attempted reveal is still audited."""
     import re
 
     import aiohttp
