@@ -336,5 +336,8 @@ class Reading:
         if t.tzinfo is None:
             t = t.replace(tzinfo=local_tz) if local_tz is not None else t.astimezone()
         if self.clock_offset is not None:
-            t = t - self.clock_offset
+            try:
+                t = t - self.clock_offset
+            except OverflowError:
+                pass  # a stamp at the calendar's edge (9999-12-31): kept as given; gateway.clockcheck flags it
         return t

@@ -237,3 +237,20 @@ def test_a_real_fhir_server_stores_a_time_fault_once(medplum: Any) -> None:
     stored = medplum.search("Observation", subject="Patient/clock-fault-1")
     assert len(stored) == 2  # BP panel and pulse, once each
     assert all(o["effectivePeriod"] == {"end": "2026-11-24T07:31:00+00:00"} and o["note"] for o in stored)
+
+
+# A cuff stamping the last second of the calendar: 9999-12-31 23:59:59 (0x270F = 9999; GATT Date Time
+# allows years 1582-9999), its Current Time read an hour behind the gateway's.
+EDGE_OF_CALENDAR_BP = bytes.fromhex("06" "7800" "5000" "5D00" "0F270C1F173B3B" "4800")
+
+
+def test_time_stamp_at_the_edge_of_the_calendar_is_flagged_not_an_overflow() -> None:
+    """Correcting 9999-12-31 23:59:59 by the clock's offset leaves the calendar (review: OverflowError in
+    the health update after the commit, so every session of that device ended in an error, and in the clock
+    judgement). It is flagged as a clock far ahead and maps to a valid Observation instead."""
+    r = to_reading(parse_bp_measurement(EDGE_OF_CALENDAR_BP), CUFF, RECEIVED, timedelta(hours=-1), EDGE_OF_CALENDAR_BP)
+    assert r.effective_time(PLUS_ONE) == datetime(9999, 12, 31, 23, 59, 59, tzinfo=PLUS_ONE)  # uncorrected
+    verdict = judge(r, local_tz=PLUS_ONE)
+    assert verdict is not None and verdict.problem == "future"
+    _, measured = _observations(_map(r))  # validated as a Bundle in _map
+    assert [o["note"][0]["text"].startswith("Device clock implausible") for o in measured] == [True, True]
