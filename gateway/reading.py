@@ -7,6 +7,7 @@ reported them (so FHIR output keeps the device's own unit where the profiles wan
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -336,8 +337,7 @@ class Reading:
         if t.tzinfo is None:
             t = t.replace(tzinfo=local_tz) if local_tz is not None else t.astimezone()
         if self.clock_offset is not None:
-            try:
+            # A stamp at the calendar's edge (9999-12-31) stays as given; gateway.clockcheck flags it.
+            with contextlib.suppress(OverflowError):
                 t = t - self.clock_offset
-            except OverflowError:
-                pass  # a stamp at the calendar's edge (9999-12-31): kept as given; gateway.clockcheck flags it
         return t
