@@ -202,7 +202,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.statelock import StateLock
 
     ble_runtime.set_state_dir(cfg.state_dir)  # a relative BLE bond store lives in the state folder
-    with StateLock(cfg.state_dir):  # one daemon per state folder, for the daemon's whole life
+    # One daemon per state folder, for the daemon's whole life. Waiting 2 s: `status` tests the lock with a
+    # shared flock for an instant, and a daemon starting in that instant must not take it for another daemon.
+    with StateLock(cfg.state_dir, wait=2.0):
         asyncio.run(_run(cfg, keyring))
     return 0
 

@@ -56,7 +56,8 @@ class QueueReplacedError(GatewayError):
 class StateLock:
     """An exclusive flock on a file in the state folder; the holder's pid is written into it for messages."""
 
-    def __init__(self, folder: Path, name: str = DAEMON_LOCK) -> None:
+    def __init__(self, folder: Path, name: str = DAEMON_LOCK, *, wait: float = 0.0) -> None:
+        self.wait = wait  # how long `with` waits for it
         self.path = folder / name
         self._fd: int | None = None
 
@@ -115,7 +116,7 @@ class StateLock:
             self._fd = None
 
     def __enter__(self) -> StateLock:
-        self.acquire()
+        self.acquire(wait=self.wait)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -173,3 +173,28 @@ async def test_fault_status_during_keys_retire_waits_and_no_reading_is_marked_ta
         counts = await q.counts()
         assert counts[State.TAMPERED] == 0 and sum(counts.values()) == 2400, counts
         assert await q.verify_audit() == []
+
+
+def test_a_daemon_starting_while_status_tests_the_lock_starts(tmp_path: Path) -> None:
+    """`vitalgate status` tests the daemon lock with a shared flock for an instant (StateLock.held_by_other).
+    A daemon starting in that instant waited for nothing and exited 5, taking it for another daemon (found
+    by review). The shared lock is held here for longer than status does, 0.5 s, to make the instant certain."""
+    import fcntl
+    import os
+    import threading
+
+    cfg = write_config(tmp_path, devices=simulated("cuff", "S-POLL", 0, interval=0.05))
+    lock = tmp_path / "state" / "daemon.lock"
+    lock.parent.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # what status holds while it looks
+    released = threading.Timer(0.5, os.close, (fd,))  # closing drops the flock
+    proc = start(["run", "--config", str(cfg)])
+    released.start()
+    try:
+        wait_for(lambda: proc.poll() is not None or _snapshot_pid(tmp_path) == proc.pid, 30, "the daemon starting")
+        assert proc.poll() is None, "the daemon exited instead of starting"
+    finally:
+        released.join()
+        code, _, err = stop(proc)
+    assert code == 0, err.decode()[-2000:]
