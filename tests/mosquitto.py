@@ -60,6 +60,10 @@ class Pki:
         self.client = self.ca.issue("client", server=False, hosts=(), common_name=GATEWAY_ID)
 
 
+class PortTaken(RuntimeError):
+    """A port chosen for a listener was taken by another process before mosquitto could bind it."""
+
+
 class Mosquitto:
     """One broker process with the listeners described in the module docstring."""
 
@@ -123,7 +127,9 @@ class Mosquitto:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
                 log = self.log.read_text() if self.log.exists() else ""
-                raise RuntimeError(f"mosquitto exited: {err}{log}")
+                self.proc = None
+                kind = PortTaken if "Address already in use" in err + log else RuntimeError
+                raise kind(f"mosquitto exited: {err}{log}")
             if all(_accepts(port) for port in self.ports.values()):
                 return
             time.sleep(0.02)
@@ -149,6 +155,15 @@ class Mosquitto:
         self.start()
 
     def __enter__(self) -> Mosquitto:
+        for _ in range(3):
+            try:
+                self.start()
+                return self
+            except PortTaken:
+                # free_port() found it free, then something else on the machine bound it before mosquitto
+                # did (another test's server, a parallel run): new ports, new config, start again.
+                self.ports = {name: free_port() for name in self.LISTENERS}
+                self._write_config()
         self.start()
         return self
 
