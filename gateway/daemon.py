@@ -185,6 +185,12 @@ class QueueDeviceContext:
         if self.health is not None:
             self.health.quirks(self.device.name, effects)
 
+    def report_scan(self, mode: str, reason: str | None = None) -> None:
+        """An advertisement listener's scan: "passive", or "active-fallback" because the stack refused a
+        passive one (`reason`; drivers/ble/adv_scale.py). The health model raises an alarm for the latter."""
+        if self.health is not None:
+            self.health.scan(self.device.name, mode, reason)
+
     async def checkpoint(self, name: str) -> str | None:
         return await self.queue.checkpoint(self.device.name, name)
 

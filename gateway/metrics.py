@@ -93,13 +93,21 @@ class HealthCollector(Collector):
             "vitalgate_device_last_seen_timestamp_seconds", "Last time a device session reached it", labels=["device"]
         )
         battery = GaugeMetricFamily("vitalgate_device_battery_percent", "Battery level last read", labels=["device"])
+        passive = GaugeMetricFamily(
+            "vitalgate_device_passive_scan",
+            "Advertisement listeners: 1 scanning passively, 0 fallen back to an active scan",
+            labels=["device"],
+        )
         for d in m.devices.values():
             if d.last_seen is not None:
                 seen.add_metric([d.name], d.last_seen)
             if d.battery is not None:
                 battery.add_metric([d.name], d.battery)
+            if d.scan_mode is not None:
+                passive.add_metric([d.name], 1.0 if d.scan_mode == "passive" else 0.0)
         yield seen
         yield battery
+        yield passive
 
 
 def _go_float(b: float) -> str:

@@ -5,7 +5,8 @@ adapter's scan is shared) and reads each weigh-in from the service data (drivers
 One run listens for `listen_seconds`; the core starts the next after `poll_seconds`. The listener scans
 passively (no scan requests: the scale's service data is in its advertisement, and a scan request only costs
 its battery), alongside the connected sessions' scans; on BlueZ that is an AdvertisementMonitor matching the
-two service data UUIDs (`passive_scan_args`), and a stack that refuses it gets an active scan and a warning.
+two service data UUIDs (`passive_scan_args`), and a stack that refuses it gets an active scan, a warning and
+an alarm (`report_scan`: the health model), and a passive scan asked for again at the next run.
 Stabilized weigh-ins only, one reading per weigh-in however often the scale repeats it. These scales do not
 know their users: `users = [{ slot = 1, min_kg = 50, max_kg = 70 }, ...]` assigns a slot by weight range
 (ambiguous or out of every range: slot 255, kept unassigned). Bound like any device
@@ -90,7 +91,7 @@ class XiaomiScaleDriver:
         self._ble = ble
         self._tracker: mi.WeighInTracker | None = None  # kept across runs: repeats span them
         self._rejected: set[bytes] = set()
-        self.passive = True  # listen without scan requests; False once the stack refused a passive scan
+        self.passive = True  # listen without scan requests; False while the stack refuses a passive scan
 
     @classmethod
     def validate(cls, options: Mapping[str, Any], where: str) -> None:
@@ -128,27 +129,51 @@ class XiaomiScaleDriver:
 
         wanted = ScanFilter(address=opts.address, service_data=SERVICE_DATA)
 
+        def report_scan(mode: str, reason: str | None = None) -> None:
+            # The operator's health view (gateway.health: status, console, an alarm while it falls back).
+            if callable(report := getattr(ctx, "report_scan", None)):
+                report(mode, reason)
+
+        scanning_passively = False  # this run's passive scan started and was not refused
+
+        def passive_works() -> None:
+            if not self.passive:
+                log.info("adv_scale_passive_scan_restored", driver=self.name)
+            self.passive = True
+            report_scan("passive")
+
         async def listen_to(passive: bool) -> None:
+            nonlocal scanning_passively
             async for advert in ble.adverts(wanted, passive=passive):
+                if passive and not scanning_passively:  # heard through a passive scan: it works
+                    scanning_passively = True
+                    passive_works()
                 if not queue.full():  # a flood of adverts is dropped, not buffered without bound
                     queue.put_nowait(advert)
 
+        refused = False
+
         async def pump() -> None:
-            if not self.passive:
-                await listen_to(False)
-                return
+            nonlocal refused
+            # Every run asks for a passive scan again: after a fallback, a bluetoothd restarted with
+            # --experimental is used from the next run on, without restarting the gateway.
             try:
                 await listen_to(True)
             except BleError as exc:
                 # BlueZ without its experimental AdvertisementMonitor cannot scan passively: still listen.
+                refused = True
+                if self.passive:  # the first refusal (or the first since passive worked again): warn once
+                    log.warning(
+                        "adv_scale_passive_scan_unavailable",
+                        driver=self.name,
+                        error=str(exc),
+                        hint="passive scanning needs bluetoothd started with --experimental (BlueZ >= 5.56, "
+                        "Linux >= 5.10); listening with an active scan instead (the scale gets scan requests)",
+                    )
+                else:
+                    log.debug("adv_scale_passive_scan_still_unavailable", driver=self.name, error=str(exc))
                 self.passive = False
-                log.warning(
-                    "adv_scale_passive_scan_unavailable",
-                    driver=self.name,
-                    error=str(exc),
-                    hint="passive scanning needs bluetoothd started with --experimental (BlueZ >= 5.56, Linux >= "
-                    "5.10); listening with an active scan instead (the scale gets scan requests)",
-                )
+                report_scan("active-fallback", str(exc))
                 await listen_to(False)
 
         # The scan runs in its own task: cancelling a wait on the iterator itself would close it.
@@ -171,6 +196,8 @@ class XiaomiScaleDriver:
                 await scanning
         if not scanning.cancelled() and isinstance(scanning.exception(), BleError):
             log.warning("adv_scale_scan_failed", error=type(scanning.exception()).__name__)
+        elif not refused and not scanning_passively:
+            passive_works()  # the passive scan ran the whole listen without a refusal (and without a scale)
         await commit(tracker.flush(time.monotonic()))
         log.info("adv_scale_listen_done", driver=self.name, readings=committed, repeats=tracker.repeats)
 

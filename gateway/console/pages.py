@@ -13,9 +13,18 @@ from typing import Any
 
 from gateway.alarms import Alarm
 from gateway.console.users import Role
-from gateway.health.report import ago, bundle_size_text, clock_flagged_text, when
+from gateway.health.report import ago, bundle_size_text, clock_flagged_text, scan_text, when
 
-__all__ = ["clock_flagged_cell", "csrf_field", "health_panel", "layout", "login_page", "message", "table"]
+__all__ = [
+    "clock_flagged_cell",
+    "csrf_field",
+    "health_panel",
+    "layout",
+    "login_page",
+    "message",
+    "scan_cell",
+    "table",
+]
 
 
 def e(value: object) -> str:
@@ -161,3 +170,12 @@ def clock_flagged_cell(d: dict[str, Any]) -> str:
         return "-"
     problem = f" ({e(d['clock_problem'])})" if d.get("clock_problem") else ""
     return f'<span class="warn">{e(text)}</span>{problem}'
+
+
+def scan_cell(d: dict[str, Any]) -> str:
+    """An advertisement listener's scan (as `status` says it): a fallback to an active scan is a warning."""
+    text = scan_text(d)
+    if text is None:
+        return "-"
+    sentence, fallback = text
+    return f'<span class="warn">{e(sentence)}</span>' if fallback else e(sentence)

@@ -79,7 +79,7 @@ def add_routes(app: web.Application, console: Console) -> None:
         h = gw.model.as_dict()
         body += table(
             ("Device", "Driver", "Last seen", "Last reading", "Battery", "Clock offset", "Bound", "Readings",
-             "Rejected", "Errors", "Clock flagged"),
+             "Rejected", "Errors", "Clock flagged", "Scan"),
             (
                 (
                     e(d["name"]), e(d["driver"]),
@@ -91,6 +91,7 @@ def add_routes(app: web.Application, console: Console) -> None:
                     str(d["readings"]), str(d["rejected"]),
                     f"{d['session_errors']}" + (f" ({e(d['last_error'])})" if d["last_error"] else ""),
                     pages.clock_flagged_cell(d),
+                    pages.scan_cell(d),
                 )
                 for d in h["devices"]
             ),

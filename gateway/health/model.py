@@ -61,6 +61,10 @@ class DeviceHealth:
     clock_flagged: int = 0  # readings since start whose device clock was implausible (gateway.clockcheck)
     clock_problem: str | None = None  # what was wrong with the latest judged clock (no PHI); None: plausible
     quirks: list[str] = field(default_factory=list)  # what a quirks row changes for this device (BLE)
+    # Advertisement listeners only (drivers/ble/adv_scale.py): "passive", or "active-fallback" while the BLE
+    # stack refuses a passive scan, with the stack's reason; None for connected devices and until known.
+    scan_mode: str | None = None
+    scan_reason: str | None = None
 
     @property
     def bound(self) -> str | None:
@@ -85,6 +89,7 @@ class DeviceHealth:
             "clock_flagged_readings": self.clock_flagged,
             "clock_problem": self.clock_problem,
             "quirks": list(self.quirks),
+            "scan": None if self.scan_mode is None else {"mode": self.scan_mode, "reason": self.scan_reason},
         }
 
 
@@ -214,6 +219,12 @@ class HealthModel:
 
     def quirks(self, name: str, effects: list[str]) -> None:
         self.device(name).quirks = list(effects)
+
+    def scan(self, name: str, mode: str, reason: str | None = None) -> None:
+        """How an advertisement listener scans: "passive", or "active-fallback" with the stack's refusal."""
+        dev = self.device(name)
+        dev.scan_mode = mode
+        dev.scan_reason = None if reason is None else redact_text(reason)[:200]
 
     def input_rejected(self, name: str) -> None:
         self.device(name).rejected += 1

@@ -16,7 +16,7 @@ from gateway.alarms import SNAPSHOT_NAME as ALARMS_SNAPSHOT
 from gateway.alarms import read_snapshot as read_alarms
 from gateway.health import snapshot
 
-__all__ = ["ago", "bundle_size_text", "clock_flagged_text", "render_status", "status_document", "when"]
+__all__ = ["ago", "bundle_size_text", "clock_flagged_text", "render_status", "scan_text", "status_document", "when"]
 
 
 def status_document(
@@ -79,6 +79,22 @@ def clock_flagged_text(device: dict[str, Any]) -> str | None:
     return f"{flagged} readings: set the device's clock" if flagged else None
 
 
+def scan_text(device: dict[str, Any]) -> tuple[str, bool] | None:
+    """An advertisement listener's scan, as `status` and the console say it, and whether it fell back to
+    an active scan (a warning); None for connected devices and until the listener has scanned."""
+    scan = device.get("scan")
+    if not scan:
+        return None
+    if scan.get("mode") == "passive":
+        return "passive (no scan requests)", False
+    reason = f" ({scan['reason']})" if scan.get("reason") else ""
+    return (
+        f"active, fallback: the Bluetooth stack refused a passive scan{reason}; start bluetoothd with "
+        "--experimental (BlueZ >= 5.56) and it listens passively again at its next cycle",
+        True,
+    )
+
+
 def render_status(doc: dict[str, Any], now: float | None = None) -> str:
     try:
         return _render(doc, now)
@@ -120,6 +136,9 @@ def _render(doc: dict[str, Any], now: float | None = None) -> str:
             )
             if d.get("quirks"):
                 lines.append(f"  {'':18} quirks: {'; '.join(d['quirks'])}")
+            scan = scan_text(d)
+            if scan is not None:
+                lines.append(f"  {'':18} scan: {scan[0]}")
     q = doc["queue"]
     lines.append("queue:")
     lines.extend(f"  {state:12} {n}" for state, n in q["counts"].items())

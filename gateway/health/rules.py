@@ -90,6 +90,19 @@ def evaluate(model: HealthModel, board: AlarmBoard, th: Thresholds, facts: Facts
         else:
             board.clear(code)
 
+    for dev in model.devices.values():
+        code = f"scan_fallback:{dev.name}"
+        if dev.scan_mode == "active-fallback":
+            board.raise_(
+                code,
+                f"Scale '{dev.name}' listens with an active scan: the Bluetooth stack refused a passive one (start "
+                "bluetoothd with --experimental, BlueZ >= 5.56) — readings still arrive, but the gateway sends "
+                "scan requests.",
+                Severity.WARNING,
+            )
+        else:
+            board.clear(code)
+
     if model.disk_free_fraction is not None and model.disk_free_fraction * 100 < th.disk_free_percent:
         board.raise_(
             "disk_low",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,11 +15,19 @@ from bleak.assigned_numbers import AdvertisementDataType
 from bleak.backends.bluezdbus.scanner import BleakScannerBlueZDBus
 from bleak.exc import BleakError
 from bumble.link import LocalLink
+from prometheus_client import generate_latest
+from structlog.testing import capture_logs
 
 from drivers.ble.adv_scale import XiaomiScaleDriver
 from drivers.ble.bleak_transport import BleakTransport, passive_scan_args
 from drivers.ble.thermometer import ThermometerDriver
 from drivers.ble.transport import BleError, ScanFilter
+from gateway.alarms import SNAPSHOT_NAME as ALARMS_SNAPSHOT
+from gateway.alarms import AlarmBoard
+from gateway.health import HealthModel, snapshot
+from gateway.health.report import render_status, status_document
+from gateway.health.rules import Facts, Thresholds, evaluate
+from gateway.metrics import registry_for
 from gateway.queue import ReadingQueue
 from gateway.reading import Kind, Measurement, Metric, Unit
 from simulators.ble.bleak_bumble import BleakClientBumble, BleakScannerBumble, BumbleHub
@@ -177,16 +186,30 @@ def test_passive_scan_arguments_for_bluez() -> None:
         BleakScannerBlueZDBus(None, None, "passive", bluez={})
 
 
+def _health_of(model: HealthModel, board: AlarmBoard, tmp_path: Path) -> tuple[dict[str, Any], list[str]]:
+    """The scale's health as `status --json` gives it, and `status`'s text lines: the daemon's own path
+    (rules over the model, the health and alarm snapshots read back by `status`)."""
+    evaluate(model, board, Thresholds(), Facts())
+    snapshot.write(tmp_path / snapshot.SNAPSHOT_NAME, model.as_dict())
+    board.write_snapshot(tmp_path / ALARMS_SNAPSHOT)
+    doc = status_document(tmp_path, {"pending": 0}, [], 0)
+    return doc, render_status(doc).splitlines()
+
+
 async def test_stack_without_passive_scanning_falls_back_to_active(
-    link: LocalLink, hub: BumbleHub, queue: ReadingQueue, caplog: pytest.LogCaptureFixture
+    link: LocalLink, hub: BumbleHub, queue: ReadingQueue, tmp_path: Path
 ) -> None:
     """BlueZ without --experimental refuses a passive scan; it cannot be produced here (no BlueZ), so a Bumble
-    scanner stands in that refuses `scanning_mode="passive"` with bleak's BlueZ message. The listener warns
-    with what to do and listens actively: the weigh-in is still read."""
+    scanner stands in that refuses `scanning_mode="passive"` with bleak's BlueZ message while `refusing` is
+    set. The listener warns with what to do and listens actively: the weigh-in is still read. Operators see
+    it: health `scan` active-fallback with the stack's reason, a `scan:` line in `status`, a warning alarm.
+    The next run asks again: refused again (still fallen back), then, with the stack fixed, passive again
+    and the alarm cleared, without a new driver."""
+    refusing = [True]
 
     class NoPassiveScanner(BleakScannerBumble):
         def __init__(self, callback: Any, uuids: Any, scanning_mode: str = "active", **kwargs: Any) -> None:
-            if scanning_mode == "passive":
+            if scanning_mode == "passive" and refusing[0]:
                 raise BleakError("passive scanning on Linux requires BlueZ >= 5.55 with --experimental enabled")
             super().__init__(callback, uuids, scanning_mode, **kwargs)
 
@@ -196,13 +219,85 @@ async def test_stack_without_passive_scanning_falls_back_to_active(
     rec = make_ctx(
         queue, "xiaomi-scale", "mi", address=scale.address, users=USERS, listen_seconds=3.0, settle_seconds=0.5
     )
+    model = HealthModel(version="t", gateway_id="gw", forwarder="file", target="out", devices=[("mi", "xiaomi-scale")])
+    rec.ctx.health = model
+    board = AlarmBoard()
     driver = XiaomiScaleDriver(ble)
     try:
-        listening = asyncio.create_task(driver.run(rec.ctx))
-        await wait_until(lambda: hub.scan_parameters == ["active"], 30)
-        await scale.weigh(62.35, at=AT)
-        await listening
+        with capture_logs() as logs:
+            listening = asyncio.create_task(driver.run(rec.ctx))
+            await wait_until(lambda: hub.scan_parameters == ["active"], 30)
+            await scale.weigh(62.35, at=AT)
+            await listening
+        assert [(e["event"], e["log_level"]) for e in logs if "passive" in e["event"]] == [
+            ("adv_scale_passive_scan_unavailable", "warning")
+        ]
+        assert [r.measurements[0].reported_value for r in rec.readings] == [62.35]
+        assert driver.passive is False and hub.scan_parameters == ["active"]
+        refusal = "passive scan refused: passive scanning on Linux requires BlueZ >= 5.55 with --experimental enabled"
+        doc, text = _health_of(model, board, tmp_path)
+        (device,) = doc["health"]["devices"]
+        assert device["scan"] == {"mode": "active-fallback", "reason": refusal}
+        row = next(i for i, line in enumerate(text) if line.split()[:1] == ["mi"])
+        assert text[row + 1].strip() == (
+            f"scan: active, fallback: the Bluetooth stack refused a passive scan ({refusal}); start bluetoothd "
+            "with --experimental (BlueZ >= 5.56) and it listens passively again at its next cycle"
+        )
+        assert doc["alarms"] == [
+            {
+                "code": "scan_fallback:mi",
+                "severity": "warning",
+                "sentence": "Scale 'mi' listens with an active scan: the Bluetooth stack refused a passive one "
+                "(start bluetoothd with --experimental, BlueZ >= 5.56) — readings still arrive, but the gateway "
+                "sends scan requests.",
+                "since": doc["alarms"][0]["since"],
+            }
+        ]
+        assert "  [warning] Scale 'mi' listens with an active scan" in "\n".join(text)
+
+        with capture_logs() as logs:
+            await driver.run(rec.ctx)  # the next cycle asks for a passive scan again: still refused
+        assert hub.scan_parameters == ["active", "active"] and driver.passive is False
+        assert [(e["event"], e["log_level"]) for e in logs if "passive" in e["event"]] == [
+            ("adv_scale_passive_scan_still_unavailable", "debug")  # warned once, not every cycle
+        ]
+        _health_of(model, board, tmp_path)
+        assert board.is_active("scan_fallback:mi")
+
+        refusing[0] = False  # bluetoothd restarted with --experimental
+        with capture_logs() as logs:
+            await driver.run(rec.ctx)
+        assert hub.scan_parameters == ["active", "active", "passive"] and driver.passive is True
+        doc, text = _health_of(model, board, tmp_path)
+        assert doc["health"]["devices"][0]["scan"] == {"mode": "passive", "reason": None}
+        assert doc["alarms"] == []
+        assert [(e["event"], e["log_level"]) for e in logs if "passive" in e["event"]] == [
+            ("adv_scale_passive_scan_restored", "info")
+        ]
     finally:
         await scale.stop()
-    assert [r.measurements[0].reported_value for r in rec.readings] == [62.35]
-    assert driver.passive is False and hub.scan_parameters == ["active"]
+
+
+async def test_a_passive_listener_shows_passive_and_raises_no_alarm(
+    link: LocalLink, hub: BumbleHub, ble: BleakTransport, queue: ReadingQueue, tmp_path: Path
+) -> None:
+    """A stack that scans passively: the health model, `status` (text and JSON) and the metrics say so,
+    whether or not a scale advertised during the listen; no alarm."""
+    scale = MiScale("v1")
+    await scale.start(link)
+    rec = make_ctx(queue, "xiaomi-scale", "mi", address=scale.address, listen_seconds=1.0, settle_seconds=0.5)
+    model = HealthModel(version="t", gateway_id="gw", forwarder="file", target="out", devices=[("mi", "xiaomi-scale")])
+    rec.ctx.health = model
+    board = AlarmBoard()
+    try:
+        await XiaomiScaleDriver(ble).run(rec.ctx)  # nobody on the scale: the listen ends unrefused
+    finally:
+        await scale.stop()
+    assert hub.scan_parameters == ["passive"]
+    doc, text = _health_of(model, board, tmp_path)
+    assert doc["health"]["devices"][0]["scan"] == {"mode": "passive", "reason": None}
+    row = next(i for i, line in enumerate(text) if line.split()[:1] == ["mi"])
+    assert text[row + 1].strip() == "scan: passive (no scan requests)"
+    assert doc["alarms"] == [] and not board.active()
+    scraped = generate_latest(registry_for(model)).decode()
+    assert 'vitalgate_device_passive_scan{device="mi"} 1.0' in scraped.splitlines()
