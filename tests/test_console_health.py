@@ -144,3 +144,47 @@ async def test_no_bundle_size_for_a_forwarder_without_one(tmp_path: Path) -> Non
     async with viewer_console(gw) as (http, base):
         page = await get(http, f"{base}/")
     assert "Forwarder" in page and "Bundle size" not in page and "entries per Bundle" not in page
+
+
+async def test_devices_page_shows_a_scale_that_fell_back_to_an_active_scan(tmp_path: Path) -> None:
+    """The listener's scan (drivers/ble/adv_scale.py reports it through the device context; the Bumble path
+    is tested in tests/ble/test_adv_scale.py) on the Devices page, as `status` words it: the fallback as a
+    warning with the stack's reason, a passive listener as such, a connected device without one; the
+    fallback's alarm on the dashboard."""
+    from html import escape
+
+    from gateway.config import parse_config
+    from gateway.crypto import KeyRing
+    from gateway.daemon import Gateway
+    from gateway.health.report import scan_text
+    from gateway.health.rules import Facts, Thresholds, evaluate
+
+    cfg = parse_config(
+        {
+            "gateway": {"state_dir": str(tmp_path / "state")},
+            "output": {"forwarder": "file", "file": {"allow_plaintext": True}},
+            "devices": [
+                {"driver": "simulated", "name": "cuff", "kind": "blood-pressure", "serial": "SER-CUFF"},
+                {"driver": "simulated", "name": "mi", "kind": "blood-glucose", "serial": "SER-MI"},
+                {"driver": "simulated", "name": "mi2", "kind": "blood-glucose", "serial": "SER-MI2"},
+            ],
+        }
+    )
+    gw = Gateway(cfg, KeyRing.generate())
+    refusal = "passive scan refused: passive scanning on Linux requires BlueZ >= 5.55 with --experimental enabled"
+    gw.model.scan("mi", "active-fallback", refusal)
+    gw.model.scan("mi2", "passive")
+    evaluate(gw.model, gw.alarms, Thresholds(), Facts())
+    health = {d["name"]: d for d in gw.model.as_dict()["devices"]}
+    fallback = scan_text(health["mi"])
+    assert fallback is not None and fallback[1] and refusal in fallback[0]
+    async with viewer_console(gw) as (http, base):
+        devices = await get(http, f"{base}/devices")
+        page = await get(http, f"{base}/")
+    assert '<th scope="col">Scan</th>' in devices
+    row = {name: devices[devices.index(f"<td>{name}</td>") :].split("</tr>")[0] for name in ("cuff", "mi", "mi2")}
+    assert row["mi"].endswith(f'<td><span class="warn">{escape(fallback[0])}</span></td>'), row["mi"]
+    assert row["mi2"].endswith("<td>passive (no scan requests)</td>"), row["mi2"]
+    assert row["cuff"].endswith("<td>-</td>"), row["cuff"]
+    alarms = page[page.index('class="alarms"') :].split("</ul>")[0]
+    assert "Scale &#x27;mi&#x27; listens with an active scan" in alarms and "mi2" not in alarms
