@@ -129,51 +129,49 @@ class XiaomiScaleDriver:
 
         wanted = ScanFilter(address=opts.address, service_data=SERVICE_DATA)
 
-        def report_scan(mode: str, reason: str | None = None) -> None:
-            # The operator's health view (gateway.health: status, console, an alarm while it falls back).
+        refusal: str | None = None  # why the stack refused this run's passive scan
+        heard = False  # this run's scan delivered an advert: it is running as `refusal` says
+
+        def scan_works() -> None:
+            """Tell the health view (status, console, metrics; an alarm while fallen back) how this run
+            listens, once its scan is known to run: an advert came, or the listen ended without a failure."""
+            if refusal is None:
+                if not self.passive:
+                    log.info("adv_scale_passive_scan_restored", driver=self.name)
+                self.passive = True
             if callable(report := getattr(ctx, "report_scan", None)):
-                report(mode, reason)
-
-        scanning_passively = False  # this run's passive scan started and was not refused
-
-        def passive_works() -> None:
-            if not self.passive:
-                log.info("adv_scale_passive_scan_restored", driver=self.name)
-            self.passive = True
-            report_scan("passive")
+                report("passive" if refusal is None else "active-fallback", refusal)
 
         async def listen_to(passive: bool) -> None:
-            nonlocal scanning_passively
+            nonlocal heard
             async for advert in ble.adverts(wanted, passive=passive):
-                if passive and not scanning_passively:  # heard through a passive scan: it works
-                    scanning_passively = True
-                    passive_works()
+                if not heard:
+                    heard = True
+                    scan_works()
                 if not queue.full():  # a flood of adverts is dropped, not buffered without bound
                     queue.put_nowait(advert)
 
-        refused = False
-
         async def pump() -> None:
-            nonlocal refused
+            nonlocal refusal, heard
             # Every run asks for a passive scan again: after a fallback, a bluetoothd restarted with
             # --experimental is used from the next run on, without restarting the gateway.
             try:
                 await listen_to(True)
             except BleError as exc:
                 # BlueZ without its experimental AdvertisementMonitor cannot scan passively: still listen.
-                refused = True
+                refusal = str(exc)
                 if self.passive:  # the first refusal (or the first since passive worked again): warn once
                     log.warning(
                         "adv_scale_passive_scan_unavailable",
                         driver=self.name,
-                        error=str(exc),
+                        error=refusal,
                         hint="passive scanning needs bluetoothd started with --experimental (BlueZ >= 5.56, "
                         "Linux >= 5.10); listening with an active scan instead (the scale gets scan requests)",
                     )
                 else:
-                    log.debug("adv_scale_passive_scan_still_unavailable", driver=self.name, error=str(exc))
+                    log.debug("adv_scale_passive_scan_still_unavailable", driver=self.name, error=refusal)
                 self.passive = False
-                report_scan("active-fallback", str(exc))
+                heard = False  # (a passive scan that failed after it had run: say so again)
                 await listen_to(False)
 
         # The scan runs in its own task: cancelling a wait on the iterator itself would close it.
@@ -196,8 +194,8 @@ class XiaomiScaleDriver:
                 await scanning
         if not scanning.cancelled() and isinstance(scanning.exception(), BleError):
             log.warning("adv_scale_scan_failed", error=type(scanning.exception()).__name__)
-        elif not refused and not scanning_passively:
-            passive_works()  # the passive scan ran the whole listen without a refusal (and without a scale)
+        elif not heard:
+            scan_works()  # the scan ran the whole listen without failing (and without hearing the scale)
         await commit(tracker.flush(time.monotonic()))
         log.info("adv_scale_listen_done", driver=self.name, readings=committed, repeats=tracker.repeats)
 
